@@ -1,0 +1,73 @@
+"""aopkit: agent-oriented programming. Agents are actors that talk only by passing messages."""
+
+from __future__ import annotations
+
+from .agent import Agent
+from .blocks import (
+    AudioBlock,
+    Base64Source,
+    Block,
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UnknownBlock,
+    URLSource,
+    VideoBlock,
+)
+from .codec import Codec
+from .errors import (
+    AopkitError,
+    DecodeError,
+    DuplicateRegistrationError,
+    LookupFailed,
+    PluginError,
+    ReplyError,
+    StoreError,
+)
+from .hookspecs import hookimpl
+from .hub import DeliveryError, MsgHub
+from .kernel import Kernel, default_kernel
+from .memory import Memory
+from .message import Msg
+from .pipelines import fanout, sequential
+from .session import JSONFileStore, SQLiteStore, load_session, save_session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AopkitError",
+    "AudioBlock",
+    "Base64Source",
+    "Block",
+    "Codec",
+    "DecodeError",
+    "DeliveryError",
+    "DuplicateRegistrationError",
+    "ImageBlock",
+    "JSONFileStore",
+    "Kernel",
+    "LookupFailed",
+    "Memory",
+    "Msg",
+    "MsgHub",
+    "PluginError",
+    "ReplyError",
+    "SQLiteStore",
+    "StoreError",
+    "TextBlock",
+    "ThinkingBlock",
+    "ToolResultBlock",
+    "ToolUseBlock",
+    "URLSource",
+    "UnknownBlock",
+    "VideoBlock",
+    "default_kernel",
+    "fanout",
+    "hookimpl",
+    "load_session",
+    "save_session",
+    "sequential",
+]

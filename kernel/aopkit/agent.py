@@ -1,0 +1,188 @@
+"""The agent base: an actor that replies to messages and observes others'."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import AopkitError, DecodeError, ReplyError
+from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
+from .memory import Memory
+from .message import Msg
+
+if TYPE_CHECKING:
+    from .hub import MsgHub
+    from .kernel import Kernel
+
+Incoming = Msg | Sequence[Msg] | None
+HookKind = Literal["pre_reply", "post_reply", "pre_observe", "post_observe"]
+HOOK_KINDS: tuple[str, ...] = ("pre_reply", "post_reply", "pre_observe", "post_observe")
+
+
+def _ids(msg: Incoming) -> tuple[str, ...]:
+    if msg is None:
+        return ()
+    if isinstance(msg, Msg):
+        return (msg.id,)
+    return tuple(m.id for m in msg)
+
+
+class Agent:
+    """Subclass and implement :meth:`reply`; call the agent (``await agent(msg)``) to use it.
+
+    Calling stores the input and the reply in :attr:`memory`, runs the agent's hooks, emits
+    events, and broadcasts the reply to the hubs the agent is in.
+    """
+
+    def __init__(self, name: str, *, memory: Memory | None = None, kernel: Kernel | None = None):
+        self.name = name
+        self.memory = Memory() if memory is None else memory
+        self._kernel = kernel
+        self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
+        self._hubs: list[MsgHub] = []
+        self._replies: set[asyncio.Task[Msg]] = set()
+        self._interrupting = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    @property
+    def kernel(self) -> Kernel:
+        if self._kernel is None:
+            from .kernel import default_kernel
+
+            self._kernel = default_kernel()
+        return self._kernel
+
+    # -- what subclasses implement ----------------------------------------------------------
+    async def reply(self, msg: Incoming) -> Msg:
+        """Produce the reply to ``msg`` (already stored in memory). Subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement reply()")
+
+    async def handle_interrupt(self, msg: Incoming) -> Msg:
+        """The reply given when :meth:`interrupt` cancels a running reply."""
+        return Msg(self.name, "I was interrupted.", "assistant", metadata={"interrupted": True})
+
+    # -- hooks ------------------------------------------------------------------------------
+    def add_hook(self, kind: HookKind, hook: Callable[..., Any]) -> None:
+        """Add a hook, sync or async: ``pre_reply(agent, msg)`` and ``pre_observe(agent, msg)``
+        may return a replacement input; ``post_reply(agent, msg, reply)`` a replacement reply;
+        ``post_observe(agent, msg)`` only watches. Returning None keeps the value."""
+        if kind not in HOOK_KINDS:
+            raise AopkitError(
+                f"unknown hook kind {kind!r}; expected one of {', '.join(HOOK_KINDS)}"
+            )
+        if self._hooks is None:
+            self._hooks = {}
+        self._hooks.setdefault(kind, []).append((hook, inspect.iscoroutinefunction(hook)))
+
+    def remove_hook(self, kind: HookKind, hook: Callable[..., Any]) -> None:
+        hooks = (self._hooks or {}).get(kind, [])
+        hooks[:] = [(h, a) for h, a in hooks if h is not hook]
+
+    async def _run_hooks(self, kind: str, value: Any, *args: Any) -> Any:
+        for hook, is_async in (self._hooks or {}).get(kind, ()):
+            result = hook(self, *args, value)
+            if is_async:
+                result = await result
+            if result is not None:
+                value = result
+        return value
+
+    # -- acting -----------------------------------------------------------------------------
+    async def __call__(self, msg: Incoming = None) -> Msg:
+        """Reply to ``msg``: the reply is stored, broadcast to this agent's hubs, and returned."""
+        kernel = self.kernel
+        if self._hooks:
+            msg = await self._run_hooks("pre_reply", msg)
+        started = time.perf_counter()
+        if kernel.observed:
+            kernel.emit(ReplyStarted(agent=self.name, inputs=_ids(msg)))
+        self._remember(msg)
+        task = asyncio.ensure_future(self.reply(msg))
+        self._replies.add(task)
+        interrupted = False
+        try:
+            reply = await task
+            if not isinstance(reply, Msg):
+                raise TypeError(f"reply() must return a Msg, got {reply!r:.80}")
+        except asyncio.CancelledError:
+            if not (self._interrupting and task.cancelled()):
+                raise
+            reply, interrupted = await self.handle_interrupt(msg), True
+        except Exception as exc:
+            if kernel.observed:
+                kernel.emit(
+                    ReplyFailed(
+                        agent=self.name,
+                        error=f"{type(exc).__name__}: {exc}",
+                        seconds=time.perf_counter() - started,
+                    )
+                )
+            raise ReplyError(self.name, exc) from exc
+        finally:
+            self._replies.discard(task)
+            if not self._replies:
+                self._interrupting = False
+        if self._hooks:
+            reply = await self._run_hooks("post_reply", reply, msg)
+        self.memory.add(reply)
+        if kernel.observed:
+            kernel.emit(MessageSent(msg=reply, hubs=tuple(h.name for h in self._hubs)))
+            kernel.emit(
+                ReplyFinished(
+                    agent=self.name,
+                    msg_id=reply.id,
+                    seconds=time.perf_counter() - started,
+                    interrupted=interrupted,
+                )
+            )
+        for hub in self._hubs:
+            await hub.broadcast(reply, sender=self)
+        return reply
+
+    def interrupt(self) -> None:
+        """Cancel the running reply; the call returns :meth:`handle_interrupt`'s reply instead,
+        and memory keeps the input and that reply."""
+        if self._replies:
+            self._interrupting = True
+            for task in self._replies:
+                task.cancel()
+
+    async def observe(self, msg: Incoming) -> None:
+        """Take in messages without replying (hubs deliver others' replies here)."""
+        if self._hooks:
+            msg = await self._run_hooks("pre_observe", msg)
+        self._remember(msg)
+        kernel = self.kernel
+        if kernel.observed:
+            for msg_id in _ids(msg):
+                kernel.emit(Observed(agent=self.name, msg_id=msg_id))
+        if self._hooks:
+            await self._run_hooks("post_observe", msg)
+
+    def _remember(self, msg: Incoming) -> None:
+        if msg is None:
+            return
+        if isinstance(msg, Msg):
+            self.memory.add(msg)
+        else:
+            self.memory.extend(msg)
+
+    # -- state ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The agent's state as JSON-ready data; subclasses add their own keys."""
+        return {"name": self.name, "memory": self.memory.state_dict(self.kernel.codec)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; bad state raises and leaves the agent unchanged."""
+        memory = state.get("memory")
+        if not isinstance(memory, list):
+            raise DecodeError("memory", "expected a list of messages")
+        try:
+            self.memory.load_state_dict(memory, self.kernel.codec)
+        except DecodeError as exc:
+            raise exc.under("memory") from None

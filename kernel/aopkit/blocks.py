@@ -1,0 +1,117 @@
+"""Content blocks: the typed parts of a message.
+
+Blocks are frozen values, so one message can sit in many memories without a copy. Each block
+type has a ``type`` tag (its JSON discriminator) and an ``extra`` slot where providers keep what
+must round-trip untouched (signatures, reasoning ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+
+@attrs.frozen
+class URLSource:
+    """Media referenced by location: ``http(s)://``, ``file://`` or a local path.
+
+    The bytes are only read when a formatter needs them.
+    """
+
+    type: ClassVar[str] = "url"
+    url: str
+    media_type: str | None = None
+
+
+@attrs.frozen
+class Base64Source:
+    """Media carried inline as base64 text."""
+
+    type: ClassVar[str] = "base64"
+    media_type: str
+    data: str
+
+
+Source = URLSource | Base64Source
+
+
+@attrs.frozen
+class Block:
+    """Base of every content block; subclasses set the ``type`` tag."""
+
+    type: ClassVar[str] = ""
+    extra: dict[str, Any] = attrs.field(factory=dict, kw_only=True)
+
+
+@attrs.frozen
+class TextBlock(Block):
+    type: ClassVar[str] = "text"
+    text: str
+
+
+@attrs.frozen
+class ThinkingBlock(Block):
+    """A model's visible reasoning; signatures live in ``extra`` and go back unchanged."""
+
+    type: ClassVar[str] = "thinking"
+    thinking: str
+
+
+@attrs.frozen
+class ImageBlock(Block):
+    type: ClassVar[str] = "image"
+    source: Source
+
+
+@attrs.frozen
+class AudioBlock(Block):
+    type: ClassVar[str] = "audio"
+    source: Source
+
+
+@attrs.frozen
+class VideoBlock(Block):
+    type: ClassVar[str] = "video"
+    source: Source
+
+
+@attrs.frozen
+class ToolUseBlock(Block):
+    """A model asks for a tool to run; ``id`` pairs it with its :class:`ToolResultBlock`."""
+
+    type: ClassVar[str] = "tool_use"
+    id: str
+    name: str
+    input: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ToolResultBlock(Block):
+    """What a tool returned: text, or a list of blocks (text and media)."""
+
+    type: ClassVar[str] = "tool_result"
+    id: str
+    name: str
+    output: str | list[Block]
+    is_error: bool = False
+
+
+@attrs.frozen
+class UnknownBlock(Block):
+    """A block of a type no loaded plugin knows: every field is kept and dumped back unchanged."""
+
+    type: str  # type: ignore[misc]  # the instance carries the foreign tag
+    fields: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+STANDARD_BLOCKS: tuple[type[Block], ...] = (
+    TextBlock,
+    ThinkingBlock,
+    ImageBlock,
+    AudioBlock,
+    VideoBlock,
+    ToolUseBlock,
+    ToolResultBlock,
+)

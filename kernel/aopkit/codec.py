@@ -1,0 +1,228 @@
+"""JSON (de)serialisation through one cattrs converter, tagged by ``"type"``.
+
+Loading is strict: a value of the wrong type is an error, never coerced, and the error names the
+path of the bad field. A block type that no loaded plugin knows loads as an
+:class:`~aopkit.blocks.UnknownBlock` and dumps back unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, get_args
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from .blocks import Base64Source, Block, Source, UnknownBlock, URLSource
+from .errors import DecodeError, join_path
+from .events import EVENT_TYPES, Event
+from .message import ROLES, Msg, Role
+
+T = TypeVar("T")
+
+_SOURCES: dict[str, type[URLSource] | type[Base64Source]] = {
+    URLSource.type: URLSource,
+    Base64Source.type: Base64Source,
+}
+
+
+def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
+    def check(value: Any, _: Any) -> Any:
+        if (type(value) is bool and kind is not bool) or not isinstance(value, kind):
+            raise TypeError(f"expected {name}, got {type(value).__name__} {value!r:.40}")
+        return value
+
+    return check
+
+
+def _explain(exc: BaseException) -> tuple[str, str]:
+    """(relative path, problem) of the first error inside a cattrs exception tree."""
+    if isinstance(exc, DecodeError):
+        return exc.path, exc.problem
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        with_notes, without = exc.group_exceptions()
+        for inner, note in with_notes:
+            step = f"[{note.index!r}]" if isinstance(note, IterableValidationNote) else note.name
+            if isinstance(inner, KeyError):
+                return step, "required field is missing"
+            path, problem = _explain(inner)
+            return join_path(step, path), problem
+        if without:
+            return _explain(without[0])
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return "", f"unexpected field(s): {', '.join(sorted(exc.extra_fields))}"
+    return "", str(exc) or type(exc).__name__
+
+
+class Codec:
+    """Turns messages (and any attrs value built from them, such as events) into JSON and back.
+
+    ``block_types`` maps a ``type`` tag to its class; it is read on every load, so block types
+    registered later are picked up without rebuilding the converter.
+    """
+
+    def __init__(self, block_types: Mapping[str, type[Block]]) -> None:
+        self.block_types = block_types
+        conv = cattrs.Converter(forbid_extra_keys=True)
+        for kind, name in ((str, "a string"), (int, "an integer"), (bool, "a boolean")):
+            conv.register_structure_hook(kind, _strict(kind, name))
+        conv.register_structure_hook(float, _strict((int, float), "a number"))  # type: ignore[arg-type]
+        conv.register_structure_hook_func(lambda t: t == Role, _structure_role)
+        conv.register_structure_hook_func(_is_any_dict, self._structure_any_dict)
+        conv.register_structure_hook_func(lambda t: t is Block, self._structure_block)
+        conv.register_structure_hook_func(_is_content, self._structure_content)
+        conv.register_structure_hook_func(lambda t: t == Source, self._structure_source)
+        conv.register_unstructure_hook_func(_is_block_class, self._unstructure_block)
+        conv.register_unstructure_hook_func(_is_source_class, self._unstructure_source)
+        self._unstructurers: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        self.converter = conv
+
+    # -- public API -------------------------------------------------------------------------
+    def dump(self, value: Any) -> Any:
+        """A JSON-ready value (dicts, lists, strings, numbers) for a message, block or event."""
+        return self.converter.unstructure(value)
+
+    def load(self, data: Any, cls: type[T] = Msg) -> T:  # type: ignore[assignment]
+        """Build ``cls`` (a :class:`Msg` by default) from JSON-ready data, or raise DecodeError."""
+        if cls is Msg and not isinstance(data, dict):
+            raise DecodeError("", f"a message must be a JSON object, got {type(data).__name__}")
+        try:
+            return self.converter.structure(data, cls)
+        except DecodeError:
+            raise
+        except Exception as exc:  # cattrs wraps every failure; name the first bad field
+            path, problem = _explain(exc)
+            raise DecodeError(path, problem) from None
+
+    def dump_event(self, event: Event) -> dict[str, Any]:
+        """An event as a JSON object tagged by its ``type``."""
+        return {"type": event.type, **self.converter.unstructure(event)}
+
+    def load_event(self, data: Any) -> Event:
+        """The event a :meth:`dump_event` object describes; raise :class:`DecodeError`."""
+        tag = data.get("type") if isinstance(data, dict) else None
+        cls = EVENT_TYPES.get(tag) if isinstance(tag, str) else None
+        if cls is None:
+            raise DecodeError("type", f"not a known event type: {tag!r}")
+        return self.load({k: v for k, v in data.items() if k != "type"}, cls)
+
+    def dumps_event(self, event: Event) -> str:
+        return json.dumps(self.dump_event(event), ensure_ascii=False, separators=(",", ":"))
+
+    def dumps(self, value: Any) -> str:
+        return json.dumps(self.dump(value), ensure_ascii=False, separators=(",", ":"))
+
+    def loads(self, text: str | bytes, cls: type[T] = Msg) -> T:  # type: ignore[assignment]
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DecodeError("", f"not valid JSON: {exc}") from None
+        return self.load(data, cls)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def _structure_block(self, data: Any, _: Any) -> Block:
+        if not isinstance(data, dict):
+            raise DecodeError("", f"a block must be a JSON object, got {type(data).__name__}")
+        tag = data.get("type")
+        if not isinstance(tag, str):
+            raise DecodeError("type", "a block needs a string 'type' tag")
+        fields = {k: v for k, v in data.items() if k != "type"}
+        cls = self.block_types.get(tag)
+        if cls is None:
+            return UnknownBlock(tag, fields)
+        try:
+            return self.converter.structure(fields, cls)
+        except Exception as exc:
+            path, problem = _explain(exc)
+            raise DecodeError(path, problem) from None
+
+    def _structure_content(self, data: Any, _: Any) -> str | list[Block]:
+        if isinstance(data, str):
+            return data
+        if not isinstance(data, list):
+            raise DecodeError(
+                "", f"expected a string or a list of blocks, got {type(data).__name__}"
+            )
+        blocks = []
+        for i, item in enumerate(data):
+            try:
+                blocks.append(self._structure_block(item, Block))
+            except DecodeError as exc:
+                raise exc.under(f"[{i}]") from None
+        return blocks
+
+    def _structure_source(self, data: Any, _: Any) -> Source:
+        tag = data.get("type") if isinstance(data, dict) else None
+        cls = _SOURCES.get(tag) if isinstance(tag, str) else None
+        if cls is None:
+            raise DecodeError("", "a media source must be an object with type 'url' or 'base64'")
+        fields = {k: v for k, v in data.items() if k != "type"}
+        source = self.converter.structure(fields, cls)
+        if isinstance(source, Base64Source):
+            _check_base64(source.data)
+        return source
+
+    def _structure_any_dict(self, data: Any, _: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        for key in data:
+            if not isinstance(key, str):
+                raise TypeError(f"object keys must be strings, got {key!r}")
+        return data
+
+    def _unstructure_block(self, block: Block) -> dict[str, Any]:
+        if isinstance(block, UnknownBlock):
+            return {"type": block.type, **block.fields}
+        cls = type(block)
+        fn = self._unstructurers.get(cls)
+        if fn is None:
+            fn = self._unstructurers[cls] = make_dict_unstructure_fn(
+                cls, self.converter, extra=override(omit_if_default=True)
+            )
+        return {"type": cls.type, **fn(block)}
+
+    def _unstructure_source(self, source: Source) -> dict[str, Any]:
+        return {
+            "type": source.type,
+            **{k: v for k, v in attrs.asdict(source).items() if v is not None},
+        }
+
+
+def _check_base64(data: str) -> None:
+    import base64
+    import binascii
+
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise DecodeError("data", f"not valid base64: {exc}") from None
+
+
+def _structure_role(value: Any, _: Any) -> str:
+    if value not in ROLES:
+        raise ValueError(f"expected 'user', 'assistant' or 'system', got {value!r:.40}")
+    return value  # type: ignore[no-any-return]
+
+
+def _is_block_class(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, Block)
+
+
+def _is_source_class(t: Any) -> bool:
+    return t in (URLSource, Base64Source, Source)
+
+
+def _is_content(t: Any) -> bool:
+    return set(get_args(t)) == {str, list[Block]}
+
+
+def _is_any_dict(t: Any) -> bool:
+    return bool(t == dict[str, Any])

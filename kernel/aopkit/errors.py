@@ -1,0 +1,66 @@
+"""One small error hierarchy: every error aopkit raises is an :class:`AopkitError`."""
+
+from __future__ import annotations
+
+
+class AopkitError(Exception):
+    """Root of every error aopkit raises on purpose."""
+
+
+class DecodeError(AopkitError, ValueError):
+    """Malformed serialised input; ``path`` names the bad field, e.g. ``content[2].source.data``."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path.lstrip(".")
+        self.problem = problem
+        super().__init__(f"{self.path or '<root>'}: {problem}")
+
+    def under(self, prefix: str) -> DecodeError:
+        """The same error, its path seen from one level up (``prefix`` + path)."""
+        return DecodeError(join_path(prefix, self.path), self.problem)
+
+
+def join_path(prefix: str, path: str) -> str:
+    """``content`` + ``[2].source`` -> ``content[2].source``; ``a`` + ``b`` -> ``a.b``."""
+    if not path or not prefix:
+        return prefix or path
+    return prefix + path if path.startswith("[") else f"{prefix}.{path}"
+
+
+class PluginError(AopkitError):
+    """A plugin could not be loaded, validated or registered; ``plugin`` is its name."""
+
+    def __init__(self, plugin: str, problem: str) -> None:
+        self.plugin = plugin
+        self.problem = problem
+        super().__init__(f"plugin {plugin!r}: {problem}")
+
+
+class DuplicateRegistrationError(PluginError):
+    """Two plugins claimed one name in one registry."""
+
+    def __init__(self, registry: str, name: str, first: str, second: str) -> None:
+        self.registry = registry
+        self.name = name
+        self.first = first
+        super().__init__(
+            second,
+            f"{registry} {name!r} is already registered by plugin {first!r}; "
+            f"block one of the two (AOPKIT_DISABLE_PLUGINS={second}) to resolve the conflict",
+        )
+
+
+class LookupFailed(AopkitError, LookupError):
+    """A name (model provider, formatter, tool...) is not registered by any loaded plugin."""
+
+
+class ReplyError(AopkitError):
+    """An agent's reply raised; the original exception is ``__cause__``."""
+
+    def __init__(self, agent: str, cause: BaseException) -> None:
+        self.agent = agent
+        super().__init__(f"agent {agent!r} failed to reply: {type(cause).__name__}: {cause}")
+
+
+class StoreError(AopkitError):
+    """A session store could not save or load state."""

@@ -1,0 +1,172 @@
+"""Typed, serialisable events: everything that happens in a kernel, in order.
+
+Emitters check ``kernel.observed`` before building an event, so with no listener an event costs
+one attribute read. Each event's ``type`` tag names it in JSON (traces, the web UI).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import attrs
+
+from .message import Msg
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base of every event; ``time`` is when it happened (seconds since the epoch)."""
+
+    type: ClassVar[str] = ""
+    time: float = attrs.field(factory=time.time)
+
+
+@attrs.frozen(kw_only=True)
+class MessageSent(Event):
+    """An agent replied, or a hub broadcast a message; ``hubs`` are the hubs it went to."""
+
+    type: ClassVar[str] = "message_sent"
+    msg: Msg
+    hubs: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class HubJoined(Event):
+    type: ClassVar[str] = "hub_joined"
+    hub: str
+    agent: str
+
+
+@attrs.frozen(kw_only=True)
+class HubLeft(Event):
+    type: ClassVar[str] = "hub_left"
+    hub: str
+    agent: str
+
+
+@attrs.frozen(kw_only=True)
+class ReplyStarted(Event):
+    type: ClassVar[str] = "reply_started"
+    agent: str
+    inputs: tuple[str, ...] = ()  # ids of the messages it replies to
+
+
+@attrs.frozen(kw_only=True)
+class ReplyFinished(Event):
+    type: ClassVar[str] = "reply_finished"
+    agent: str
+    msg_id: str
+    seconds: float
+    interrupted: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ReplyFailed(Event):
+    type: ClassVar[str] = "reply_failed"
+    agent: str
+    error: str
+    seconds: float
+
+
+@attrs.frozen(kw_only=True)
+class Observed(Event):
+    type: ClassVar[str] = "observed"
+    agent: str
+    msg_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ModelCallStarted(Event):
+    type: ClassVar[str] = "model_call_started"
+    model: str
+    call_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ModelCallFinished(Event):
+    type: ClassVar[str] = "model_call_finished"
+    model: str
+    call_id: str
+    seconds: float
+    usage: dict[str, Any] = attrs.field(factory=dict)
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Retried(Event):
+    """A model call failed with a retryable error and will be tried again after ``wait`` s."""
+
+    type: ClassVar[str] = "retried"
+    model: str
+    call_id: str
+    attempt: int
+    error: str
+    wait: float
+
+
+@attrs.frozen(kw_only=True)
+class Corrected(Event):
+    """A corrector (fault tier 2) tried to repair an output without a model call."""
+
+    type: ClassVar[str] = "corrected"
+    corrector: str
+    ok: bool
+    detail: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class CritiqueRound(Event):
+    """One round of a critique strategy (fault tier 3)."""
+
+    type: ClassVar[str] = "critique_round"
+    critic: str
+    round: int
+    accepted: bool
+    detail: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Escalated(Event):
+    """A fault no tier could resolve was handed to a human (fault tier 4)."""
+
+    type: ClassVar[str] = "escalated"
+    incident: str
+    reason: str
+    resolution: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StateSaved(Event):
+    type: ClassVar[str] = "state_saved"
+    session: str
+    agents: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class StateLoaded(Event):
+    type: ClassVar[str] = "state_loaded"
+    session: str
+    agents: tuple[str, ...]
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        MessageSent,
+        HubJoined,
+        HubLeft,
+        ReplyStarted,
+        ReplyFinished,
+        ReplyFailed,
+        Observed,
+        ModelCallStarted,
+        ModelCallFinished,
+        Retried,
+        Corrected,
+        CritiqueRound,
+        Escalated,
+        StateSaved,
+        StateLoaded,
+    )
+}

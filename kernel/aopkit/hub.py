@@ -1,0 +1,148 @@
+"""The message hub: a group conversation where each reply reaches every other participant."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .errors import AopkitError
+from .events import HubJoined, HubLeft, MessageSent
+from .message import Msg, new_id
+
+if TYPE_CHECKING:
+    from .agent import Agent
+    from .kernel import Kernel
+
+
+class DeliveryError(AopkitError):
+    """Some participants failed to observe a message; the others received it."""
+
+    def __init__(self, hub: str, msg: Msg, failures: list[tuple[str, BaseException]]) -> None:
+        self.hub, self.msg, self.failures = hub, msg, failures
+        who = ", ".join(f"{name!r} ({type(exc).__name__}: {exc})" for name, exc in failures)
+        super().__init__(f"hub {hub!r}: message {msg.id} was not observed by {who}")
+
+
+class MsgHub:
+    """``async with MsgHub([alice, bob]) as hub:`` — while open, every reply of a participant is
+    delivered to all the others, and every participant observes messages in the order they were
+    sent, even when several agents reply concurrently.
+    """
+
+    def __init__(
+        self,
+        participants: Iterable[Agent] = (),
+        announcement: Msg | Sequence[Msg] | None = None,
+        *,
+        name: str | None = None,
+        kernel: Kernel | None = None,
+    ) -> None:
+        self.participants: list[Agent] = list(participants)
+        self.announcement = announcement
+        self.name = name or f"hub-{new_id()}"
+        self._kernel = kernel
+        self._open = False
+        self._lock = asyncio.Lock()
+        self._deliverer: asyncio.Task[object] | None = None
+        self._nested: deque[tuple[Msg, Agent | None]] = deque()
+
+    @property
+    def kernel(self) -> Kernel:
+        if self._kernel is None:
+            self._kernel = self.participants[0].kernel if self.participants else _default()
+        return self._kernel
+
+    async def __aenter__(self) -> MsgHub:
+        self._open = True
+        self._join(self.participants)
+        if self.announcement is not None:
+            for msg in (
+                [self.announcement] if isinstance(self.announcement, Msg) else self.announcement
+            ):
+                await self.broadcast(msg)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._leave(self.participants)
+        self._open = False
+
+    def add(self, *agents: Agent) -> None:
+        """Add participants; they observe messages sent from now on."""
+        new = [a for a in agents if a not in self.participants]
+        self.participants.extend(new)
+        if self._open:
+            self._join(new)
+
+    def remove(self, *agents: Agent) -> None:
+        """Remove participants; they observe nothing more from this hub."""
+        gone = [a for a in agents if a in self.participants]
+        self.participants = [a for a in self.participants if a not in gone]
+        if self._open:
+            self._leave(gone)
+
+    def _join(self, agents: Iterable[Agent]) -> None:
+        kernel = self.kernel
+        for agent in agents:
+            agent._hubs.append(self)
+            if kernel.observed:
+                kernel.emit(HubJoined(hub=self.name, agent=agent.name))
+
+    def _leave(self, agents: Iterable[Agent]) -> None:
+        kernel = self.kernel
+        for agent in agents:
+            if self in agent._hubs:
+                agent._hubs.remove(self)
+            if kernel.observed:
+                kernel.emit(HubLeft(hub=self.name, agent=agent.name))
+
+    async def broadcast(self, msg: Msg, *, sender: Agent | None = None) -> None:
+        """Deliver ``msg`` to every participant but ``sender``. Messages are delivered one at a
+        time, whole, in the order they were broadcast; a message broadcast by an observer while it
+        observes is delivered right after the current one."""
+        if sender is None:
+            kernel = self.kernel
+            if kernel.observed:
+                kernel.emit(MessageSent(msg=msg, hubs=(self.name,)))
+        if self._deliverer is not None and self._deliverer is asyncio.current_task():
+            self._nested.append((msg, sender))
+            return
+        failures: list[DeliveryError] = []
+        async with self._lock:
+            self._deliverer = asyncio.current_task()
+            try:
+                item: tuple[Msg, Agent | None] | None = (msg, sender)
+                while item is not None:
+                    try:
+                        await self._deliver(*item)
+                    except DeliveryError as exc:
+                        failures.append(exc)
+                    item = self._nested.popleft() if self._nested else None
+            finally:
+                self._deliverer = None
+        if failures:
+            raise failures[0]
+
+    async def _deliver(self, msg: Msg, sender: Agent | None) -> None:
+        failures: list[tuple[str, BaseException]] = []
+        for agent in tuple(self.participants):
+            if agent is not sender:
+                try:
+                    await agent.observe(msg)
+                except Exception as exc:  # the others still receive the message
+                    failures.append((agent.name, exc))
+        if failures:
+            raise DeliveryError(self.name, msg, failures)
+
+
+def _default() -> Kernel:
+    from .kernel import default_kernel
+
+    return default_kernel()

@@ -1,0 +1,286 @@
+"""The kernel: one pluggy plugin manager, the registries it fills, and the event stream."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from . import builtins, hookspecs
+from .blocks import Block
+from .codec import Codec
+from .errors import AopkitError, PluginError
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .events import Event
+
+BUILTIN = "aopkit"
+ENTRY_POINT_GROUP = "aopkit"
+
+
+@attrs.frozen
+class Command:
+    """An ``aopkit`` subcommand: ``run(args, kernel)`` returns an exit code (or an awaitable)."""
+
+    name: str
+    run: Callable[..., Any]
+    help: str = ""
+    arguments: Callable[[Any], None] | None = None  # configures its argparse parser
+
+
+def _names(value: str | Iterable[str] | None) -> set[str] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    return {n.strip() for n in items if n.strip()}
+
+
+class Kernel:
+    """Owns one plugin manager; two kernels in one process share nothing.
+
+    ``plugins`` (or ``AOPKIT_PLUGINS``) allows only the named entry-point plugins; ``disable``
+    (or ``AOPKIT_DISABLE_PLUGINS``) blocks plugins by name. A plugin that fails to import or
+    register is recorded in :attr:`plugin_errors`, logged, and left out: the kernel still starts.
+    """
+
+    def __init__(
+        self,
+        *,
+        plugins: str | Iterable[str] | None = None,
+        disable: str | Iterable[str] | None = None,
+        load_entrypoints: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.allowed = _names(plugins) if plugins is not None else _names(env.get("AOPKIT_PLUGINS"))
+        self.disabled = (_names(disable) or set()) | (
+            _names(env.get("AOPKIT_DISABLE_PLUGINS")) or set()
+        )
+        self.pm = pluggy.PluginManager("aopkit")
+        self.pm.add_hookspecs(hookspecs)
+        self.block_types = Registry("block type")
+        self.models = Registry("model provider")
+        self.formatters = Registry("formatter")
+        self.correctors = Registry("corrector")
+        self.critics = Registry("critic")
+        self.tools = Registry("tool")
+        self.commands = Registry("command")
+        self._registrars: dict[str, tuple[Registry, Callable[..., tuple[str, Any]]]] = {
+            "register_block_types": (self.block_types, _block_type_entry),
+            "register_models": (self.models, _named_entry),
+            "register_formatters": (self.formatters, _named_entry),
+            "register_correctors": (self.correctors, _named_entry),
+            "register_critics": (self.critics, _named_entry),
+            "register_tools": (self.tools, _named_entry),
+            "register_commands": (self.commands, _command_entry),
+        }
+        self.plugin_errors: dict[str, PluginError] = {}
+        self.distributions: dict[str, tuple[str, str]] = {}  # plugin -> (distribution, version)
+        self.codec = Codec(self.block_types.objects)
+        self.observed = False  # is anyone listening to events?
+        self._listeners: list[tuple[Callable[..., Any], bool]] = []  # (function, wants kernel)
+        self._pending: set[Any] = set()  # tasks of async event listeners, kept alive
+        self.register(builtins, BUILTIN)
+        for name in self.disabled - {BUILTIN}:
+            self.pm.set_blocked(name)
+        if load_entrypoints:
+            self.load_entrypoints()
+
+    # -- plugins ----------------------------------------------------------------------------
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register a plugin (a module or object with hook implementations) and everything it
+        contributes; return its name, or None if it is blocked. On failure nothing of it stays."""
+        try:
+            name = self.pm.register(plugin, name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(name or _label(plugin), str(exc)) from exc
+        except ValueError as exc:  # pluggy: name or object already registered
+            raise PluginError(name or _label(plugin), str(exc)) from exc
+        if name is None:
+            return None
+        try:
+            for hook_name, (registry, entry) in self._registrars.items():
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(register=_registrar(registry, entry, name))
+        except PluginError:
+            self._drop(plugin, name)
+            raise
+        except Exception as exc:
+            self._drop(plugin, name)
+            raise PluginError(name, f"{hook_name} raised {type(exc).__name__}: {exc}") from exc
+        self._refresh_listeners()
+        return name
+
+    def unregister(self, name: str) -> None:
+        """Remove a plugin and everything it registered."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is None:
+            raise PluginError(name, "is not registered")
+        self._drop(plugin, name)
+
+    def _drop(self, plugin: object, name: str) -> None:
+        for registry, _ in self._registrars.values():
+            registry.drop(name)
+        self.pm.unregister(plugin, name)
+        self._refresh_listeners()
+
+    def load_entrypoints(self) -> None:
+        """Load plugins of entry-point group ``aopkit``, honouring the allow- and block-lists."""
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.get_plugin(ep.name) is not None or ep.name in self.disabled:
+                continue
+            if self.allowed is not None and ep.name not in self.allowed:
+                continue
+            try:
+                plugin = ep.load()
+                self.register(plugin, ep.name)
+            except Exception as exc:
+                error = (
+                    exc
+                    if isinstance(exc, PluginError)
+                    else PluginError(
+                        ep.name, f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
+                    )
+                )
+                self.plugin_errors[ep.name] = error
+                from loguru import logger
+
+                logger.warning("aopkit: left out {}", error)
+                continue
+            if ep.dist is not None:
+                self.distributions[ep.name] = (ep.dist.name, ep.dist.version)
+
+    def check_pending(self) -> None:
+        """Raise :class:`PluginError` if a plugin implements a hook no spec defines."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(self.pm.get_name(exc.plugin) or _label(exc.plugin), str(exc)) from exc
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """What is loaded: name, version, hooks implemented and what each registered."""
+        rows = []
+        for name, plugin in self.pm.list_name_plugin():
+            if name is None or plugin is None:
+                continue
+            dist, version = self.distributions.get(name, (None, None))
+            registered = {
+                hook.removeprefix("register_"): registry.names_of(name)
+                for hook, (registry, _) in self._registrars.items()
+                if registry.names_of(name)
+            }
+            rows.append(
+                {
+                    "name": name,
+                    "distribution": dist,
+                    "version": version,
+                    "hooks": sorted(c.name for c in self.pm.get_hookcallers(plugin) or ()),
+                    "registered": registered,
+                }
+            )
+        rows.extend(
+            {"name": name, "error": error.problem} for name, error in self.plugin_errors.items()
+        )
+        return sorted(rows, key=lambda row: row["name"])
+
+    # -- events -----------------------------------------------------------------------------
+    def _refresh_listeners(self) -> None:
+        impls = reversed(self.pm.hook.event.get_hookimpls())  # pluggy's call order
+        self._listeners = [(impl.function, "kernel" in impl.argnames) for impl in impls]
+        self.observed = bool(self._listeners)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every listener in order. A failing listener is logged, never
+        propagated: observing must not break the observed."""
+        for listener, wants_kernel in self._listeners:
+            try:
+                result = (
+                    listener(event=event, kernel=self) if wants_kernel else listener(event=event)
+                )
+            except Exception as exc:
+                from loguru import logger
+
+                logger.opt(exception=exc).error(
+                    "aopkit: event listener {} failed", _label(listener)
+                )
+                continue
+            if result is not None and inspect.isawaitable(result):
+                import asyncio
+
+                task = asyncio.ensure_future(result)
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+
+    async def escalate(self, incident: Any) -> Any:
+        """Ask the ``escalate`` implementations in turn (awaiting those that return awaitables)
+        until one returns a resolution; None if every one declined."""
+        for impl in reversed(self.pm.hook.escalate.get_hookimpls()):
+            kwargs = {"incident": incident, "kernel": self}
+            result = impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                return result
+        return None
+
+    # -- lookups ----------------------------------------------------------------------------
+    def model(self, name: str, **options: Any) -> Any:
+        """The model ``provider:model`` from the provider plugin registered under ``provider``."""
+        provider, sep, model = name.partition(":")
+        if not sep or not model:
+            raise AopkitError(f"model names look like 'provider:model', got {name!r}")
+        return self.models[provider](model, kernel=self, **options)
+
+
+def _label(obj: object) -> str:
+    return getattr(obj, "__name__", None) or type(obj).__name__
+
+
+def _registrar(
+    registry: Registry, entry: Callable[..., tuple[str, Any]], plugin: str
+) -> Callable[..., None]:
+    def register(*args: Any, **kwargs: Any) -> None:
+        registry.add(*entry(*args, **kwargs), plugin)
+
+    return register
+
+
+def _named_entry(name: str, obj: Any) -> tuple[str, Any]:
+    return name, obj
+
+
+def _block_type_entry(cls: type) -> tuple[str, type]:
+    if not (isinstance(cls, type) and issubclass(cls, Block) and attrs.has(cls)):
+        raise TypeError(f"a block type must be an attrs subclass of aopkit.Block, got {cls!r}")
+    tag = cls.__dict__.get("type")
+    if not isinstance(tag, str) or not tag:
+        raise TypeError(f"block type {cls.__name__} needs its own non-empty string 'type' tag")
+    return tag, cls
+
+
+def _command_entry(
+    name: str,
+    run: Callable[..., Any],
+    help: str = "",
+    arguments: Callable[[Any], None] | None = None,
+) -> tuple[str, Command]:
+    return name, Command(name, run, help or (inspect.getdoc(run) or "").split("\n")[0], arguments)
+
+
+_default: Kernel | None = None
+
+
+def default_kernel() -> Kernel:
+    """The process's default kernel, created on first use; hosts create their own instead."""
+    global _default
+    if _default is None:
+        _default = Kernel()
+    return _default

@@ -1,0 +1,81 @@
+"""The message: the only thing agents exchange."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from typing import Any, Literal, TypeVar, overload
+
+import attrs
+
+from .blocks import Block, TextBlock
+
+Role = Literal["user", "assistant", "system"]
+ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
+
+B = TypeVar("B", bound=Block)
+
+
+def _new_prefix() -> str:
+    return os.urandom(6).hex()
+
+
+_prefix = _new_prefix()
+_counter = itertools.count()
+
+
+def _reseed_after_fork() -> None:
+    global _prefix, _counter
+    _prefix, _counter = _new_prefix(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+def new_id() -> str:
+    """A process-unique random prefix and a counter: unique across processes, cheap per call."""
+    return f"{_prefix}{next(_counter):x}"
+
+
+def _check_role(_: object, __: object, role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of 'user', 'assistant', 'system', not {role!r}")
+
+
+@attrs.frozen(eq=True, hash=False)
+class Msg:
+    """One message: who said it (``name``), in which ``role``, and what (``content``).
+
+    ``content`` is plain text or a list of blocks. Messages are immutable: deliver the same object
+    to every observer; use :func:`attrs.evolve` to derive a changed one.
+    """
+
+    name: str
+    content: str | list[Block]
+    role: Role = attrs.field(validator=_check_role)
+    metadata: dict[str, Any] = attrs.field(factory=dict, kw_only=True)
+    id: str = attrs.field(factory=new_id, kw_only=True)
+    timestamp: float = attrs.field(factory=time.time, kw_only=True)
+
+    @property
+    def text(self) -> str:
+        """The text of the message: the string content, or its text blocks joined by newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @overload
+    def blocks(self, kind: None = None) -> list[Block]: ...
+    @overload
+    def blocks(self, kind: type[B]) -> list[B]: ...
+    @overload
+    def blocks(self, kind: str) -> list[Block]: ...
+    def blocks(self, kind: type[Block] | str | None = None) -> list[Any]:
+        """The content as blocks, optionally only those of one class or ``type`` tag."""
+        content = [TextBlock(self.content)] if isinstance(self.content, str) else self.content
+        if kind is None:
+            return list(content)
+        if isinstance(kind, str):
+            return [b for b in content if b.type == kind]
+        return [b for b in content if isinstance(b, kind)]

@@ -1,0 +1,70 @@
+"""Event sinks an application may register: the CHAT log (loguru) and a JSONL trace file.
+
+The library adds no loguru sink: ``ChatLog`` logs at the ``CHAT`` level (defined when this
+module is imported); the application decides where it goes, for instance with
+``logger.add(sys.stderr, level="CHAT")``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import IO, TYPE_CHECKING
+
+from .events import Event, MessageSent
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+CHAT = "CHAT"
+CHAT_LEVEL_NO = 22  # above INFO (20), below SUCCESS (25) and WARNING (30)
+
+
+def chat_level() -> str:
+    """Define loguru's ``CHAT`` level once (between INFO and WARNING) and return its name."""
+    from loguru import logger
+
+    try:
+        logger.level(CHAT)
+    except ValueError:
+        logger.level(CHAT, no=CHAT_LEVEL_NO, color="<cyan><bold>", icon="💬")
+    return CHAT
+
+
+chat_level()
+
+
+class ChatLog:
+    """Logs the conversation at the ``CHAT`` level: one line per message sent."""
+
+    def __init__(self) -> None:
+        from loguru import logger
+
+        self._log = logger.log
+        self._level = chat_level()
+
+    @hookimpl
+    def event(self, event: Event) -> None:
+        if isinstance(event, MessageSent):
+            msg = event.msg
+            text = msg.text or ", ".join(b.type for b in msg.blocks())
+            self._log(self._level, "{}: {}", msg.name, text)
+
+
+class JsonlTrace:
+    """Appends every event to a JSONL file, one JSON object per line, flushed per line."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    @hookimpl
+    def event(self, event: Event, kernel: Kernel) -> None:
+        if self._file is not None:
+            self._file.write(kernel.codec.dumps_event(event) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,47 @@
+"""Test setup: the sample third-party plugin is pip-installed into the test environment, so it is
+discovered through its entry point exactly as a user's plugin would be."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLE_PLUGIN = Path(__file__).parent / "sample_plugin"
+
+
+def _ensure_sample_plugin() -> None:
+    try:
+        importlib.metadata.distribution("aopkit-sample-plugin")
+        return
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            str(SAMPLE_PLUGIN),
+        ],
+        check=True,
+    )
+    importlib.invalidate_caches()
+
+
+_ensure_sample_plugin()
+
+
+@pytest.fixture
+def kernel():
+    """A kernel of its own for each test, with every installed plugin loaded."""
+    from aopkit import Kernel
+
+    return Kernel(environ={})

@@ -1,0 +1,142 @@
+"""One test per hook spec (named ``test_hook_<name>``), and the checks that keep it so."""
+
+import asyncio
+import inspect
+import re
+from pathlib import Path
+
+import aopkit
+from aopkit import Agent, Msg, hookimpl, hookspecs
+from aopkit.events import Event, ReplyFinished, ReplyStarted
+
+DOCS = Path(__file__).parents[2] / "docs" / "hooks.md"
+HOOKS = sorted(
+    name
+    for name, fn in vars(hookspecs).items()
+    if inspect.isfunction(fn) and hasattr(fn, "aopkit_spec")
+)
+
+
+def test_every_hook_has_a_docstring_a_docs_entry_and_a_test():
+    documented = set(re.findall(r"^### `?(\w+)", DOCS.read_text(), flags=re.M))
+    tested = {
+        name.removeprefix("test_hook_") for name in globals() if name.startswith("test_hook_")
+    }
+    for hook in HOOKS:
+        assert inspect.getdoc(getattr(hookspecs, hook)), f"hook {hook} has no docstring"
+        assert hook in documented, f"hook {hook} has no '### {hook}' entry in docs/hooks.md"
+        assert hook in tested, f"hook {hook} has no test_hook_{hook} test"
+    assert documented <= set(HOOKS), (
+        f"docs/hooks.md documents unknown hooks: {documented - set(HOOKS)}"
+    )
+
+
+def _plugin(hook_name, body):
+    return type("Plugin", (), {hook_name: hookimpl(body)})()
+
+
+def test_hook_register_block_types(kernel):
+    import attrs
+
+    @attrs.frozen
+    class Vote(aopkit.Block):
+        type = "test.vote"
+        choice: str
+
+    kernel.register(_plugin("register_block_types", lambda self, register: register(Vote)), "votes")
+    msg = Msg("a", [Vote("yes")], "user")
+    assert kernel.codec.loads(kernel.codec.dumps(msg)) == msg
+
+
+def test_hook_register_models(kernel):
+    made = []
+
+    def factory(model, kernel, **options):
+        made.append((model, options))
+        return f"model {model}"
+
+    kernel.register(
+        _plugin("register_models", lambda self, register: register("toy", factory)), "toy"
+    )
+    assert kernel.model("toy:tiny-1", base_url="http://127.0.0.1:1") == "model tiny-1"
+    assert made == [("tiny-1", {"base_url": "http://127.0.0.1:1"})]
+
+
+def _named_registration(kernel, hook, registry):
+    thing = object()
+    kernel.register(_plugin(hook, lambda self, register: register("thing", thing)), "p")
+    assert getattr(kernel, registry)["thing"] is thing
+    assert getattr(kernel, registry).owners["thing"] == "p"
+
+
+def test_hook_register_formatters(kernel):
+    _named_registration(kernel, "register_formatters", "formatters")
+
+
+def test_hook_register_correctors(kernel):
+    _named_registration(kernel, "register_correctors", "correctors")
+
+
+def test_hook_register_critics(kernel):
+    _named_registration(kernel, "register_critics", "critics")
+
+
+def test_hook_register_tools(kernel):
+    _named_registration(kernel, "register_tools", "tools")
+
+
+def test_hook_register_commands(kernel, capsys):
+    from aopkit.cli import main
+
+    def shout(args, kernel):
+        """Shout a word."""
+        print(args.word.upper())
+        return 3
+
+    def register_commands(self, register):
+        register("shout", shout, arguments=lambda parser: parser.add_argument("word"))
+
+    kernel.register(_plugin("register_commands", register_commands), "shouter")
+    assert kernel.commands["shout"].help == "Shout a word."
+    assert main(["shout", "hey"], kernel=kernel) == 3
+    assert capsys.readouterr().out == "HEY\n"
+
+
+def test_hook_event(kernel):
+    seen: list[Event] = []
+
+    class Echo(Agent):
+        async def reply(self, msg):
+            return Msg(self.name, msg.text, "assistant")
+
+    assert not kernel.observed
+    kernel.register(_plugin("event", lambda self, event: seen.append(event)), "watcher")
+    assert kernel.observed
+    reply = asyncio.run(Echo("echo", kernel=kernel)(Msg("u", "hi", "user")))
+    kinds = [type(e) for e in seen]
+    assert kinds[0] is ReplyStarted and kinds[-1] is ReplyFinished
+    assert seen[-1].msg_id == reply.id
+    kernel.unregister("watcher")
+    assert not kernel.observed
+
+
+def test_hook_escalate(kernel):
+    asked = []
+
+    class Human:
+        @hookimpl
+        async def escalate(self, incident, kernel):
+            asked.append("human")
+            return f"answer to {incident}"
+
+    class Declines:
+        @hookimpl
+        async def escalate(self, incident):
+            asked.append("declines")
+            return None  # not mine: the next implementation is asked
+
+    assert asyncio.run(kernel.escalate("incident-1")) is None  # nobody to ask
+    kernel.register(Human(), "human")
+    kernel.register(Declines(), "declines")
+    assert asyncio.run(kernel.escalate("incident-1")) == "answer to incident-1"
+    assert asked == ["declines", "human"]  # the last registered is asked first

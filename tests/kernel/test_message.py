@@ -1,0 +1,51 @@
+import multiprocessing
+import os
+
+import attrs
+import pytest
+from aopkit import ImageBlock, Msg, TextBlock, ToolUseBlock, URLSource
+from aopkit.message import new_id
+
+
+def test_text_of_string_and_blocks():
+    assert Msg("a", "hello", "user").text == "hello"
+    msg = Msg(
+        "a", [TextBlock("one"), ImageBlock(URLSource("http://x/a.png")), TextBlock("two")], "user"
+    )
+    assert msg.text == "one\ntwo"
+
+
+def test_blocks_by_class_and_by_tag():
+    use = ToolUseBlock("c1", "search", {"q": "x"})
+    msg = Msg("a", [TextBlock("t"), use], "assistant")
+    assert msg.blocks(ToolUseBlock) == [use]
+    assert msg.blocks("tool_use") == [use]
+    assert msg.blocks() == msg.content
+    assert Msg("a", "plain", "user").blocks(TextBlock) == [TextBlock("plain")]
+
+
+def test_role_is_checked():
+    with pytest.raises(ValueError, match="role must be one of"):
+        Msg("a", "x", "robot")
+
+
+def test_messages_are_immutable_values():
+    msg = Msg("a", "x", "user")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        msg.content = "y"
+    changed = attrs.evolve(msg, content="y")
+    assert changed.id == msg.id and changed.content == "y" and msg.content == "x"
+
+
+def test_ids_are_unique_and_differ_in_a_forked_child():
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(new_id()))
+    child.start()
+    child_id = queue.get(timeout=10)
+    child.join()
+    parent_id = new_id()
+    assert child_id[:12] != parent_id[:12], "a forked child must not reuse the parent's id prefix"
+    assert os.getpid()  # the parent carries on with its own prefix
