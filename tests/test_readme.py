@@ -10,7 +10,9 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 def test_readme_example_runs():
     code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "carol heard: bob heard: alice heard: " in result.stdout
 
