@@ -19,8 +19,15 @@ def per_call(fn: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
-def report(name: str, value: float, unit: str, *, floor: float | None = None,
-           floor_name: str = "", target: str = "") -> None:
+def report(
+    name: str,
+    value: float,
+    unit: str,
+    *,
+    floor: float | None = None,
+    floor_name: str = "",
+    target: str = "",
+) -> None:
     line = f"{name}: {value:.2f} {unit}"
     if floor is not None:
         line += f"  | floor ({floor_name}): {floor:.2f} {unit}, ratio {value / floor:.2f}x"

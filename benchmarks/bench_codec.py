@@ -30,8 +30,13 @@ def main() -> None:
     n = 5_000
     value = best_of(5, lambda: per_call(lambda: codec.loads(codec.dumps(MSG)), n)) * 1e6
     floor = best_of(5, lambda: per_call(lambda: json.loads(json.dumps(data)), n)) * 1e6
-    report("Msg JSON round trip (5 blocks)", value, "µs", floor=floor,
-           floor_name="json.dumps+loads of the same dict")
+    report(
+        "Msg JSON round trip (5 blocks)",
+        value,
+        "µs",
+        floor=floor,
+        floor_name="json.dumps+loads of the same dict",
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,13 @@ def main() -> None:
     none = best_of(5, lambda: asyncio.run(replies(quiet))) * 1e6
     one = best_of(5, lambda: asyncio.run(replies(loud))) * 1e6
     report("agent reply, no listener", none, "µs")
-    report("agent reply, one listener (4 events/reply)", one, "µs", floor=none,
-           floor_name="no listener")
+    report(
+        "agent reply, one listener (4 events/reply)",
+        one,
+        "µs",
+        floor=none,
+        floor_name="no listener",
+    )
 
 
 def _guard(kernel: aopkit.Kernel) -> float:

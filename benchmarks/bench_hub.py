@@ -50,11 +50,19 @@ def main() -> None:
     runs = [asyncio.run(hub_run()) for _ in range(5)]
     value = min(r[0] for r in runs) * 1e6
     per_round = min(runs, key=lambda r: r[0])[1]
-    report("hub broadcast", value, "µs/delivered msg", floor=floor,
-           floor_name="asyncio.Queue hop", target="<= 3x floor")
+    report(
+        "hub broadcast",
+        value,
+        "µs/delivered msg",
+        floor=floor,
+        floor_name="asyncio.Queue hop",
+        target="<= 3x floor",
+    )
     first, last = per_round[0] * 1e6, per_round[-1] * 1e6
-    print(f"  first round {first:.2f} µs/msg, last round {last:.2f} µs/msg "
-          f"(history {AGENTS} -> {AGENTS * ROUNDS} messages per memory)")
+    print(
+        f"  first round {first:.2f} µs/msg, last round {last:.2f} µs/msg "
+        f"(history {AGENTS} -> {AGENTS * ROUNDS} messages per memory)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,18 +23,28 @@ print(elapsed, rss(), len(sys.modules))
 def measure(body: str) -> tuple[float, float, int]:
     runs = []
     for _ in range(7):
-        out = subprocess.run([sys.executable, "-c", CODE.format(body=body)], check=True,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", CODE.format(body=body)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         runs.append((float(out[0]), float(out[1]), int(out[2])))
     return min(runs)
 
 
 def main() -> None:
-    bare_s, bare_mb, bare_mods = measure("pass")
+    _, bare_mb, bare_mods = measure("pass")
     s, mb, mods = measure("import aopkit\naopkit.Kernel()")
     report("import aopkit + load every plugin", s, "s", target="<= 0.3 s")
-    report("  resident memory", mb, "MB", floor=bare_mb, floor_name="bare interpreter",
-           target="<= 40 MB")
+    report(
+        "  resident memory",
+        mb,
+        "MB",
+        floor=bare_mb,
+        floor_name="bare interpreter",
+        target="<= 40 MB",
+    )
     print(f"  modules: {mods} ({mods - bare_mods} more than a bare interpreter)")
 
 

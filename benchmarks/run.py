@@ -13,8 +13,10 @@ HERE = Path(__file__).parent
 def main() -> None:
     sys.path.insert(0, str(HERE))
     only = set(sys.argv[1:])
-    print(f"# {platform.python_implementation()} {platform.python_version()} on "
-          f"{platform.machine()}, {platform.system()}")
+    print(
+        f"# {platform.python_implementation()} {platform.python_version()} on "
+        f"{platform.machine()}, {platform.system()}"
+    )
     for script in sorted(HERE.glob("bench_*.py")):
         if only and script.stem.removeprefix("bench_") not in only:
             continue

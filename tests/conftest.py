@@ -40,8 +40,29 @@ _ensure_sample_plugin()
 
 
 @pytest.fixture
-def kernel():
-    """A kernel of its own for each test, with every installed plugin loaded."""
+async def kernel():
+    """A kernel of its own for each test, with every installed plugin loaded; its HTTP pool is
+    closed afterwards."""
     from aopkit import Kernel
 
-    return Kernel(environ={})
+    kernel = Kernel(environ={})
+    yield kernel
+    await kernel.aclose()
+
+
+@pytest.fixture
+async def serve():
+    """``await serve(app)`` runs an aiohttp application on loopback and returns its base URL."""
+    from aiohttp.test_utils import TestServer
+
+    servers = []
+
+    async def start(app):
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()

@@ -79,12 +79,17 @@ class VideoBlock(Block):
 
 @attrs.frozen
 class ToolUseBlock(Block):
-    """A model asks for a tool to run; ``id`` pairs it with its :class:`ToolResultBlock`."""
+    """A model asks for a tool to run; ``id`` pairs it with its :class:`ToolResultBlock`.
+
+    ``raw_input`` keeps the arguments exactly as the model wrote them when they did not parse as
+    a JSON object (``input`` is then empty): repairing them is the fault-tolerance tiers' job.
+    """
 
     type: ClassVar[str] = "tool_use"
     id: str
     name: str
     input: dict[str, Any] = attrs.field(factory=dict)
+    raw_input: str | None = None
 
 
 @attrs.frozen

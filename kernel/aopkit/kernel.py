@@ -14,6 +14,7 @@ from . import builtins, hookspecs
 from .blocks import Block
 from .codec import Codec
 from .errors import AopkitError, PluginError
+from .http import HTTPPool
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -79,6 +80,9 @@ class Kernel:
             "register_tools": (self.tools, _named_entry),
             "register_commands": (self.commands, _command_entry),
         }
+        self.environ = env
+        self.pool = HTTPPool()
+        self._config: dict[str, Any] | None = None
         self.plugin_errors: dict[str, PluginError] = {}
         self.distributions: dict[str, tuple[str, str]] = {}  # plugin -> (distribution, version)
         self.codec = Codec(self.block_types.objects)
@@ -232,12 +236,35 @@ class Kernel:
         return None
 
     # -- lookups ----------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config file's contents (see :mod:`aopkit.config`), read on first use."""
+        if self._config is None:
+            from .config import load_config
+
+            self._config = load_config(self.environ)
+        return self._config
+
     def model(self, name: str, **options: Any) -> Any:
-        """The model ``provider:model`` from the provider plugin registered under ``provider``."""
+        """The model ``provider:model`` from the provider plugin registered under ``provider``;
+        options from the arguments over those of the config file."""
+        from .config import model_options
+
         provider, sep, model = name.partition(":")
         if not sep or not model:
             raise AopkitError(f"model names look like 'provider:model', got {name!r}")
-        return self.models[provider](model, kernel=self, **options)
+        factory = self.models[provider]
+        return factory(model, kernel=self, **{**model_options(self.config, name), **options})
+
+    async def aclose(self) -> None:
+        """Release the kernel's resources (its pooled HTTP session)."""
+        await self.pool.close()
+
+    async def __aenter__(self) -> Kernel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _label(obj: object) -> str:

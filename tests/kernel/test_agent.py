@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from aopkit import Agent, AopkitError, Msg, ReplyError
 from aopkit.events import ReplyFailed, ReplyFinished, ReplyStarted
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from aopkit import Kernel, Msg, UnknownBlock
 
 

@@ -1,6 +1,9 @@
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aopkit import (
     AudioBlock,
     Base64Source,
@@ -15,8 +18,6 @@ from aopkit import (
     URLSource,
     VideoBlock,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 ONE_OF_EACH = [
     TextBlock("hi", extra={"cache_control": {"type": "ephemeral"}}),

@@ -1,6 +1,8 @@
 import asyncio
 import json
 
+from loguru import logger
+
 from aopkit import Msg, MsgHub, hookimpl
 from aopkit.events import (
     EVENT_TYPES,
@@ -11,7 +13,6 @@ from aopkit.events import (
     ReplyStarted,
 )
 from aopkit.sinks import ChatLog, JsonlTrace
-from loguru import logger
 
 from .helpers import Echo, Recorder
 

@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from aopkit import Agent, DeliveryError, Msg, MsgHub, ReplyError, fanout, sequential
 from aopkit.events import HubJoined, HubLeft, MessageSent, Observed, ReplyFailed
 

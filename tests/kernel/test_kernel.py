@@ -1,9 +1,10 @@
 import sys
 import textwrap
 
-import aopkit
 import attrs
 import pytest
+
+import aopkit
 from aopkit import DuplicateRegistrationError, Kernel, LookupFailed, PluginError, hookimpl
 
 

@@ -3,6 +3,7 @@ import os
 
 import attrs
 import pytest
+
 from aopkit import ImageBlock, Msg, TextBlock, ToolUseBlock, URLSource
 from aopkit.message import new_id
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import aopkit
 import attrs
+
+import aopkit
 
 
 @attrs.frozen

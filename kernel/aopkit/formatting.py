@@ -1,0 +1,187 @@
+"""What every provider's formatter shares: media loading at format time, notes for media a
+model cannot take, the multi-agent transcript, and truncation to a token budget."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote, urlparse
+
+from .blocks import (
+    AudioBlock,
+    Base64Source,
+    Block,
+    ImageBlock,
+    Source,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+)
+from .errors import AopkitError
+from .message import Msg
+
+if TYPE_CHECKING:
+    from .http import HTTPPool
+    from .models import Capabilities
+
+MediaBlock = ImageBlock | AudioBlock | VideoBlock
+
+
+class MediaError(AopkitError):
+    """A media file could not be read when formatting."""
+
+
+class Formatter:
+    """Turns messages into the message part of one provider's request payload.
+
+    Subclasses implement :meth:`format`; ``multi_agent`` formatters fold several named speakers
+    into a transcript the model can read (see :func:`transcript_segments`).
+    """
+
+    name: ClassVar[str] = ""
+    multi_agent: ClassVar[bool] = False
+
+    async def format(
+        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
+    ) -> Any:
+        raise NotImplementedError
+
+
+def is_http(source: Source) -> bool:
+    return isinstance(source, URLSource) and source.url.startswith(("http://", "https://"))
+
+
+def local_path(url: str) -> Path:
+    """The file a ``file://`` URL or a plain path names."""
+    if url.startswith("file://"):
+        return Path(unquote(urlparse(url).path))
+    return Path(url)
+
+
+def media_type_of(source: Source, default: str = "application/octet-stream") -> str:
+    if isinstance(source, Base64Source):
+        return source.media_type
+    return source.media_type or mimetypes.guess_type(source.url)[0] or default
+
+
+async def inline(source: Source, pool: HTTPPool | None = None) -> tuple[str, str]:
+    """``(media type, base64 data)`` of a source: local files are read now, at format time;
+    http(s) URLs are fetched through the kernel's pool."""
+    if isinstance(source, Base64Source):
+        return source.media_type, source.data
+    if is_http(source):
+        if pool is None:
+            raise MediaError(f"cannot fetch {source.url}: no HTTP pool given to the formatter")
+        async with pool.session().get(source.url) as response:
+            if response.status >= 400:
+                raise MediaError(f"fetching {source.url} failed with HTTP {response.status}")
+            data = await response.read()
+            media_type = source.media_type or response.content_type or media_type_of(source)
+        return media_type, base64.b64encode(data).decode("ascii")
+    path = local_path(source.url)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MediaError(f"cannot read media file {str(path)!r}: {exc.strerror or exc}") from None
+    return media_type_of(source), base64.b64encode(data).decode("ascii")
+
+
+def media_note(block: MediaBlock, why: str) -> str:
+    """The text that stands in for media a model cannot take: never a silent drop."""
+    where = block.source.url if isinstance(block.source, URLSource) else "inline data"
+    return f"[{block.type} not shown to the model ({why}): {where}]"
+
+
+def unsupported_media_reason(block: Block, capabilities: Capabilities) -> str | None:
+    """Why ``block`` cannot go to a model with ``capabilities``, or None if it can."""
+    media = isinstance(block, (ImageBlock, AudioBlock, VideoBlock))
+    if media and block.type not in capabilities.media:
+        return f"this model does not accept {block.type}"
+    return None
+
+
+# -- multi-agent transcripts ------------------------------------------------------------------
+def is_tool_message(msg: Msg) -> bool:
+    return any(isinstance(b, (ToolUseBlock, ToolResultBlock)) for b in msg.blocks())
+
+
+def transcript_segments(messages: Sequence[Msg]) -> list[list[Msg] | Msg]:
+    """Split a multi-agent history for folding: system messages and messages with tool use or
+    tool results stay native (a ``Msg``); every run of other messages becomes one segment (a
+    list) to be rendered as a ``name: text`` transcript."""
+    out: list[list[Msg] | Msg] = []
+    for msg in messages:
+        if msg.role == "system" or is_tool_message(msg):
+            out.append(msg)
+        elif out and isinstance(out[-1], list):
+            out[-1].append(msg)
+        else:
+            out.append([msg])
+    return out
+
+
+def transcript_text(messages: Sequence[Msg]) -> str:
+    """``name: text`` lines of a segment (media are added beside it by the formatter)."""
+    return "\n".join(f"{m.name}: {m.text}" for m in messages)
+
+
+# -- truncation -------------------------------------------------------------------------------
+def estimate_tokens(msg: Msg) -> int:
+    """A cheap token estimate (about four characters a token; media at a flat cost)."""
+    total = 4
+    for block in msg.blocks():
+        if isinstance(block, TextBlock):
+            total += len(block.text) // 4 + 1
+        elif isinstance(block, ThinkingBlock):
+            total += len(block.thinking) // 4 + 1
+        elif isinstance(block, ToolUseBlock):
+            total += len(str(block.input)) // 4 + 8
+        elif isinstance(block, ToolResultBlock):
+            out = block.output
+            total += (len(out) if isinstance(out, str) else 64 * len(out)) // 4 + 8
+        else:
+            total += 256
+    return total
+
+
+def truncate(
+    messages: Sequence[Msg], budget: int, count: Callable[[Msg], int] = estimate_tokens
+) -> list[Msg]:
+    """The newest messages that fit in ``budget`` tokens, in order. System messages are always
+    kept, and a tool call is never separated from its results: they stay or go together."""
+    groups = _tool_groups(messages)
+    keep = [group[0].role == "system" for group in groups]
+    used = sum(count(m) for group, kept in zip(groups, keep, strict=True) if kept for m in group)
+    for i in range(len(groups) - 1, -1, -1):
+        if keep[i]:
+            continue
+        cost = sum(count(m) for m in groups[i])
+        if used + cost > budget:
+            break  # everything older goes too: the kept history stays contiguous
+        used += cost
+        keep[i] = True
+    return [m for group, kept in zip(groups, keep, strict=True) if kept for m in group]
+
+
+def _tool_groups(messages: Sequence[Msg]) -> list[list[Msg]]:
+    """Messages grouped so that a message with tool calls and the later messages holding their
+    results form one group."""
+    groups: list[list[Msg]] = []
+    open_calls: set[str] = set()
+    for msg in messages:
+        blocks = msg.blocks()
+        results = {b.id for b in blocks if isinstance(b, ToolResultBlock)}
+        if open_calls and results & open_calls and msg.role != "system":
+            groups[-1].append(msg)
+            open_calls -= results
+        else:
+            groups.append([msg])
+            open_calls = set()
+        open_calls |= {b.id for b in blocks if isinstance(b, ToolUseBlock)}
+    return groups

@@ -1,0 +1,296 @@
+"""HTTP for model providers: one pooled aiohttp session per kernel, JSON calls, SSE and NDJSON
+streams, and the mapping of failures onto :class:`ModelUnavailable` / :class:`ModelRejected`.
+
+aiohttp is imported on first use, so ``import aopkit`` stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .formatting import Formatter
+from .message import Msg
+from .models import Capabilities, ChatModel, ModelRejected, ModelUnavailable
+from .secret import Secret, redact
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .kernel import Kernel
+
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+
+
+class HTTPPool:
+    """The kernel's aiohttp session, created lazily for the running event loop and reused by
+    every model of the kernel (connection pooling); ``await pool.close()`` releases it."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            import aiohttp
+
+            # A session belongs to one event loop; a kernel reused under a new loop gets a new one.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+            self._loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from a ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms``."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def provider_message(body: str, content_type: str = "") -> str:
+    """The provider's own explanation from an error body (JSON ``error.message`` and kin),
+    or a short note for HTML pages and other text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, list) and data:  # Gemini sometimes wraps the error in a list
+        data = data[0]
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("msg")
+            kind = error.get("type") or error.get("status") or error.get("code")
+            if message:
+                return f"{kind}: {message}" if isinstance(kind, str) else str(message)
+        elif isinstance(error, str):
+            return error
+        if isinstance(data.get("message"), str):
+            return str(data["message"])
+    text = body.strip()
+    if "html" in content_type or text.lower().startswith(("<!doctype html", "<html")):
+        return "the server answered with an HTML page instead of JSON (a proxy or gateway error?)"
+    return text[:500] or "no details in the response body"
+
+
+def error_for_status(
+    model: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: str,
+    secrets: tuple[Secret | None, ...] = (),
+) -> ModelUnavailable | ModelRejected:
+    message = redact(provider_message(body, headers.get("Content-Type", "")), *secrets)
+    if status in RETRYABLE_STATUS:
+        return ModelUnavailable(model, message, status=status, retry_after=retry_after(headers))
+    return ModelRejected(model, message, status=status)
+
+
+class Request:
+    """One HTTP request of a model call; ``send`` / ``lines`` map every failure onto the kernel's
+    model errors, with secrets scrubbed from anything the server echoed back."""
+
+    def __init__(
+        self,
+        model: str,
+        pool: HTTPPool,
+        url: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        secrets: tuple[Secret | None, ...] = (),
+    ) -> None:
+        self.model, self.pool, self.url, self.payload = model, pool, url, payload
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.secrets = secrets
+
+    async def send(self) -> Any:
+        """POST the payload and return the decoded JSON answer."""
+        import aiohttp
+
+        try:
+            async with self._post() as response:
+                body = await response.text()
+                if response.status >= 400:
+                    raise error_for_status(
+                        self.model, response.status, response.headers, body, self.secrets
+                    )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._transport_error(exc) from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ModelUnavailable(
+                self.model,
+                f"the answer was not JSON: {provider_message(body)}",
+                status=response.status,
+            ) from None
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
+        import aiohttp
+
+        try:
+            async with self._post() as response:
+                if response.status >= 400:
+                    body = await response.text()
+                    raise error_for_status(
+                        self.model, response.status, response.headers, body, self.secrets
+                    )
+                async for line in response.content:
+                    yield line
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise self._transport_error(exc) from None
+
+    def _post(self) -> Any:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout)
+        return self.pool.session().post(
+            self.url, json=self.payload, headers=self.headers, timeout=timeout
+        )
+
+    def _transport_error(self, exc: BaseException) -> ModelUnavailable:
+        import aiohttp
+
+        if isinstance(exc, asyncio.TimeoutError):
+            what = f"no answer within {self.timeout} s"
+        elif isinstance(exc, aiohttp.ClientPayloadError):
+            what = f"the response was cut off: {exc}"
+        elif isinstance(exc, aiohttp.ClientConnectionError):
+            what = f"connection failed: {type(exc).__name__}: {exc}"
+        else:
+            what = f"{type(exc).__name__}: {exc}"
+        return ModelUnavailable(self.model, redact(what, *self.secrets))
+
+
+async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:
+    """Server-sent events as ``(event, data)``; multi-line data joined by newlines."""
+    data: list[str]
+    event, data = "message", []
+    async for raw in lines:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+    # An event not closed by a blank line when the stream ends is incomplete: it is discarded
+    # (as the SSE specification says), so a cut stream shows as a missing final event.
+
+
+async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[Any]:
+    """Objects of a newline-delimited JSON stream; a line cut midway is a retryable error."""
+    async for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError:
+            raise ModelUnavailable(model, f"stream cut or garbled: {line[:200]!r}") from None
+
+
+class HTTPChatModel(ChatModel):
+    """A chat model behind an HTTP API: base URL, key, timeout, extra body fields and headers,
+    from arguments, else ``<ENV_PREFIX>_BASE_URL`` / ``<ENV_PREFIX>_API_KEY``, else defaults.
+
+    The key is kept as a :class:`Secret`: it is in no repr, event, log or exception text.
+    """
+
+    default_base_url: ClassVar[str] = ""
+    env_prefix: ClassVar[str] = ""
+    formatter_name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        kernel: Kernel,
+        base_url: str | None = None,
+        api_key: str | Secret | None = None,
+        timeout: float = 120.0,
+        extra_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        formatter: str | Formatter | None = None,
+        capabilities: Capabilities | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(model, kernel=kernel, capabilities=capabilities)
+        env = os.environ if environ is None else environ
+        prefix = self.env_prefix
+        self.base_url = base_url or env.get(f"{prefix}_BASE_URL") or self.default_base_url
+        self.base_url = self.base_url.rstrip("/")
+        key = api_key or env.get(f"{prefix}_API_KEY")
+        self.api_key = Secret(key) if key else None
+        self.timeout = float(timeout)
+        self.extra_body = dict(extra_body or {})
+        self.headers = dict(headers or {})
+        self.formatter: Formatter = (
+            formatter
+            if isinstance(formatter, Formatter)
+            else kernel.formatters[formatter or self.formatter_name]
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} at {self.base_url}>"
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that carry the key; providers override (``Authorization: Bearer`` here)."""
+        return {"Authorization": f"Bearer {self.api_key.reveal()}"} if self.api_key else {}
+
+    def request(self, path: str, payload: Mapping[str, Any]) -> Request:
+        """A request to ``base_url + path`` with the auth headers and extra body fields."""
+        return Request(
+            self.name,
+            self.kernel.pool,
+            self.base_url + path,
+            {**payload, **self.extra_body},
+            headers={**self.auth_headers(), **self.headers},
+            timeout=self.timeout,
+            secrets=(self.api_key,),
+        )
+
+    async def format(self, messages: Sequence[Msg]) -> Any:
+        return await self.formatter.format(
+            messages, capabilities=self.capabilities, pool=self.kernel.pool
+        )

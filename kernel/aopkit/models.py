@@ -1,0 +1,264 @@
+"""The model interface every provider plugin implements, and what a call returns."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import attrs
+
+from .blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
+from .errors import AopkitError
+from .events import ModelCallFinished, ModelCallStarted
+from .message import Msg, new_id
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+ToolChoice = Literal["auto", "none", "required"] | str  # or the name of one tool
+MEDIA_KINDS = ("image", "audio", "video")
+
+
+@attrs.frozen
+class Capabilities:
+    """What a model accepts and does, declared by its provider (never guessed from its name)."""
+
+    streaming: bool = True
+    tools: bool = True
+    parallel_tool_calls: bool = True
+    structured_output: bool = False  # native JSON-schema output; otherwise a forced tool is used
+    media: frozenset[str] = frozenset({"image"})  # accepted block types among image/audio/video
+    media_urls: bool = True  # media may be passed by http(s) URL instead of inline bytes
+    thinking: bool = False
+
+
+@attrs.frozen
+class ToolSpec:
+    """A tool as a model sees it: a name, what it does, and a JSON schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
+
+    @classmethod
+    def of(cls, tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:
+        """Accept a ToolSpec, or a dict with ``name``/``description``/``parameters`` (or an
+        OpenAI-style ``{"type": "function", "function": {...}}``)."""
+        if isinstance(tool, ToolSpec):
+            return tool
+        spec = tool.get("function", tool)
+        return cls(
+            spec["name"],
+            spec.get("description", ""),
+            dict(spec.get("parameters") or {"type": "object", "properties": {}}),
+        )
+
+
+@attrs.frozen
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+
+@attrs.frozen
+class ChatResponse:
+    """One model answer. When streaming, each chunk holds everything received so far, so the
+    last chunk is the whole answer (with usage and finish reason)."""
+
+    content: list[Block] = attrs.field(factory=list)
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    id: str | None = None  # the provider's response id
+
+    @property
+    def text(self) -> str:
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def tool_uses(self) -> list[ToolUseBlock]:
+        return [b for b in self.content if isinstance(b, ToolUseBlock)]
+
+    def to_msg(self, name: str) -> Msg:
+        """The answer as an assistant message from ``name``."""
+        return Msg(name, list(self.content), "assistant")
+
+
+class ModelError(AopkitError):
+    """A model call failed. ``status`` is the HTTP status when there was one; ``message`` is
+    the provider's own explanation. Never carries request headers or keys."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, model: str, message: str, *, status: int | None = None) -> None:
+        self.model = model
+        self.status = status
+        self.message = message
+        where = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{model}{where}: {message}")
+
+
+class ModelUnavailable(ModelError):
+    """Worth retrying: connection failure, timeout, 408/409/429/5xx, a stream cut midway.
+    ``retry_after`` is the wait the server asked for, in seconds, if it said."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        model: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(model, message, status=status)
+        self.retry_after = retry_after
+
+
+class ModelRejected(ModelError):
+    """Not worth retrying as is: 400/401/403/404 and the like; fix the request or the config."""
+
+
+class ChatModel:
+    """Base of every chat model. Providers implement :meth:`_complete` and :meth:`_stream`.
+
+    ``await model(messages)`` returns a :class:`ChatResponse`; with ``stream=True`` it returns an
+    async iterator of cumulative responses (``async for r in await model(m, stream=True)``).
+    """
+
+    provider: ClassVar[str] = ""
+    capabilities: Capabilities = Capabilities()
+
+    def __init__(self, model: str, *, kernel: Kernel, capabilities: Capabilities | None = None):
+        self.model = model
+        self.kernel = kernel
+        if capabilities is not None:
+            self.capabilities = capabilities
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    async def __call__(
+        self,
+        messages: Sequence[Msg],
+        *,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+        structured: Mapping[str, Any] | None = None,
+        stream: bool = False,
+    ) -> ChatResponse | AsyncIterator[ChatResponse]:
+        specs = [ToolSpec.of(t) for t in tools or ()]
+        if tool_choice not in (None, "auto", "none", "required") and tool_choice not in {
+            s.name for s in specs
+        }:
+            raise ModelRejected(self.name, f"tool_choice {tool_choice!r} names no given tool")
+        if stream and not self.capabilities.streaming:
+            raise ModelRejected(self.name, "this model does not stream")
+        call_id = new_id()
+        kernel = self.kernel
+        if kernel.observed:
+            kernel.emit(ModelCallStarted(model=self.name, call_id=call_id))
+        request: dict[str, Any] = {
+            "messages": list(messages),
+            "tools": specs,
+            "tool_choice": tool_choice,
+            "structured": structured,
+        }
+        if stream:
+            return self._observed_stream(call_id, request)
+        started = time.perf_counter()
+        try:
+            response = await self._complete(**request)
+        except BaseException as exc:
+            self._finished(call_id, started, None, exc)
+            raise
+        self._finished(call_id, started, response, None)
+        return response
+
+    async def _observed_stream(
+        self, call_id: str, request: dict[str, Any]
+    ) -> AsyncIterator[ChatResponse]:
+        started = time.perf_counter()
+        last = None
+        try:
+            async for last in self._stream(**request):
+                yield last
+        except BaseException as exc:
+            self._finished(call_id, started, last, exc)
+            raise
+        self._finished(call_id, started, last, None)
+
+    def _finished(
+        self,
+        call_id: str,
+        started: float,
+        response: ChatResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        kernel = self.kernel
+        if kernel.observed:
+            usage = attrs.asdict(response.usage) if response and response.usage else {}
+            kernel.emit(
+                ModelCallFinished(
+                    model=self.name,
+                    call_id=call_id,
+                    seconds=time.perf_counter() - started,
+                    usage=usage,
+                    error=None if error is None else f"{type(error).__name__}: {error}",
+                )
+            )
+
+    # -- what providers implement -----------------------------------------------------------
+    async def _complete(
+        self,
+        *,
+        messages: list[Msg],
+        tools: list[ToolSpec],
+        tool_choice: ToolChoice | None,
+        structured: Mapping[str, Any] | None,
+    ) -> ChatResponse:
+        raise NotImplementedError
+
+    def _stream(
+        self,
+        *,
+        messages: list[Msg],
+        tools: list[ToolSpec],
+        tool_choice: ToolChoice | None,
+        structured: Mapping[str, Any] | None,
+    ) -> AsyncIterator[ChatResponse]:
+        raise NotImplementedError
+
+
+def parse_tool_arguments(
+    tool_id: str,
+    name: str,
+    arguments: str | Mapping[str, Any] | None,
+    extra: dict[str, Any] | None = None,
+) -> ToolUseBlock:
+    """A tool-use block from arguments as a provider sent them (JSON text or an object). Text
+    that is not a JSON object is kept verbatim in ``raw_input`` for the repair tiers."""
+    extra = extra or {}
+    if arguments is None or arguments == "":
+        return ToolUseBlock(tool_id, name, {}, extra=extra)
+    if isinstance(arguments, Mapping):
+        return ToolUseBlock(tool_id, name, dict(arguments), extra=extra)
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return ToolUseBlock(tool_id, name, value, extra=extra)
+    return ToolUseBlock(tool_id, name, {}, raw_input=arguments, extra=extra)
+
+
+def thinking(text: str, **extra: Any) -> ThinkingBlock:
+    """A thinking block with provider extras (signatures), dropping the empty ones."""
+    return ThinkingBlock(text, extra={k: v for k, v in extra.items() if v is not None})

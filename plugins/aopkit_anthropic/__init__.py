@@ -1,0 +1,1 @@
+"""aopkit_anthropic (being written)."""

@@ -1,0 +1,1 @@
+"""aopkit_dashscope (being written)."""

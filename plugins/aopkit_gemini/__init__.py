@@ -1,0 +1,1 @@
+"""aopkit_gemini (being written)."""

@@ -1,0 +1,1 @@
+"""aopkit_ollama (being written)."""

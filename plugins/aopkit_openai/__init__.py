@@ -1,0 +1,1 @@
+"""aopkit_openai (being written)."""

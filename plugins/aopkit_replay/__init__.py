@@ -1,0 +1,1 @@
+"""aopkit_replay (being written)."""
