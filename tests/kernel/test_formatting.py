@@ -1,0 +1,119 @@
+import base64
+
+import pytest
+from aiohttp import web
+
+from aopkit import (
+    AudioBlock,
+    Base64Source,
+    ImageBlock,
+    Msg,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+)
+from aopkit.formatting import (
+    MediaError,
+    inline,
+    media_note,
+    transcript_segments,
+    transcript_text,
+    truncate,
+    unsupported_media_reason,
+)
+from aopkit.models import Capabilities
+
+PNG = b"\x89PNG\r\n\x1a\n fake"
+
+
+async def test_local_files_are_read_only_when_inlined(tmp_path):
+    path = tmp_path / "cat.png"
+    block = ImageBlock(URLSource(str(path)))  # the file need not exist when the message is made
+    path.write_bytes(PNG)
+    assert await inline(block.source) == ("image/png", base64.b64encode(PNG).decode())
+    as_url = URLSource(path.as_uri())
+    assert (await inline(as_url))[1] == base64.b64encode(PNG).decode()
+
+
+async def test_missing_media_file_is_a_clear_error(tmp_path):
+    with pytest.raises(MediaError, match=r"cannot read media file .*missing\.wav"):
+        await inline(URLSource(str(tmp_path / "missing.wav")))
+
+
+async def test_http_media_is_fetched_through_the_kernel_pool(kernel, serve):
+    async def image(request):
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/cat", image)
+    base = await serve(app)
+    assert await inline(URLSource(f"{base}/cat"), kernel.pool) == (
+        "image/png",
+        base64.b64encode(PNG).decode(),
+    )
+    with pytest.raises(MediaError, match="HTTP 404"):
+        await inline(URLSource(f"{base}/dog"), kernel.pool)
+
+
+async def test_base64_sources_pass_through():
+    assert await inline(Base64Source("audio/wav", "UklGRg==")) == ("audio/wav", "UklGRg==")
+
+
+def test_media_a_model_cannot_take_is_named_in_a_note():
+    caps = Capabilities(media=frozenset({"image"}))
+    video = VideoBlock(URLSource("https://example.test/v.mp4"))
+    assert unsupported_media_reason(ImageBlock(URLSource("x.png")), caps) is None
+    reason = unsupported_media_reason(video, caps)
+    assert reason == "this model does not accept video"
+    assert media_note(video, reason) == (
+        "[video not shown to the model (this model does not accept video): "
+        "https://example.test/v.mp4]"
+    )
+    assert "inline data" in media_note(AudioBlock(Base64Source("audio/wav", "")), "no audio")
+
+
+def test_transcript_segments_keep_system_and_tool_messages_native():
+    sys_msg = Msg("system", "be brief", "system")
+    a, b = Msg("alice", "hi", "user"), Msg("bob", "hello", "assistant")
+    call = Msg("bob", [ToolUseBlock("1", "f", {})], "assistant")
+    result = Msg("tool", [ToolResultBlock("1", "f", "ok")], "user")
+    c = Msg("carol", "done?", "user")
+    segments = transcript_segments([sys_msg, a, b, call, result, c])
+    assert segments == [sys_msg, [a, b], call, result, [c]]
+    assert transcript_text([a, b]) == "alice: hi\nbob: hello"
+
+
+def _turns(n):
+    return [Msg("u", f"message {i}", "user") for i in range(n)]
+
+
+def test_truncate_keeps_the_newest_and_every_system_message():
+    system = Msg("system", "rules", "system")
+    history = [system, *_turns(10)]
+    kept = truncate(history, budget=45, count=lambda m: 10)
+    assert kept[0] is system
+    assert kept[1:] == history[-3:]
+    assert truncate(history, budget=10_000) == history
+    assert truncate(history, budget=0) == [system], "the system message is never dropped"
+
+
+def test_truncate_never_separates_a_tool_call_from_its_results():
+    call = Msg("a", [ToolUseBlock("c1", "f", {}), ToolUseBlock("c2", "g", {})], "assistant")
+    r1 = Msg("t", [ToolResultBlock("c1", "f", "x" * 200)], "user")
+    r2 = Msg("t", [ToolResultBlock("c2", "g", "y" * 200)], "user")
+    after = Msg("a", "answer", "assistant")
+    history = [*_turns(3), call, r1, r2, after]
+    for budget in range(0, 400, 5):
+        kept = truncate(history, budget)
+        ids = {m.id for m in kept}
+        assert ({call.id, r1.id, r2.id} <= ids) or not ({call.id, r1.id, r2.id} & ids), budget
+        assert kept == history[len(history) - len(kept) :], "the kept history is a contiguous tail"
+    assert truncate(history, budget=60) == [after]
+
+
+def test_text_blocks_in_truncation_and_images_cost_something():
+    msg = Msg("u", [TextBlock("hi"), ImageBlock(URLSource("a.png"))], "user")
+    assert truncate([msg], budget=10) == []
+    assert truncate([msg], budget=1000) == [msg]
