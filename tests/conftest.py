@@ -40,12 +40,12 @@ _ensure_sample_plugin()
 
 
 @pytest.fixture
-async def kernel():
-    """A kernel of its own for each test, with every installed plugin loaded; its HTTP pool is
-    closed afterwards."""
+async def kernel(tmp_path):
+    """A kernel of its own for each test, with every installed plugin loaded, incidents kept in
+    the test's temporary directory; its HTTP pool is closed afterwards."""
     from aopkit import Kernel
 
-    kernel = Kernel(environ={})
+    kernel = Kernel(environ={"AOPKIT_INCIDENTS": str(tmp_path / "incidents.jsonl")})
     yield kernel
     await kernel.aclose()
 

@@ -31,26 +31,32 @@ from .hub import DeliveryError, MsgHub
 from .kernel import Kernel, default_kernel
 from .memory import Memory
 from .message import Msg
+from .model_agent import ModelAgent
 from .pipelines import fanout, sequential
 from .session import JSONFileStore, SQLiteStore, load_session, save_session
+from .sinks import CHAT, ChatLog, JsonlTrace  # importing sinks defines loguru's CHAT level
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CHAT",
     "Agent",
     "AopkitError",
     "AudioBlock",
     "Base64Source",
     "Block",
+    "ChatLog",
     "Codec",
     "DecodeError",
     "DeliveryError",
     "DuplicateRegistrationError",
     "ImageBlock",
     "JSONFileStore",
+    "JsonlTrace",
     "Kernel",
     "LookupFailed",
     "Memory",
+    "ModelAgent",
     "Msg",
     "MsgHub",
     "PluginError",

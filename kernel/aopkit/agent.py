@@ -6,17 +6,19 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .errors import AopkitError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .memory import Memory
 from .message import Msg
+from .structured import Target
 
 if TYPE_CHECKING:
     from .hub import MsgHub
     from .kernel import Kernel
 
+T = TypeVar("T")
 Incoming = Msg | Sequence[Msg] | None
 HookKind = Literal["pre_reply", "post_reply", "pre_observe", "post_observe"]
 HOOK_KINDS: tuple[str, ...] = ("pre_reply", "post_reply", "pre_observe", "post_observe")
@@ -43,7 +45,7 @@ class Agent:
         self._kernel = kernel
         self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
         self._hubs: list[MsgHub] = []
-        self._replies: set[asyncio.Task[Msg]] = set()
+        self._replies: set[asyncio.Future[Any]] = set()
         self._interrupting = False
 
     def __repr__(self) -> str:
@@ -93,8 +95,21 @@ class Agent:
         return value
 
     # -- acting -----------------------------------------------------------------------------
-    async def __call__(self, msg: Incoming = None) -> Msg:
-        """Reply to ``msg``: the reply is stored, broadcast to this agent's hubs, and returned."""
+    async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:
+        """The reply and the value it carries for ``target``. By default the reply's text goes
+        through fault tiers 2 and 4; agents with a model override this to use every tier."""
+        from .faults import resolve_output
+
+        reply = await self.reply(msg)
+        return reply, await resolve_output(self.kernel, self.name, reply.text, target)
+
+    @overload
+    async def __call__(self, msg: Incoming = None, *, structured: None = None) -> Msg: ...
+    @overload
+    async def __call__(self, msg: Incoming = None, *, structured: type[T]) -> T: ...
+    async def __call__(self, msg: Incoming = None, *, structured: type[T] | None = None) -> Any:
+        """Reply to ``msg``: the reply is stored, broadcast to this agent's hubs, and returned.
+        With ``structured=SomeAttrsClass`` an instance of it is returned instead."""
         kernel = self.kernel
         if self._hooks:
             msg = await self._run_hooks("pre_reply", msg)
@@ -102,11 +117,18 @@ class Agent:
         if kernel.observed:
             kernel.emit(ReplyStarted(agent=self.name, inputs=_ids(msg)))
         self._remember(msg)
-        task = asyncio.ensure_future(self.reply(msg))
+        if structured is None:
+            task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(msg))
+        else:
+            target = Target.of(structured, kernel)
+            task = asyncio.ensure_future(self.reply_structured(msg, target))
         self._replies.add(task)
         interrupted = False
+        value = None
         try:
             reply = await task
+            if structured is not None:
+                reply, value = reply
             if not isinstance(reply, Msg):
                 raise TypeError(f"reply() must return a Msg, got {reply!r:.80}")
         except asyncio.CancelledError:
@@ -142,7 +164,7 @@ class Agent:
             )
         for hub in self._hubs:
             await hub.broadcast(reply, sender=self)
-        return reply
+        return reply if structured is None or interrupted else value
 
     def interrupt(self) -> None:
         """Cancel the running reply; the call returns :meth:`handle_interrupt`'s reply instead,

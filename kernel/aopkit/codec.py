@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -74,7 +74,8 @@ class Codec:
         conv = cattrs.Converter(forbid_extra_keys=True)
         for kind, name in ((str, "a string"), (int, "an integer"), (bool, "a boolean")):
             conv.register_structure_hook(kind, _strict(kind, name))
-        conv.register_structure_hook(float, _strict((int, float), "a number"))  # type: ignore[arg-type]
+        conv.register_structure_hook(float, _structure_float)
+        conv.register_structure_hook_func(_is_list_or_tuple, self._structure_sequence)
         conv.register_structure_hook_func(lambda t: t == Role, _structure_role)
         conv.register_structure_hook_func(_is_any_dict, self._structure_any_dict)
         conv.register_structure_hook_func(lambda t: t is Block, self._structure_block)
@@ -170,6 +171,29 @@ class Codec:
             _check_base64(source.data)
         return source
 
+    def _structure_sequence(self, data: Any, cls: Any) -> Any:
+        """Lists and tuples must be JSON arrays: a string is not silently split into letters."""
+        if not isinstance(data, (list, tuple)):
+            raise TypeError(f"expected an array, got {type(data).__name__} {data!r:.40}")
+        args = get_args(cls)
+        origin = get_origin(cls)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(data):
+                raise TypeError(f"expected an array of {len(args)} items, got {len(data)}")
+            types = list(args)
+        else:
+            types = [args[0] if args else Any] * len(data)
+        items = []
+        for i, (item, kind) in enumerate(zip(data, types, strict=True)):
+            try:
+                items.append(item if kind is Any else self.converter.structure(item, kind))
+            except DecodeError as exc:
+                raise exc.under(f"[{i}]") from None
+            except Exception as exc:
+                path, problem = _explain(exc)
+                raise DecodeError(join_path(f"[{i}]", path), problem) from None
+        return tuple(items) if origin is tuple else items
+
     def _structure_any_dict(self, data: Any, _: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise TypeError(f"expected an object, got {type(data).__name__}")
@@ -206,6 +230,12 @@ def _check_base64(data: str) -> None:
         raise DecodeError("data", f"not valid base64: {exc}") from None
 
 
+def _structure_float(value: Any, _: Any) -> float:
+    if type(value) is bool or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__} {value!r:.40}")
+    return float(value)
+
+
 def _structure_role(value: Any, _: Any) -> str:
     if value not in ROLES:
         raise ValueError(f"expected 'user', 'assistant' or 'system', got {value!r:.40}")
@@ -222,6 +252,10 @@ def _is_source_class(t: Any) -> bool:
 
 def _is_content(t: Any) -> bool:
     return set(get_args(t)) == {str, list[Block]}
+
+
+def _is_list_or_tuple(t: Any) -> bool:
+    return get_origin(t) in (list, tuple) and t != list[Block]
 
 
 def _is_any_dict(t: Any) -> bool:

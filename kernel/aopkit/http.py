@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .formatting import Formatter
@@ -108,11 +107,26 @@ def error_for_status(
     headers: Mapping[str, str],
     body: str,
     secrets: tuple[Secret | None, ...] = (),
+    retry_after_in_body: Callable[[str], float | None] | None = None,
 ) -> ModelUnavailable | ModelRejected:
     message = redact(provider_message(body, headers.get("Content-Type", "")), *secrets)
     if status in RETRYABLE_STATUS:
-        return ModelUnavailable(model, message, status=status, retry_after=retry_after(headers))
+        wait = retry_after(headers)
+        if wait is None and retry_after_in_body is not None:
+            wait = retry_after_in_body(body)
+        return ModelUnavailable(model, message, status=status, retry_after=wait)
     return ModelRejected(model, message, status=status)
+
+
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it; nested objects are merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class Request:
@@ -129,11 +143,13 @@ class Request:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         secrets: tuple[Secret | None, ...] = (),
+        retry_after_in_body: Callable[[str], float | None] | None = None,
     ) -> None:
         self.model, self.pool, self.url, self.payload = model, pool, url, payload
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.secrets = secrets
+        self.retry_after_in_body = retry_after_in_body
 
     async def send(self) -> Any:
         """POST the payload and return the decoded JSON answer."""
@@ -144,7 +160,12 @@ class Request:
                 body = await response.text()
                 if response.status >= 400:
                     raise error_for_status(
-                        self.model, response.status, response.headers, body, self.secrets
+                        self.model,
+                        response.status,
+                        response.headers,
+                        body,
+                        self.secrets,
+                        self.retry_after_in_body,
                     )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise self._transport_error(exc) from None
@@ -166,7 +187,12 @@ class Request:
                 if response.status >= 400:
                     body = await response.text()
                     raise error_for_status(
-                        self.model, response.status, response.headers, body, self.secrets
+                        self.model,
+                        response.status,
+                        response.headers,
+                        body,
+                        self.secrets,
+                        self.retry_after_in_body,
                     )
                 async for line in response.content:
                     yield line
@@ -256,7 +282,7 @@ class HTTPChatModel(ChatModel):
         environ: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(model, kernel=kernel, capabilities=capabilities)
-        env = os.environ if environ is None else environ
+        env = kernel.environ if environ is None else environ
         prefix = self.env_prefix
         self.base_url = base_url or env.get(f"{prefix}_BASE_URL") or self.default_base_url
         self.base_url = self.base_url.rstrip("/")
@@ -279,16 +305,22 @@ class HTTPChatModel(ChatModel):
         return {"Authorization": f"Bearer {self.api_key.reveal()}"} if self.api_key else {}
 
     def request(self, path: str, payload: Mapping[str, Any]) -> Request:
-        """A request to ``base_url + path`` with the auth headers and extra body fields."""
+        """A request to ``base_url + path`` with the auth headers and the extra body fields
+        merged in (nested objects key by key)."""
         return Request(
             self.name,
             self.kernel.pool,
             self.base_url + path,
-            {**payload, **self.extra_body},
+            merged(payload, self.extra_body),
             headers={**self.auth_headers(), **self.headers},
             timeout=self.timeout,
             secrets=(self.api_key,),
+            retry_after_in_body=self.retry_after_in_body,
         )
+
+    def retry_after_in_body(self, body: str) -> float | None:
+        """The wait an error body asks for, for providers that say it there, not in a header."""
+        return None
 
     async def format(self, messages: Sequence[Msg]) -> Any:
         return await self.formatter.format(

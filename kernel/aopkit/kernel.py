@@ -19,6 +19,8 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from .events import Event
+    from .faults import FaultPolicy, FaultReport, IncidentStore
+    from .retry import RetryPolicy
 
 BUILTIN = "aopkit"
 ENTRY_POINT_GROUP = "aopkit"
@@ -83,6 +85,8 @@ class Kernel:
         self.environ = env
         self.pool = HTTPPool()
         self._config: dict[str, Any] | None = None
+        self._faults: FaultReport | None = None
+        self._incidents: IncidentStore | None = None
         self.plugin_errors: dict[str, PluginError] = {}
         self.distributions: dict[str, tuple[str, str]] = {}  # plugin -> (distribution, version)
         self.codec = Codec(self.block_types.objects)
@@ -245,16 +249,47 @@ class Kernel:
             self._config = load_config(self.environ)
         return self._config
 
-    def model(self, name: str, **options: Any) -> Any:
+    @property
+    def faults(self) -> FaultReport:
+        """Every fault of this kernel's model calls and how it was resolved."""
+        if self._faults is None:
+            from .faults import FaultReport
+
+            self._faults = FaultReport()
+        return self._faults
+
+    @property
+    def incidents(self) -> IncidentStore:
+        """Where unresolved faults are persisted (``AOPKIT_INCIDENTS``, else the XDG state dir)."""
+        if self._incidents is None:
+            from .faults import IncidentStore
+
+            self._incidents = IncidentStore.default(self.environ)
+        return self._incidents
+
+    def model(
+        self,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        faults: FaultPolicy | None = None,
+        **options: Any,
+    ) -> Any:
         """The model ``provider:model`` from the provider plugin registered under ``provider``;
-        options from the arguments over those of the config file."""
+        options from the arguments over those of the config file. ``retry`` sets its tier-1
+        policy, ``faults`` its tiers 2-4 (correctors, critics, escalation)."""
         from .config import model_options
 
         provider, sep, model = name.partition(":")
         if not sep or not model:
             raise AopkitError(f"model names look like 'provider:model', got {name!r}")
         factory = self.models[provider]
-        return factory(model, kernel=self, **{**model_options(self.config, name), **options})
+        instance = factory(model, kernel=self, **{**model_options(self.config, name), **options})
+        if retry is not None:
+            instance.retry = retry
+        if faults is not None:
+            instance.fault_policy = faults
+        return instance
 
     async def aclose(self) -> None:
         """Release the kernel's resources (its pooled HTTP session)."""

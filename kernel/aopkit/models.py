@@ -11,10 +11,12 @@ import attrs
 
 from .blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
 from .errors import AopkitError
-from .events import ModelCallFinished, ModelCallStarted
+from .events import ModelCallFinished, ModelCallStarted, Retried
 from .message import Msg, new_id
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from .faults import Fault, FaultPolicy
     from .kernel import Kernel
 
 ToolChoice = Literal["auto", "none", "required"] | str  # or the name of one tool
@@ -88,9 +90,11 @@ class ChatResponse:
 
 class ModelError(AopkitError):
     """A model call failed. ``status`` is the HTTP status when there was one; ``message`` is
-    the provider's own explanation. Never carries request headers or keys."""
+    the provider's own explanation. Never carries request headers or keys. ``fault`` is the
+    report entry of a call that failed after retries."""
 
     retryable: ClassVar[bool] = False
+    fault: Fault | None = None
 
     def __init__(self, model: str, message: str, *, status: int | None = None) -> None:
         self.model = model
@@ -131,6 +135,8 @@ class ChatModel:
 
     provider: ClassVar[str] = ""
     capabilities: Capabilities = Capabilities()
+    retry: RetryPolicy = RetryPolicy()  # tier 1; set per model with ``kernel.model(..., retry=)``
+    fault_policy: FaultPolicy | None = None  # tiers 2-4; ``kernel.model(..., faults=)``
 
     def __init__(self, model: str, *, kernel: Kernel, capabilities: Capabilities | None = None):
         self.model = model
@@ -175,21 +181,59 @@ class ChatModel:
             return self._observed_stream(call_id, request)
         started = time.perf_counter()
         try:
-            response = await self._complete(**request)
+            try:  # the first try skips the retry machinery: it costs ~50 µs a call
+                response = await self._complete(**request)
+            except ModelError as exc:
+                if not exc.retryable or self.retry.attempts <= 1:
+                    raise
+                response = await self._retry_complete(call_id, request, exc)
         except BaseException as exc:
             self._finished(call_id, started, None, exc)
             raise
         self._finished(call_id, started, response, None)
         return response
 
+    async def _retry_complete(
+        self, call_id: str, request: dict[str, Any], first: ModelError
+    ) -> ChatResponse:
+        pending = [first]  # replayed as tenacity's first attempt, so waits and counts line up
+        tracker = _RetryTracker(self, call_id)
+        try:
+            async for attempt in self.retry.retrying(tracker.before_sleep):
+                with attempt:
+                    if pending:
+                        raise pending.pop()
+                    response: ChatResponse = await self._complete(**request)
+        except ModelError as exc:
+            raise tracker.failed(exc) from None
+        tracker.succeeded()
+        return response
+
     async def _observed_stream(
         self, call_id: str, request: dict[str, Any]
     ) -> AsyncIterator[ChatResponse]:
+        """Stream with retries: after a cut stream the answer starts over, from the first chunk."""
         started = time.perf_counter()
         last = None
+        tracker = _RetryTracker(self, call_id)
         try:
-            async for last in self._stream(**request):
-                yield last
+            try:
+                async for last in self._stream(**request):
+                    yield last
+            except ModelError as exc:
+                if not exc.retryable or self.retry.attempts <= 1:
+                    raise
+                pending = [exc]
+                try:
+                    async for attempt in self.retry.retrying(tracker.before_sleep):
+                        with attempt:
+                            if pending:
+                                raise pending.pop() from None
+                            async for last in self._stream(**request):
+                                yield last
+                except ModelError as final:
+                    raise tracker.failed(final) from None
+                tracker.succeeded()
         except BaseException as exc:
             self._finished(call_id, started, last, exc)
             raise
@@ -235,6 +279,46 @@ class ChatModel:
         structured: Mapping[str, Any] | None,
     ) -> AsyncIterator[ChatResponse]:
         raise NotImplementedError
+
+
+class _RetryTracker:
+    """Emits a Retried event per retry and records the outcome in the fault report."""
+
+    def __init__(self, model: ChatModel, call_id: str) -> None:
+        self.model, self.call_id, self.retries = model, call_id, 0
+        self.last_error = ""
+
+    def before_sleep(self, state: Any) -> None:
+        self.retries += 1
+        error = state.outcome.exception()
+        self.last_error = str(error)
+        kernel = self.model.kernel
+        if kernel.observed:
+            kernel.emit(
+                Retried(
+                    model=self.model.name,
+                    call_id=self.call_id,
+                    attempt=state.attempt_number,
+                    error=self.last_error[:300],
+                    wait=state.upcoming_sleep,
+                )
+            )
+
+    def succeeded(self) -> None:
+        from .faults import Fault
+
+        self.model.kernel.faults.add(
+            Fault("accessibility", self.model.name, self.last_error, 1, "retry", calls=self.retries)
+        )
+
+    def failed(self, error: ModelError) -> ModelError:
+        from .faults import Fault
+
+        error.fault = Fault(
+            "accessibility", self.model.name, str(error), None, None, calls=self.retries
+        )
+        self.model.kernel.faults.add(error.fault)
+        return error
 
 
 def parse_tool_arguments(

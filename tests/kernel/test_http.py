@@ -135,3 +135,37 @@ def test_secrets_never_print():
     import pickle
 
     assert pickle.loads(pickle.dumps(secret)).reveal() == "hunter2"
+
+
+def test_extra_body_fields_merge_into_nested_objects():
+    from aopkit.http import merged
+
+    payload = {"model": "m", "generationConfig": {"temperature": 0.2, "topK": 3}}
+    extra = {"generationConfig": {"temperature": 0.9}, "seed": 1}
+    assert merged(payload, extra) == {
+        "model": "m",
+        "generationConfig": {"temperature": 0.9, "topK": 3},
+        "seed": 1,
+    }
+    assert payload["generationConfig"]["temperature"] == 0.2, "the payload is not changed"
+
+
+async def test_a_provider_may_read_the_wait_from_the_error_body(kernel, serve):
+    async def busy(request):
+        return web.json_response(
+            {"error": {"message": "slow down", "retryDelay": "7s"}}, status=429
+        )
+
+    app = web.Application()
+    app.router.add_post("/", busy)
+    base = await serve(app)
+    request = Request(
+        "p:m",
+        kernel.pool,
+        base + "/",
+        {},
+        retry_after_in_body=lambda body: 7.0 if "7s" in body else None,
+    )
+    with pytest.raises(ModelUnavailable) as info:
+        await request.send()
+    assert info.value.retry_after == 7.0

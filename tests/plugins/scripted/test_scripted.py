@@ -3,6 +3,7 @@ import pytest
 from aopkit import Msg, TextBlock, ToolUseBlock
 from aopkit.events import ModelCallFinished, ModelCallStarted
 from aopkit.models import ChatResponse, ModelUnavailable, Usage
+from aopkit.retry import NO_RETRY
 from aopkit_scripted import ScriptExhausted
 from tests.kernel.helpers import Recorder
 
@@ -24,9 +25,8 @@ async def test_returns_scripted_responses_in_order_and_records_calls(kernel):
 
 
 async def test_scripted_exceptions_are_raised(kernel):
-    model = kernel.model(
-        "scripted:x", responses=[ModelUnavailable("scripted:x", "busy", status=503)]
-    )
+    busy = ModelUnavailable("scripted:x", "busy", status=503)
+    model = kernel.model("scripted:x", responses=[busy], retry=NO_RETRY)
     with pytest.raises(ModelUnavailable, match="HTTP 503"):
         await model(HI)
 

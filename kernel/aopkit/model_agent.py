@@ -1,0 +1,58 @@
+"""An agent that answers with a model: its system prompt and memory are the conversation."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .agent import Agent, Incoming
+from .message import Msg
+
+if TYPE_CHECKING:
+    from .faults import FaultPolicy
+    from .kernel import Kernel
+    from .memory import Memory
+    from .models import ChatModel
+    from .structured import Target
+
+T = TypeVar("T")
+
+
+class ModelAgent(Agent):
+    """``ModelAgent("judge", "openai:gpt-4o-mini", sys_prompt="...")``: replies are the model's
+    answers to the system prompt plus everything the agent has seen. ``model`` is a model or a
+    ``provider:model`` name; ``faults`` chooses the correctors and critics of its structured
+    replies (default: the model's policy)."""
+
+    def __init__(
+        self,
+        name: str,
+        model: ChatModel | str,
+        *,
+        sys_prompt: str | None = None,
+        faults: FaultPolicy | None = None,
+        memory: Memory | None = None,
+        kernel: Kernel | None = None,
+    ) -> None:
+        super().__init__(name, memory=memory, kernel=kernel)
+        self.model: ChatModel = self.kernel.model(model) if isinstance(model, str) else model
+        self.sys_prompt = sys_prompt
+        self.faults = faults
+
+    def messages(self) -> list[Msg]:
+        """What the model is shown: the system prompt, then the memory."""
+        history = self.memory.messages()
+        if self.sys_prompt:
+            history.insert(0, Msg("system", self.sys_prompt, "system", id=f"{self.name}-sys"))
+        return history
+
+    async def reply(self, msg: Incoming) -> Msg:
+        response: Any = await self.model(self.messages())
+        return Msg(self.name, response.content, "assistant")
+
+    async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:
+        from .faults import resolve
+
+        value = await resolve(self.model, self.messages(), target, policy=self.faults)
+        text = json.dumps(self.kernel.codec.dump(value), ensure_ascii=False)
+        return Msg(self.name, text, "assistant", metadata={"structured": target.name}), value
