@@ -33,8 +33,11 @@ from .memory import Memory
 from .message import Msg
 from .model_agent import ModelAgent
 from .pipelines import fanout, sequential
+from .react import ReActAgent
 from .session import JSONFileStore, SQLiteStore, load_session, save_session
 from .sinks import CHAT, ChatLog, JsonlTrace  # importing sinks defines loguru's CHAT level
+from .toolkit import Tool, Toolkit, tool
+from .user import UserAgent
 
 __version__ = "0.1.0"
 
@@ -60,15 +63,19 @@ __all__ = [
     "Msg",
     "MsgHub",
     "PluginError",
+    "ReActAgent",
     "ReplyError",
     "SQLiteStore",
     "StoreError",
     "TextBlock",
     "ThinkingBlock",
+    "Tool",
     "ToolResultBlock",
     "ToolUseBlock",
+    "Toolkit",
     "URLSource",
     "UnknownBlock",
+    "UserAgent",
     "VideoBlock",
     "default_kernel",
     "fanout",
@@ -76,4 +83,5 @@ __all__ = [
     "load_session",
     "save_session",
     "sequential",
+    "tool",
 ]

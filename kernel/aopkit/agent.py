@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,8 @@ from .message import Msg
 from .structured import Target
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .hub import MsgHub
     from .kernel import Kernel
 
@@ -47,6 +50,7 @@ class Agent:
         self._hubs: list[MsgHub] = []
         self._replies: set[asyncio.Future[Any]] = set()
         self._interrupting = False
+        self._sessions: dict[str, Self] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -193,6 +197,30 @@ class Agent:
             self.memory.add(msg)
         else:
             self.memory.extend(msg)
+
+    # -- conversations ----------------------------------------------------------------------
+    def session(self, session_id: str) -> Self:
+        """This agent for one conversation: the same definition (model, tools, hooks), its own
+        memory and state. The same id returns the same agent, so concurrent conversations with
+        one definition never share memory."""
+        if self._sessions is None:
+            self._sessions = {}
+        found = self._sessions.get(session_id)
+        if found is None:
+            found = copy.copy(self)
+            found._sessions = None
+            found._reset()
+            self._sessions[session_id] = found
+        return found
+
+    def _reset(self) -> None:
+        """Start conversation state afresh (subclasses with more state extend this)."""
+        self.memory = Memory()
+        self._hubs = []
+        self._replies = set()
+        self._interrupting = False
+        if self._hooks:
+            self._hooks = {kind: list(hooks) for kind, hooks in self._hooks.items()}
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

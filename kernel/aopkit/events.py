@@ -137,6 +137,31 @@ class Escalated(Event):
 
 
 @attrs.frozen(kw_only=True)
+class ToolStarted(Event):
+    type: ClassVar[str] = "tool_started"
+    tool: str
+    call_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolFinished(Event):
+    type: ClassVar[str] = "tool_finished"
+    tool: str
+    call_id: str
+    seconds: float
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ReplyChunk(Event):
+    """Part of a reply being streamed: ``text`` is everything the agent has said so far."""
+
+    type: ClassVar[str] = "reply_chunk"
+    agent: str
+    text: str
+
+
+@attrs.frozen(kw_only=True)
 class StateSaved(Event):
     type: ClassVar[str] = "state_saved"
     session: str
@@ -166,6 +191,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Corrected,
         CritiqueRound,
         Escalated,
+        ToolStarted,
+        ToolFinished,
+        ReplyChunk,
         StateSaved,
         StateLoaded,
     )

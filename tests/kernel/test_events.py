@@ -82,6 +82,9 @@ def test_every_event_type_round_trips(kernel):
         "corrected": {"corrector": "json-repair", "ok": True},
         "critique_round": {"critic": "self", "round": 1, "accepted": False},
         "escalated": {"incident": "i1", "reason": "no valid JSON"},
+        "tool_started": {"tool": "search", "call_id": "c"},
+        "tool_finished": {"tool": "search", "call_id": "c", "seconds": 0.1, "error": None},
+        "reply_chunk": {"agent": "a", "text": "Hel"},
         "state_saved": {"session": "s", "agents": ("a",)},
         "state_loaded": {"session": "s", "agents": ("a",)},
     }

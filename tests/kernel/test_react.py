@@ -1,0 +1,230 @@
+"""The ReAct agent and the user agent, driven by scripted models through every path."""
+
+import asyncio
+import time
+
+import attrs
+import pytest
+
+from aopkit import (
+    JSONFileStore,
+    Msg,
+    MsgHub,
+    ReActAgent,
+    TextBlock,
+    Toolkit,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserAgent,
+    load_session,
+    save_session,
+)
+from aopkit.events import ReplyChunk
+from tests.kernel.helpers import Recorder
+
+Q = Msg("user", "What is 6 times 7?", "user")
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+def call(name, call_id="c1", **arguments):
+    return [ToolUseBlock(call_id, name, arguments)]
+
+
+def agent(kernel, *responses, tools=(multiply,), **options):
+    model = kernel.model("scripted:brain", responses=list(responses))
+    return ReActAgent(
+        "helper", model, toolkit=Toolkit(tools, kernel=kernel), kernel=kernel, **options
+    )
+
+
+def results(agent_):
+    return [b for m in agent_.memory for b in m.blocks(ToolResultBlock)]
+
+
+async def test_a_tool_call_then_the_answer(kernel):
+    helper = agent(kernel, call("multiply", a=6, b=7), "It is 42.")
+    reply = await helper(Q)
+    assert reply.text == "It is 42."
+    assert [r.output for r in results(helper)] == ["42"]
+    roles = [(m.name, m.role) for m in helper.memory]
+    assert roles == [
+        ("user", "user"),
+        ("helper", "assistant"),
+        ("tools", "user"),
+        ("helper", "assistant"),
+    ]
+    second = helper.model.calls[1]
+    assert second["tools"][0].name == "multiply"
+    assert second["messages"][-1].blocks(ToolResultBlock)[0].output == "42"
+
+
+async def test_tool_failure_and_bad_arguments_go_back_to_the_model(kernel):
+    def divide(a: int, b: int) -> float:
+        """Divide."""
+        return a / b
+
+    helper = agent(
+        kernel,
+        call("divide", a=1, b=0),
+        call("divide", c2="x", call_id="c2"),
+        "I cannot divide by zero.",
+        tools=(divide,),
+    )
+    reply = await helper(Q)
+    assert reply.text == "I cannot divide by zero."
+    first, second = results(helper)
+    assert first.is_error and first.output == "ZeroDivisionError: division by zero"
+    assert second.is_error and "invalid arguments" in second.output
+
+
+async def test_parallel_tool_calls_run_concurrently(kernel):
+    async def slow(n: int) -> int:
+        """Wait a little."""
+        await asyncio.sleep(0.2)
+        return n
+
+    uses = [ToolUseBlock(f"c{i}", "slow", {"n": i}) for i in range(3)]
+    helper = agent(kernel, uses, "done", tools=(slow,))
+    started = time.perf_counter()
+    await helper(Q)
+    assert time.perf_counter() - started < 0.5, "three 0.2 s tools should overlap"
+    tool_msg = [m for m in helper.memory if m.name == "tools"]
+    assert len(tool_msg) == 1, "parallel results stay together in one message"
+    assert [r.id for r in tool_msg[0].blocks(ToolResultBlock)] == ["c0", "c1", "c2"]
+
+
+async def test_max_iters_ends_with_a_closing_summary(kernel):
+    helper = agent(
+        kernel,
+        call("multiply", a=1, b=1),
+        call("multiply", a=2, b=2, call_id="c2"),
+        "I ran out of steps; so far 1 and 4.",
+        max_iters=2,
+    )
+    reply = await helper(Q)
+    assert reply.metadata == {"max_iters": True}
+    closing = helper.model.calls[-1]
+    assert closing["tools"] == [] and "used all your steps" in closing["messages"][-1].text
+
+
+async def test_interrupt_answers_every_pending_tool_call(kernel):
+    started = asyncio.Event()
+
+    async def wait_forever(n: int) -> int:
+        """Never returns."""
+        started.set()
+        await asyncio.sleep(3600)
+        return n
+
+    uses = [
+        ToolUseBlock("a", "wait_forever", {"n": 1}),
+        ToolUseBlock("b", "wait_forever", {"n": 2}),
+    ]
+    helper = agent(kernel, uses, "fine", tools=(wait_forever,))
+    running = asyncio.ensure_future(helper(Q))
+    await started.wait()
+    helper.interrupt()
+    reply = await asyncio.wait_for(running, 5)
+    assert reply.metadata == {"interrupted": True}
+    answered = {r.id: r for r in results(helper)}
+    assert set(answered) == {"a", "b"} and all(r.is_error for r in answered.values())
+    # the history is valid: the next reply works and the model sees every call answered
+    assert (await helper(Msg("user", "never mind", "user"))).text == "fine"
+
+
+async def test_structured_output_after_acting(kernel):
+    @attrs.frozen
+    class Answer:
+        value: int
+        shown_work: bool
+
+    helper = agent(kernel, call("multiply", a=6, b=7), "42", '{"value": "42", "shown_work": true}')
+    assert await helper(Q, structured=Answer) == Answer(42, True)
+    assert kernel.faults.faults[0].resolver == "coerce"
+
+
+async def test_the_model_text_streams_to_observers(kernel):
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    helper = agent(kernel, "Forty-two, as it happens.", stream=True)
+    helper.model.chunk_size = 6
+    reply = await helper(Q)
+    chunks = [e.text for e in recorder.of(ReplyChunk)]
+    assert chunks[0] == "Forty-" and chunks[-1] == reply.text == "Forty-two, as it happens."
+
+
+async def test_compress_hook_shapes_what_the_model_sees(kernel):
+    async def last_two(messages):
+        return messages[-2:]
+
+    helper = agent(kernel, "a", "b", compress=last_two)
+    await helper(Msg("user", "one", "user"))
+    await helper(Msg("user", "two", "user"))
+    assert [m.text for m in helper.model.calls[1]["messages"]] == ["a", "two"]
+    assert len(helper.memory) == 4, "memory itself keeps everything"
+
+
+async def test_save_and_restore_mid_conversation(kernel, tmp_path):
+    store = JSONFileStore(tmp_path)
+    helper = agent(kernel, call("multiply", a=6, b=7), "42")
+    await helper(Q)
+    await save_session(store, "s", helper)
+    restored = agent(kernel, "Still 42.")
+    await load_session(store, "s", restored)
+    assert restored.memory.messages() == helper.memory.messages()
+    assert (await restored(Msg("user", "sure?", "user"))).text == "Still 42."
+    seen = restored.model.calls[0]["messages"]
+    assert seen[2].blocks(ToolResultBlock)[0].output == "42"
+
+
+async def test_sessions_of_one_definition_never_share_memory(kernel):
+    helper = agent(kernel, "for alice", "for bob")
+    alice, bob = helper.session("alice"), helper.session("bob")
+    assert helper.session("alice") is alice
+    await asyncio.gather(alice(Msg("alice", "hi", "user")), bob(Msg("bob", "yo", "user")))
+    assert [m.text for m in alice.memory][0] == "hi"
+    assert [m.text for m in bob.memory][0] == "yo"
+    assert len(helper.memory) == 0 and alice.toolkit is helper.toolkit
+
+
+async def test_user_agent_takes_input_from_its_source(kernel):
+    typed = iter(["I think tea.", "Definitely tea."])
+
+    async def keyboard(agent, msg):
+        return next(typed)
+
+    user = UserAgent("dana", input=keyboard, kernel=kernel)
+    helper = agent(kernel, "Tea it is.")
+    async with MsgHub([user, helper]):
+        said = await user()
+        await helper()
+    assert said.text == "I think tea." and said.role == "user" and said.name == "dana"
+    assert [m.text for m in helper.memory] == ["I think tea.", "Tea it is."]
+    assert [b.text for b in user.memory[-1].blocks(TextBlock)] == ["Tea it is."]
+
+
+def test_the_default_input_source_is_the_terminal():
+    from aopkit.user import terminal_input
+
+    assert UserAgent().input is terminal_input
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+async def test_sequential_mode_runs_calls_one_by_one(kernel, parallel):
+    order = []
+
+    async def log(n: int) -> int:
+        """Record the order."""
+        order.append(("start", n))
+        await asyncio.sleep(0.01)
+        order.append(("end", n))
+        return n
+
+    uses = [ToolUseBlock("a", "log", {"n": 1}), ToolUseBlock("b", "log", {"n": 2})]
+    await agent(kernel, uses, "ok", tools=(log,), parallel=parallel)(Q)
+    sequential = order == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    assert sequential is not parallel
