@@ -186,8 +186,8 @@ async def test_sessions_of_one_definition_never_share_memory(kernel):
     alice, bob = helper.session("alice"), helper.session("bob")
     assert helper.session("alice") is alice
     await asyncio.gather(alice(Msg("alice", "hi", "user")), bob(Msg("bob", "yo", "user")))
-    assert [m.text for m in alice.memory][0] == "hi"
-    assert [m.text for m in bob.memory][0] == "yo"
+    assert alice.memory[0].text == "hi"
+    assert bob.memory[0].text == "yo"
     assert len(helper.memory) == 0 and alice.toolkit is helper.toolkit
 
 
