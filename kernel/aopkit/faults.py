@@ -273,6 +273,51 @@ async def resolve_output(
     return value
 
 
+def correct(
+    kernel: Kernel,
+    source: str,
+    output: str,
+    target: Target[T],
+    correctors: Sequence[str | Corrector],
+    *,
+    kind: str,
+    error: str,
+    tiers: list[dict[str, Any]] | None = None,
+) -> T | None:
+    """Tier 2 on its own: the checked value the correctors make of ``output``, or None. A fix is
+    recorded in the report (one model call saved); each attempt is an event (and a line in
+    ``tiers``, for an incident)."""
+    text = output
+    for entry in correctors:
+        name = entry if isinstance(entry, str) else type(entry).__name__
+        corrector = kernel.correctors[entry] if isinstance(entry, str) else entry
+        try:
+            candidate = corrector.correct(text, target.schema)
+        except CannotCorrect as exc:
+            _corrected(kernel, tiers, name, False, exc.reason)
+            text = exc.partial or text
+            continue
+        try:
+            value = target.check(candidate)
+        except DecodeError as exc:
+            _corrected(kernel, tiers, name, False, f"repaired but still invalid: {exc}")
+            text = json.dumps(candidate, ensure_ascii=False)
+            continue
+        _corrected(kernel, tiers, name, True, "")
+        kernel.faults.add(Fault(kind, source, error, 2, name, 0, 1))
+        return value
+    return None
+
+
+def _corrected(
+    kernel: Kernel, tiers: list[dict[str, Any]] | None, name: str, ok: bool, detail: str
+) -> None:
+    if tiers is not None:
+        tiers.append({"tier": 2, "by": name, "outcome": "fixed" if ok else detail})
+    if kernel.observed:
+        kernel.emit(Corrected(corrector=name, ok=ok, detail=detail[:200]))
+
+
 class _Run:
     """One resolution: the state the tiers share and hand to the report and the incident."""
 
@@ -380,31 +425,16 @@ class _Run:
 
     # -- tier 2 -----------------------------------------------------------------------------
     def _correct(self, output: str, kind: str, error: str) -> Any:
-        text = output
-        for entry in self.policy.correctors:
-            name = entry if isinstance(entry, str) else type(entry).__name__
-            corrector = self.kernel.correctors[entry] if isinstance(entry, str) else entry
-            try:
-                candidate = corrector.correct(text, self.target.schema)
-            except CannotCorrect as exc:
-                self._corrected(name, False, exc.reason)
-                text = exc.partial or text
-                continue
-            try:
-                value = self.target.check(candidate)
-            except DecodeError as exc:
-                self._corrected(name, False, f"repaired but still invalid: {exc}")
-                text = json.dumps(candidate, ensure_ascii=False)
-                continue
-            self._corrected(name, True, "")
-            self._record(kind, error, 2, name, 0, saved=1)
-            return value
-        return None
-
-    def _corrected(self, name: str, ok: bool, detail: str) -> None:
-        self.tiers.append({"tier": 2, "by": name, "outcome": "fixed" if ok else detail})
-        if self.kernel.observed:
-            self.kernel.emit(Corrected(corrector=name, ok=ok, detail=detail[:200]))
+        return correct(
+            self.kernel,
+            self.source,
+            output,
+            self.target,
+            self.policy.correctors,
+            kind=kind,
+            error=error,
+            tiers=self.tiers,
+        )
 
     # -- tier 3 -----------------------------------------------------------------------------
     def _critic(self, round_: int) -> Any:

@@ -7,19 +7,22 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
+
 from .agent import Incoming
 from .blocks import Block, TextBlock, ToolResultBlock, ToolUseBlock
+from .errors import DecodeError
 from .events import ReplyChunk
 from .message import Msg
 from .model_agent import ModelAgent
+from .structured import Target
 from .toolkit import Toolkit
 
 if TYPE_CHECKING:
-    from .faults import FaultPolicy
+    from .faults import Fault, FaultPolicy
     from .kernel import Kernel
     from .memory import Memory
     from .models import ChatModel, ChatResponse
-    from .structured import Target
 
 T = TypeVar("T")
 Compressor = Callable[[list[Msg]], Awaitable[list[Msg]]]
@@ -64,10 +67,12 @@ class ReActAgent(ModelAgent):
         self.stream = stream
         self._compress = compress
         self._pending: list[ToolUseBlock] = []  # tool calls whose results are not stored yet
+        self._tool_faults: dict[str, Fault] = {}  # bad arguments sent back to the model
 
     def _reset(self) -> None:
         super()._reset()
         self._pending = []
+        self._tool_faults = {}
 
     async def compress(self, messages: list[Msg]) -> list[Msg]:
         """The hook point for long histories: return what the model should see."""
@@ -76,11 +81,13 @@ class ReActAgent(ModelAgent):
     async def reply(self, msg: Incoming) -> Msg:
         for _ in range(self.max_iters):
             response = await self._think(tools=True)
-            uses = [b for b in response.content if isinstance(b, ToolUseBlock)]
-            if not uses:
+            if not any(isinstance(b, ToolUseBlock) for b in response.content):
                 return Msg(self.name, list(response.content), "assistant")
-            self.memory.add(Msg(self.name, list(response.content), "assistant"))
-            await self._act(uses)
+            content = [
+                self._checked(b) if isinstance(b, ToolUseBlock) else b for b in response.content
+            ]
+            self.memory.add(Msg(self.name, content, "assistant"))
+            await self._act([b for b in content if isinstance(b, ToolUseBlock)])
         closing = Msg("system", CLOSING, "user", metadata={"closing": True})
         self.memory.add(closing)
         response = await self._think(tools=False)
@@ -114,6 +121,44 @@ class ReActAgent(ModelAgent):
         assert last is not None
         final: ChatResponse = last
         return final
+
+    def _checked(self, use: ToolUseBlock) -> ToolUseBlock:
+        """Tool-call arguments pass the fault tiers before the tool runs: tier 2 repairs them
+        without a model call; what it cannot fix goes back to the model as an error result,
+        and the model's next try is the tier-3 round."""
+        from .faults import DEFAULT_POLICY, Fault, correct
+
+        found = self.toolkit.active(use.name)
+        if found is None:
+            return use
+        kernel = self.kernel
+        if use.raw_input is None:
+            try:
+                found.arguments(use.input, kernel)
+            except DecodeError as exc:
+                text, kind, error = json.dumps(use.input), "invalid", str(exc)
+            else:
+                fault = self._tool_faults.pop(use.name, None)
+                if fault is not None:
+                    fault.tier, fault.resolver, fault.calls = 3, "self (tool error result)", 1
+                return use
+        else:
+            text, kind, error = use.raw_input, "malformed", "the arguments are not JSON"
+
+        def check(value: Any) -> dict[str, Any]:
+            found.arguments(value, kernel)
+            return dict(value)
+
+        target = Target(f"arguments of {use.name}", found.parameters, check)
+        policy = self.faults or self.model.fault_policy or DEFAULT_POLICY
+        source = f"{self.model.name} ({use.name} arguments)"
+        fixed = correct(kernel, source, text, target, policy.correctors, kind=kind, error=error)
+        if fixed is not None:
+            return attrs.evolve(use, input=fixed, raw_input=None)
+        fault = Fault(kind, source, error, None, None)
+        kernel.faults.add(fault)
+        self._tool_faults[use.name] = fault
+        return use
 
     async def _act(self, uses: Sequence[ToolUseBlock]) -> None:
         """Run the calls (concurrently if allowed) and store all results in one message, in

@@ -228,3 +228,37 @@ async def test_sequential_mode_runs_calls_one_by_one(kernel, parallel):
     await agent(kernel, uses, "ok", tools=(log,), parallel=parallel)(Q)
     sequential = order == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
     assert sequential is not parallel
+
+
+@pytest.mark.parametrize(
+    ("raw", "corrector"),
+    [('{"a": 6, "b": 7,}', "json-repair"), ('{"a": "6", "b": 7}', "coerce")],
+)
+async def test_malformed_tool_arguments_are_repaired_before_the_tool_runs(kernel, raw, corrector):
+    bad = ToolUseBlock("c1", "multiply", {}, raw_input=raw)
+    if corrector == "coerce":
+        bad = ToolUseBlock("c1", "multiply", {"a": "6", "b": 7})
+    helper = agent(kernel, [bad], "42")
+    await helper(Q)
+    [result] = results(helper)
+    assert not result.is_error and result.output == "42"
+    stored = helper.memory[1].blocks(ToolUseBlock)[0]
+    assert stored.input == {"a": 6, "b": 7} and stored.raw_input is None
+    [fault] = kernel.faults.faults
+    assert (fault.tier, fault.resolver, fault.saved) == (2, corrector, 1)
+    assert len(helper.model.calls) == 2
+
+
+async def test_unfixable_tool_arguments_go_back_to_the_model_as_tier_3(kernel):
+    helper = agent(kernel, call("multiply", a="six", b=7), call("multiply", a=6, b=7), "42")
+    assert (await helper(Q)).text == "42"
+    first, second = results(helper)
+    assert first.is_error and "a: expected an integer" in first.output
+    assert second.output == "42"
+    [fault] = kernel.faults.faults
+    assert (fault.kind, fault.tier, fault.resolver, fault.calls) == (
+        "invalid",
+        3,
+        "self (tool error result)",
+        1,
+    )
