@@ -78,6 +78,7 @@ def construction() -> tuple[float, float]:
     start = time.perf_counter()
     agents = [aopkit.ReActAgent(n, model, toolkit=toolkit, kernel=kernel) for n in names]
     seconds = (time.perf_counter() - start) / AGENTS
+    assert len(agents) == AGENTS
     return size, seconds
 
 
