@@ -7,7 +7,7 @@ import copy
 import inspect
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from .errors import AopkitError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
@@ -41,6 +41,10 @@ class Agent:
     Calling stores the input and the reply in :attr:`memory`, runs the agent's hooks, emits
     events, and broadcasts the reply to the hubs the agent is in.
     """
+
+    concurrent_observe: ClassVar[bool] = False
+    """True for agents whose observe does I/O (remote actors): hubs deliver to them
+    concurrently instead of one after another."""
 
     def __init__(self, name: str, *, memory: Memory | None = None, kernel: Kernel | None = None):
         self.name = name

@@ -131,13 +131,31 @@ class MsgHub:
             raise failures[0]
 
     async def _deliver(self, msg: Msg, sender: Agent | None) -> None:
+        """Deliver to every participant but the sender. Local observers are called in turn
+        (no task per delivery); observers whose observe does I/O (``concurrent_observe``, e.g.
+        remote actors) are called concurrently. Either way the message reaches everyone before
+        the next message is delivered."""
         failures: list[tuple[str, BaseException]] = []
+        concurrent: list[Agent] = []
         for agent in tuple(self.participants):
-            if agent is not sender:
-                try:
-                    await agent.observe(msg)
-                except Exception as exc:  # the others still receive the message
-                    failures.append((agent.name, exc))
+            if agent is sender:
+                continue
+            if agent.concurrent_observe:
+                concurrent.append(agent)
+                continue
+            try:
+                await agent.observe(msg)
+            except Exception as exc:  # the others still receive the message
+                failures.append((agent.name, exc))
+        if concurrent:
+            results = await asyncio.gather(
+                *(agent.observe(msg) for agent in concurrent), return_exceptions=True
+            )
+            failures.extend(
+                (agent.name, result)
+                for agent, result in zip(concurrent, results, strict=True)
+                if isinstance(result, Exception)
+            )
         if failures:
             raise DeliveryError(self.name, msg, failures)
 

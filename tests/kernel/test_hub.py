@@ -161,3 +161,23 @@ async def test_fanout_runs_everyone_then_raises_the_first_failure(kernel):
     with pytest.raises(ReplyError, match="'broken'"):
         await fanout([Failing("broken", kernel=kernel), ok], Msg("u", "go", "user"))
     assert texts(ok) == ["go", "ok: go"]
+
+
+async def test_observers_doing_io_are_delivered_to_concurrently_and_in_order(kernel):
+    class Remote(Agent):
+        concurrent_observe = True
+
+        async def observe(self, msg):
+            await asyncio.sleep(0.1)  # a round trip to another process
+            await super().observe(msg)
+
+    alice = Echo("alice", kernel=kernel)
+    remotes = [Remote(f"r{i}", kernel=kernel) for i in range(5)]
+    async with MsgHub([alice, *remotes]):
+        started = asyncio.get_running_loop().time()
+        await alice(Msg("u", "one", "user"))
+        await alice(Msg("u", "two", "user"))
+        elapsed = asyncio.get_running_loop().time() - started
+    assert elapsed < 0.5, "five 0.1 s deliveries per message should overlap"
+    for remote in remotes:
+        assert texts(remote) == ["alice: one", "alice: two"]
