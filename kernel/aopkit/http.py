@@ -76,12 +76,15 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def provider_message(body: str, content_type: str = "") -> str:
-    """The provider's own explanation from an error body (JSON ``error.message`` and kin),
-    or a short note for HTML pages and other text."""
+    """The provider's own explanation from an error body (JSON ``error.message`` and kin, also
+    inside an SSE ``data:`` line), or a short note for HTML pages and other text."""
     try:
         data = json.loads(body)
     except ValueError:
         data = None
+        sse = [line[5:] for line in body.splitlines() if line.startswith("data:")]
+        if sse:
+            return provider_message(sse[0], content_type)
     if isinstance(data, list) and data:  # Gemini sometimes wraps the error in a list
         data = data[0]
     if isinstance(data, dict):

@@ -41,6 +41,11 @@ def test_retry_after_in_seconds_milliseconds_and_http_dates():
         ('{"code": "Throttling", "message": "slow down"}', "", "slow down"),
         ("<html><body>502 Bad Gateway</body></html>", "text/html", "HTML page instead of JSON"),
         ("", "", "no details"),
+        (
+            'id:1\nevent:error\n:HTTP_STATUS/429\ndata:{"code":"Throttling","message":"slow"}\n',
+            "text/event-stream",
+            "slow",
+        ),
     ],
 )
 def test_provider_message(body, content_type, expected):

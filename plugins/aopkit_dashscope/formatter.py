@@ -1,0 +1,196 @@
+"""Messages → the ``input`` of a DashScope generation request.
+
+Text models take each message's content as one string; multimodal models (Qwen-VL, Qwen-Omni)
+take a list of one-key parts: ``{"text": ...}``, ``{"image": ...}``, ``{"audio": ...}``,
+``{"video": ...}``. The form follows the capabilities: a model that declares media takes parts
+(and the model sends it to the multimodal endpoint). Tool calls go in the assistant's
+``tool_calls`` with their arguments as JSON text; each result is a ``role: "tool"`` message with
+its ``tool_call_id``. Thinking is not sent back: DashScope does not take ``reasoning_content``
+in the history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from aopkit import Msg
+from aopkit.blocks import (
+    AudioBlock,
+    Block,
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+)
+from aopkit.formatting import (
+    Formatter,
+    inline,
+    is_http,
+    media_note,
+    transcript_segments,
+    transcript_text,
+    unsupported_media_reason,
+)
+
+if TYPE_CHECKING:
+    from aopkit.http import HTTPPool
+    from aopkit.models import Capabilities
+
+MEDIA = (ImageBlock, AudioBlock, VideoBlock)
+
+Part = dict[str, Any]
+Message = dict[str, Any]
+
+
+def with_instruction(messages: list[Message], text: str, parts: bool) -> list[Message]:
+    """``messages`` with ``text`` added to the leading system message (one is made if needed):
+    Qwen's chat template reads its instructions from there."""
+    if messages and messages[0]["role"] == "system":
+        content = messages[0]["content"]
+        if isinstance(content, list):
+            content = [*content, {"text": text}]
+        else:
+            content = f"{content}\n\n{text}" if content else text
+        return [{**messages[0], "content": content}, *messages[1:]]
+    return [{"role": "system", "content": [{"text": text}] if parts else text}, *messages]
+
+
+class _Builder:
+    """Collects the messages of one request."""
+
+    def __init__(self, capabilities: Capabilities, pool: HTTPPool | None) -> None:
+        self.capabilities = capabilities
+        self.pool = pool
+        self.parts = bool(capabilities.media)  # the multimodal form: contents are part lists
+        self.messages: list[Message] = []
+
+    def content(self, parts: list[Part]) -> str | list[Part]:
+        if self.parts:
+            return parts
+        return "\n".join(p["text"] for p in parts)  # text models: every part is text here
+
+    async def message(self, msg: Msg) -> None:
+        parts: list[Part] = []
+        calls: list[dict[str, Any]] = []
+        results: list[Message] = []
+        for block in msg.blocks():
+            if isinstance(block, TextBlock):
+                if block.text:
+                    parts.append({"text": block.text})
+            elif isinstance(block, ThinkingBlock):
+                continue
+            elif isinstance(block, ToolUseBlock):
+                calls.append(_call(block))
+            elif isinstance(block, ToolResultBlock):
+                results.append(await self.tool_result(block))
+            elif isinstance(block, MEDIA):
+                if msg.role == "system":
+                    parts.append({"text": media_note(block, "the system prompt takes text only")})
+                else:
+                    parts.append(await self.media(block))
+            else:
+                parts.append({"text": _left_out(block)})
+        if calls:  # tool calls are the assistant's, whoever holds them; their results follow
+            self.messages.append(
+                {"role": "assistant", "content": self.content(parts), "tool_calls": calls}
+            )
+            self.messages.extend(results)
+            return
+        self.messages.extend(results)  # results answer the calls before this message's text
+        if parts:
+            self.messages.append({"role": msg.role, "content": self.content(parts)})
+
+    async def transcript(self, segment: list[Msg]) -> None:
+        """Several speakers folded into one user message: ``name: text`` lines, then media."""
+        parts: list[Part] = []
+        text = transcript_text(segment)
+        if text.strip():
+            parts.append({"text": text})
+        for msg in segment:
+            for block in msg.blocks():
+                if isinstance(block, MEDIA):
+                    parts.append(await self.media(block))
+        if parts:
+            self.messages.append({"role": "user", "content": self.content(parts)})
+
+    async def tool_result(self, block: ToolResultBlock) -> Message:
+        if isinstance(block.output, str):
+            text = block.output
+        else:
+            texts = []
+            for part in block.output:
+                if isinstance(part, TextBlock):
+                    texts.append(part.text)
+                elif isinstance(part, MEDIA):
+                    texts.append(media_note(part, "a DashScope tool result holds text only"))
+                else:
+                    texts.append(_left_out(part))
+            text = "\n".join(texts)
+        if block.is_error:
+            text = f"Error: {text}"
+        content: str | list[Part] = [{"text": text}] if self.parts else text
+        return {"role": "tool", "content": content, "tool_call_id": block.id}
+
+    async def media(self, block: ImageBlock | AudioBlock | VideoBlock) -> Part:
+        reason = unsupported_media_reason(block, self.capabilities)
+        if reason is not None:
+            return {"text": media_note(block, reason)}
+        source = block.source
+        if self.capabilities.media_urls and isinstance(source, URLSource) and is_http(source):
+            return {block.type: source.url}
+        media_type, data = await inline(source, self.pool)
+        return {block.type: f"data:{media_type};base64,{data}"}
+
+
+def _call(block: ToolUseBlock) -> dict[str, Any]:
+    """A tool call as DashScope wants it back: arguments as the JSON text the model wrote."""
+    arguments = block.raw_input
+    if arguments is None:
+        arguments = json.dumps(block.input, ensure_ascii=False)
+    return {
+        "id": block.id,
+        "type": "function",
+        "function": {"name": block.name, "arguments": arguments},
+    }
+
+
+def _left_out(block: Block) -> str:
+    return f"[{block.type} block not shown to the model (DashScope has no such content)]"
+
+
+class DashScopeFormatter(Formatter):
+    """One conversation: every message in its own role."""
+
+    name = "dashscope"
+
+    async def format(
+        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
+    ) -> dict[str, Any]:
+        builder = _Builder(capabilities, pool)
+        for msg in messages:
+            await builder.message(msg)
+        return {"messages": builder.messages}
+
+
+class DashScopeMultiAgentFormatter(Formatter):
+    """Several named speakers: their messages folded into ``name: text`` transcripts in user
+    messages; tool exchanges stay native, system messages stay system."""
+
+    name = "dashscope-multiagent"
+    multi_agent = True
+
+    async def format(
+        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
+    ) -> dict[str, Any]:
+        builder = _Builder(capabilities, pool)
+        for part in transcript_segments(messages):
+            if isinstance(part, Msg):
+                await builder.message(part)
+            else:
+                await builder.transcript(part)
+        return {"messages": builder.messages}
