@@ -10,7 +10,7 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .formatting import Formatter
@@ -181,7 +181,7 @@ class Request:
                 status=response.status,
             ) from None
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    async def lines(self) -> AsyncGenerator[bytes, None]:
         """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
         import aiohttp
 

@@ -1,0 +1,294 @@
+"""Messages → the ``messages`` of an OpenAI chat-completions request.
+
+Text-only messages take a fast path: one dict each, no block walk. Tool calls go on the
+assistant message as ``tool_calls``; each result is a ``role: tool`` message, which takes text
+only, so media a tool returned are noted there and shown in one user message after the run of
+results (the results of parallel calls stay contiguous, as the API requires). ``strict`` is for
+OpenAI-compatible servers that take string content only and no ``name``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from aopkit import Msg
+from aopkit.blocks import (
+    AudioBlock,
+    ImageBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+)
+from aopkit.formatting import (
+    Formatter,
+    inline,
+    is_http,
+    media_note,
+    transcript_segments,
+    transcript_text,
+    unsupported_media_reason,
+)
+
+if TYPE_CHECKING:
+    from aopkit.formatting import MediaBlock
+    from aopkit.http import HTTPPool
+    from aopkit.models import Capabilities
+
+Item = dict[str, Any]
+
+MEDIA = (ImageBlock, AudioBlock, VideoBlock)
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+AUDIO_FORMATS = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/vnd.wave": "wav",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+}
+NAME_LIMIT = 64  # the API takes names matching ^[a-zA-Z0-9_-]+$, of at most 64 characters
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+_names: dict[str, str] = {}  # speaker name -> wire name ("" when none is left): few, reused
+
+
+def wire_name(name: str) -> str:
+    """``name`` as the API's ``name`` field allows it; "" when nothing usable is left."""
+    wired = _names.get(name)
+    if wired is None:
+        if len(_names) > 4096:  # many one-off names: start over rather than grow for ever
+            _names.clear()
+        wired = _names[name] = _NOT_IN_NAME.sub("_", name).strip("_")[:NAME_LIMIT]
+    return wired
+
+
+def text_part(text: str) -> Item:
+    return {"type": "text", "text": text}
+
+
+def tool_call(block: ToolUseBlock) -> Item:
+    """A tool call as the API takes it back; arguments that did not parse go back verbatim."""
+    arguments = block.raw_input
+    if arguments is None:
+        arguments = json.dumps(block.input, ensure_ascii=False)
+    return {
+        "id": block.id,
+        "type": "function",
+        "function": {"name": block.name, "arguments": arguments},
+    }
+
+
+class OpenAIFormatter(Formatter):
+    """One conversation, messages as they are. ``strict``: string content and no ``name``;
+    ``send_reasoning``: thinking goes back as the assistant's ``reasoning_content``."""
+
+    name = "openai"
+
+    def __init__(self, *, strict: bool = False, send_reasoning: bool = False) -> None:
+        self.strict = strict
+        self.send_reasoning = send_reasoning
+
+    def configured(self, *, strict: bool, send_reasoning: bool) -> OpenAIFormatter:
+        """This formatter with the given options (itself when they are already so)."""
+        if strict == self.strict and send_reasoning == self.send_reasoning:
+            return self
+        return type(self)(strict=strict, send_reasoning=send_reasoning)
+
+    async def format(
+        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
+    ) -> dict[str, Any]:
+        out: list[Item] = []
+        converter = _Converter(self, capabilities, pool, out)
+        pending = converter.pending  # the same list: media waiting for the next user message
+        append = out.append
+        names = not self.strict
+        for msg in messages:
+            content = msg.content
+            if content.__class__ is str and not pending:  # the fast path: plain text
+                role = msg.role
+                if names and role != "system":
+                    name = _names.get(msg.name) or wire_name(msg.name)
+                    if name:
+                        append({"role": role, "content": content, "name": name})
+                        continue
+                append({"role": role, "content": content})
+            else:
+                await converter.message(msg)
+        converter.flush()
+        return {"messages": out}
+
+
+class OpenAIMultiAgentFormatter(OpenAIFormatter):
+    """Several named speakers: runs of their messages folded into one user message of
+    ``name: text`` lines (media after them); tool exchanges stay native, system stays system."""
+
+    name = "openai-multiagent"
+    multi_agent = True
+
+    async def format(
+        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
+    ) -> dict[str, Any]:
+        out: list[Item] = []
+        converter = _Converter(self, capabilities, pool, out)
+        for part in transcript_segments(messages):
+            if isinstance(part, Msg):
+                await converter.message(part)
+            else:
+                await converter.transcript(part)
+        converter.flush()
+        return {"messages": out}
+
+
+class _Converter:
+    """The slow path of one ``format`` call: messages with blocks."""
+
+    def __init__(
+        self,
+        formatter: OpenAIFormatter,
+        capabilities: Capabilities,
+        pool: HTTPPool | None,
+        out: list[Item],
+    ) -> None:
+        self.strict = formatter.strict
+        self.send_reasoning = formatter.send_reasoning
+        self.capabilities = capabilities
+        self.pool = pool
+        self.out = out
+        self.pending: list[Item] = []  # media parts for a user message after the tool results
+
+    def flush(self) -> None:
+        if self.pending:
+            self.out.append({"role": "user", "content": self.pending.copy()})
+            self.pending.clear()
+
+    def emit(self, item: Item) -> None:
+        """Add a message; media held back for a user message go first unless it is a tool
+        result (which must directly follow the call or the other results)."""
+        if item["role"] != "tool":
+            self.flush()
+        self.out.append(item)
+
+    def content(self, parts: list[Item]) -> str | list[Item]:
+        if self.strict:
+            return "\n".join(p["text"] for p in parts)  # in strict mode every part is text
+        if len(parts) == 1 and parts[0]["type"] == "text":
+            return str(parts[0]["text"])
+        return parts
+
+    def named(self, item: Item, msg: Msg) -> Item:
+        if not self.strict and (name := wire_name(msg.name)):
+            item["name"] = name
+        return item
+
+    async def message(self, msg: Msg) -> None:
+        role = msg.role
+        parts: list[Item] = []
+        calls: list[Item] = []
+        reasoning: list[str] = []
+        held: list[Item] = []  # media of an assistant message, shown in the next user message
+        for block in msg.blocks():
+            if isinstance(block, TextBlock):
+                parts.append(text_part(block.text))
+            elif isinstance(block, ToolUseBlock):
+                calls.append(tool_call(block))
+            elif isinstance(block, ToolResultBlock):
+                await self.tool_result(block)
+            elif isinstance(block, ThinkingBlock):
+                reasoning.append(block.thinking)
+            elif isinstance(block, MEDIA):
+                if role == "system":
+                    parts.append(text_part(media_note(block, "the system prompt takes text only")))
+                    continue
+                part = await self.media(block)
+                if role == "assistant" and part["type"] != "text":
+                    parts.append(text_part(f"[{block.type} shown in the next user message]"))
+                    held += [text_part(f"{block.type} from {msg.name}:"), part]
+                else:
+                    parts.append(part)
+            else:
+                parts.append(text_part(f"[{block.type} block not shown to the model]"))
+        if role == "assistant" or calls:
+            self.assistant(msg, parts if role == "assistant" else [], calls, reasoning)
+            self.pending += held
+        if role != "assistant" and parts:
+            item = {"role": role, "content": self.content(parts)}
+            self.emit(item if role == "system" else self.named(item, msg))
+
+    def assistant(
+        self, msg: Msg, parts: list[Item], calls: list[Item], reasoning: list[str]
+    ) -> None:
+        content: str | list[Item] | None = self.content(parts) if parts else ""
+        if calls and not parts and not self.strict:
+            content = None  # the API's form for a message of tool calls only
+        item = self.named({"role": "assistant", "content": content}, msg)
+        if calls:
+            item["tool_calls"] = calls
+        if reasoning and self.send_reasoning:
+            item["reasoning_content"] = "".join(reasoning)
+        self.emit(item)
+
+    async def tool_result(self, block: ToolResultBlock) -> None:
+        if isinstance(block.output, str):
+            text = block.output
+        else:
+            pieces = []
+            for part in block.output:
+                if isinstance(part, TextBlock):
+                    pieces.append(part.text)
+                elif isinstance(part, MEDIA):
+                    item = await self.media(part)
+                    if item["type"] == "text":
+                        pieces.append(item["text"])
+                    else:
+                        pieces.append(f"[{part.type} shown in the next user message]")
+                        label = f"{part.type} returned by tool {block.name} (call {block.id}):"
+                        self.pending += [text_part(label), item]
+                else:
+                    pieces.append(f"[{part.type} block not shown to the model]")
+            text = "\n".join(pieces)
+        if block.is_error:
+            text = f"Error: {text}"
+        self.emit({"role": "tool", "tool_call_id": block.id, "content": text})
+
+    async def transcript(self, segment: list[Msg]) -> None:
+        """Several speakers folded into one user message: ``name: text`` lines, then media."""
+        parts = [text_part(transcript_text(segment))]
+        for msg in segment:
+            if isinstance(msg.content, list):
+                for block in msg.content:
+                    if isinstance(block, MEDIA):
+                        parts.append(await self.media(block))
+        self.emit({"role": "user", "content": self.content(parts)})
+
+    async def media(self, block: MediaBlock) -> Item:
+        """The content part for a media block, or a text part noting why it cannot go."""
+        reason = unsupported_media_reason(block, self.capabilities)
+        if reason is None and self.strict:
+            reason = "this server takes text content only"
+        if reason is None and isinstance(block, VideoBlock):
+            reason = "the OpenAI chat API does not take video"
+        if reason is not None:
+            return text_part(media_note(block, reason))
+        source = block.source
+        if isinstance(block, ImageBlock):
+            if self.capabilities.media_urls and isinstance(source, URLSource) and is_http(source):
+                url = source.url
+            else:
+                media_type, data = await inline(source, self.pool)
+                if media_type not in IMAGE_TYPES:
+                    why = f"the API takes PNG, JPEG, GIF and WebP images, not {media_type}"
+                    return text_part(media_note(block, why))
+                url = f"data:{media_type};base64,{data}"
+            return {"type": "image_url", "image_url": {"url": url}}
+        media_type, data = await inline(source, self.pool)
+        audio_format = AUDIO_FORMATS.get(media_type)
+        if audio_format is None:
+            return text_part(
+                media_note(block, f"the API takes WAV and MP3 audio, not {media_type}")
+            )
+        return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
