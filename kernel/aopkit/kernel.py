@@ -108,7 +108,8 @@ class Kernel:
         except pluggy.PluginValidationError as exc:
             raise PluginError(name or _label(plugin), str(exc)) from exc
         except ValueError as exc:  # pluggy: name or object already registered
-            raise PluginError(name or _label(plugin), str(exc)) from exc
+            first_line = str(exc).splitlines()[0]  # pluggy appends every plugin it knows
+            raise PluginError(name or _label(plugin), first_line) from exc
         if name is None:
             return None
         try:

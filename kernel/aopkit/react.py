@@ -12,7 +12,7 @@ import attrs
 from .agent import Incoming
 from .blocks import Block, TextBlock, ToolResultBlock, ToolUseBlock
 from .errors import DecodeError
-from .events import ReplyChunk
+from .events import MessageSent, ReplyChunk
 from .message import Msg
 from .model_agent import ModelAgent
 from .structured import Target
@@ -86,7 +86,7 @@ class ReActAgent(ModelAgent):
             content = [
                 self._checked(b) if isinstance(b, ToolUseBlock) else b for b in response.content
             ]
-            self.memory.add(Msg(self.name, content, "assistant"))
+            self._step(Msg(self.name, content, "assistant"))
             await self._act([b for b in content if isinstance(b, ToolUseBlock)])
         closing = Msg("system", CLOSING, "user", metadata={"closing": True})
         self.memory.add(closing)
@@ -169,7 +169,15 @@ class ReActAgent(ModelAgent):
         else:
             results = [await self.toolkit.call(u) for u in uses]
         self._pending = []
-        self.memory.add(Msg("tools", list[Block](results), "user"))
+        self._step(Msg("tools", list[Block](results), "user"))
+
+    def _step(self, msg: Msg) -> None:
+        """Store an intermediate step (tool calls, tool results). It is not broadcast to hubs,
+        but observers see it as a ``message_sent`` event with no hubs (the CHAT log, the
+        Studio)."""
+        self.memory.add(msg)
+        if self.kernel.observed:
+            self.kernel.emit(MessageSent(msg=msg))
 
     async def handle_interrupt(self, msg: Incoming) -> Msg:
         """Give every pending tool call an "interrupted" result, so the history stays valid
@@ -180,7 +188,7 @@ class ReActAgent(ModelAgent):
                 for u in self._pending
             ]
             self._pending = []
-            self.memory.add(Msg("tools", results, "user"))
+            self._step(Msg("tools", results, "user"))
         return Msg(
             self.name,
             [TextBlock("I was interrupted.")],

@@ -7,11 +7,14 @@ module is imported); the application decides where it goes, for instance with
 
 from __future__ import annotations
 
+import json
 import os
 from typing import IO, TYPE_CHECKING
 
+from .blocks import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from .events import Event, MessageSent
 from .hookspecs import hookimpl
+from .message import Msg
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -46,9 +49,30 @@ class ChatLog:
     @hookimpl
     def event(self, event: Event) -> None:
         if isinstance(event, MessageSent):
-            msg = event.msg
-            text = msg.text or ", ".join(b.type for b in msg.blocks())
-            self._log(self._level, "{}: {}", msg.name, text)
+            self._log(self._level, "{}: {}", event.msg.name, describe(event.msg))
+
+
+def describe(msg: Msg) -> str:
+    """One line for a message: text, thinking, tool calls (→) and tool results (←)."""
+    parts = []
+    for block in msg.blocks():
+        if isinstance(block, TextBlock):
+            parts.append(block.text)
+        elif isinstance(block, ThinkingBlock):
+            parts.append(f"(thinking: {block.thinking})")
+        elif isinstance(block, ToolUseBlock):
+            args = block.raw_input if block.raw_input is not None else json.dumps(block.input)
+            parts.append(f"→ {block.name}({args})")
+        elif isinstance(block, ToolResultBlock):
+            out = (
+                block.output
+                if isinstance(block.output, str)
+                else Msg("", block.output, "user").text
+            )
+            parts.append(f"← {block.name}{' failed' if block.is_error else ''}: {out}")
+        else:
+            parts.append(f"[{block.type}]")
+    return " ".join(parts)
 
 
 class JsonlTrace:

@@ -262,3 +262,22 @@ async def test_unfixable_tool_arguments_go_back_to_the_model_as_tier_3(kernel):
         "self (tool error result)",
         1,
     )
+
+
+async def test_the_chat_log_shows_tools_being_used(kernel):
+    from loguru import logger
+
+    from aopkit import ChatLog
+
+    lines = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="CHAT")
+    kernel.register(ChatLog(), "chat")
+    try:
+        await agent(kernel, call("multiply", a=6, b=7), "It is 42.")(Q)
+    finally:
+        logger.remove(sink)
+    assert lines == [
+        'helper: → multiply({"a": 6, "b": 7})',
+        "tools: ← multiply: 42",
+        "helper: It is 42.",
+    ]

@@ -1,0 +1,36 @@
+"""aopkit Studio: a web UI to watch a run live, act on incidents, type as a user agent,
+interrupt agents and browse past runs. ``studio = await aopkit_studio.attach(kernel)``, or
+``aopkit studio`` on the command line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import aopkit
+
+from .server import Studio, attach
+
+__all__ = ["Studio", "attach"]
+
+
+@aopkit.hookimpl
+def register_commands(register: Callable[..., None]) -> None:
+    register("studio", _serve, help="serve the Studio web UI", arguments=_arguments)
+
+
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    parser.add_argument("--traces", default=".", help="folder of JSONL traces to browse")
+
+
+async def _serve(args: Any, kernel: aopkit.Kernel) -> int:
+    """Serve until interrupted (Ctrl-C)."""
+    studio = await attach(kernel, host=args.host, port=args.port, traces=args.traces)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await studio.stop()
+    return 0
