@@ -1,5 +1,6 @@
-"""Test setup: the sample third-party plugin is pip-installed into the test environment, so it is
-discovered through its entry point exactly as a user's plugin would be."""
+"""Test setup: the sample third-party plugin (and the example plugin) are pip-installed into the
+test environment, so they are discovered through their entry points exactly as a user's plugins
+would be."""
 
 from __future__ import annotations
 
@@ -11,32 +12,39 @@ from pathlib import Path
 
 import pytest
 
-SAMPLE_PLUGIN = Path(__file__).parent / "sample_plugin"
+ROOT = Path(__file__).parents[1]
+# Third-party plugin distributions the tests install, each found through its entry point.
+DISTRIBUTIONS = {
+    "aopkit-sample-plugin": ROOT / "tests" / "sample_plugin",
+    "aopkit-example-plugin": ROOT / "examples" / "custom_plugin",
+}
 
 
-def _ensure_sample_plugin() -> None:
-    try:
-        importlib.metadata.distribution("aopkit-sample-plugin")
-        return
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            str(SAMPLE_PLUGIN),
-        ],
-        check=True,
-    )
-    importlib.invalidate_caches()
+def _ensure_installed() -> None:
+    missing = []
+    for name, path in DISTRIBUTIONS.items():
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(str(path))
+    if missing:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--no-build-isolation",
+                *missing,
+            ],
+            check=True,
+        )
+        importlib.invalidate_caches()
 
 
-_ensure_sample_plugin()
+_ensure_installed()
 
 
 @pytest.fixture

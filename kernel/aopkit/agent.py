@@ -202,6 +202,18 @@ class Agent:
         else:
             self.memory.extend(msg)
 
+    def to_dist(self, **options: Any) -> Agent:
+        """This agent in a Ray actor of its own (needs ``aopkit[ray]``); the returned proxy is
+        used exactly as the agent. Options: see ``aopkit_ray.AgentPool``."""
+        try:
+            from aopkit_ray import to_dist  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise AopkitError(
+                f"distributed mode needs Ray: pip install 'aopkit[ray]' ({exc})"
+            ) from None
+        remote: Agent = to_dist(self, **options)
+        return remote
+
     # -- conversations ----------------------------------------------------------------------
     def session(self, session_id: str) -> Self:
         """This agent for one conversation: the same definition (model, tools, hooks), its own

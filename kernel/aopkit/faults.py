@@ -289,7 +289,7 @@ def correct(
     ``tiers``, for an incident)."""
     text = output
     for entry in correctors:
-        name = entry if isinstance(entry, str) else type(entry).__name__
+        name = _name(entry)
         corrector = kernel.correctors[entry] if isinstance(entry, str) else entry
         try:
             candidate = corrector.correct(text, target.schema)
@@ -307,6 +307,13 @@ def correct(
         kernel.faults.add(Fault(kind, source, error, 2, name, 0, 1))
         return value
     return None
+
+
+def _name(entry: object) -> str:
+    """A corrector's or critic's name: as registered, else its ``name``, else its class."""
+    if isinstance(entry, str):
+        return entry
+    return str(getattr(entry, "name", type(entry).__name__))
 
 
 def _corrected(
@@ -375,7 +382,8 @@ class _Run:
             if kind is not None:
                 value = self._correct(output, kind, error)
             if value is not None:
-                objection = await self._review(output, round_)
+                objection, spent = await self._review(output, round_)
+                calls += spent
                 if objection is None:
                     if round_:
                         critic = self._critic_name(round_ - 1)
@@ -442,19 +450,19 @@ class _Run:
         return self.kernel.critics[entry] if isinstance(entry, str) else entry
 
     def _critic_name(self, round_: int) -> str:
-        entry = self.policy.critics[round_ % len(self.policy.critics)]
-        return entry if isinstance(entry, str) else type(entry).__name__
+        return _name(self.policy.critics[round_ % len(self.policy.critics)])
 
-    async def _review(self, output: str, round_: int) -> str | None:
+    async def _review(self, output: str, round_: int) -> tuple[str | None, int]:
+        """A reviewing critic's objection to valid output (None: accepted), and its calls."""
         if not self.policy.review or not self.policy.critics or self.model is None:
-            return None
+            return None, 0
         critic = self._critic(round_)
         review = getattr(critic, "review", None)
         if review is None:
-            return None
+            return None, 0
         critique = Critique(self.model, self.messages, output, "", "", self.target, round_ + 1)
         objection: str | None = await review(critique)
-        return objection
+        return objection, critique.calls
 
     # -- tier 4 -----------------------------------------------------------------------------
     async def _escalate(self, incident: Incident, fault: Fault) -> Resolution:

@@ -26,6 +26,8 @@ def _schema_text(critique: Critique) -> str:
 class SelfCritique:
     """The model answers again, told exactly what was wrong."""
 
+    name = "self"
+
     async def revise(self, critique: Critique) -> str:
         feedback = aopkit.Msg(
             "critic",
@@ -40,6 +42,8 @@ class SelfCritique:
 
 class PairwiseCritique:
     """A reviewer explains what is wrong; the model revises with that review."""
+
+    name = "pairwise"
 
     def __init__(self, reviewer: ChatModel | None = None) -> None:
         self.reviewer = reviewer  # None: the model under review plays the reviewer

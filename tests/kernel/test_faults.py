@@ -156,7 +156,8 @@ async def test_pairwise_review_rejects_valid_but_wrong_output(kernel):
     )
     assert "alice scored 9" in judge.calls[1]["messages"][-1].text
     [fault] = kernel.faults.faults
-    assert (fault.kind, fault.tier, fault.calls) == ("rejected", 3, 1)
+    # two reviews (the objection, then the approval) and one revision
+    assert (fault.kind, fault.tier, fault.resolver, fault.calls) == ("rejected", 3, "pairwise", 3)
 
 
 async def test_retryable_errors_are_retried_at_the_model_and_reported(kernel):

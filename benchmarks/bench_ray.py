@@ -1,0 +1,177 @@
+"""aopkit_ray on a local two-node Ray cluster (started and stopped here):
+
+1. remote reply overhead: ``await remote_agent(msg)`` beside a bare Ray actor method call that
+   carries the same serialised message there and back (target <= 1.5x);
+2. a guess-two-thirds-of-the-average game of 10,000 rule-based agents: seconds per round in
+   four pools across two nodes, beside the same agents in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _util import report
+
+# Ray reads its authentication settings once per process: set them before importing it.
+os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
+
+import ray
+
+import aopkit
+from aopkit import Msg
+
+ROOT = Path(__file__).resolve().parents[1]
+CALLS, AGENTS, ROUNDS, POOLS = 300, 10_000, 5, 4
+
+
+class Echo(aopkit.Agent):
+    async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+        return Msg(self.name, "ok", "assistant")
+
+
+class Guesser(aopkit.Agent):
+    """Level-k reasoning: guess (2/3)^k of the last average, with a little noise."""
+
+    def __init__(self, name: str, level: int, kernel: aopkit.Kernel | None = None) -> None:
+        super().__init__(name, kernel=kernel)
+        self.level = level
+        self.rng = random.Random(name)
+
+    async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+        last = self.memory[-1].metadata.get("average", 50.0)
+        guess = max(0.0, min(100.0, last * (2 / 3) ** self.level + self.rng.uniform(-2, 2)))
+        return Msg(self.name, f"{guess:.2f}", "assistant", metadata={"guess": guess})
+
+
+class Bare:
+    async def echo(self, data: dict[str, object]) -> dict[str, object]:
+        return data
+
+
+def guessers(kernel: aopkit.Kernel | None = None) -> list[Guesser]:
+    return [Guesser(f"g{i}", i % 4, kernel) for i in range(AGENTS)]
+
+
+async def overhead() -> tuple[float, float]:
+    from aopkit_ray import to_dist
+
+    kernel = aopkit.Kernel(environ={})
+    bare = ray.remote(Bare).options(num_cpus=0, resources={"node_a": 0.01}).remote()
+    agent = to_dist(Echo("echo", kernel=kernel), resources={"node_a": 0.01})
+    data = kernel.codec.dump(Msg("user", "hello", "user"))
+    await bare.echo.remote(data)
+    await agent(Msg("user", "hello", "user"))
+
+    async def bare_run() -> float:
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            await bare.echo.remote(data)
+        return (time.perf_counter() - start) / CALLS
+
+    async def agent_run() -> float:
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            await agent(Msg("user", "hello", "user"))
+        return (time.perf_counter() - start) / CALLS
+
+    floors, values = [], []
+    for _ in range(5):  # interleaved, so drift hits both alike
+        floors.append(await bare_run())
+        values.append(await agent_run())
+    agent.pool.kill()
+    ray.kill(bare)
+    return min(values), min(floors)
+
+
+def average(replies: list[Msg]) -> float:
+    return statistics.fmean(r.metadata["guess"] for r in replies)
+
+
+async def local_rounds() -> float:
+    agents = guessers(aopkit.Kernel(environ={}))
+    avg, times = 50.0, []
+    for r in range(ROUNDS):
+        start = time.perf_counter()
+        msg = Msg("host", f"round {r}", "user", metadata={"average": avg})
+        avg = average(list(await asyncio.gather(*(a(msg) for a in agents))))
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+async def pooled_rounds() -> float:
+    from aopkit_ray import pools
+
+    kernel = aopkit.Kernel(environ={})
+    agents = guessers(kernel)
+    size = AGENTS // POOLS
+    groups = pools(agents[: AGENTS // 2], size, resources={"node_a": 0.01}, kernel=kernel)
+    groups += pools(agents[AGENTS // 2 :], size, resources={"node_b": 0.01}, kernel=kernel)
+    avg, times = 50.0, []
+    for r in range(ROUNDS):
+        start = time.perf_counter()
+        msg = Msg("host", f"round {r}", "user", metadata={"average": avg})
+        answers = await asyncio.gather(*(p.reply_all(msg) for p in groups))
+        avg = average([m for answer in answers for m in answer])
+        times.append(time.perf_counter() - start)
+    for pool in groups:
+        pool.kill()
+    return min(times)
+
+
+def start_cluster() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = os.pathsep.join([str(ROOT / "contrib"), str(ROOT / "kernel"), *sys.path])
+    env = {**os.environ, "PYTHONPATH": path}
+    cli = shutil.which("ray") or "ray"
+    common = ["--num-cpus=1", "--object-store-memory=200000000", "--disable-usage-stats"]
+    common.append("--node-ip-address=127.0.0.1")
+    run = {"env": env, "check": True, "capture_output": True, "timeout": 120}
+    subprocess.run([cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
+                    '--resources={"node_a": 1}', *common], **run)  # type: ignore[call-overload]  # fmt: skip
+    subprocess.run([cli, "start", f"--address=127.0.0.1:{port}",
+                    '--resources={"node_b": 1}', *common], **run)  # type: ignore[call-overload]  # fmt: skip
+    return f"127.0.0.1:{port}"
+
+
+def main() -> None:
+    address = start_cluster()
+    try:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        value, floor = asyncio.run(overhead())
+        report(
+            "remote reply",
+            value * 1e3,
+            "ms/call",
+            floor=floor * 1e3,
+            floor_name="bare Ray actor call, same message",
+            target="<= 1.5x floor",
+        )
+        local = asyncio.run(local_rounds())
+        pooled = asyncio.run(pooled_rounds())
+        report(
+            f"guess 2/3 game, {AGENTS} agents in {POOLS} pools on 2 nodes",
+            pooled,
+            "s/round",
+            floor=local,
+            floor_name="same agents in one process",
+        )
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([shutil.which("ray") or "ray", "stop", "--force"], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()

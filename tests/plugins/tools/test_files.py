@@ -1,0 +1,219 @@
+"""Workspace files: confined to the root whatever path a model sends, read-only by default."""
+
+import os
+
+import pytest
+
+from aopkit import Toolkit, ToolUseBlock
+from aopkit_tools import FileToolError, NotEnabled, PathRefused, Workspace
+
+SECRET = "the secret outside the workspace"
+
+
+def use(name, **arguments):
+    return ToolUseBlock(f"call-{name}", name, arguments)
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A workspace with text, binary and nested files, and symbolic links in and out."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text(SECRET)
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (ws / "notes.txt").write_text("first line\nsecond line with TODO\n")
+    (ws / "sub" / "deep.txt").write_text("deep TODO here\n")
+    (ws / "image.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary TODO")
+    (ws / "escape").symlink_to(outside / "secret.txt")
+    (ws / "outdir").symlink_to(outside)
+    (ws / "indir").symlink_to(ws / "sub")
+    (ws / "inlink").symlink_to(ws / "notes.txt")
+    (ws / "loop").symlink_to(ws / "loop")
+    return ws
+
+
+def kit(kernel, workspace):
+    return Toolkit(workspace.tools(), kernel=kernel)
+
+
+HOSTILE = [
+    ("../outside/secret.txt", "'..' is refused"),
+    ("/etc/passwd", "absolute paths are refused"),
+    ("a/../../outside/secret.txt", "'..' is refused"),
+    ("escape", "a symbolic link leads outside the workspace"),
+    ("outdir/secret.txt", "a symbolic link leads outside the workspace"),
+    ("outdir", "a symbolic link leads outside the workspace"),
+    ("notes.txt\x00.png", "may not contain NUL bytes"),
+    ("x" * 300, "is longer than 255 bytes"),
+    ("a/" * 3000, "too long (at most 4096)"),
+    ("loop", "symbolic links loop"),
+]
+
+
+@pytest.mark.parametrize(("path", "problem"), HOSTILE)
+async def test_hostile_paths_are_refused_by_every_tool(kernel, root, path, problem):
+    toolkit = kit(kernel, Workspace(root, writable=True))
+    calls = [
+        use("read_file", path=path),
+        use("list_files", path=path),
+        use("search_files", query="secret", path=path),
+        use("write_file", path=path, content="pwned"),
+    ]
+    for call in calls:
+        result = await toolkit.call(call)
+        assert result.is_error, call.name
+        assert result.output.startswith("PathRefused: ") and problem in result.output
+        assert SECRET not in result.output and str(root) not in result.output
+    assert (root.parent / "outside" / "secret.txt").read_text() == SECRET
+    assert not (root.parent / "x").exists()
+
+
+def test_paths_inside_the_root_resolve_through_links_that_stay_inside(root):
+    workspace = Workspace(root)
+    assert workspace.locate("indir/deep.txt") == root / "sub" / "deep.txt"
+    assert workspace.locate("inlink") == root / "notes.txt"
+    assert workspace.locate("./sub//deep.txt") == root / "sub" / "deep.txt"
+    assert workspace.locate("") == root
+    with pytest.raises(PathRefused, match="outside the workspace"):
+        workspace.locate("outdir/x")
+
+
+async def test_read_text_binary_and_large_files_in_parts(kernel, root):
+    (root / "long.txt").write_text("é" * 30)  # 60 bytes of two-byte characters
+    toolkit = kit(kernel, Workspace(root, max_read=25))
+    notes = await toolkit.call(use("read_file", path="notes.txt"))
+    assert (
+        notes.output
+        == "first line\nsecond line wi\n[bytes 0-25 of 33 shown; read on with offset=25]"
+    )
+    rest = await toolkit.call(use("read_file", path="notes.txt", offset=25))
+    assert rest.output == "th TODO\n\n[bytes 25-33 of 33: the end of the file]"
+    part = await toolkit.call(use("read_file", path="long.txt"))
+    assert part.output == "é" * 12 + "\n[bytes 0-24 of 60 shown; read on with offset=24]"
+    middle = await toolkit.call(use("read_file", path="long.txt", offset=25))  # mid-character
+    assert middle.output.startswith("é" * 12 + "\n[bytes 26-50 of 60")
+    binary = await toolkit.call(use("read_file", path="image.bin"))
+    assert not binary.is_error
+    assert binary.output == "'image.bin' is a binary file of 21 bytes (not UTF-8 text); not shown"
+    linked = await toolkit.call(use("read_file", path="indir/deep.txt"))
+    assert linked.output == "deep TODO here\n"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"path": "missing.txt"}, "FileToolError: 'missing.txt': does not exist"),
+        ({"path": "sub"}, "FileToolError: 'sub' is a directory; list_files shows what is in it"),
+        ({"path": "notes.txt/x"}, "FileToolError: 'notes.txt/x': a part of it is not a directory"),
+        ({"path": "notes.txt", "offset": -1}, "FileToolError: offset must be 0 or more, not -1"),
+    ],
+)
+async def test_read_errors_are_clear_and_do_not_show_the_root(kernel, root, arguments, message):
+    result = await kit(kernel, Workspace(root)).call(use("read_file", **arguments))
+    assert result.is_error and result.output == message
+
+
+async def test_reading_a_fifo_does_not_hang(kernel, root):
+    os.mkfifo(root / "pipe")
+    result = await kit(kernel, Workspace(root)).call(use("read_file", path="pipe"))
+    assert result.output == "FileToolError: 'pipe' is not a regular file"
+
+
+async def test_writing_is_off_unless_enabled(kernel, root):
+    read_only = Workspace(root)
+    assert [t.name for t in read_only.tools()] == ["read_file", "list_files", "search_files"]
+    with pytest.raises(NotEnabled, match=r"Workspace\(root, writable=True\)"):
+        read_only.write_file("new.txt", "x")
+    assert not (root / "new.txt").exists()
+    toolkit = kit(kernel, Workspace(root, writable=True, max_write=10))
+    done = await toolkit.call(use("write_file", path="made/new.txt", content="hello"))
+    assert done.output == "wrote 5 bytes to made/new.txt"
+    assert (root / "made" / "new.txt").read_text() == "hello"
+    through = await toolkit.call(use("write_file", path="indir/x.txt", content="in"))
+    assert through.output == "wrote 2 bytes to sub/x.txt"
+    big = await toolkit.call(use("write_file", path="big.txt", content="x" * 11))
+    assert big.output == "FileToolError: 'big.txt': the content is 11 bytes; at most 10"
+    over_root = await toolkit.call(use("write_file", path=".", content="x"))
+    assert over_root.output == "FileToolError: '.': that is the workspace root, not a file"
+
+
+async def test_list_files(kernel, root):
+    toolkit = kit(kernel, Workspace(root))
+    top = await toolkit.call(use("list_files"))
+    assert top.output.splitlines() == [
+        "escape (symbolic link)",
+        "image.bin (21 bytes)",
+        "indir (symbolic link)",
+        "inlink (symbolic link)",
+        "loop (symbolic link)",
+        "notes.txt (33 bytes)",
+        "outdir (symbolic link)",
+        "sub/",
+    ]
+    deep = await toolkit.call(use("list_files", path="sub", recursive=True))
+    assert deep.output == "sub/deep.txt (15 bytes)"
+    capped = await kit(kernel, Workspace(root, max_entries=2)).call(use("list_files"))
+    assert capped.output.splitlines()[-1] == "[stopped at 2 entries; list a subdirectory]"
+    not_dir = await toolkit.call(use("list_files", path="notes.txt"))
+    assert not_dir.output == "FileToolError: 'notes.txt' is not a directory"
+    (root / "empty").mkdir()
+    assert (await toolkit.call(use("list_files", path="empty"))).output == "empty is empty"
+
+
+async def test_search_substring_and_regex_without_leaving_the_root(kernel, root):
+    toolkit = kit(kernel, Workspace(root))
+    found = await toolkit.call(use("search_files", query="TODO"))
+    assert found.output.splitlines() == [
+        "inlink:2: second line with TODO",
+        "notes.txt:2: second line with TODO",
+        "sub/deep.txt:1: deep TODO here",
+        "[2 files were not searched: binary, too large or unreadable]",
+    ]
+    regex = await toolkit.call(use("search_files", query=r"^(first|deep)\b", regex=True))
+    assert regex.output.splitlines()[:2] == ["inlink:1: first line", "notes.txt:1: first line"]
+    secret = await toolkit.call(use("search_files", query="secret"))
+    assert secret.output.splitlines()[0] == "no matches for 'secret'"
+    one = await toolkit.call(use("search_files", query="line", path="notes.txt"))
+    assert one.output == "notes.txt:1: first line\nnotes.txt:2: second line with TODO"
+    bad = await toolkit.call(use("search_files", query="(", regex=True))
+    assert bad.is_error and "not a valid regular expression" in bad.output
+    empty = await toolkit.call(use("search_files", query=""))
+    assert empty.output == "FileToolError: the query is empty; give some text to look for"
+
+
+async def test_search_stops_at_the_match_cap(kernel, root):
+    (root / "many.txt").write_text("hit\n" * 100)
+    result = await kit(kernel, Workspace(root, max_matches=3)).call(
+        use("search_files", query="hit", path="many.txt")
+    )
+    assert result.output.splitlines() == [
+        "many.txt:1: hit",
+        "many.txt:2: hit",
+        "many.txt:3: hit",
+        "[stopped at 3 matches; narrow the search]",
+    ]
+
+
+async def test_the_root_may_come_from_the_environment(kernel, root, monkeypatch):
+    monkeypatch.delenv("AOPKIT_WORKSPACE", raising=False)
+    toolkit = kit(kernel, Workspace())
+    unset = await toolkit.call(use("read_file", path="notes.txt"))
+    assert unset.is_error and "AOPKIT_WORKSPACE" in unset.output
+    monkeypatch.setenv("AOPKIT_WORKSPACE", str(root))
+    assert (await toolkit.call(use("read_file", path="sub/deep.txt"))).output == "deep TODO here\n"
+    with pytest.raises(FileToolError, match="is not a directory"):
+        Workspace(root / "notes.txt")
+
+
+def test_schemas_come_from_the_docstrings(root):
+    [read, _, search, write] = Workspace(root, writable=True).tools()
+    assert read.description.startswith("Read a text file of the workspace.")
+    assert read.parameters["properties"]["offset"] == {
+        "type": "integer",
+        "description": "Where to start, in bytes from the beginning of the file.",
+        "default": 0,
+    }
+    assert search.parameters["required"] == ["query"]
+    assert write.parameters["required"] == ["path", "content"]
+    assert all(t.thread and t.group == "files" for t in (read, search, write))

@@ -1,0 +1,71 @@
+"""Every example runs, with scripted models, and does what its docstring says."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+import aopkit
+from aopkit.faults import FaultPolicy, resolve
+from aopkit.structured import Target
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_group_discussion():
+    lines = await load("group_discussion").main(None)
+    assert lines[0] == "host: Tea or coffee for the afternoon break?"
+    assert lines[-2].startswith("bob: Then let us agree")
+    assert lines[-1] == "you: Agreed."
+    assert len(lines) == 7
+
+
+async def test_structured_critique(capsys):
+    module = load("structured_critique")
+    budget = await module.main(None)
+    assert budget.total == 420 == sum(line.cost for line in budget.lines)
+    assert "tier 3 (pairwise)" in capsys.readouterr().out
+
+
+async def test_the_example_plugin_is_its_own_distribution(kernel):
+    import aopkit_example
+
+    rows = {row["name"]: row for row in kernel.plugins()}
+    assert rows["example"]["distribution"] == "aopkit-example-plugin"
+    assert rows["example"]["registered"] == {
+        "block_types": ["example.rating"],
+        "models": ["parrot"],
+        "correctors": ["strip-bom"],
+    }
+    parrot = kernel.model("parrot:any")
+    assert (await parrot([aopkit.Msg("u", "polly", "user")])).text == "polly"
+    rating = kernel.block_types["example.rating"](stars=4)
+    msg = aopkit.Msg("critic", [rating], "assistant")
+    assert kernel.codec.loads(kernel.codec.dumps(msg)) == msg
+
+    bom = kernel.model("scripted:x", responses=['\ufeff{"stars": 3}'])
+    target = Target.json_object("rating", {"type": "object", "required": ["stars"]})
+    policy = FaultPolicy(correctors=("strip-bom",), critics=())
+    assert await resolve(bom, [aopkit.Msg("u", "rate it", "user")], target, policy=policy) == {
+        "stars": 3
+    }
+    counter = aopkit_example.EventCounter()
+    kernel.register(counter, "counter")
+    await parrot([aopkit.Msg("u", "again", "user")])
+    assert counter.counts == {"model_call_started": 1, "model_call_finished": 1}
+
+
+@pytest.mark.parametrize("name", ["group_discussion", "structured_critique"])
+def test_examples_have_a_docstring_that_says_how_to_run_them(name):
+    assert "python " in (load(name).__doc__ or "")
