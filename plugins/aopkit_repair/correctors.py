@@ -13,70 +13,156 @@ from typing import Any
 
 from aopkit.faults import CannotCorrect
 
-from .scan import cut_problem, spans
+from .scan import OPENERS, clean, cut_problem, fenced, gap, spans, stray, unescape
 
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON|json5)?[ \t]*\n?(.*?)(?:```|$)", re.S)
 _INT = re.compile(r"[-+]?\d+")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_TOKEN = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\w+")
 
 
 class Fences:
-    """JSON inside code fences or surrounded by chatty text."""
+    """JSON inside code fences, surrounded by chatty text, or encoded as a JSON string. Only
+    parts that could be the schema's kind of value count; several that differ are refused."""
+
+    name = "fences"
 
     def correct(self, text: str, schema: dict[str, Any]) -> Any:
-        candidates = [m.group(1) for m in _FENCE.finditer(text)] or spans(text)
+        text = _decoded(text)
+        found = fenced(text) or spans(text)
+        candidates = [c.strip() for c in found if _may_be(c.strip(), schema)]
+        if not candidates:
+            raise CannotCorrect("no fenced or embedded JSON of the kind the schema asks for")
+        if len(candidates) == 1:
+            try:
+                return json.loads(candidates[0], strict=False)
+            except ValueError:
+                raise CannotCorrect(
+                    "the fenced or embedded JSON does not parse as it is", partial=candidates[0]
+                ) from None
+        values = []
         for candidate in candidates:
             try:
-                return json.loads(candidate)
+                values.append(json.loads(candidate, strict=False))
             except ValueError:
-                continue
-        partial = candidates[0].strip() if candidates else None
-        raise CannotCorrect("no fenced or embedded JSON parses as it is", partial=partial)
+                raise CannotCorrect(
+                    f"{len(candidates)} fenced or embedded JSON values, not all valid: "
+                    "which one is meant would be a guess"
+                ) from None
+        if len({json.dumps(v, sort_keys=True) for v in values}) > 1:
+            raise CannotCorrect(
+                f"{len(candidates)} different fenced or embedded JSON values: "
+                "which one is meant would be a guess"
+            )
+        return values[0]
+
+
+def _decoded(text: str) -> str:
+    """JSON that was encoded as a JSON string (with or without its quotes), decoded once."""
+    stripped = text.strip()
+    if stripped.startswith('"'):
+        try:
+            value = json.loads(stripped, strict=False)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) and value.lstrip()[:1] in OPENERS else text
+    if '\\"' in stripped and '"' not in stripped.replace('\\"', ""):
+        try:
+            decoded: str = json.loads(f'"{stripped}"', strict=False)
+        except ValueError:
+            return text
+        return decoded
+    return text
+
+
+def _may_be(candidate: str, schema: dict[str, Any]) -> bool:
+    """Whether a fenced or embedded part could be the value: an array for an array schema, an
+    object for an object schema (with a ':' unless empty, so that a ``{placeholder}`` in prose
+    is not one)."""
+    kind = schema.get("type")
+    if kind == "array":
+        return candidate.startswith("[")
+    if kind == "object" or candidate.startswith("{"):
+        return candidate.startswith("{") and (":" in candidate or candidate[1:-1].strip() == "")
+    return candidate[:1] in OPENERS
 
 
 class JsonRepair:
-    """Syntax repairs with json-repair (trailing commas, single quotes, Python literals, unquoted
-    keys, missing closing brackets), refused where a repair would have to invent a value."""
+    """Syntax repairs with json-repair (trailing commas, single or curly quotes, Python literals,
+    unquoted keys, comments, escaped layout, missing closing brackets), refused where a repair
+    would have to invent a value or drop part of the text."""
+
+    name = "json-repair"
 
     def correct(self, text: str, schema: dict[str, Any]) -> Any:
         import json_repair
 
-        problem = cut_problem(text)
+        try:
+            json.loads(text)
+        except ValueError:
+            pass
+        else:
+            raise CannotCorrect("the output is valid JSON: there is no syntax to repair")
+        text = clean(text)
+        odd = stray(text)
+        if odd is not None:
+            raise CannotCorrect(f"the output has {odd!r} where JSON has no place for it")
+        problem = cut_problem(text) or gap(text)
         if problem:
             raise CannotCorrect(f"the output cannot be completed without guessing: {problem}")
-        value = json_repair.loads(text)
+        if len(spans(text)) > 1:
+            raise CannotCorrect(
+                "the output holds several JSON values: which one is meant is a guess"
+            )
+        value = _joined(json_repair.loads(text))
         if value in ("", None, {}, []) and text.strip() not in ('""', "null", "{}", "[]"):
             raise CannotCorrect("json-repair found no JSON value in the output")
-        invented = _invented(value, text)
+        said = unescape(text)
+        invented = _invented(value, text, said)
         if invented is not None:
             raise CannotCorrect(f"a repair would invent {invented!r}, which the output lacks")
+        dropped = _dropped(value, said)
+        if dropped is not None:
+            raise CannotCorrect(f"a repair would drop {dropped!r}, which the output has")
         return value
 
 
-def _invented(value: Any, text: str) -> Any:
+def _joined(value: Any) -> Any:
+    """``value`` with surrogate pairs (json-repair decodes ``\\ud83d\\ude00`` one half at a
+    time) joined into the characters they encode."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_joined(k): _joined(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_joined(v) for v in value]
+    return value
+
+
+def _invented(value: Any, text: str, said: str) -> Any:
     """The first scalar (or key) of ``value`` that does not appear in ``text``, if any."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if not _appears(key, text):
+            if not _appears(key, text, said):
                 return key
-            found = _invented(item, text)
+            found = _invented(item, text, said)
             if found is not None:
                 return found
         return None
     if isinstance(value, list):
         for item in value:
-            found = _invented(item, text)
+            found = _invented(item, text, said)
             if found is not None:
                 return found
         return None
-    return None if _appears(value, text) else value
+    return None if _appears(value, text, said) else value
 
 
-def _appears(value: Any, text: str) -> bool:
+def _appears(value: Any, text: str, said: str) -> bool:
+    """Whether ``text`` (or ``said``, the text with its escapes decoded) spells ``value``."""
     if isinstance(value, str):
         if value == "":
             return '""' in text or "''" in text
-        return value in text or json.dumps(value, ensure_ascii=False)[1:-1] in text
+        return value in text or value in said
     if isinstance(value, bool):
         return str(value).lower() in text.lower()
     if value is None:
@@ -92,10 +178,49 @@ def _appears(value: Any, text: str) -> bool:
     return True
 
 
+def _dropped(value: Any, said: str) -> str | None:
+    """The first word or number of the text that the repaired value lost, if any: json-repair
+    drops a key without a value, the second of two values, or a second object, silently."""
+    words: set[str] = set()
+    numbers: set[float] = set()
+    _spellings(value, words, numbers)
+    for token in _TOKEN.findall(said):
+        if token in words:
+            continue
+        try:
+            if float(token) in numbers or token.lstrip("+-") in words:
+                continue
+        except ValueError:
+            pass
+        return token
+    return None
+
+
+def _spellings(value: Any, words: set[str], numbers: set[float]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            words.update(_TOKEN.findall(key))
+            _spellings(item, words, numbers)
+    elif isinstance(value, list):
+        for item in value:
+            _spellings(item, words, numbers)
+    elif isinstance(value, str):
+        words.update(_TOKEN.findall(value))
+    elif isinstance(value, bool):
+        words.update((str(value), str(value).lower()))
+    elif value is None:
+        words.update(("null", "None"))
+    elif isinstance(value, (int, float)):
+        numbers.add(float(value))
+
+
 class Coerce:
     """Type coercion to the schema on valid JSON: numeric strings to numbers, "true"/"false" to
     booleans, whole floats to integers, integers to strings, enum values matched regardless of
-    case, and an object wrapped in one extra key unwrapped. Anything else is left to tier 3."""
+    case, an object or array encoded as a JSON string decoded, and an object wrapped in one
+    extra key unwrapped. Anything else is left to tier 3."""
+
+    name = "coerce"
 
     def correct(self, text: str, schema: dict[str, Any]) -> Any:
         try:
@@ -103,16 +228,18 @@ class Coerce:
         except ValueError:
             raise CannotCorrect("not JSON, so nothing to coerce") from None
         fixed = _coerce(value, schema)
-        if fixed == value and type(fixed) is type(value):
+        if fixed is value:
             raise CannotCorrect("no coercion applies")
         return fixed
 
 
 def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+    """``value`` made to fit ``schema`` where a rule says how; ``value`` itself (the same
+    object) where nothing applies, which is how callers tell that nothing changed."""
     options = schema.get("anyOf")
     if options:
         if value is None and any(o.get("type") == "null" for o in options):
-            return None
+            return value
         for option in options:
             if option.get("type") != "null":
                 fixed = _coerce(value, option)
@@ -137,13 +264,28 @@ def _coerce(value: Any, schema: dict[str, Any]) -> Any:
     elif kind == "string":
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-    elif kind == "array" and isinstance(value, list):
-        items = schema.get("items", {})
-        fixed_items = [_coerce(v, items) for v in value]
-        return value if fixed_items == value and _same_types(fixed_items, value) else fixed_items
-    elif kind == "object" and isinstance(value, dict):
-        return _object(value, schema)
+    elif kind == "array":
+        value = _json_in_string(value, list)
+        if isinstance(value, list):
+            items = schema.get("items", {})
+            fixed = [_coerce(v, items) for v in value]
+            return value if all(f is v for f, v in zip(fixed, value, strict=True)) else fixed
+    elif kind == "object":
+        value = _json_in_string(value, dict)
+        if isinstance(value, dict):
+            return _object(value, schema)
     return value
+
+
+def _json_in_string(value: Any, kind: type) -> Any:
+    """The object or array a string holds as JSON (``"{\\"a\\": 1}"``), else ``value``."""
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, kind) else value
 
 
 def _object(value: dict[str, Any], schema: dict[str, Any]) -> Any:
@@ -158,9 +300,7 @@ def _object(value: dict[str, Any], schema: dict[str, Any]) -> Any:
     ):
         value = inner  # {"verdict": {...}} for a schema that describes the inner object
     fixed = {k: _coerce(v, properties[k]) if k in properties else v for k, v in value.items()}
-    if fixed == value and all(type(fixed[k]) is type(value[k]) for k in value):
-        return value
-    return fixed
+    return value if all(fixed[k] is value[k] for k in value) else fixed
 
 
 def _enum(value: Any, choices: list[Any]) -> Any:
@@ -168,7 +308,3 @@ def _enum(value: Any, choices: list[Any]) -> Any:
         return value
     matches = [c for c in choices if isinstance(c, str) and c.lower() == value.strip().lower()]
     return matches[0] if len(matches) == 1 else value
-
-
-def _same_types(a: list[Any], b: list[Any]) -> bool:
-    return all(type(x) is type(y) for x, y in zip(a, b, strict=True))

@@ -1,0 +1,295 @@
+"""The tier-2 correctors one by one, then the malformed-output corpus (tests/data) through the
+real pipeline: what they fix, and above all what they must refuse rather than guess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import pytest
+
+from aopkit.errors import DecodeError
+from aopkit.faults import CannotCorrect, FaultPolicy, Unresolved, resolve
+from aopkit.message import Msg
+from aopkit.structured import NotJSON, Target, json_schema
+from aopkit_repair import Coerce, Fences, JsonRepair
+from tests.data.corpus_schemas import SCHEMAS
+
+CORPUS = Path(__file__).parents[2] / "data" / "malformed_outputs.jsonl"
+ENTRIES: list[dict[str, Any]] = [
+    json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()
+]
+TIER_2 = FaultPolicy(critics=(), rounds=0, escalate=False)
+ASK = [Msg("user", "Answer in JSON.", "user")]
+OBJECT: dict[str, Any] = {"type": "object"}
+
+
+@attrs.frozen
+class Item:
+    name: str
+    count: int
+    price: float = 0.0
+    ok: bool = False
+    size: Literal["s", "m", "l"] = "m"
+    note: str | None = None
+
+
+@attrs.frozen
+class Order:
+    id: str
+    items: list[Item]
+    rush: bool = False
+
+
+ORDER = json_schema(Order)
+
+
+def refusal(corrector: Any, text: str, schema: dict[str, Any] = OBJECT) -> CannotCorrect:
+    with pytest.raises(CannotCorrect) as info:
+        corrector.correct(text, schema)
+    return info.value
+
+
+# -- fences -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        '```json\n{"a": 1}\n```',
+        'Sure!\n```JSON\n{"a": 1}\n```\nAnything else?',
+        '```\n{"a": 1}\n```',
+        '```jsonc\n{"a": 1}\n```',
+        '~~~\n{"a": 1}\n~~~',
+        'Inline: ```{"a": 1}```',
+        '```json\n{"a": 1}',  # the fence was never closed
+        'Here it is: {"a": 1}. Done.',
+        '```bash\nls -l\n```\n```json\n{"a": 1}\n```',  # the shell fence cannot be the value
+    ],
+)
+def test_fences_find_the_json(text):
+    assert Fences().correct(text, OBJECT) == {"a": 1}
+
+
+def test_braces_quotes_and_fences_inside_strings_do_not_end_the_json():
+    value = {"a": 'x} "y" ]', "b": "use ```code``` here", "c": ["{", "["]}
+    text = f"```json\n{json.dumps(value)}\n```\nThat is all."
+    assert Fences().correct(text, OBJECT) == value
+    assert Fences().correct(f"Result: {json.dumps(value)} (done)", OBJECT) == value
+    inline = 'Result: {"a": "as in ```{b: 1}```"}'  # not a fence: it is inside a string
+    assert Fences().correct(inline, OBJECT) == {"a": "as in ```{b: 1}```"}
+
+
+def test_parts_of_the_prose_that_cannot_be_the_value_are_ignored():
+    text = 'As shown in [1], with {name} filled in: {"name": "Ann"}'
+    assert Fences().correct(text, OBJECT) == {"name": "Ann"}
+
+
+def test_the_same_value_twice_is_one_value_but_different_values_are_refused():
+    same = '```json\n{"a": 1}\n```\nAgain:\n```json\n{ "a" : 1 }\n```'
+    assert Fences().correct(same, OBJECT) == {"a": 1}
+    problem = refusal(Fences(), 'Either {"a": 1} or {"a": 2}.')
+    assert "guess" in problem.reason and problem.partial is None
+    problem = refusal(Fences(), '```json\n{"a": 1}\n```\n```json\n{"a": 2,}\n```')
+    assert "not all valid" in problem.reason and problem.partial is None
+
+
+def test_json_encoded_as_a_string_is_decoded():
+    assert Fences().correct(r'"{\"a\": 1}"', OBJECT) == {"a": 1}
+    assert Fences().correct(r"{\"a\": \"b\"}", OBJECT) == {"a": "b"}
+
+
+def test_embedded_json_that_does_not_parse_is_handed_on():
+    problem = refusal(Fences(), "Sure: {'a': 1,} ok?")
+    assert problem.partial == "{'a': 1,}"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "no JSON here", "[1, 2]"])
+def test_no_json_of_the_schema_kind_is_refused(text):
+    problem = refusal(Fences(), text)
+    assert problem.partial is None and "no fenced or embedded JSON" in problem.reason
+
+
+# -- json-repair ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ('{"a": 1, "b": [1, 2,],}', {"a": 1, "b": [1, 2]}),
+        ("{'a': 'x', 'b': \"it's\"}", {"a": "x", "b": "it's"}),
+        (r"{'a': 'it\'s'}", {"a": "it's"}),
+        ('{"a": True, "b": None, "c": False}', {"a": True, "b": None, "c": False}),
+        ('{a: 1, b_c: "x"}', {"a": 1, "b_c": "x"}),
+        (
+            '{\n  "a": 1, // it\'s {odd}\n  /* "b": 2 */ "c": "#3 // not a comment"\n}',
+            {
+                "a": 1,
+                "c": "#3 // not a comment",
+            },
+        ),
+        ("{“a”: “x y”, ‘b’: ‘z’}", {"a": "x y", "b": "z"}),
+        (r'{\n  "a": 1,\n\t"b": 2\n}', {"a": 1, "b": 2}),
+        ('{"a": "x\ny"}', {"a": "x\ny"}),
+        ('{"a": {"b": [1, {"c": "d"}]', {"a": {"b": [1, {"c": "d"}]}}),
+        ('{"a": 1 "b": 2}', {"a": 1, "b": 2}),
+        ('{"a": "say "hi" now"}', {"a": 'say "hi" now'}),
+        (r"{'a': 'caf\u00e9 \ud83d\ude00',}", {"a": "café 😀"}),
+        ("{'a': 'x {y} [z] \"w\"',}", {"a": 'x {y} [z] "w"'}),
+    ],
+)
+def test_json_repair_fixes_syntax(text, value):
+    assert JsonRepair().correct(text, OBJECT) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"a": "x', "inside a string"),
+        ('{"a": 1', "after a number"),
+        ('{"a": 1.', "after a number"),
+        ('{"a": tru', "'tru'"),
+        ('{"a": 1, "b"', "after a key"),
+        ('{"a": 1, "b":', "after ':'"),
+        ('{"a": [1, 2],', "after ','"),
+    ],
+)
+def test_a_value_cut_off_is_not_completed(text, reason):
+    problem = refusal(JsonRepair(), text)
+    assert "without guessing" in problem.reason and reason in problem.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b"}',  # json-repair drops "b"
+        '{"a": 1, "b": }',  # json-repair fills in ""
+        '{"a": [1, , 2]}',
+        '{"a": 34 or 35}',
+        '{"a": "x" "y"}',
+        '{"a": "x" | "y"}',
+        '{"a": 1, ...}',
+        '{"a": 1}{"a": 2}',
+        '{"a": {"x"}}',  # a Python set
+        "{'a': 'x', 'a': 'y'}",
+        "Here you go: {'a': 1}",  # prose is not JSON
+    ],
+)
+def test_repairs_that_would_invent_drop_or_choose_are_refused(text):
+    refusal(JsonRepair(), text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "no JSON here"])
+def test_json_repair_refuses_empty_input(text):
+    assert "no JSON value" in refusal(JsonRepair(), text).reason
+
+
+def test_valid_json_is_left_to_the_next_corrector():
+    assert "valid JSON" in refusal(JsonRepair(), '{"a": "7"}').reason
+
+
+def test_every_repaired_value_is_traced_to_the_text(monkeypatch):
+    import json_repair
+
+    monkeypatch.setattr(json_repair, "loads", lambda text: {"a": "made up"})
+    assert "invent 'made up'" in refusal(JsonRepair(), '{"a": 1,}').reason
+    monkeypatch.setattr(json_repair, "loads", lambda text: {"a": 1})
+    assert "drop 'b'" in refusal(JsonRepair(), '{"a": 1, "b": 2,}').reason
+    monkeypatch.setattr(json_repair, "loads", lambda text: {"a": 1, "b": 2.0})
+    assert JsonRepair().correct('{"a": 1, "b": 2.0,}', OBJECT) == {"a": 1, "b": 2.0}
+
+
+# -- coerce -----------------------------------------------------------------------------------
+def order(**item: Any) -> dict[str, Any]:
+    return {"id": "o1", "items": [{"name": "tea", "count": 2, **item}]}
+
+
+@pytest.mark.parametrize(
+    ("item", "fixed"),
+    [
+        ({"count": "2"}, {"count": 2}),
+        ({"count": " 2 "}, {"count": 2}),
+        ({"count": 2.0}, {"count": 2}),  # a change inside a list is still a change
+        ({"price": "1.5"}, {"price": 1.5}),
+        ({"ok": "TRUE"}, {"ok": True}),
+        ({"size": "L"}, {"size": "l"}),
+        ({"note": 42}, {"note": "42"}),
+    ],
+)
+def test_coerce_fixes_types_the_schema_names(item, fixed):
+    value = Coerce().correct(json.dumps(order(**item)), ORDER)
+    assert value == order(**fixed)
+    assert [type(v) for v in value["items"][0].values()] == [
+        type(v) for v in order(**fixed)["items"][0].values()
+    ]
+
+
+def test_coerce_unwraps_and_decodes():
+    inner = order()
+    assert Coerce().correct(json.dumps({"order": inner}), ORDER) == inner
+    assert Coerce().correct(json.dumps(json.dumps(inner)), ORDER) == inner
+    encoded = {"id": "o1", "items": json.dumps(inner["items"])}
+    assert Coerce().correct(json.dumps(encoded), ORDER) == inner
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"count": "2.5"},
+        {"count": 2.5},
+        {"count": "two"},
+        {"count": True},
+        {"ok": "yes"},
+        {"ok": 1},
+        {"size": "large"},
+        {"note": None},  # already right: nothing to do
+    ],
+)
+def test_coerce_refuses_what_no_rule_covers(item):
+    assert "no coercion" in refusal(Coerce(), json.dumps(order(**item)), ORDER).reason
+
+
+def test_coerce_does_not_unwrap_a_second_key_or_read_non_json():
+    two = {"order": order(), "note": "rush"}
+    assert "no coercion" in refusal(Coerce(), json.dumps(two), ORDER).reason
+    assert "not JSON" in refusal(Coerce(), "{'id': 'o1'}", ORDER).reason
+
+
+# -- the pipeline on the corpus ---------------------------------------------------------------
+async def tier_2(kernel: Any, entry: dict[str, Any]) -> Any:
+    """What tier 2 makes of the entry's output, dumped to JSON; None when it is unresolved."""
+    model = kernel.model("scripted:corpus", responses=[entry["output"]])
+    target = Target.of(SCHEMAS[entry["schema"]], kernel)
+    try:
+        value = await resolve(model, ASK, target, policy=TIER_2)
+    except Unresolved:
+        return None
+    finally:
+        assert len(model.calls) == 1, "tier 2 never calls a model"
+    return kernel.codec.dump(value)
+
+
+async def test_the_corpus_is_ground_truth(kernel):
+    assert len(ENTRIES) >= 200
+    assert len({e["id"] for e in ENTRIES}) == len(ENTRIES)
+    for entry in ENTRIES:
+        cls = SCHEMAS[entry["schema"]]
+        with pytest.raises((NotJSON, DecodeError)):
+            Target.of(cls, kernel).parse(entry["output"])  # every output is a fault
+        if entry["intended"] is not None:
+            intended = kernel.codec.dump(kernel.codec.load(entry["intended"], cls))
+            assert intended == entry["intended"], entry["id"]
+
+
+async def test_tier_2_fixes_the_corpus_without_a_wrong_fix(kernel):
+    fixed, wrong, missed = [], [], []
+    for entry in ENTRIES:
+        value = await tier_2(kernel, entry)
+        if value is None:
+            missed += [entry["id"]] if entry["intended"] is not None else []
+        elif value == entry["intended"]:
+            fixed.append(entry["id"])
+        else:
+            wrong.append((entry["id"], value))
+    recoverable = sum(e["intended"] is not None for e in ENTRIES)
+    assert wrong == []
+    assert len(fixed) >= 0.9 * recoverable, f"missed: {missed}"
+    assert all(f.tier == 2 and f.saved == 1 for f in kernel.faults.faults if f.tier)
