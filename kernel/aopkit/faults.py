@@ -156,10 +156,10 @@ class Incident:
     resolution: str | None = None
 
     def describe(self) -> str:
-        last: dict[str, str] = {}  # each corrector or critic once, with its last outcome
+        outcomes: dict[str, str] = {}  # each corrector or critic once, with its last outcome
         for step in self.tiers:
-            last[f"tier {step['tier']} {step['by']}"] = step["outcome"]
-        tried = "; ".join(f"{who}: {outcome}" for who, outcome in last.items())
+            outcomes[f"tier {step['tier']} {step['by']}"] = step["outcome"]
+        tried = "; ".join(f"{who}: {outcome}" for who, outcome in outcomes.items())
         last = self.outputs[-1] if self.outputs else "(no output)"
         return (
             f"incident {self.id}: {self.model} could not produce a valid {self.target}: "
