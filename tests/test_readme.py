@@ -19,3 +19,8 @@ def test_readme_example_runs():
 
 def test_readme_has_the_test_command_ci_reads():
     assert re.search(r"<!-- test-command -->\n    \S", README)
+
+
+def test_readme_first_command_installs_and_runs_the_demo():
+    commands = re.findall(r"^    (\S.*)$", README, re.M)
+    assert commands[0].endswith("pip install -q . && .venv/bin/aopkit demo")
