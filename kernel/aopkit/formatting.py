@@ -7,7 +7,7 @@ import base64
 import mimetypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import unquote, urlparse
 
 from .blocks import (
@@ -37,20 +37,43 @@ class MediaError(AopkitError):
     """A media file could not be read when formatting."""
 
 
+class Builder(Protocol):
+    """Builds one request's messages: fed message by message (and transcripts of plain
+    messages, for multi-agent formatters), then asked for the payload."""
+
+    async def message(self, msg: Msg) -> None: ...
+    async def transcript(self, messages: list[Msg]) -> None: ...
+    def payload(self) -> Any: ...
+
+
 class Formatter:
     """Turns messages into the message part of one provider's request payload.
 
-    Subclasses implement :meth:`format`; ``multi_agent`` formatters fold several named speakers
-    into a transcript the model can read (see :func:`transcript_segments`).
+    Subclasses return a fresh :class:`Builder` from :meth:`builder` (or override :meth:`format`
+    outright); ``multi_agent`` formatters fold several named speakers into a transcript the
+    model can read (see :func:`transcript_segments`).
     """
 
     name: ClassVar[str] = ""
     multi_agent: ClassVar[bool] = False
 
+    def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> Builder:
+        raise NotImplementedError(f"{type(self).__name__} must implement builder() or format()")
+
     async def format(
         self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
     ) -> Any:
-        raise NotImplementedError
+        builder = self.builder(capabilities, pool)
+        if not self.multi_agent:
+            for msg in messages:
+                await builder.message(msg)
+        else:
+            for part in transcript_segments(messages):
+                if isinstance(part, Msg):
+                    await builder.message(part)
+                else:
+                    await builder.transcript(part)
+        return builder.payload()
 
 
 def is_http(source: Source) -> bool:

@@ -8,7 +8,6 @@ go back with their signatures exactly as they came.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aopkit import Msg
@@ -29,7 +28,6 @@ from aopkit.formatting import (
     inline,
     is_http,
     media_note,
-    transcript_segments,
     transcript_text,
     unsupported_media_reason,
 )
@@ -172,29 +170,13 @@ class AnthropicFormatter(Formatter):
 
     name = "anthropic"
 
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for msg in messages:
-            await builder.message(msg)
-        return builder.payload()
+    def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> _Builder:
+        return _Builder(capabilities, pool)
 
 
-class AnthropicMultiAgentFormatter(Formatter):
+class AnthropicMultiAgentFormatter(AnthropicFormatter):
     """Several named speakers: their messages folded into ``name: text`` transcripts in user
     turns; tool exchanges stay native, system messages stay system."""
 
     name = "anthropic-multiagent"
     multi_agent = True
-
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for part in transcript_segments(messages):
-            if isinstance(part, Msg):
-                await builder.message(part)
-            else:
-                await builder.transcript(part)
-        return builder.payload()

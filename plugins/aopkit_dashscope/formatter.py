@@ -12,7 +12,6 @@ in the history.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aopkit import Msg
@@ -32,7 +31,6 @@ from aopkit.formatting import (
     inline,
     is_http,
     media_note,
-    transcript_segments,
     transcript_text,
     unsupported_media_reason,
 )
@@ -73,6 +71,9 @@ class _Builder:
         if self.parts:
             return parts
         return "\n".join(p["text"] for p in parts)  # text models: every part is text here
+
+    def payload(self) -> dict[str, Any]:
+        return {"messages": self.messages}
 
     async def message(self, msg: Msg) -> None:
         parts: list[Part] = []
@@ -168,29 +169,13 @@ class DashScopeFormatter(Formatter):
 
     name = "dashscope"
 
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for msg in messages:
-            await builder.message(msg)
-        return {"messages": builder.messages}
+    def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> _Builder:
+        return _Builder(capabilities, pool)
 
 
-class DashScopeMultiAgentFormatter(Formatter):
+class DashScopeMultiAgentFormatter(DashScopeFormatter):
     """Several named speakers: their messages folded into ``name: text`` transcripts in user
     messages; tool exchanges stay native, system messages stay system."""
 
     name = "dashscope-multiagent"
     multi_agent = True
-
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for part in transcript_segments(messages):
-            if isinstance(part, Msg):
-                await builder.message(part)
-            else:
-                await builder.transcript(part)
-        return {"messages": builder.messages}

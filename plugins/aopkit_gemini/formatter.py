@@ -8,7 +8,6 @@ order of the calls. Thought signatures go back on the part they came with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -30,7 +29,6 @@ from aopkit.formatting import (
     Formatter,
     inline,
     media_note,
-    transcript_segments,
     transcript_text,
     unsupported_media_reason,
 )
@@ -87,7 +85,7 @@ class _Builder:
             self.turns.append(_Turn(role))
         return self.turns[-1]
 
-    async def add(self, msg: Msg) -> None:
+    async def message(self, msg: Msg) -> None:
         if msg.role == "system":
             for block in msg.blocks():
                 if isinstance(block, TextBlock) and block.text:
@@ -110,7 +108,7 @@ class _Builder:
             elif (part := await self.part(block)) is not None:
                 self.turn(role).parts.append(part)
 
-    async def add_transcript(self, messages: list[Msg]) -> None:
+    async def transcript(self, messages: list[Msg]) -> None:
         """Several speakers folded into one user turn: ``name: text`` lines, then their media."""
         turn = self.turn("user")
         turn.parts.append({"text": transcript_text(messages)})
@@ -209,29 +207,13 @@ class GeminiFormatter(Formatter):
 
     name = "gemini"
 
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for msg in messages:
-            await builder.add(msg)
-        return builder.payload()
+    def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> _Builder:
+        return _Builder(capabilities, pool)
 
 
-class GeminiMultiAgentFormatter(Formatter):
+class GeminiMultiAgentFormatter(GeminiFormatter):
     """Several named speakers: their talk is folded into ``name: text`` transcripts in user
     turns; system messages and tool exchanges stay native."""
 
     name = "gemini-multiagent"
     multi_agent = True
-
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for item in transcript_segments(messages):
-            if isinstance(item, Msg):
-                await builder.add(item)
-            else:
-                await builder.add_transcript(item)
-        return builder.payload()

@@ -9,7 +9,6 @@ name and order, not by id). Thinking goes back in the assistant's ``thinking`` f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aopkit import Msg
@@ -27,7 +26,6 @@ from aopkit.formatting import (
     Formatter,
     inline,
     media_note,
-    transcript_segments,
     transcript_text,
     unsupported_media_reason,
 )
@@ -60,6 +58,9 @@ class _Builder:
         self.capabilities = capabilities
         self.pool = pool
         self.messages: list[Message] = []
+
+    def payload(self) -> dict[str, Any]:
+        return {"messages": self.messages}
 
     async def message(self, msg: Msg) -> None:
         texts: list[str] = []
@@ -157,29 +158,13 @@ class OllamaFormatter(Formatter):
 
     name = "ollama"
 
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for msg in messages:
-            await builder.message(msg)
-        return {"messages": builder.messages}
+    def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> _Builder:
+        return _Builder(capabilities, pool)
 
 
-class OllamaMultiAgentFormatter(Formatter):
+class OllamaMultiAgentFormatter(OllamaFormatter):
     """Several named speakers: their messages folded into ``name: text`` transcripts in user
     messages; tool exchanges stay native, system messages stay system."""
 
     name = "ollama-multiagent"
     multi_agent = True
-
-    async def format(
-        self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
-    ) -> dict[str, Any]:
-        builder = _Builder(capabilities, pool)
-        for part in transcript_segments(messages):
-            if isinstance(part, Msg):
-                await builder.message(part)
-            else:
-                await builder.transcript(part)
-        return {"messages": builder.messages}
