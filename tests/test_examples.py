@@ -69,3 +69,11 @@ async def test_the_example_plugin_is_its_own_distribution(kernel):
 @pytest.mark.parametrize("name", ["group_discussion", "structured_critique"])
 def test_examples_have_a_docstring_that_says_how_to_run_them(name):
     assert "python " in (load(name).__doc__ or "")
+
+
+async def test_react_agent_with_tools():
+    note, total, computed, answer = await load("react_tools").main(None)
+    assert "grows 20%" in note
+    assert "1250" in total
+    assert computed.strip().endswith("1500")
+    assert answer.endswith("that is 1500.")

@@ -10,9 +10,17 @@ from typing import Any
 
 import aopkit
 
-from .server import Studio, attach
-
 __all__ = ["Studio", "attach"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Studio`` and ``attach`` load the server (and aiohttp's server side) on first use, so
+    loading the plugin for its command costs nothing."""
+    if name in __all__:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'aopkit_studio' has no attribute {name!r}")
 
 
 @aopkit.hookimpl
@@ -28,6 +36,8 @@ def _arguments(parser: Any) -> None:
 
 async def _serve(args: Any, kernel: aopkit.Kernel) -> int:
     """Serve until interrupted (Ctrl-C)."""
+    from .server import attach
+
     studio = await attach(kernel, host=args.host, port=args.port, traces=args.traces)
     try:
         await asyncio.Event().wait()

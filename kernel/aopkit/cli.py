@@ -23,6 +23,11 @@ def build_parser(kernel: Kernel) -> Any:
     import argparse
 
     parser = argparse.ArgumentParser(prog="aopkit", description="aopkit: agents that pass messages")
+    parser.add_argument(
+        "--fault-report",
+        action="store_true",
+        help="print the fault report (every fault and the tier that resolved it) at the end",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub = subparsers.add_parser("plugins", help=_plugins.__doc__)
     sub.set_defaults(run=_plugins)
@@ -43,9 +48,13 @@ def main(argv: Sequence[str] | None = None, kernel: Kernel | None = None) -> int
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
-    result = args.run(args, kernel)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_finish(result))
+    try:
+        result = args.run(args, kernel)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_finish(result))
+    finally:
+        if args.fault_report:
+            print(kernel.faults.render())
     return int(result or 0)
 
 

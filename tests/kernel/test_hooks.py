@@ -100,6 +100,8 @@ def test_hook_register_commands(kernel, capsys):
     assert kernel.commands["shout"].help == "Shout a word."
     assert main(["shout", "hey"], kernel=kernel) == 3
     assert capsys.readouterr().out == "HEY\n"
+    assert main(["--fault-report", "shout", "hey"], kernel=kernel) == 3
+    assert capsys.readouterr().out == "HEY\nFault report: no faults.\n"
 
 
 def test_hook_event(kernel):
