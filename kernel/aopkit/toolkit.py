@@ -8,6 +8,7 @@ an error result the model can read and act on.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import time
 import typing
@@ -102,6 +103,21 @@ class Tool:
             schema["additionalProperties"] = False
         return schema, types, variadic
 
+    def with_options(self, **options: Any) -> Tool:
+        """A copy under another name, description, group or threading; the schema is kept (so
+        tools built from a schema, such as MCP tools, keep theirs)."""
+        unknown = set(options) - {"name", "description", "group", "thread"}
+        if unknown:
+            raise ToolError(
+                f"tool {self.name!r}: {sorted(unknown)} cannot be changed on an existing tool; "
+                "make a new Tool from the function"
+            )
+        made = copy.copy(self)
+        for key, value in options.items():
+            setattr(made, key, value)
+        made.spec = ToolSpec(made.name, made.description, made.parameters)
+        return made
+
     def arguments(self, given: Mapping[str, Any], kernel: Kernel) -> dict[str, Any]:
         """Check the model's arguments against the signature; raise :class:`DecodeError` naming
         the bad argument. Values are converted to the annotated types (attrs classes, enums)."""
@@ -187,11 +203,10 @@ class Toolkit:
 
     def add(self, item: Tool | Callable[..., Any], **options: Any) -> Tool:
         """Add a tool (or a function, with :class:`Tool`'s options); names must be unique."""
-        made = (
-            item
-            if isinstance(item, Tool) and not options
-            else Tool(item.func if isinstance(item, Tool) else item, **options)
-        )
+        if isinstance(item, Tool):
+            made = item.with_options(**options) if options else item
+        else:
+            made = Tool(item, **options)
         if made.name in self.tools:
             raise ToolError(f"the toolkit already has a tool named {made.name!r}")
         self.tools[made.name] = made

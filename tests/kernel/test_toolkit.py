@@ -180,3 +180,16 @@ def test_definition_errors_are_clear():
         Tool(odd)
     with pytest.raises(ToolError, match="already has a tool named 'search'"):
         Toolkit([search, search])
+
+
+async def test_adding_a_tool_under_other_options_keeps_its_schema(kernel):
+    base = Tool(search)
+    toolkit = Toolkit(kernel=kernel)
+    renamed = toolkit.add(base, name="web_search", group="web")
+    assert renamed.spec.name == "web_search" and renamed.parameters == base.parameters
+    assert base.name == "search", "the original is not changed"
+    assert (await toolkit.call(use("web_search", query="x", limit=1))).output == (
+        '["web result 0 for x"]'
+    )
+    with pytest.raises(ToolError, match=r"\['preset'\] cannot be changed"):
+        toolkit.add(base, preset={"limit": 1})
