@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import unquote, urlparse
 
+import attrs
+
 from .blocks import (
     AudioBlock,
     Base64Source,
@@ -127,6 +129,20 @@ def unsupported_media_reason(block: Block, capabilities: Capabilities) -> str | 
     if media and block.type not in capabilities.media:
         return f"this model does not accept {block.type}"
     return None
+
+
+def with_instruction(messages: Sequence[Msg], text: str) -> list[Msg]:
+    """``messages`` with ``text`` added to the leading system message (one is made if there is
+    none): how a provider asks in words for what its API cannot (a required tool call, a schema
+    in plain JSON mode)."""
+    if messages and messages[0].role == "system":
+        first = messages[0]
+        if isinstance(first.content, str):
+            content: str | list[Block] = f"{first.content}\n\n{text}" if first.content else text
+        else:
+            content = [*first.content, TextBlock(text)]
+        return [attrs.evolve(first, content=content), *messages[1:]]
+    return [Msg("system", text, "system"), *messages]
 
 
 # -- multi-agent transcripts ------------------------------------------------------------------

@@ -45,19 +45,6 @@ Part = dict[str, Any]
 Message = dict[str, Any]
 
 
-def with_instruction(messages: list[Message], text: str, parts: bool) -> list[Message]:
-    """``messages`` with ``text`` added to the leading system message (one is made if needed):
-    Qwen's chat template reads its instructions from there."""
-    if messages and messages[0]["role"] == "system":
-        content = messages[0]["content"]
-        if isinstance(content, list):
-            content = [*content, {"text": text}]
-        else:
-            content = f"{content}\n\n{text}" if content else text
-        return [{**messages[0], "content": content}, *messages[1:]]
-    return [{"role": "system", "content": [{"text": text}] if parts else text}, *messages]
-
-
 class _Builder:
     """Collects the messages of one request."""
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aopkit.blocks import Block, TextBlock, ToolUseBlock
 from aopkit.errors import AopkitError
+from aopkit.formatting import with_instruction
 from aopkit.http import HTTPChatModel, Request, error_for_status
 from aopkit.message import new_id
 from aopkit.models import (
@@ -23,8 +24,6 @@ from aopkit.models import (
     parse_tool_arguments,
     thinking,
 )
-
-from .formatter import with_instruction
 
 if TYPE_CHECKING:
     from aopkit import Kernel, Msg
@@ -131,8 +130,6 @@ class DashScopeModel(HTTPChatModel):
         *,
         stream: bool,
     ) -> dict[str, Any]:
-        parts = bool(self.capabilities.media)
-        history: list[dict[str, Any]] = (await self.format(messages))["messages"]
         parameters: dict[str, Any] = {"result_format": "message"}
         if stream:
             parameters["incremental_output"] = True  # fragments, not the whole text each time
@@ -141,7 +138,7 @@ class DashScopeModel(HTTPChatModel):
             parameters["parallel_tool_calls"] = self.capabilities.parallel_tool_calls
             if tool_choice == "required" and len(tools) > 1:
                 # DashScope forces one named tool or none: "any tool" is asked for in words.
-                history = with_instruction(history, REQUIRED, parts)
+                messages = with_instruction(messages, REQUIRED)
                 parameters["tool_choice"] = "auto"
             elif tool_choice == "required":
                 parameters["tool_choice"] = _named(tools[0].name)
@@ -159,7 +156,8 @@ class DashScopeModel(HTTPChatModel):
                 # JSON mode guarantees JSON, not the schema: the schema goes in the prompt (which
                 # must say "JSON" for DashScope to accept the mode).
                 parameters["response_format"] = {"type": "json_object"}
-                history = with_instruction(history, _schema_instruction(structured), parts)
+                messages = with_instruction(messages, _schema_instruction(structured))
+        history = (await self.format(messages))["messages"]
         return {"model": self.model, "input": {"messages": history}, "parameters": parameters}
 
     async def _events(self, request: Request) -> AsyncIterator[dict[str, Any]]:

@@ -39,18 +39,6 @@ MEDIA = (ImageBlock, AudioBlock, VideoBlock)
 Message = dict[str, Any]
 
 
-def with_instruction(messages: list[Message], text: str) -> list[Message]:
-    """``messages`` with ``text`` added to the leading system message (one is made if needed):
-    chat templates read their instructions from there."""
-    if messages and messages[0]["role"] == "system":
-        content = messages[0]["content"]
-        return [
-            {**messages[0], "content": f"{content}\n\n{text}" if content else text},
-            *messages[1:],
-        ]
-    return [{"role": "system", "content": text}, *messages]
-
-
 class _Builder:
     """Collects the messages of one request."""
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aopkit.blocks import Block, TextBlock, ToolUseBlock
+from aopkit.formatting import with_instruction
 from aopkit.http import HTTPChatModel, ndjson
 from aopkit.message import new_id
 from aopkit.models import (
@@ -22,8 +23,6 @@ from aopkit.models import (
     thinking,
 )
 from aopkit.secret import redact
-
-from .formatter import with_instruction
 
 if TYPE_CHECKING:
     from aopkit import Kernel, Msg
@@ -106,7 +105,6 @@ class OllamaModel(HTTPChatModel):
         *,
         stream: bool,
     ) -> dict[str, Any]:
-        history: list[dict[str, Any]] = (await self.format(messages))["messages"]
         payload: dict[str, Any] = {"model": self.model, "stream": stream}
         if tool_choice == "required" and not tools:
             raise ModelRejected(self.name, "tool_choice 'required' needs at least one tool")
@@ -117,9 +115,9 @@ class OllamaModel(HTTPChatModel):
             if tool_choice not in (None, "auto", "required"):
                 offered = [t for t in tools if t.name == tool_choice]
             if tool_choice not in (None, "auto"):
-                history = with_instruction(history, REQUIRED)
+                messages = with_instruction(messages, REQUIRED)
             payload["tools"] = [_tool(s) for s in offered]
-        payload["messages"] = history
+        payload["messages"] = (await self.format(messages))["messages"]
         if structured is not None:
             payload["format"] = dict(structured)
         if self.think is not None:

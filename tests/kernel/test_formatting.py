@@ -117,3 +117,16 @@ def test_text_blocks_in_truncation_and_images_cost_something():
     msg = Msg("u", [TextBlock("hi"), ImageBlock(URLSource("a.png"))], "user")
     assert truncate([msg], budget=10) == []
     assert truncate([msg], budget=1000) == [msg]
+
+
+def test_with_instruction_joins_or_makes_the_leading_system_message():
+    from aopkit.formatting import with_instruction
+
+    system, user = Msg("system", "Be brief.", "system"), Msg("u", "hi", "user")
+    joined = with_instruction([system, user], "Answer in JSON.")
+    assert joined[0].text == "Be brief.\n\nAnswer in JSON." and joined[0].id == system.id
+    assert joined[1] is user and system.text == "Be brief.", "the input is not changed"
+    made = with_instruction([user], "Answer in JSON.")
+    assert [(m.role, m.text) for m in made] == [("system", "Answer in JSON."), ("user", "hi")]
+    with_image = Msg("system", [TextBlock("Look:"), ImageBlock(URLSource("a.png"))], "system")
+    assert with_instruction([with_image], "Be kind.")[0].blocks(TextBlock)[-1].text == "Be kind."
