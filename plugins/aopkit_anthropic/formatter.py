@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 NATIVE = "anthropic"  # ``extra["provider"]`` of an UnknownBlock holding an Anthropic block as is
 MEDIA = (ImageBlock, AudioBlock, VideoBlock)
+NO_ERROR_TEXT = "the tool failed without a message"
 
 Item = dict[str, Any]
 
@@ -140,10 +141,11 @@ class _Builder:
                     converted = left_out(part, "a tool result holds only text and images")
                 if converted is not None:
                     content.append(converted)
-        if content:
-            item["content"] = content
         if block.is_error:
             item["is_error"] = True
+            content = content or NO_ERROR_TEXT  # the API rejects an error result without content
+        if content:
+            item["content"] = content
         return item
 
     async def media(self, block: ImageBlock | AudioBlock | VideoBlock) -> Item:

@@ -84,9 +84,9 @@ class _Builder:
             else:
                 parts.append({"text": _left_out(block)})
         if calls:  # tool calls are the assistant's, whoever holds them; their results follow
-            self.messages.append(
-                {"role": "assistant", "content": self.content(parts), "tool_calls": calls}
-            )
+            # Calls only: content "", never an empty part list, which compatible servers reject.
+            content = self.content(parts) if parts else ""
+            self.messages.append({"role": "assistant", "content": content, "tool_calls": calls})
             self.messages.extend(results)
             return
         self.messages.extend(results)  # results answer the calls before this message's text

@@ -123,6 +123,8 @@ class _Builder:
                 return None  # Gemini rejects empty text parts
             return _signed({"text": block.text}, block)
         if isinstance(block, ThinkingBlock):
+            if not block.thinking and SIGNATURE not in block.extra:
+                return None
             return _signed({"text": block.thinking, "thought": True}, block)
         if isinstance(block, MediaBlock):
             return await self.media(block)

@@ -222,9 +222,9 @@ class _Converter:
     def assistant(
         self, msg: Msg, parts: list[Item], calls: list[Item], reasoning: list[str]
     ) -> None:
-        content: str | list[Item] | None = self.content(parts) if parts else ""
-        if calls and not parts and not self.strict:
-            content = None  # the API's form for a message of tool calls only
+        # A turn of tool calls only has content "", not null: OpenAI takes both, but llama.cpp's
+        # server and other compatible servers reject null.
+        content = self.content(parts) if parts else ""
         item = self.named({"role": "assistant", "content": content}, msg)
         if calls:
             item["tool_calls"] = calls

@@ -194,7 +194,7 @@ async def test_tool_calls_and_parallel_results():
         {
             "role": "assistant",
             "name": "bot",
-            "content": None,
+            "content": "",
             "tool_calls": [call("c3", "clock", "{}")],
         },
     ]
@@ -308,7 +308,7 @@ async def test_multi_agent_folds_speakers_and_keeps_tools_and_system_native():
         {
             "role": "assistant",
             "name": "Bob",
-            "content": None,
+            "content": "",
             "tool_calls": [call("c1", "weather", '{"city": "Rome"}')],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "hot"},

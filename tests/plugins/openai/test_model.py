@@ -171,7 +171,7 @@ async def test_a_tool_round_trip_is_accepted_by_the_api(fake, model):
         {
             "role": "assistant",
             "name": "gpt",
-            "content": None,
+            "content": "",
             "tool_calls": [call("call_1", "weather", '{"city": "Paris"}')],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
