@@ -60,9 +60,19 @@ class ToolSpec:
 
 @attrs.frozen
 class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
+    """What a call cost: tokens as the server reported them, ``None`` where it did not say
+    (unknown is not zero), and the seconds it took, measured here."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
     seconds: float = 0.0
+
+
+def reported_tokens(*counts: Any) -> int | None:
+    """The sum of the token counts a server reported, ignoring absent or malformed ones (null,
+    text, negative numbers); ``None`` when it reported none of them."""
+    known = [c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
+    return sum(known) if known else None
 
 
 @attrs.frozen

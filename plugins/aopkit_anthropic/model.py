@@ -19,6 +19,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_tokens,
     thinking,
 )
 from aopkit.secret import Secret, redact
@@ -187,14 +188,23 @@ def _settle(
     return kept, finish
 
 
-def _usage(usage: Mapping[str, Any], seconds: float) -> Usage:
+def _reported(usage: Any) -> dict[str, Any]:
+    """The counts a usage object holds (none if it is not an object; nulls left out)."""
+    items = usage.items() if isinstance(usage, Mapping) else ()
+    return {k: v for k, v in items if v is not None}
+
+
+def _usage(usage: Any, seconds: float) -> Usage:
     """Input tokens include those read from or written to the prompt cache, which Anthropic
     counts apart."""
-    read = usage.get("cache_read_input_tokens") or 0
-    written = usage.get("cache_creation_input_tokens") or 0
+    usage = usage if isinstance(usage, Mapping) else {}
     return Usage(
-        input_tokens=(usage.get("input_tokens") or 0) + read + written,
-        output_tokens=usage.get("output_tokens") or 0,
+        input_tokens=reported_tokens(
+            usage.get("input_tokens"),
+            usage.get("cache_read_input_tokens"),
+            usage.get("cache_creation_input_tokens"),
+        ),
+        output_tokens=reported_tokens(usage.get("output_tokens")),
         seconds=seconds,
     )
 
@@ -229,7 +239,7 @@ class _Stream:
         if kind == "message_start":
             message = event.get("message") or {}
             self.id = message.get("id")
-            self.usage.update(message.get("usage") or {})
+            self.usage.update(_reported(message.get("usage")))
         elif kind == "content_block_start":
             return self._start(event["index"], dict(event["content_block"]))
         elif kind == "content_block_delta":
@@ -238,8 +248,7 @@ class _Stream:
             return self._stop(event["index"])
         elif kind == "message_delta":
             self.finish = (event.get("delta") or {}).get("stop_reason") or self.finish
-            usage = event.get("usage") or {}
-            self.usage.update({k: v for k, v in usage.items() if v is not None})
+            self.usage.update(_reported(event.get("usage")))
         elif kind == "message_stop":
             self.stopped = True
         return False  # ping, and event types added later

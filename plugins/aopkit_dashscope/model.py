@@ -22,6 +22,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_tokens,
     thinking,
 )
 
@@ -233,10 +234,11 @@ def _tool_use(call_id: Any, name: Any, arguments: Any) -> ToolUseBlock:
     return parse_tool_arguments(call_id or f"call_{new_id()}", name or "", arguments)
 
 
-def _usage(usage: Mapping[str, Any], seconds: float) -> Usage:
+def _usage(usage: Any, seconds: float) -> Usage:
+    usage = usage if isinstance(usage, Mapping) else {}
     return Usage(
-        input_tokens=usage.get("input_tokens") or 0,
-        output_tokens=usage.get("output_tokens") or 0,
+        input_tokens=reported_tokens(usage.get("input_tokens")),
+        output_tokens=reported_tokens(usage.get("output_tokens")),
         seconds=seconds,
     )
 

@@ -28,6 +28,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_tokens,
     thinking,
 )
 
@@ -205,11 +206,12 @@ class _Reader:
             body = json.dumps(chunk)
             raise error_for_status(self.model.name, status, {}, body, (self.model.api_key,))
         self.id = chunk.get("responseId", self.id)
-        if (usage := chunk.get("usageMetadata")) is not None:
+        if isinstance(usage := chunk.get("usageMetadata"), Mapping):
             self.usage = Usage(
-                input_tokens=usage.get("promptTokenCount", 0),
-                output_tokens=usage.get("candidatesTokenCount", 0)
-                + usage.get("thoughtsTokenCount", 0),
+                input_tokens=reported_tokens(usage.get("promptTokenCount")),
+                output_tokens=reported_tokens(
+                    usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount")
+                ),
             )
         candidates = chunk.get("candidates") or []
         if not candidates:

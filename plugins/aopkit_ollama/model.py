@@ -20,6 +20,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_tokens,
     thinking,
 )
 from aopkit.secret import redact
@@ -142,8 +143,8 @@ def _tool_use(call: Mapping[str, Any]) -> ToolUseBlock:
 
 def _usage(data: Mapping[str, Any], seconds: float) -> Usage:
     return Usage(
-        input_tokens=data.get("prompt_eval_count") or 0,
-        output_tokens=data.get("eval_count") or 0,
+        input_tokens=reported_tokens(data.get("prompt_eval_count")),
+        output_tokens=reported_tokens(data.get("eval_count")),
         seconds=seconds,
     )
 

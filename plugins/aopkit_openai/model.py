@@ -21,6 +21,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_tokens,
 )
 from aopkit.secret import Secret, redact
 
@@ -246,8 +247,8 @@ def _finish(finish: str | None, answered: bool, content: list[Block]) -> str | N
 def _usage(usage: Any, seconds: float) -> Usage:
     usage = usage if isinstance(usage, Mapping) else {}
     return Usage(
-        input_tokens=usage.get("prompt_tokens") or 0,
-        output_tokens=usage.get("completion_tokens") or 0,
+        input_tokens=reported_tokens(usage.get("prompt_tokens")),
+        output_tokens=reported_tokens(usage.get("completion_tokens")),
         seconds=seconds,
     )
 
