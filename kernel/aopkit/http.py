@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .kernel import Kernel
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# ``error.type`` values by which servers say the request itself is invalid, whatever the status.
+INVALID_REQUEST_TYPES = frozenset({"invalid_request_error", "BadRequestError", "bad_request"})
 
 
 class HTTPPool:
@@ -104,6 +106,27 @@ def provider_message(body: str, content_type: str = "") -> str:
     return text[:500] or "no details in the response body"
 
 
+def declares_invalid_request(body: str) -> bool:
+    """Whether a JSON error body says the request is at fault: an ``error.type`` such as
+    ``invalid_request_error``, or an ``error.code`` / ``code`` that is a client-error status
+    (other than 408, 409 and 429). Some servers send such errors with a 5xx status."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(data, dict):
+        return False
+    error = data.get("error", data)
+    if not isinstance(error, dict):
+        return False
+    if error.get("type") in INVALID_REQUEST_TYPES:
+        return True
+    code = error.get("code", data.get("code"))
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    return isinstance(code, int) and 400 <= code < 500 and code not in RETRYABLE_STATUS
+
+
 def error_for_status(
     model: str,
     status: int,
@@ -112,8 +135,10 @@ def error_for_status(
     secrets: tuple[Secret | None, ...] = (),
     retry_after_in_body: Callable[[str], float | None] | None = None,
 ) -> ModelUnavailable | ModelRejected:
+    """The error for an HTTP error answer: retryable for 408/409/429/5xx, except a 5xx whose
+    body says the request is invalid (retrying the same request cannot help)."""
     message = redact(provider_message(body, headers.get("Content-Type", "")), *secrets)
-    if status in RETRYABLE_STATUS:
+    if status in RETRYABLE_STATUS and not (status >= 500 and declares_invalid_request(body)):
         wait = retry_after(headers)
         if wait is None and retry_after_in_body is not None:
             wait = retry_after_in_body(body)

@@ -212,8 +212,11 @@ class ChatModel:
             async for attempt in self.retry.retrying(tracker.before_sleep):
                 with attempt:
                     if pending:
-                        raise pending.pop()
-                    response: ChatResponse = await self._complete(**request)
+                        raise tracker.judged(pending.pop())
+                    try:
+                        response: ChatResponse = await self._complete(**request)
+                    except ModelError as exc:
+                        raise tracker.judged(exc) from None
         except ModelError as exc:
             raise tracker.failed(exc) from None
         tracker.succeeded()
@@ -238,9 +241,12 @@ class ChatModel:
                     async for attempt in self.retry.retrying(tracker.before_sleep):
                         with attempt:
                             if pending:
-                                raise pending.pop() from None
-                            async for last in self._stream(**request):
-                                yield last
+                                raise tracker.judged(pending.pop()) from None
+                            try:
+                                async for last in self._stream(**request):
+                                    yield last
+                            except ModelError as again:
+                                raise tracker.judged(again) from None
                 except ModelError as final:
                     raise tracker.failed(final) from None
                 tracker.succeeded()
@@ -297,6 +303,27 @@ class _RetryTracker:
     def __init__(self, model: ChatModel, call_id: str) -> None:
         self.model, self.call_id, self.retries = model, call_id, 0
         self.last_error = ""
+        self.previous: ModelError | None = None
+
+    def judged(self, error: ModelError) -> ModelError:
+        """``error``, or a rejection when it repeats the previous attempt's HTTP 500 word for
+        word: a server that fails the same way on the same request is judging the request
+        (llama.cpp's server reports invalid requests so), not failing for a moment."""
+        previous, self.previous = self.previous, error
+        if (
+            error.retryable
+            and error.status == 500
+            and previous is not None
+            and previous.status == 500
+            and previous.message == error.message
+        ):
+            return ModelRejected(
+                error.model,
+                f"{error.message} (the same HTTP 500 twice for the same request: "
+                "not retried again, since the server rejects the request itself)",
+                status=500,
+            )
+        return error
 
     def before_sleep(self, state: Any) -> None:
         self.retries += 1
