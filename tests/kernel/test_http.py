@@ -82,7 +82,8 @@ async def test_requests_map_statuses_and_never_leak_the_key(kernel, serve):
         status = int(request.match_info["status"])
         echoed = request.headers.get("Authorization", "")
         headers = {"Retry-After": "2"} if status == 429 else {}
-        body = {"error": {"message": f"bad key {echoed}", "type": "invalid_request_error"}}
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        body = {"error": {"message": f"bad key {echoed}", "type": kind}}
         return web.json_response(body, status=status, headers=headers)
 
     app = web.Application()
