@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +35,8 @@ SERVERS: dict[str, Server] = {}  # by fixture name, as started
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if REQUIRED:
+    if REQUIRED:  # the llama.cpp tests first: they run while the LiteLLM proxy starts
+        items.sort(key=lambda i: "litellm_server" in getattr(i, "fixturenames", ()))
         return
     skip = pytest.mark.skip(reason="real-server tests run in `tox -e real` (AOPKIT_REAL_SERVERS=1)")
     for item in items:
@@ -56,7 +58,8 @@ class Server:
     base_url: str
     process: subprocess.Popen[bytes]
     log: Path
-    started_in: float
+    launched: float  # perf_counter() when the process was started
+    started_in: float = 0.0
     requests: int = 0
     seconds: float = 0.0
     test_seconds: float = 0.0
@@ -96,44 +99,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(name: str, command: list[str], ready: str, log: Path, **env: str) -> Server:
-    """Start ``command`` and wait until ``GET ready`` answers 200 (the command's ``{port}`` is
-    filled with a free loopback port); fail with the server's output if it exits or hangs."""
+def launch(name: str, command: list[str], log: Path, **env: str) -> Server:
+    """Start ``command`` (its ``{port}`` filled with a free loopback port), output to ``log``."""
     port = free_port()
     command = [part.replace("{port}", str(port)) for part in command]
-    began = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
-            start_new_session=True,
+            start_new_session=True,  # its own process group, stopped as a whole
         )
-    base = f"http://127.0.0.1:{port}"
-    server = Server(name, base, process, log, 0.0)
-    deadline = began + STARTUP_SECONDS
+    return Server(name, f"http://127.0.0.1:{port}", process, log, time.perf_counter())
+
+
+def wait_ready(server: Server, path: str) -> Server:
+    """Wait until ``GET path`` answers 200; fail with the server's output if it exits or hangs."""
+    deadline = server.launched + STARTUP_SECONDS
     while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited with {process.returncode}:\n{server.output()}")
+        if server.process.poll() is not None:
+            pytest.fail(
+                f"{server.name} exited with {server.process.returncode}:\n{server.output()}"
+            )
         try:
-            with urllib.request.urlopen(base + ready, timeout=2) as answer:
+            with urllib.request.urlopen(server.base_url + path, timeout=2) as answer:
                 if answer.status == 200:
-                    server.started_in = time.perf_counter() - began
+                    server.started_in = time.perf_counter() - server.launched
                     return server
         except (OSError, urllib.error.URLError):
             pass
         time.sleep(0.3)
     stop(server)
-    pytest.fail(f"{name} not ready in {STARTUP_SECONDS} s:\n{server.output()}")
+    pytest.fail(f"{server.name} not ready in {STARTUP_SECONDS} s:\n{server.output()}")
 
 
 def stop(server: Server) -> None:
-    server.process.terminate()
+    if server.process.poll() is not None:
+        return
+    os.killpg(server.process.pid, signal.SIGTERM)
     try:
         server.process.wait(10)
     except subprocess.TimeoutExpired:
-        server.process.kill()
+        os.killpg(server.process.pid, signal.SIGKILL)
         server.process.wait(10)
 
 
@@ -164,15 +172,18 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--port",
         "{port}",
     ]
-    server = SERVERS["llama_server"] = start(
-        "llama.cpp", command, "/v1/models", folder / "server.log"
-    )
-    yield server
-    stop(server)
+    server = launch("llama.cpp", command, folder / "server.log")
+    try:
+        SERVERS["llama_server"] = wait_ready(server, "/v1/models")
+        yield server
+    finally:
+        stop(server)
 
 
 @pytest.fixture(scope="session")
-def litellm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def litellm_launch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The proxy, started but not waited for: it takes long to import, so it is launched when
+    the session starts (see ``launch_early``) and starts while the llama.cpp tests run."""
     require("litellm")
     executable = shutil.which("litellm", path=str(Path(sys.executable).parent))
     if executable is None:
@@ -181,15 +192,29 @@ def litellm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     config = folder / "config.yaml"
     config.write_text((HERE / "litellm.yaml").read_text())
     command = [executable, "--config", str(config), "--host", "127.0.0.1", "--port", "{port}"]
-    server = SERVERS["litellm_server"] = start(
+    server = launch(
         "LiteLLM proxy",
         command,
-        "/health/liveliness",
         folder / "proxy.log",
         LITELLM_MASTER_KEY=LITELLM_KEY,
         LITELLM_LOCAL_MODEL_COST_MAP="True",  # no fetch of the price list at start
         LITELLM_TELEMETRY="False",
         NO_PROXY="127.0.0.1,localhost",
     )
-    yield server
-    stop(server)
+    try:
+        yield server
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
+def litellm_server(litellm_launch: Server) -> Server:
+    SERVERS["litellm_server"] = wait_ready(litellm_launch, "/health/liveliness")
+    return litellm_launch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def launch_early(request: pytest.FixtureRequest) -> None:
+    """Launch the proxy first thing when any selected test needs it."""
+    if any("litellm_server" in getattr(i, "fixturenames", ()) for i in request.session.items):
+        request.getfixturevalue("litellm_launch")

@@ -34,7 +34,7 @@ CITY = ToolSpec(
     },
 )
 ASK = Msg("user", "Which city?", "user")
-LIMITS = {"max_tokens": 8, "temperature": 0.0}
+LIMITS = {"max_tokens": 64, "temperature": 0.0}  # room for a tool call's JSON
 
 
 def pick(city: Literal["Paris", "Rome"]) -> str:
