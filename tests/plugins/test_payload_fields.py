@@ -7,9 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from aopkit import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from aopkit.models import Capabilities
+from aopkit.retry import NO_RETRY
+from tests.plugins.test_usage_unknown import PROVIDERS as ANSWERS
 
 FORMATTERS = [
     "openai",
@@ -119,3 +122,41 @@ async def test_an_anthropic_error_result_without_text_says_it_failed(kernel):
     (result,) = payload["messages"][2]["content"]
     assert result["is_error"] is True
     assert "failed" in result["content"]
+
+
+PROVIDERS = ["openai", "anthropic", "gemini", "dashscope", "ollama"]
+CLOCK = {"type": "object", "properties": {"tz": {"type": "string"}}}
+
+
+@pytest.fixture
+def capture(kernel, serve):
+    """A model of ``provider`` whose requests are kept (the answers are minimal, valid ones)."""
+
+    async def start(provider: str):
+        bodies: list[Any] = []
+        content_type, body = ANSWERS[provider][0](ANSWERS[provider][1], False)
+
+        async def handler(request: web.Request) -> web.Response:
+            bodies.append(await request.json())
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", handler)
+        base = await serve(app)
+        model = kernel.model(f"{provider}:m", base_url=base, api_key="k", retry=NO_RETRY)
+        return model, bodies
+
+    return start
+
+
+@pytest.mark.parametrize("choice", [None, "auto", "clock"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_no_request_body_holds_what_a_strict_server_rejects(capture, provider, choice):
+    """The whole body (tools, tool choice, parameters), not only the messages."""
+    model, bodies = await capture(provider)
+    for history in histories().values():
+        await model(history, tools=[{"name": "clock", "parameters": CLOCK}], tool_choice=choice)
+    await model(histories()["calls only"], structured={"type": "object", "properties": {}})
+    assert len(bodies) == len(histories()) + 1
+    for body in bodies:
+        assert offences(body, provider) == []
