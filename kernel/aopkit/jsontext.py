@@ -39,12 +39,15 @@ def _finite(text: str) -> float:
     return number
 
 
-def _could_be_deep(text: str) -> bool:
-    return text.count("{") + text.count("[") > MAX_DEPTH
+def _could_be_deep(text: str, check_depth: bool) -> bool:
+    return check_depth and text.count("{") + text.count("[") > MAX_DEPTH
 
 
-def loads(text: str | bytes) -> Any:
-    """The value of a JSON text; :class:`DecodeError` naming the path of what is wrong."""
+def loads(text: str | bytes, *, check_depth: bool = True) -> Any:
+    """The value of a JSON text; :class:`DecodeError` naming the path of what is wrong.
+
+    ``check_depth=False`` skips the walk that enforces :data:`MAX_DEPTH` on texts with many
+    brackets (a store's file of many messages): nesting is then only limited by the stack."""
     if isinstance(text, (bytes, bytearray)):
         try:
             text = text.decode("utf-8")
@@ -60,35 +63,35 @@ def loads(text: str | bytes) -> Any:
         raise DecodeError("", _TOO_DEEP) from None
     except ValueError as exc:
         raise DecodeError("", f"not valid JSON: {exc}") from None
-    if _could_be_deep(text) or _SURROGATE_ESCAPE.search(text):
-        found = problem(value)
+    if _could_be_deep(text, check_depth) or _SURROGATE_ESCAPE.search(text):
+        found = problem(value, check_depth=check_depth)
         if found is not None:
             raise DecodeError(*found)
     return value
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, *, check_depth: bool = True) -> str:
     """Compact JSON text of ``value``; :class:`EncodeError` naming the path of a value that
-    JSON cannot hold or that :func:`loads` would refuse."""
+    JSON cannot hold or that :func:`loads` would refuse (with the same ``check_depth``)."""
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
         found = problem(value)
         raise EncodeError(*(found or ("", str(exc)))) from None
-    if _could_be_deep(text) or _LONE_SURROGATE.search(text):
-        found = problem(value)
+    if _could_be_deep(text, check_depth) or _LONE_SURROGATE.search(text):
+        found = problem(value, check_depth=check_depth)
         if found is not None:
             raise EncodeError(*found)
     return text
 
 
-def problem(value: Any) -> tuple[str, str] | None:
+def problem(value: Any, *, check_depth: bool = True) -> tuple[str, str] | None:
     """``(path, what is wrong)`` of the first value in ``value`` that is not strict JSON."""
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, (dict, list, tuple)):
-            if depth >= MAX_DEPTH:
+            if depth >= MAX_DEPTH and check_depth:
                 return path, f"{_TOO_DEEP} (or it contains itself)"
             if isinstance(item, dict):
                 for key, inner in item.items():
@@ -109,7 +112,7 @@ def problem(value: Any) -> tuple[str, str] | None:
             if not math.isfinite(item):
                 return path, f"{item} is not a JSON number (NaN and Infinity are refused)"
         elif item is not None and not isinstance(item, (bool, int)):
-            return path, f"a {type(item).__name__} is not a JSON value"
+            return path, f"a Python {type(item).__name__} is not a JSON value"
     return None
 
 
