@@ -72,4 +72,4 @@ class ReplyError(AopkitError):
 
 
 class StoreError(AopkitError):
-    """A session store could not save or load state."""
+    """A store (sessions, incidents) could not save or load; the message names the store."""

@@ -99,8 +99,9 @@ def fsync_directory(directory: Path) -> None:
 
 
 def start_on_a_new_line(fd: int) -> None:
-    """Before appending to a line-per-record file opened as ``fd``: if a killed writer left a
-    torn last line, end it, so the next record does not fuse with it and get lost too."""
+    """Before appending to a line-per-record file opened as ``fd`` (readable, in append mode):
+    if a killed writer left a torn last line, end it, so that the next record does not fuse
+    with it and get lost too."""
     size = os.fstat(fd).st_size
     if size and os.pread(fd, 1, size - 1) != b"\n":
         os.write(fd, b"\n")
