@@ -36,19 +36,22 @@ def _thread_lock(path: Path) -> threading.Lock:
 
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+def locked(path: Path, *, shared: bool = False, by_directory: bool = False) -> Iterator[None]:
     """Hold the lock of ``path``: exclusive to write it, ``shared`` to read it.
 
-    An ``flock`` on the lock file orders processes; a writer in this process also takes a
-    thread lock first, so that threads queue here rather than in the kernel. While the lock is
-    held, no writer is between writing a temporary file and renaming it: every temporary file
-    of ``path`` left then is a crashed writer's, and is removed.
+    An ``flock`` on the lock file (or, ``by_directory``, on the directory of ``path``, for files
+    that live where a lock file would be litter) orders processes; a writer in this process
+    also takes a thread lock first, so that threads queue here rather than in the kernel.
+    While the lock is held, no writer is between writing a temporary file and renaming it:
+    every temporary file of ``path`` left then is a crashed writer's, and is removed.
     """
-    thread_lock = None if shared else _thread_lock(lock_path(path))
+    target = path.parent if by_directory else lock_path(path)
+    thread_lock = None if shared else _thread_lock(target)
     if thread_lock is not None:
         thread_lock.acquire()
     try:
-        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_DIRECTORY if by_directory else os.O_CREAT
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | flags, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             remove_stale_temps(path)
