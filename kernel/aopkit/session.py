@@ -179,14 +179,15 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
-    def _run(self, work: Any) -> Any:
-        """Run ``work(connection)`` in one immediate transaction; SQLite errors as StoreError."""
+    def _run(self, work: Any, *, write: bool = True) -> Any:
+        """Run ``work(connection)`` in one transaction (immediate to ``write``: it holds the
+        write lock from its first read); SQLite errors as StoreError."""
         try:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
         try:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = work(db)
             except BaseException:
@@ -223,7 +224,9 @@ class SQLiteStore:
 
     async def load(self, session_id: str) -> dict[str, State]:
         check_session_id(session_id)
-        return await asyncio.to_thread(self._run, lambda db: self._read(db, session_id))
+        return await asyncio.to_thread(
+            self._run, lambda db: self._read(db, session_id), write=False
+        )
 
     def _read(self, db: sqlite3.Connection, session_id: str) -> dict[str, State]:
         where = f"SQLite store {self.path}, session {session_id!r}"
