@@ -82,6 +82,8 @@ def _kind(value: Any) -> str:
 
 def _encode_state(where: str, agent: str, state: Any) -> str:
     """An agent's state as JSON text that will load back, or a StoreError naming the field."""
+    if not isinstance(agent, str):
+        raise StoreError(f"{where}: agent names must be strings, got {agent!r:.40}")
     if not isinstance(state, dict):
         raise StoreError(f"{where}: the state of agent {agent!r} must be a dict")
     try:

@@ -329,12 +329,13 @@ def test_a_corrupt_sqlite_store_is_a_store_error_and_is_never_overwritten(
         (["not", "a", "dict"], "agent 'bob' must be a dict"),
     ],
 )
+@pytest.mark.parametrize("name", ["bob", 7])
 def test_a_state_that_would_not_load_back_is_refused_and_nothing_is_saved(
-    kind, bad_state, expected, tmp_path
+    kind, bad_state, expected, name, tmp_path
 ):
     store = make_store(kind, tmp_path)
     asyncio.run(store.save("s", {"alice": {"n": 1}}))
     with pytest.raises(StoreError) as info:
-        asyncio.run(store.save("s", {"alice": {"n": 2}, "bob": bad_state}))
-    assert expected in str(info.value)
+        asyncio.run(store.save("s", {"alice": {"n": 2}, name: bad_state}))
+    assert (expected if name == "bob" else "agent names must be strings, got 7") in str(info.value)
     assert asyncio.run(store.load("s")) == {"alice": {"n": 1}}
