@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from aopkit import Agent, AopkitError, Kernel, Msg, ReplyError, hookimpl
+from aopkit import Agent, AopkitError, Kernel, Msg, ReplyError, StoreError, hookimpl
 from aopkit.events import Event
 from aopkit.session import Store
 
@@ -126,10 +126,25 @@ class AgentHost:
         for key, slot in self.slots.items():
             saved = states.get(key)
             if saved is not None:
-                slot.agent.load_state_dict(saved["agent"])
-                slot.next = saved["next"]
-                last = saved["last_reply"]
-                slot.last_reply = (last[0], last[1]) if last else None
+                self._restore(key, slot, saved)
+
+    def _restore(self, key: str, slot: _Slot, saved: dict[str, Any]) -> None:
+        """Put back what :meth:`_save` stored, or say clearly that it is something else."""
+        agent, next_seq, last = saved.get("agent"), saved.get("next"), saved.get("last_reply")
+        shapes = (
+            isinstance(agent, dict),
+            next_seq is None or (isinstance(next_seq, int) and not isinstance(next_seq, bool)),
+            last is None or (isinstance(last, list) and len(last) == 2),
+        )
+        if not all(shapes):
+            raise StoreError(
+                f"{self.store!r}, session {self.session!r}: the state saved for agent {key!r} "
+                "is not an aopkit_ray host's (an object with 'agent', 'next' and "
+                "'last_reply'); it is left as it is"
+            )
+        slot.agent.load_state_dict(agent)
+        slot.next = next_seq
+        slot.last_reply = (last[0], last[1]) if last else None
 
     def _drain(self) -> list[dict[str, Any]]:
         events, self.capture.events = self.capture.events, []
@@ -175,7 +190,7 @@ class AgentHost:
                 "next": slot.next,
                 "last_reply": slot.last_reply,
             }
-        async with self.save_lock:  # a store merges read-modify-write: one save at a time
+        async with self.save_lock:  # saves land in call order: an older state never wins
             await self.store.save(self.session, states)
 
     async def _reply(

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 from loguru import logger
 
 import aopkit
+from aopkit import jsontext
 from aopkit.events import Event
 from aopkit.faults import Incident, Resolution
 from aopkit.message import Msg, new_id
@@ -398,7 +399,7 @@ def _read_trace(lines: Iterable[str]) -> tuple[list[Any], int]:
     events, bad = [], 0
     for seq, line in enumerate(lines, 1):
         try:
-            data = json.loads(line)
+            data = jsontext.loads(line)  # no NaN the browser could not parse, no stack overflow
         except ValueError:
             bad += 1
             continue

@@ -3,6 +3,10 @@
 Blocks are frozen values, so one message can sit in many memories without a copy. Each block
 type has a ``type`` tag (its JSON discriminator) and an ``extra`` slot where providers keep what
 must round-trip untouched (signatures, reasoning ids).
+
+Forward compatibility: a field this version does not know, on a known block or source type
+(written by a newer plugin), is kept in ``unknown_fields`` and dumped back unchanged; a block or
+source of an unknown type loads as :class:`UnknownBlock` or :class:`UnknownSource`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class URLSource:
     type: ClassVar[str] = "url"
     url: str
     media_type: str | None = None
+    unknown_fields: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True)
 
 
 @attrs.frozen
@@ -32,9 +37,19 @@ class Base64Source:
     type: ClassVar[str] = "base64"
     media_type: str
     data: str
+    unknown_fields: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True)
 
 
-Source = URLSource | Base64Source
+@attrs.frozen
+class UnknownSource:
+    """Media referenced in a way no loaded plugin knows (a provider's file id, say): every field
+    is kept and dumped back unchanged; a formatter that needs the bytes refuses it clearly."""
+
+    type: str
+    fields: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+Source = URLSource | Base64Source | UnknownSource
 
 
 @attrs.frozen
@@ -43,6 +58,7 @@ class Block:
 
     type: ClassVar[str] = ""
     extra: dict[str, Any] = attrs.field(factory=dict, kw_only=True)
+    unknown_fields: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True)
 
 
 @attrs.frozen

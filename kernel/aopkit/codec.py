@@ -1,13 +1,16 @@
 """JSON (de)serialisation through one cattrs converter, tagged by ``"type"``.
 
 Loading is strict: a value of the wrong type is an error, never coerced, and the error names the
-path of the bad field. A block type that no loaded plugin knows loads as an
-:class:`~aopkit.blocks.UnknownBlock` and dumps back unchanged.
+path of the bad field. JSON text goes through :mod:`aopkit.jsontext` (no NaN, no lone surrogates,
+bounded nesting), so whatever loads also dumps. Forward compatible: a block or source type that
+no loaded plugin knows loads as an :class:`~aopkit.blocks.UnknownBlock` or
+:class:`~aopkit.blocks.UnknownSource`, and a field a known type does not know is kept in its
+``unknown_fields``; all of them dump back unchanged.
 """
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -21,12 +24,15 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from .blocks import Base64Source, Block, Source, UnknownBlock, URLSource
+from . import jsontext
+from .blocks import Base64Source, Block, Source, UnknownBlock, UnknownSource, URLSource
 from .errors import DecodeError, join_path
 from .events import EVENT_TYPES, Event
 from .message import ROLES, Msg, Role
 
 T = TypeVar("T")
+
+_TOO_DEEP = "nested too deeply to load"
 
 _SOURCES: dict[str, type[URLSource] | type[Base64Source]] = {
     URLSource.type: URLSource,
@@ -47,6 +53,8 @@ def _explain(exc: BaseException) -> tuple[str, str]:
     """(relative path, problem) of the first error inside a cattrs exception tree."""
     if isinstance(exc, DecodeError):
         return exc.path, exc.problem
+    if isinstance(exc, RecursionError):
+        return "", _TOO_DEEP
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()
         for inner, note in with_notes:
@@ -84,6 +92,7 @@ class Codec:
         conv.register_unstructure_hook_func(_is_block_class, self._unstructure_block)
         conv.register_unstructure_hook_func(_is_source_class, self._unstructure_source)
         self._unstructurers: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        self._known_fields: dict[type, frozenset[str]] = {}
         self.converter = conv
 
     # -- public API -------------------------------------------------------------------------
@@ -99,6 +108,8 @@ class Codec:
             return self.converter.structure(data, cls)
         except DecodeError:
             raise
+        except RecursionError:
+            raise DecodeError("", _TOO_DEEP) from None
         except Exception as exc:  # cattrs wraps every failure; name the first bad field
             path, problem = _explain(exc)
             raise DecodeError(path, problem) from None
@@ -116,17 +127,16 @@ class Codec:
         return self.load({k: v for k, v in data.items() if k != "type"}, cls)
 
     def dumps_event(self, event: Event) -> str:
-        return json.dumps(self.dump_event(event), ensure_ascii=False, separators=(",", ":"))
+        """JSON text of :meth:`dump_event`; :class:`~aopkit.EncodeError` if it would not load."""
+        return jsontext.dumps(self.dump_event(event))
 
     def dumps(self, value: Any) -> str:
-        return json.dumps(self.dump(value), ensure_ascii=False, separators=(",", ":"))
+        """JSON text of :meth:`dump`; :class:`~aopkit.EncodeError` if it would not load."""
+        return jsontext.dumps(self.dump(value))
 
     def loads(self, text: str | bytes, cls: type[T] = Msg) -> T:  # type: ignore[assignment]
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise DecodeError("", f"not valid JSON: {exc}") from None
-        return self.load(data, cls)
+        """Build ``cls`` from JSON text (see :mod:`aopkit.jsontext`), or raise DecodeError."""
+        return self.load(jsontext.loads(text), cls)
 
     # -- hooks ------------------------------------------------------------------------------
     def _structure_block(self, data: Any, _: Any) -> Block:
@@ -140,7 +150,10 @@ class Codec:
         if cls is None:
             return UnknownBlock(tag, fields)
         try:
-            return self.converter.structure(fields, cls)
+            block: Block = self._structure_known(fields, cls)
+            return block
+        except DecodeError:
+            raise
         except Exception as exc:
             path, problem = _explain(exc)
             raise DecodeError(path, problem) from None
@@ -160,13 +173,28 @@ class Codec:
                 raise exc.under(f"[{i}]") from None
         return blocks
 
+    def _structure_known(self, fields: dict[str, Any], cls: type[Any]) -> Any:
+        """``cls`` from ``fields``; fields ``cls`` does not know go to its ``unknown_fields``."""
+        known = self._known_fields.get(cls)
+        if known is None:
+            known = self._known_fields[cls] = frozenset(
+                a.name for a in attrs.fields(cls) if a.name != "unknown_fields"
+            )
+        unknown = fields.keys() - known
+        if not unknown:
+            return self.converter.structure(fields, cls)
+        value = self.converter.structure({k: fields[k] for k in fields if k in known}, cls)
+        return attrs.evolve(value, unknown_fields={k: fields[k] for k in fields if k in unknown})
+
     def _structure_source(self, data: Any, _: Any) -> Source:
         tag = data.get("type") if isinstance(data, dict) else None
-        cls = _SOURCES.get(tag) if isinstance(tag, str) else None
-        if cls is None:
-            raise DecodeError("", "a media source must be an object with type 'url' or 'base64'")
+        if not isinstance(tag, str):
+            raise DecodeError("", "a media source must be an object with a string 'type' tag")
         fields = {k: v for k, v in data.items() if k != "type"}
-        source = self.converter.structure(fields, cls)
+        cls = _SOURCES.get(tag)
+        if cls is None:
+            return UnknownSource(tag, fields)
+        source: Source = self._structure_known(fields, cls)
         if isinstance(source, Base64Source):
             _check_base64(source.data)
         return source
@@ -209,15 +237,22 @@ class Codec:
         fn = self._unstructurers.get(cls)
         if fn is None:
             fn = self._unstructurers[cls] = make_dict_unstructure_fn(
-                cls, self.converter, extra=override(omit_if_default=True)
+                cls,
+                self.converter,
+                extra=override(omit_if_default=True),
+                unknown_fields=override(omit=True),
             )
-        return {"type": cls.type, **fn(block)}
+        return {"type": cls.type, **block.unknown_fields, **fn(block)}
 
     def _unstructure_source(self, source: Source) -> dict[str, Any]:
-        return {
-            "type": source.type,
-            **{k: v for k, v in attrs.asdict(source).items() if v is not None},
+        if isinstance(source, UnknownSource):
+            return {"type": source.type, **source.fields}
+        known = {
+            a.name: v
+            for a in attrs.fields(type(source))
+            if a.name != "unknown_fields" and (v := getattr(source, a.name)) is not None
         }
+        return {"type": source.type, **source.unknown_fields, **known}
 
 
 def _check_base64(data: str) -> None:
@@ -233,6 +268,8 @@ def _check_base64(data: str) -> None:
 def _structure_float(value: Any, _: Any) -> float:
     if type(value) is bool or not isinstance(value, (int, float)):
         raise TypeError(f"expected a number, got {type(value).__name__} {value!r:.40}")
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a JSON number (NaN and Infinity are refused)")
     return float(value)
 
 
@@ -247,7 +284,7 @@ def _is_block_class(t: Any) -> bool:
 
 
 def _is_source_class(t: Any) -> bool:
-    return t in (URLSource, Base64Source, Source)
+    return t in (URLSource, Base64Source, UnknownSource, Source)
 
 
 def _is_content(t: Any) -> bool:

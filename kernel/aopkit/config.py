@@ -35,6 +35,8 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = path.read_bytes()
     except FileNotFoundError:
         return {}
+    except OSError as exc:  # a directory, unreadable
+        raise AopkitError(f"config file {path}: cannot read it: {exc.strerror}") from None
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -43,6 +45,8 @@ def load_config(environ: Mapping[str, str]) -> dict[str, Any]:
         data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise AopkitError(f"config file {path}: {exc}") from None
+    except RecursionError:
+        raise AopkitError(f"config file {path}: nested too deeply") from None
     return data
 
 

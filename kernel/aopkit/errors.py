@@ -20,6 +20,15 @@ class DecodeError(AopkitError, ValueError):
         return DecodeError(join_path(prefix, self.path), self.problem)
 
 
+class EncodeError(AopkitError, ValueError):
+    """A value JSON cannot hold (or that would not load back); ``path`` names it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path.lstrip(".")
+        self.problem = problem
+        super().__init__(f"{self.path or '<root>'}: {problem}")
+
+
 def join_path(prefix: str, path: str) -> str:
     """``content`` + ``[2].source`` -> ``content[2].source``; ``a`` + ``b`` -> ``a.b``."""
     if not path or not prefix:
@@ -63,4 +72,4 @@ class ReplyError(AopkitError):
 
 
 class StoreError(AopkitError):
-    """A session store could not save or load state."""
+    """A store (sessions, incidents) could not save or load; the message names the store."""

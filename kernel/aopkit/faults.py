@@ -13,6 +13,7 @@ model calls it cost, and the calls tier 2 saved.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import attrs
 
-from .errors import AopkitError, DecodeError
+from . import files
+from .errors import AopkitError, DecodeError, StoreError
 from .events import Corrected, CritiqueRound, Escalated
 from .message import Msg, new_id
 from .models import ModelError
@@ -184,11 +186,25 @@ class Unresolved(AopkitError):
         super().__init__(f"{why}: {incident.describe()}")
 
 
+@attrs.frozen
+class SkippedLine:
+    """A line of the incidents file that :meth:`IncidentStore.load` could not use."""
+
+    number: int
+    problem: str
+
+
 class IncidentStore:
-    """Incidents appended to a JSONL file (with their resolutions), so none is lost."""
+    """Incidents appended to a JSONL file (with their resolutions), so none is lost.
+
+    Appends are serialised by an ``flock`` and each starts on a new line, so a record torn by
+    a killed process damages only itself; :meth:`load` skips damaged lines, keeps every intact
+    incident and lists what it skipped in :attr:`skipped` (and logs a warning).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.skipped: list[SkippedLine] = []  # by the last load()
 
     @classmethod
     def default(cls, environ: Any) -> IncidentStore:
@@ -200,26 +216,58 @@ class IncidentStore:
         return cls(Path(base) / "aopkit" / "incidents.jsonl")
 
     def append(self, record: dict[str, Any]) -> None:
+        text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        line = text.encode("utf-8", "backslashreplace")  # a lone surrogate as its JSON escape
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        with open(self.path, "a+b") as f:  # "+": start_on_a_new_line reads the last byte
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            files.start_on_a_new_line(f.fileno())
+            f.write(line)
             f.flush()
             os.fsync(f.fileno())
 
     def load(self) -> list[dict[str, Any]]:
-        """Every incident, with its latest resolution."""
+        """Every intact incident, with its latest resolution; damaged lines are skipped."""
+        self.skipped = []
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        except OSError as exc:
+            raise StoreError(f"cannot read incidents file {self.path}: {exc.strerror}") from exc
         incidents: dict[str, dict[str, Any]] = {}
-        for line in lines:
-            record = json.loads(line)
-            if "resolution" in record and set(record) == {"id", "resolution"}:
-                incidents[record["id"]]["resolution"] = record["resolution"]
-            else:
-                incidents[record["id"]] = record
+        for number, line in enumerate(raw.split(b"\n"), 1):
+            if line.strip():
+                problem = _merge_incident(line, incidents)
+                if problem is not None:
+                    self.skipped.append(SkippedLine(number, problem))
+        if self.skipped:
+            from loguru import logger
+
+            logger.warning(
+                "incidents file {}: skipped {} damaged line(s): {}",
+                self.path,
+                len(self.skipped),
+                "; ".join(f"line {s.number}: {s.problem}" for s in self.skipped[:5]),
+            )
         return list(incidents.values())
+
+
+def _merge_incident(line: bytes, incidents: dict[str, dict[str, Any]]) -> str | None:
+    """Add one line's record to ``incidents``; what is wrong with the line if it cannot be."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return f"not a JSON record ({type(exc).__name__}: {str(exc)[:80]})"
+    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+        return "not an incident record (a JSON object with a string 'id')"
+    if set(record) == {"id", "resolution"}:
+        if record["id"] not in incidents:
+            return f"a resolution of incident {record['id']!r}, which the file does not hold"
+        incidents[record["id"]]["resolution"] = record["resolution"]
+    else:
+        incidents[record["id"]] = record
+    return None
 
 
 # -- the policy and the pipeline --------------------------------------------------------------

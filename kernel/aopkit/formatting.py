@@ -22,6 +22,7 @@ from .blocks import (
     ThinkingBlock,
     ToolResultBlock,
     ToolUseBlock,
+    UnknownSource,
     URLSource,
     VideoBlock,
 )
@@ -92,6 +93,9 @@ def local_path(url: str) -> Path:
 def media_type_of(source: Source, default: str = "application/octet-stream") -> str:
     if isinstance(source, Base64Source):
         return source.media_type
+    if isinstance(source, UnknownSource):
+        media_type = source.fields.get("media_type")
+        return media_type if isinstance(media_type, str) else default
     return source.media_type or mimetypes.guess_type(source.url)[0] or default
 
 
@@ -100,6 +104,11 @@ async def inline(source: Source, pool: HTTPPool | None = None) -> tuple[str, str
     http(s) URLs are fetched through the kernel's pool."""
     if isinstance(source, Base64Source):
         return source.media_type, source.data
+    if isinstance(source, UnknownSource):
+        raise MediaError(
+            f"cannot send media of source type {source.type!r}: no loaded plugin knows it "
+            "(it was kept as written, by a newer plugin perhaps)"
+        )
     if is_http(source):
         if pool is None:
             raise MediaError(f"cannot fetch {source.url}: no HTTP pool given to the formatter")
@@ -119,7 +128,11 @@ async def inline(source: Source, pool: HTTPPool | None = None) -> tuple[str, str
 
 def media_note(block: MediaBlock, why: str) -> str:
     """The text that stands in for media a model cannot take: never a silent drop."""
-    where = block.source.url if isinstance(block.source, URLSource) else "inline data"
+    source = block.source
+    if isinstance(source, UnknownSource):
+        where = f"a {source.type!r} source"
+    else:
+        where = source.url if isinstance(source, URLSource) else "inline data"
     return f"[{block.type} not shown to the model ({why}): {where}]"
 
 

@@ -82,7 +82,7 @@ def provider_message(body: str, content_type: str = "") -> str:
     inside an SSE ``data:`` line), or a short note for HTML pages and other text."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
         sse = [line[5:] for line in body.splitlines() if line.startswith("data:")]
         if sse:
@@ -199,7 +199,7 @@ class Request:
             raise self._transport_error(exc) from None
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ModelUnavailable(
                 self.model,
                 f"the answer was not JSON: {provider_message(body)}",
@@ -280,7 +280,7 @@ async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[Any]:
             continue
         try:
             yield json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ModelUnavailable(model, f"stream cut or garbled: {line[:200]!r}") from None
 
 

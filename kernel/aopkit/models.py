@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
+from . import jsontext
 from .blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
 from .errors import AopkitError
 from .events import ModelCallFinished, ModelCallStarted, Retried
@@ -372,7 +372,7 @@ def parse_tool_arguments(
     if isinstance(arguments, Mapping):
         return ToolUseBlock(tool_id, name, dict(arguments), extra=extra)
     try:
-        value = json.loads(arguments)
+        value = jsontext.loads(arguments)  # strict: NaN or too deep goes to the repair tiers
     except ValueError:
         value = None
     if isinstance(value, dict):

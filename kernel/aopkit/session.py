@@ -1,7 +1,16 @@
 """Sessions: save and load agents' state (memory included) in an embedded store.
 
-A store maps ``session id -> {agent name -> state}``. Saving several agents is atomic: a crash
-mid-save leaves the previous state of the session whole.
+A store maps ``session id -> {agent name -> state}``. Guarantees, for both stores:
+
+- saving several agents is atomic: a crash (even SIGKILL) mid-save leaves the session's previous
+  state whole, and the temporary file a killed save leaves is removed by the next save or load;
+- concurrent saves of one session, from tasks, threads or processes, are merged: every agent's
+  state is kept;
+- a store that cannot be read (corrupt, truncated, not a file, not readable) raises
+  :class:`StoreError` naming the store and what is wrong, and a save onto it refuses rather than
+  overwriting it, so that it can be recovered by hand;
+- states are strict JSON (see :mod:`aopkit.jsontext`): a state that would not load back (NaN, a
+  lone surrogate) is refused at save, naming the agent and the field.
 """
 
 from __future__ import annotations
@@ -11,11 +20,11 @@ import json
 import os
 import re
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import AopkitError, DecodeError, StoreError
+from . import files, jsontext
+from .errors import AopkitError, DecodeError, EncodeError, StoreError
 from .events import StateLoaded, StateSaved
 
 if TYPE_CHECKING:
@@ -24,6 +33,8 @@ if TYPE_CHECKING:
 _SESSION_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 State = dict[str, Any]
+
+_LEFT_ALONE = "it is left as it is, for you to recover or move away"
 
 
 def check_session_id(session_id: str) -> str:
@@ -41,11 +52,59 @@ class Store(Protocol):
     async def load(self, session_id: str) -> dict[str, State]: ...
 
 
+def _decode_state(where: str, agent: str, text: str | bytes) -> State:
+    """One agent's state from its stored JSON text, or a StoreError saying what is wrong."""
+    try:
+        state = jsontext.loads(text, check_depth=False)
+    except DecodeError as exc:
+        raise StoreError(
+            f"{where}: the state of agent {agent!r} is corrupt ({exc}); {_LEFT_ALONE}"
+        ) from None
+    return _check_state(where, agent, state)
+
+
+def _check_state(where: str, agent: str, state: Any) -> State:
+    if not isinstance(state, dict):
+        raise StoreError(
+            f"{where}: the state of agent {agent!r} is {_kind(state)}, not a JSON object; "
+            f"{_LEFT_ALONE}"
+        )
+    return state
+
+
+def _kind(value: Any) -> str:
+    """What a loaded JSON value is, in JSON's words."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    kinds = ((list, "an array"), (str, "a string"), ((int, float), "a number"))
+    return next((kind for cls, kind in kinds if isinstance(value, cls)), "an object")
+
+
+def _encode_state(where: str, agent: str, state: Any) -> str:
+    """An agent's state as JSON text that will load back, or a StoreError naming the field."""
+    if not isinstance(agent, str):
+        raise StoreError(f"{where}: agent names must be strings, got {agent!r:.40}")
+    if not isinstance(state, dict):
+        raise StoreError(f"{where}: the state of agent {agent!r} must be a dict")
+    try:
+        jsontext.dumps(agent)
+        return jsontext.dumps(state, check_depth=False)
+    except EncodeError as exc:
+        raise StoreError(f"{where}: cannot save the state of agent {agent!r}: {exc}") from None
+
+
 class JSONFileStore:
-    """One JSON file per session under ``root``, replaced atomically on every save."""
+    """One JSON file per session under ``root``, replaced atomically on every save.
+
+    Saves merge into the file under a lock (``.<session>.json.lock`` beside it, kept), so
+    concurrent saves from threads and processes all land; loads take the lock shared.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"JSONFileStore({os.fspath(self.root)!r})"
 
     def _path(self, session_id: str) -> Path:
         return self.root / f"{check_session_id(session_id)}.json"
@@ -57,77 +116,126 @@ class JSONFileStore:
         return await asyncio.to_thread(self._load, self._path(session_id))
 
     def _load(self, path: Path) -> dict[str, State]:
+        if not self.root.exists():
+            return {}
         try:
-            text = path.read_text(encoding="utf-8")
+            with files.locked(path, shared=True):
+                return self._read(path)
+        except OSError as exc:
+            raise StoreError(f"cannot load session file {path}: {exc.strerror or exc}") from exc
+
+    def _read(self, path: Path) -> dict[str, State]:
+        """The session's states; the caller holds the lock."""
+        try:
+            raw = path.read_bytes()
         except FileNotFoundError:
             return {}
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise StoreError(f"{path}: not valid JSON ({exc})") from None
+            data = jsontext.loads(raw, check_depth=False)
+        except DecodeError as exc:
+            raise StoreError(f"session file {path} is corrupt ({exc}); {_LEFT_ALONE}") from None
         if not isinstance(data, dict):
-            raise StoreError(f"{path}: expected a JSON object of agent states")
+            raise StoreError(
+                f"session file {path} is corrupt ({_kind(data)}, not an object of agent "
+                f"states); {_LEFT_ALONE}"
+            )
+        for agent, state in data.items():
+            _check_state(f"session file {path}", agent, state)
         return data
 
     def _save(self, path: Path, states: dict[str, State]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        merged = {**self._load(path), **states}
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=".tmp")
+        where = f"session file {path}"
+        texts = {agent: _encode_state(where, agent, state) for agent, state in states.items()}
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(merged, f, ensure_ascii=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+            self.root.mkdir(parents=True, exist_ok=True)
+            with files.locked(path):
+                kept = {
+                    agent: jsontext.dumps(state, check_depth=False)
+                    for agent, state in self._read(path).items()
+                    if agent not in texts
+                }
+                members = (f"{jsontext.dumps(a)}:{t}" for a, t in {**kept, **texts}.items())
+                text = "{" + ",".join(members) + "}"
+                files.replace_atomically(path, text.encode("utf-8"))
+        except OSError as exc:
+            raise StoreError(f"cannot save session file {path}: {exc.strerror or exc}") from exc
 
 
 class SQLiteStore:
-    """Agent states in one SQLite table; a session's save is one transaction."""
+    """Agent states in one SQLite table; a session's save is one transaction.
+
+    A save first reads the session's rows in its (immediate) transaction: if one is corrupt the
+    save is refused and nothing is written.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        with self._connect() as db:
-            db.execute(
+        self._run(
+            lambda db: db.execute(
                 "CREATE TABLE IF NOT EXISTS agent_state ("
                 " session TEXT NOT NULL, agent TEXT NOT NULL, state TEXT NOT NULL,"
                 " PRIMARY KEY (session, agent))"
             )
+        )
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    def _run(self, work: Any, *, write: bool = True) -> Any:
+        """Run ``work(connection)`` in one transaction (immediate to ``write``: it holds the
+        write lock from its first read); SQLite errors as StoreError."""
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(db)
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.path}: {exc}; {_LEFT_ALONE}") from None
+        finally:
+            db.close()
 
     async def save(self, session_id: str, states: dict[str, State]) -> None:
         check_session_id(session_id)
-        rows = [(session_id, name, json.dumps(s, ensure_ascii=False)) for name, s in states.items()]
-        await asyncio.to_thread(self._save, rows)
+        await asyncio.to_thread(self._save, session_id, states)
 
-    def _save(self, rows: list[tuple[str, str, str]]) -> None:
-        db = self._connect()
-        try:
-            with db:  # one transaction: all agents or none
-                db.executemany(
-                    "INSERT INTO agent_state (session, agent, state) VALUES (?, ?, ?) "
-                    "ON CONFLICT (session, agent) DO UPDATE SET state = excluded.state",
-                    rows,
-                )
-        finally:
-            db.close()
+    def _save(self, session_id: str, states: dict[str, State]) -> None:
+        where = f"SQLite store {self.path}, session {session_id!r}"
+        rows = [
+            (session_id, agent, _encode_state(where, agent, state))
+            for agent, state in states.items()
+        ]
+
+        def write(db: sqlite3.Connection) -> None:
+            self._read(db, session_id)  # refuse to write into a corrupt session
+            db.executemany(
+                "INSERT INTO agent_state (session, agent, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (session, agent) DO UPDATE SET state = excluded.state",
+                rows,
+            )
+
+        self._run(write)
 
     async def load(self, session_id: str) -> dict[str, State]:
-        return await asyncio.to_thread(self._load, check_session_id(session_id))
+        check_session_id(session_id)
+        return await asyncio.to_thread(
+            self._run, lambda db: self._read(db, session_id), write=False
+        )
 
-    def _load(self, session_id: str) -> dict[str, State]:
-        db = self._connect()
-        try:
-            rows = db.execute(
-                "SELECT agent, state FROM agent_state WHERE session = ?", (session_id,)
-            ).fetchall()
-        finally:
-            db.close()
-        return {agent: json.loads(state) for agent, state in rows}
+    def _read(self, db: sqlite3.Connection, session_id: str) -> dict[str, State]:
+        where = f"SQLite store {self.path}, session {session_id!r}"
+        rows = db.execute(
+            "SELECT agent, state FROM agent_state WHERE session = ?", (session_id,)
+        ).fetchall()
+        return {agent: _decode_state(where, agent, state) for agent, state in rows}
 
 
 def _by_name(agents: tuple[Agent, ...]) -> dict[str, Agent]:

@@ -13,6 +13,7 @@ from typing import IO, TYPE_CHECKING
 
 from .blocks import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from .events import Event, MessageSent
+from .files import start_on_a_new_line
 from .hookspecs import hookimpl
 from .message import Msg
 
@@ -76,11 +77,15 @@ def describe(msg: Msg) -> str:
 
 
 class JsonlTrace:
-    """Appends every event to a JSONL file, one JSON object per line, flushed per line."""
+    """Appends every event to a JSONL file, one JSON object per line, flushed per line.
+
+    If a killed process left the file's last line torn, the first event starts a new line, so
+    only the torn line is lost (readers skip it)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file: IO[str] | None = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+        start_on_a_new_line(self._file.fileno())
 
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:

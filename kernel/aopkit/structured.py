@@ -8,7 +8,6 @@ repairing is the correctors' job (fault tier 2), and they must say when they can
 from __future__ import annotations
 
 import enum
-import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, get_arg
 
 import attrs
 
+from . import jsontext
 from .errors import AopkitError, DecodeError
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ class Target(Generic[T]):
         """Strict: the text must be JSON (nothing around it) and pass :meth:`check`.
         Raises :class:`NotJSON` or :class:`DecodeError`."""
         try:
-            value = json.loads(text)
+            value = jsontext.loads(text)  # strict: no NaN, no stack overflow on deep nesting
         except ValueError as exc:
             raise NotJSON(str(exc)) from None
         return self.check(value)

@@ -97,7 +97,7 @@ class AnthropicModel(HTTPChatModel):
         async for _, data in sse_events(self.request(PATH, {**payload, "stream": True}).lines()):
             try:
                 event = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}") from None
             if event.get("type") == "error":
                 raise _stream_error(self.name, data, event, self.api_key)
@@ -301,7 +301,7 @@ class _Stream:
         else:  # a server tool call: its input assembled as the API would have sent it whole
             try:
                 block["input"] = json.loads(raw) if raw else block.get("input", {})
-            except ValueError:
+            except (ValueError, RecursionError):
                 block["input"] = raw
             self.blocks[index] = _block(block)
         return True

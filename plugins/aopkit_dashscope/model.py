@@ -182,7 +182,7 @@ class DashScopeModel(HTTPChatModel):
                     )
                 try:
                     event = json.loads(data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}") from None
                 yield event
             elif not line:

@@ -93,7 +93,7 @@ class GeminiModel(HTTPChatModel):
         """Google says how long to wait in a ``RetryInfo`` detail (``"retryDelay": "7s"``)."""
         try:
             details = json.loads(body)["error"]["details"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         for detail in details if isinstance(details, list) else ():
             delay = detail.get("retryDelay") if isinstance(detail, dict) else None
@@ -174,7 +174,7 @@ class GeminiModel(HTTPChatModel):
         async for _, data in sse_events(request.lines()):
             try:
                 chunk = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise ModelUnavailable(self.name, f"garbled stream event: {data[:200]!r}") from None
             reader.add(chunk)
             if reader.finish is None:

@@ -126,7 +126,7 @@ class OpenAIModel(HTTPChatModel):
                 continue
             try:
                 chunk = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 chunk = None
             if not isinstance(chunk, dict):
                 raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}")

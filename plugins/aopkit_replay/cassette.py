@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from aopkit import AopkitError, DecodeError
+from aopkit import AopkitError, DecodeError, files, jsontext
 from aopkit.codec import Codec
 from aopkit.models import (
     Capabilities,
@@ -151,16 +150,19 @@ class Cassette:
     # -- reading ----------------------------------------------------------------------------
     def _load(self) -> None:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with files.locked(self.path, shared=True, by_directory=True):
+                raw = self.path.read_bytes()
         except FileNotFoundError:
             if self.mode == "auto":
                 return
             raise CassetteError(
                 f"no cassette at {self.path}: record one first with mode='record' (or 'auto')"
             ) from None
+        except OSError as exc:
+            raise CassetteError(f"cannot read cassette {self.path}: {exc.strerror}") from exc
         try:
-            data = json.loads(text)
-        except ValueError as exc:
+            data = jsontext.loads(raw, check_depth=False)
+        except DecodeError as exc:
             raise CassetteError(f"cassette {self.path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("aopkit_cassette") != VERSION:
             raise CassetteError(
@@ -294,7 +296,8 @@ class Cassette:
     def _write(self) -> None:
         """Write to a temporary file beside the cassette, then rename it over the cassette: a
         crash midway leaves the old file whole. Synchronous on purpose, so that concurrent
-        calls cannot finish their writes in the wrong order."""
+        calls cannot finish their writes in the wrong order. (Two processes recording into
+        one cassette still each write their own recordings: the last one wins.)"""
         data = {
             "aopkit_cassette": VERSION,
             "models": {
@@ -310,20 +313,11 @@ class Cassette:
                 for key, entry in self.entries.items()
             ],
         }
-        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        # strict JSON (no NaN, no lone surrogate), so that what is recorded also loads
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with files.locked(self.path, by_directory=True):  # and a killed writer's temp removed
+            files.replace_atomically(self.path, (text + "\n").encode("utf-8"))
 
 
 _open: weakref.WeakKeyDictionary[Kernel, dict[tuple[Path, Mode], Cassette]] = (

@@ -52,3 +52,20 @@ def test_a_broken_config_file_is_a_clear_error(tmp_path):
     kernel = kernel_with(tmp_path, "[models.cap\n")
     with pytest.raises(AopkitError, match=r"config file .*config\.toml"):
         kernel.model("cap:x")
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda p: p.write_bytes(b"a = '\xff'"), "invalid start byte"),
+        (lambda p: p.write_text("a = " + "[" * 50_000), "nested too deeply"),
+        (lambda p: p.mkdir(), "cannot read it: Is a directory"),
+    ],
+)
+def test_a_damaged_config_file_is_a_clear_error(tmp_path, damage, problem):
+    path = tmp_path / "config.toml"
+    damage(path)
+    kernel = Kernel(environ={"AOPKIT_CONFIG": str(path)}, load_entrypoints=False)
+    kernel.register(Capture(), "capture")
+    with pytest.raises(AopkitError, match=rf"config file {path}: .*{problem}"):
+        kernel.model("cap:x")

@@ -112,11 +112,13 @@ async def test_a_crash_mid_save_keeps_the_previous_state(tmp_path, kernel, monke
         raise OSError("power cut")
 
     monkeypatch.setattr(os, "fsync", crash)
-    with pytest.raises(OSError, match="power cut"):
+    with pytest.raises(StoreError, match="power cut"):
         await save_session(store, "s", alice)
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert (tmp_path / "s.json").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"], "no temporary file is left"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.json.lock", "s.json"], (
+        "no temporary file is left"
+    )
 
 
 async def test_sqlite_save_is_one_transaction(tmp_path, kernel):
@@ -129,7 +131,7 @@ async def test_sqlite_save_is_one_transaction(tmp_path, kernel):
             return {"name": self.name, "memory": [], "handle": object()}
 
     await alice(Msg("u", "new", "user"))
-    with pytest.raises(TypeError):
+    with pytest.raises(StoreError, match=r"state of agent 'bob'.*handle: a Python object is not"):
         await save_session(store, "s", alice, Unsavable("bob", kernel=kernel))
     alice2 = Echo("alice", kernel=kernel)
     await load_session(store, "s", alice2)

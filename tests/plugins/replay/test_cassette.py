@@ -218,3 +218,53 @@ async def test_a_corrupt_cassette_names_the_bad_field(kernel, tmp_path):
     cassette.write_text('{"interactions": []}')
     with pytest.raises(CassetteError, match="not an aopkit cassette of version 1"):
         kernel.model("replay:scripted:x", cassette=cassette)
+
+
+def _unreadable_directory(cassette):
+    cassette.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "problem"),
+    [
+        (lambda c: c.write_bytes(os.urandom(200) + b"\xff"), "is not valid JSON"),
+        (lambda c: c.write_bytes(b'{"aopkit_cassette": 1, "x": "\xff"}'), "not valid UTF-8"),
+        (lambda c: c.write_text("[" * 100_000), "nested"),
+        (lambda c: c.write_text('{"aopkit_cassette": 1, "models": NaN}'), "models: NaN"),
+        (lambda c: c.write_bytes(c.read_bytes()[:150]), "is not valid JSON"),
+        (_unreadable_directory, "cannot read cassette .*Is a directory"),
+    ],
+)
+async def test_a_damaged_cassette_file_is_a_cassette_error(kernel, tmp_path, corrupt, problem):
+    cassette = tmp_path / "c.json"
+    recorder = kernel.model("replay:scripted:x", cassette=cassette, mode="record", responses=["a"])
+    await recorder(talk())
+    if corrupt is _unreadable_directory:
+        cassette.unlink()
+    corrupt(cassette)
+    for mode in ("replay", "auto"):
+        with pytest.raises(CassetteError, match=problem):
+            kernel.model("replay:scripted:x", cassette=cassette, mode=mode)
+
+
+async def test_a_killed_recorders_temp_file_is_removed_by_the_next_load_or_write(kernel, tmp_path):
+    cassette = tmp_path / "c.json"
+    recorder = kernel.model(
+        "replay:scripted:x", cassette=cassette, mode="record", responses=["a", "b"]
+    )
+    await recorder(talk())
+    (tmp_path / ".c.json.killed1.tmp").write_text("half")
+    kernel.model("replay:scripted:x", cassette=cassette, mode="replay")
+    assert os.listdir(tmp_path) == ["c.json"]
+    (tmp_path / ".c.json.killed2.tmp").write_text("half")
+    await recorder(talk("again"))
+    assert os.listdir(tmp_path) == ["c.json"]
+
+
+async def test_a_value_json_cannot_hold_is_not_recorded(kernel, tmp_path):
+    """NaN would be written, then refused at load: it is refused at record time instead."""
+    cassette = tmp_path / "c.json"
+    recorder = kernel.model("replay:scripted:x", cassette=cassette, mode="record", responses=["a"])
+    with pytest.raises(CassetteError, match=r"could not write cassette .*JSON compliant"):
+        await recorder([Msg("user", "x", "user", metadata={"score": float("nan")})])
+    assert not cassette.exists()

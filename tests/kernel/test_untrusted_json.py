@@ -1,0 +1,34 @@
+"""JSON from models and servers: nesting too deep for the stack, NaN and lone surrogates never
+escape as RecursionError or land in a message that could not be saved."""
+
+import pytest
+
+from aopkit.http import ndjson
+from aopkit.models import ModelUnavailable, parse_tool_arguments
+from aopkit.structured import NotJSON, Target
+
+HOSTILE = ["[" * 100_000, '{"x": NaN}', '{"x": 1e999}', '{"x": "\\udc00"}']
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_tool_arguments_that_are_not_strict_json_go_to_the_repair_tiers(text):
+    block = parse_tool_arguments("c", "f", text)
+    assert (block.input, block.raw_input) == ({}, text)
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_structured_output_that_is_not_strict_json_is_not_json(kernel, text):
+    with pytest.raises(NotJSON):
+        Target.of(dict, kernel).parse(text)
+
+
+async def test_a_deeply_nested_stream_line_is_a_retryable_error():
+    async def lines():
+        yield b'{"ok": 1}\n'
+        yield b"[" * 100_000 + b"\n"
+
+    got = []
+    with pytest.raises(ModelUnavailable, match="stream cut or garbled"):
+        async for item in ndjson(lines(), "m"):
+            got.append(item)
+    assert got == [{"ok": 1}]
