@@ -53,6 +53,14 @@ if setup["uid"] is not None:
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
+# Without a control group, the process limit is set inside the sandbox, where it counts the
+# processes of the sandbox's own user namespace (Linux 5.14 and later): the run's, not every
+# process of the host user that started it.
+_COUNT_PROCESSES = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_NPROC, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
 
 @attrs.frozen
 class Sandbox:
@@ -304,12 +312,15 @@ class CodeExecutor:
             (resource.RLIMIT_NOFILE, self.max_open_files, self.max_open_files),
             (resource.RLIMIT_CORE, 0, 0),
         ]
-        if group is None:  # the fallback: each process alone (docs/tools.md says the cost)
+        program = [sandbox.python, "-I", "main.py"]
+        if group is None:  # the fallback (docs/tools.md says what it does not bound)
             memory = self.memory_mb * 2**20
-            limits += [
-                (resource.RLIMIT_AS, memory, memory),
-                (resource.RLIMIT_NPROC, self.max_processes, self.max_processes),
-            ]
+            limits.append((resource.RLIMIT_AS, memory, memory))
+            if sandbox.bwrap is not None:
+                boot = [sandbox.python, "-I", "-S", "-c", _COUNT_PROCESSES]
+                program = [*boot, str(self.max_processes), *program]
+            else:
+                limits.append((resource.RLIMIT_NPROC, self.max_processes, self.max_processes))
         setup = {
             "join": group.procs_files if group else [],
             "limits": limits,
@@ -322,7 +333,7 @@ class CodeExecutor:
             env |= {"TMPDIR": "/tmp", **self.env}
             argv, fds = bubblewrap.command(
                 sandbox.bwrap,
-                program=[sandbox.python, "-I", "main.py"],
+                program=program,
                 code=code,
                 env=env,
                 binds=dict(sandbox.binds),
@@ -341,7 +352,7 @@ class CodeExecutor:
             os.chown(work, sandbox.uid, sandbox.gid)
         env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
         env |= self.env
-        return _Launch([*launcher, sandbox.python, "-I", "main.py"], env, str(work), [], outer)
+        return _Launch([*launcher, *program], env, str(work), [], outer)
 
     @staticmethod
     def _cleanup(launch: _Launch, group: RunCgroup | None) -> None:
