@@ -19,6 +19,7 @@ import attrs
 from .errors import ToolsError
 
 _CONTROLLERS = ("memory", "pids")
+_PREFIX = "aopkit-run-"  # then the creating program's pid, so leftovers can be told apart
 
 
 @attrs.frozen
@@ -43,30 +44,47 @@ def find_place(explicit: str | None = None) -> CgroupPlace | None:
                 "enables memory and pids (see docs/tools.md)"
             )
         return place
-    for place in _candidates():
+    texts = []
+    for source in ("/proc/self/cgroup", "/proc/self/mountinfo"):
+        try:
+            texts.append(Path(source).read_text())
+        except OSError:
+            return None
+    for place in candidates(*texts):
         if not _try(place):
+            _sweep(place)
             return place
     return None
 
 
-def _candidates() -> list[CgroupPlace]:
-    own: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, names, path = line.split(":", 2)
-            for name in names.split(",") if names else [""]:
-                own[name] = path
+def _sweep(place: CgroupPlace) -> None:
+    """Remove the empty groups of programs that died before removing them (SIGKILL)."""
+    for parent in place.parents:
+        for group in Path(parent).glob(f"{_PREFIX}*-*"):
+            owner = group.name[len(_PREFIX) :].split("-")[0]
+            if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+                with contextlib.suppress(OSError):  # not empty: someone else's, or alive
+                    group.rmdir()
+
+
+def candidates(cgroup: str, mountinfo: str) -> list[CgroupPlace]:
+    """Our own groups, v2 first, from the texts of ``/proc/self/cgroup`` and
+    ``/proc/self/mountinfo``."""
+    own: dict[str, str] = {}  # controller ("" for v2) -> our group's path
+    for line in cgroup.splitlines():
+        _, names, path = line.split(":", 2)
+        for name in names.split(",") if names else [""]:
+            own[name] = path
     mounts: dict[str, tuple[str, str]] = {}  # controller ("" for v2) -> (mount root, mount point)
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            fields, _, tail = line.partition(" - ")
-            root, point = fields.split()[3:5]
-            kind, _, options = tail.split()[:3]
-            if kind == "cgroup2":
-                mounts.setdefault("", (root, point))
-            elif kind == "cgroup":
-                for name in set(options.split(",")) & set(_CONTROLLERS):
-                    mounts.setdefault(name, (root, point))
+    for line in mountinfo.splitlines():
+        fields, _, tail = line.partition(" - ")
+        root, point = fields.split()[3:5]
+        kind, _, options = tail.split()[:3]
+        if kind == "cgroup2":
+            mounts.setdefault("", (root, point))
+        elif kind == "cgroup":
+            for name in set(options.split(",")) & set(_CONTROLLERS):
+                mounts.setdefault(name, (root, point))
     found = []
     v2 = _directory(mounts.get(""), own.get(""))
     if v2 is not None:
@@ -111,7 +129,7 @@ class RunCgroup:
 
     def __init__(self, place: CgroupPlace, *, memory: int, processes: int) -> None:
         self.version = place.version
-        name = f"aopkit-run-{os.getpid()}-{secrets.token_hex(6)}"
+        name = f"{_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         self.dirs: list[Path] = []
         try:
             for parent in place.parents:

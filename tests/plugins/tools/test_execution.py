@@ -21,7 +21,9 @@ from aopkit_tools import execution as execution_module
 
 ROOT = os.geteuid() == 0
 HAS_BWRAP = shutil.which("bwrap") is not None
-needs_bwrap = pytest.mark.skipif(not HAS_BWRAP, reason="bubblewrap is not installed")
+needs_bwrap = pytest.mark.skipif(
+    not HAS_BWRAP, reason="no bubblewrap (scripts/install-bubblewrap.sh installs it)"
+)
 
 
 def use(code):
@@ -46,7 +48,7 @@ def small(**options):
 @pytest.fixture
 def executor():
     if not HAS_BWRAP:
-        pytest.skip("bubblewrap is not installed")
+        pytest.skip("no bubblewrap (scripts/install-bubblewrap.sh installs it)")
     return small()
 
 
@@ -364,6 +366,63 @@ def test_the_own_control_group_is_found_and_a_run_group_is_made_and_removed():
         assert not any(d.exists() for d in dirs)
     finally:
         child.kill()
+
+
+V2_MOUNT = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+V1_MOUNTS = (
+    "35 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    "36 30 0:31 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n"
+    "37 30 0:32 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "mountinfo", "expected"),
+    [
+        (  # a modern host: only v2, the program in a systemd service
+            "0::/system.slice/agent.service\n",
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n" + V2_MOUNT,
+            [(2, ("/sys/fs/cgroup/system.slice/agent.service",))],
+        ),
+        (  # a hybrid host (this project's CI): v2 mounted empty, the controllers on v1
+            "4:memory:/process_api/abc\n8:pids:/\n1:cpu,cpuacct:/\n0::/\n",
+            V1_MOUNTS + V2_MOUNT.replace("/sys/fs/cgroup ", "/sys/fs/cgroup/unified "),
+            [
+                (2, ("/sys/fs/cgroup/unified",)),
+                (1, ("/sys/fs/cgroup/memory/process_api/abc", "/sys/fs/cgroup/pids")),
+            ],
+        ),
+        (  # a container whose cgroup namespace shows its own group as the root
+            "0::/\n",
+            V2_MOUNT.replace(" / /sys", " /docker/c0ffee /sys"),
+            [],
+        ),
+        ("0::/x\n", "", []),  # no cgroup file system mounted at all
+    ],
+)
+def test_the_own_groups_are_read_from_proc(cgroup, mountinfo, expected):
+    found = cgroups_module.candidates(cgroup, mountinfo)
+    assert [(place.version, place.parents) for place in found] == expected
+
+
+@pytest.mark.skipif(not ROOT, reason="the v1 hierarchies are writable by root only")
+def test_groups_left_by_a_killed_program_are_removed_and_live_ones_kept():
+    place = cgroups_module.find_place()
+    if place is None:
+        pytest.skip("no writable control group on this machine")
+    dead = [Path(parent, "aopkit-run-999999999-0123456789ab") for parent in place.parents]
+    live = cgroups_module.RunCgroup(place, memory=64 * 2**20, processes=5)
+    try:
+        for directory in dead:
+            directory.mkdir()
+        assert cgroups_module.find_place() == place
+        assert not any(d.exists() for d in dead)
+        assert all(d.exists() for d in live.dirs), "the running program's group stays"
+    finally:
+        live.remove()
+        for directory in dead:
+            if directory.exists():
+                directory.rmdir()
 
 
 # --- Python packages from a virtual environment -------------------------------------------

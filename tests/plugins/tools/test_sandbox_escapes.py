@@ -19,7 +19,10 @@ from aopkit_tools import CodeExecutor
 
 from .test_execution import alive, with_environment
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None,
+    reason="no bubblewrap (scripts/install-bubblewrap.sh installs it)",
+)
 
 PROJECT = Path(__file__).parents[3]
 SECRET = f"aopkit-secret-{uuid.uuid4().hex}"
