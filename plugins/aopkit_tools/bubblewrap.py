@@ -100,12 +100,12 @@ def command(
         argv += ["--ro-bind-try", path, path]
     for path, text in _FILES.items():
         argv += ["--ro-bind-data", data(text), path]
-    for source, target in binds.items():
-        argv += ["--ro-bind", source, target]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     size = str(disk_bytes)
     for place in (WORK, "/tmp", "/var/tmp", "/dev/shm"):
         argv += ["--perms", "0700" if place == WORK else "1777", "--size", size, "--tmpfs", place]
+    for source, target in binds.items():  # after the tmpfs, which would hide them
+        argv += ["--ro-bind", source, target]
     argv += ["--perms", "0644", "--file", data(code), f"{WORK}/main.py"]
     argv += ["--remount-ro", "/", "--chdir", WORK, "--", *program]
     return argv, fds

@@ -43,6 +43,7 @@ def find_place(explicit: str | None = None) -> CgroupPlace | None:
                 "a cgroup v2 directory this program may write, whose cgroup.subtree_control "
                 "enables memory and pids (see docs/tools.md)"
             )
+        _sweep(place)
         return place
     texts = []
     for source in ("/proc/self/cgroup", "/proc/self/mountinfo"):

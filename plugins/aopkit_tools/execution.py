@@ -109,14 +109,16 @@ class Execution:
                 f"stopped after the {self.timeout:g} s time limit "
                 "(every process it started was killed)"
             )
-        elif self.memory_exceeded:
-            status = f"killed by {self.signal or 'the kernel'}: the memory limit was reached"
+        elif self.memory_exceeded and self.signal == "SIGKILL":
+            status = "killed by SIGKILL: the memory limit was reached"
         elif self.signal == "SIGXCPU":
             status = "killed by SIGXCPU: the CPU-time limit was reached"
         elif self.signal is not None:
             status = f"killed by {self.signal}"
         else:
             status = f"exit code {self.returncode}"
+        if self.memory_exceeded and not status.endswith("reached"):
+            status += " (a process of the run was killed at the memory limit)"
         lines = [status]
         for name, text, cut in (
             ("stdout", self.stdout, self.stdout_cut),
@@ -176,6 +178,12 @@ class CodeExecutor:
             )
         if python is not None and venv is not None:
             raise ToolsError("pass python= or venv=, not both: a venv brings its interpreter")
+        for name, value in (env or {}).items():
+            if not name or "=" in name or "\0" in name or "\0" in value:
+                raise ToolsError(
+                    f"cannot give the code the environment variable {name!r}: names must be "
+                    "non-empty without '=' or NUL, values without NUL"
+                )
         self._enabled = enabled
         self.isolation = isolation
         self.timeout = timeout
@@ -231,7 +239,7 @@ class CodeExecutor:
             binds = tuple((p, p) for p in prefixes if not bubblewrap.under_system(p))
             if self.venv is not None:
                 binds += ((os.path.abspath(self.venv), bubblewrap.VENV),)
-                python = f"{bubblewrap.VENV}/bin/{Path(host).name}"
+                python = f"{bubblewrap.VENV}/bin/python"
             if uid is not None and gid is not None:
                 for source, _ in binds:
                     if not _reachable(source, uid, gid):
@@ -247,8 +255,7 @@ class CodeExecutor:
             venv = Path(self.venv).absolute()
             if not (venv / "pyvenv.cfg").is_file():
                 raise ToolsError(f"{self.venv!r} is not a virtual environment: no pyvenv.cfg")
-            chosen = next((str(p) for p in (venv / "bin").glob("python3*")), "")
-            candidates = [chosen or str(venv / "bin" / "python")]
+            candidates = [str(venv / "bin" / "python")]
         elif self.python is not None:
             candidates = [self.python]
         else:
@@ -345,11 +352,15 @@ class CodeExecutor:
             tempfile.mkdtemp(prefix="aopkit-exec-", dir=None if sandbox.uid is None else "/tmp")
         )
         work = outer / "work"  # so that "../x" lands in a directory removed with it
-        work.mkdir()
-        (work / "main.py").write_text(code, encoding="utf-8")
-        if sandbox.uid is not None and sandbox.gid is not None:
-            outer.chmod(0o711)  # the user may pass through, not write
-            os.chown(work, sandbox.uid, sandbox.gid)
+        try:
+            work.mkdir()
+            (work / "main.py").write_text(code, encoding="utf-8")
+            if sandbox.uid is not None and sandbox.gid is not None:
+                outer.chmod(0o711)  # the user may pass through, not write
+                os.chown(work, sandbox.uid, sandbox.gid)
+        except BaseException:
+            shutil.rmtree(outer, ignore_errors=True)
+            raise
         env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
         env |= self.env
         return _Launch([*launcher, *program], env, str(work), [], outer)
@@ -387,19 +398,27 @@ class CodeExecutor:
                 "code execution is off, and nothing was run; the program can enable it with "
                 f"CodeExecutor(enabled=True) or by setting {ENABLE_ENV}=1 in its environment"
             )
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ToolsError(
+                f"the code is not valid text ({exc.reason} at character {exc.start}); "
+                "nothing was run"
+            ) from None
         sandbox = (
             self._sandbox if self._sandbox is not None else await asyncio.to_thread(self.sandbox)
         )
         group = self._group(sandbox)
-        launch: _Launch | None = None
         try:
             launch = self._launch(sandbox, code, group)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
+        try:
             return await self._spawn(sandbox, launch, group)
-        finally:
-            cleanup = asyncio.to_thread(
-                self._cleanup, launch or _Launch([], {}, "", [], None), group
-            )
-            await asyncio.shield(cleanup)
+        finally:  # in a thread that finishes even if this task is cancelled meanwhile
+            await asyncio.shield(asyncio.to_thread(self._cleanup, launch, group))
 
     async def _spawn(self, sandbox: Sandbox, launch: _Launch, group: RunCgroup | None) -> Execution:
         try:

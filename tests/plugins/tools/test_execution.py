@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from aopkit import Toolkit, ToolUseBlock
-from aopkit_tools import CodeExecutor, NotEnabled, SandboxUnavailable, ToolsError
+from aopkit_tools import CodeExecutor, Execution, NotEnabled, SandboxUnavailable, ToolsError
 from aopkit_tools import bubblewrap as bubblewrap_module
 from aopkit_tools import cgroups as cgroups_module
 from aopkit_tools import execution as execution_module
@@ -159,6 +159,19 @@ async def test_a_memory_bomb_is_killed_and_reported(executor):
         assert result.returncode == 1 and result.stderr.rstrip().endswith("MemoryError")
 
 
+def test_a_process_killed_at_the_memory_limit_is_reported_even_when_the_run_succeeds():
+    def ended(**how):
+        fields = dict(returncode=None, signal=None, timed_out=False, stdout="", stderr="")
+        fields |= dict(stdout_cut=0, stderr_cut=0, timeout=2, memory_exceeded=True)
+        return Execution(**{**fields, **how}).report()
+
+    assert (
+        ended(returncode=0) == "exit code 0 (a process of the run was killed at the memory limit)"
+    )
+    assert ended(signal="SIGKILL") == "killed by SIGKILL: the memory limit was reached"
+    assert ended(timed_out=True).startswith("stopped after the 2 s time limit")
+
+
 async def test_output_is_capped_and_the_cut_is_counted(executor):
     result = await executor.run("import sys\nprint('x' * 1_000_000)\nsys.stderr.write('e' * 5000)")
     assert result.stdout == "x" * 1000 and result.stdout_cut == 1_000_001 - 1000
@@ -203,11 +216,22 @@ async def test_code_of_any_size_and_characters_arrives_whole(executor):
     assert result.stdout == f"{len(text)} True\n"
 
 
+async def test_code_that_is_not_text_and_bad_variables_are_clear_errors(executor):
+    with pytest.raises(ToolsError, match=r"the code is not valid text .* at character 6\)"):
+        await executor.run("print('\ud800')")
+    nul = await executor.run("print('a\0b')")
+    assert nul.returncode == 1 and "null bytes" in nul.stderr
+    for env in ({"A=B": "1"}, {"": "1"}, {"A": "x\0y"}):
+        with pytest.raises(ToolsError, match="cannot give the code the environment variable"):
+            small(env=env)
+
+
 async def test_runs_in_parallel_do_not_wait_for_each_other(executor):
-    started = time.monotonic()
-    results = await asyncio.gather(*(executor.run("import time; time.sleep(1)") for _ in range(4)))
-    assert all(r.ok for r in results)
-    assert time.monotonic() - started < 3.5
+    executor.timeout = 20
+    code = "import time\nstart = time.time()\ntime.sleep(1.5)\nprint(start, time.time())"
+    results = await asyncio.gather(*(executor.run(code) for _ in range(3)))
+    spans = [[float(t) for t in r.stdout.split()] for r in results]
+    assert max(start for start, _ in spans) < min(end for _, end in spans), "all ran at once"
 
 
 async def test_cancelling_a_run_kills_it_and_leaves_no_control_group(executor):
