@@ -28,13 +28,28 @@ PROJECT = Path(__file__).parents[3]
 SECRET = f"aopkit-secret-{uuid.uuid4().hex}"
 
 
+# Run a test in the weaker mode too, where its attack must work: proof that the test notices.
+against_no_sandbox = pytest.mark.parametrize(
+    "executor",
+    [
+        "bubblewrap",
+        pytest.param(
+            "unsafe-process",
+            marks=pytest.mark.xfail(strict=True, reason="no sandbox: the attack works"),
+        ),
+    ],
+    indirect=True,
+)
+
+
 @pytest.fixture
-def executor():
+def executor(request):
     """Small limits; every run carries a marker in its environment, so that the tests can
     look for anything of it left on the host."""
     marker = f"AOPKIT_ESCAPE_{uuid.uuid4().hex}"
     executor = CodeExecutor(
         enabled=True,
+        isolation=getattr(request, "param", "bubblewrap"),
         timeout=3,
         cpu_seconds=2,
         memory_mb=128,
@@ -73,6 +88,7 @@ def host_process():
 # --- other processes: the host's and another run's ----------------------------------------
 
 
+@against_no_sandbox
 async def test_host_processes_are_invisible_in_proc(executor, host_process):
     code = f"""
 import os
@@ -218,6 +234,7 @@ def secret_files():
         place.unlink()
 
 
+@against_no_sandbox
 async def test_the_parents_files_cannot_be_read(executor, secret_files):
     paths = [str(p) for p in secret_files] + [
         "/etc/shadow",
@@ -391,6 +408,7 @@ def accepted(servers):
     return False
 
 
+@against_no_sandbox
 async def test_host_unix_sockets_are_unreachable(executor, host_sockets):
     paths, servers = host_sockets
     code = f"""
@@ -409,6 +427,7 @@ for path in {paths!r}:
     assert not accepted(servers)
 
 
+@against_no_sandbox
 async def test_no_network_not_even_to_a_loopback_listener(executor):
     tcp = socket.create_server(("127.0.0.1", 0))
     tcp.setblocking(False)
