@@ -431,6 +431,69 @@ def test_the_own_groups_are_read_from_proc(cgroup, mountinfo, expected):
     assert [(place.version, place.parents) for place in found] == expected
 
 
+@pytest.fixture
+def fake_cgroup2(tmp_path, monkeypatch):
+    """A delegated cgroup v2 directory as the kernel shows it: making a group makes its
+    interface files, and a group with a process in it cannot be removed. (This machine's v2
+    hierarchy has no controllers, so the v2 code is tested against this.)"""
+    root = tmp_path / "delegated"
+    root.mkdir()
+    (root / "cgroup.subtree_control").write_text("")
+    interface = {
+        "cgroup.procs": "",
+        "cgroup.kill": "",
+        "memory.max": "max",
+        "memory.swap.max": "max",
+        "memory.oom.group": "0",
+        "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+        "pids.max": "max",
+    }
+    real_mkdir, real_rmdir = Path.mkdir, Path.rmdir
+
+    def mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if self.parent == root:
+            for name, text in interface.items():
+                (self / name).write_text(text)
+
+    def rmdir(self):
+        if self.parent == root:
+            if (self / "cgroup.procs").read_text().strip():
+                raise OSError(16, "Device or resource busy")
+            for name in interface:
+                (self / name).unlink()
+        real_rmdir(self)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(Path, "rmdir", rmdir)
+    return root
+
+
+def test_a_cgroup_v2_group_gets_the_limits_and_reports_kills(fake_cgroup2):
+    place = cgroups_module.find_place(str(fake_cgroup2))
+    assert place == cgroups_module.CgroupPlace(2, (str(fake_cgroup2),))
+    assert (fake_cgroup2 / "cgroup.subtree_control").read_text() == "+memory +pids"
+    assert [p.name for p in fake_cgroup2.iterdir()] == ["cgroup.subtree_control"], "probe removed"
+    group = cgroups_module.RunCgroup(place, memory=100 * 2**20, processes=7)
+    [directory] = group.dirs
+    assert (directory / "memory.max").read_text() == str(100 * 2**20)
+    assert (directory / "memory.swap.max").read_text() == "0", "no swap beyond the limit"
+    assert (directory / "memory.oom.group").read_text() == "1", "an OOM kills the whole run"
+    assert (directory / "pids.max").read_text() == "7"
+    assert group.procs_files == [str(directory / "cgroup.procs")]
+    assert not group.memory_exceeded()
+    (directory / "memory.events").write_text("oom 1\noom_kill 0\noom_group_kill 1\n")
+    assert group.memory_exceeded()
+    group.kill()
+    assert (directory / "cgroup.kill").read_text() == "1"
+    (directory / "cgroup.procs").write_text("999999999\n")  # a process that will not go
+    group.remove(wait=0.1)
+    assert directory.exists() and group.dirs == [directory], "left, not lost track of"
+    (directory / "cgroup.procs").write_text("")
+    group.remove()
+    assert not directory.exists() and group.dirs == []
+
+
 @pytest.mark.skipif(not ROOT, reason="the v1 hierarchies are writable by root only")
 def test_groups_left_by_a_killed_program_are_removed_and_live_ones_kept():
     place = cgroups_module.find_place()
