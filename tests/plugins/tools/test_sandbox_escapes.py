@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aopkit_tools import CodeExecutor
+from aopkit_tools import CodeExecutor, cgroups
 
 from .test_execution import alive, with_environment
 
@@ -612,11 +612,12 @@ async def test_killing_the_program_kills_the_sandbox(executor, tmp_path):
     script.write_text(
         f"""
 import asyncio
-from aopkit_tools import CodeExecutor
+from aopkit_tools import CodeExecutor, cgroups
 executor = CodeExecutor(enabled=True, timeout=60, env={{"{executor.marker}": "1"}})
 asyncio.run(executor.run("import time\\nprint('up', flush=True)\\ntime.sleep(3600)"))
 """
     )
+    place = executor.sandbox().cgroup
     host = subprocess.Popen([sys.executable, str(script)])
     deadline = time.monotonic() + 20
     while not with_environment(executor.marker):
@@ -625,6 +626,11 @@ asyncio.run(executor.run("import time\\nprint('up', flush=True)\\ntime.sleep(360
     host.send_signal(signal.SIGKILL)
     host.wait()
     assert await nothing_left(executor)
+    if place is not None:
+        left = [g for p in place.parents for g in Path(p).glob(f"aopkit-run-{host.pid}-*")]
+        assert left, "the dead program's group was left behind, empty"
+        cgroups.find_place()  # the next program removes it
+        assert not any(group.exists() for group in left)
 
 
 async def test_output_flooding_is_cut_and_costs_no_memory(executor):
