@@ -37,9 +37,11 @@ _GRACE = 1.0  # seconds to collect the last output once the process is gone
 
 # The first step, run by this program's interpreter before the sandbox starts: join the run's
 # control groups, set the limits (soft = hard, so nothing inside can raise them; the CPU hard
-# limit is one second later, so SIGXCPU comes first), leave root, then become the command.
+# limit is one second later, so SIGXCPU comes first), leave root, trade the program's kernel
+# session keyring (namespaces do not separate keyrings) for a new empty one, then become the
+# command.
 _LAUNCH = """
-import json, os, resource, sys
+import ctypes, json, os, resource, sys
 setup = json.loads(sys.argv[1])
 for path in setup["join"]:
     with open(path, "w") as group:
@@ -50,8 +52,13 @@ if setup["uid"] is not None:
     os.setgroups([])
     os.setgid(setup["gid"])
     os.setuid(setup["uid"])
+if setup["keyctl"] is not None:  # KEYCTL_JOIN_SESSION_KEYRING, anonymous
+    ctypes.CDLL(None).syscall(setup["keyctl"], 1, None)
 os.execv(sys.argv[2], sys.argv[2:])
 """
+# The number of the keyctl system call: x86-64, and the generic table (arm64, RISC-V,
+# LoongArch). Elsewhere the session keyring is kept (docs/tools.md says so).
+_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "loongarch64": 219}
 
 # Without a control group, the process limit is set inside the sandbox, where it counts the
 # processes of the sandbox's own user namespace (Linux 5.14 and later): the run's, not every
@@ -333,6 +340,7 @@ class CodeExecutor:
             "limits": limits,
             "uid": sandbox.uid,
             "gid": sandbox.gid,
+            "keyctl": _KEYCTL.get(os.uname().machine),
         }
         launcher = [sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(setup)]
         if sandbox.bwrap is not None:

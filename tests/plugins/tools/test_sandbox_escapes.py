@@ -486,6 +486,45 @@ print(libc.shmget({key}, 0, 0o666), open("/proc/sysvipc/shm").read().count("\\n"
     assert result.stdout == "-1 1\n", "no segment with that key, and none listed"
 
 
+HOST_WITH_A_KEY = """
+import asyncio, ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall(250, 1, None)  # a new session keyring for this program alone
+secret = sys.argv[1].encode()
+key = libc.syscall(248, b"user", b"aopkit-test", secret, len(secret), ctypes.c_long(-3))
+ring = libc.syscall(250, 0, ctypes.c_long(-3), 0)
+assert key > 0 and ring > 0, "add_key failed"
+from aopkit_tools import CodeExecutor
+code = sys.argv[2].replace("KEY", str(key)).replace("RING", str(ring))
+print(asyncio.run(CodeExecutor(enabled=True, timeout=10).run(code)).report())
+"""
+READ_THE_KEYRING = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+buffer = ctypes.create_string_buffer(4096)
+ring = libc.syscall(250, 0, ctypes.c_long(-3), 0)  # the session keyring
+size = libc.syscall(250, 11, ctypes.c_long(ring), buffer, 4096)  # its keys
+print("keys in the session keyring:", max(size, 0) // 4)
+for key in (KEY, RING):  # the program's key and keyring, by number
+    size = libc.syscall(250, 11, ctypes.c_long(key), buffer, 4096)
+    print(key, size, buffer.raw[: max(size, 0)])
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the test calls keyctl by number")
+async def test_the_programs_kernel_keyring_is_out_of_reach(tmp_path):
+    """Namespaces do not separate kernel keyrings: a key in the program's session keyring."""
+    done = subprocess.run(
+        [sys.executable, "-c", HOST_WITH_A_KEY, SECRET, READ_THE_KEYRING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "exit code 0" in done.stdout, done.stdout + done.stderr
+    assert "keys in the session keyring: 0" in done.stdout
+    assert SECRET not in done.stdout
+
+
 # --- privileges ---------------------------------------------------------------------------
 
 
