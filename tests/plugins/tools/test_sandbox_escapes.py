@@ -294,6 +294,25 @@ for top in ("/", "/etc", "/var", "/dev"):
     }
 
 
+async def test_no_file_descriptor_of_the_program_leaks_in(executor, secret_files):
+    inherited = os.open(secret_files[1], os.O_RDONLY)
+    os.set_inheritable(inherited, True)  # even one the program forgot to mark close-on-exec
+    code = """
+import os
+for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
+    try:
+        print(fd, os.readlink(f"/proc/self/fd/{fd}"), os.pread(fd, 200, 0))
+    except OSError as exc:
+        print(fd, type(exc).__name__)
+"""
+    try:
+        result = await executor.run(code)
+    finally:
+        os.close(inherited)
+    assert SECRET not in result.stdout
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["0", "1", "2", "3"]
+
+
 async def test_symlinks_in_the_work_directory_lead_nowhere_on_the_host(executor, secret_files):
     code = f"""
 import os
