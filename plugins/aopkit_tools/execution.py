@@ -282,8 +282,7 @@ class CodeExecutor:
     def _probe(self, sandbox: Sandbox) -> None:
         """Start one empty run, so a sandbox that cannot start here is an error now, with
         bubblewrap's reason, rather than a puzzling failure of the model's code later."""
-        group = self._group(sandbox)
-        launch = self._launch(sandbox, "pass", group)
+        launch, group = self._start(sandbox, "pass")
         try:
             probe = subprocess.run(
                 launch.argv,
@@ -305,6 +304,16 @@ class CodeExecutor:
                 f"the {sandbox.isolation} sandbox does not start on this machine "
                 f"(exit code {probe.returncode}): {reason}"
             )
+
+    def _start(self, sandbox: Sandbox, code: str) -> tuple[_Launch, RunCgroup | None]:
+        """The run's control group and what to launch; ``_cleanup`` undoes both."""
+        group = self._group(sandbox)
+        try:
+            return self._launch(sandbox, code, group), group
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
 
     def _group(self, sandbox: Sandbox) -> RunCgroup | None:
         if sandbox.cgroup is None:
@@ -416,13 +425,7 @@ class CodeExecutor:
         sandbox = (
             self._sandbox if self._sandbox is not None else await asyncio.to_thread(self.sandbox)
         )
-        group = self._group(sandbox)
-        try:
-            launch = self._launch(sandbox, code, group)
-        except BaseException:
-            if group is not None:
-                group.remove()
-            raise
+        launch, group = self._start(sandbox, code)
         try:
             return await self._spawn(sandbox, launch, group)
         finally:  # in a thread that finishes even if this task is cancelled meanwhile

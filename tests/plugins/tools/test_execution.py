@@ -256,6 +256,21 @@ async def test_cancelling_a_run_kills_it_and_leaves_no_control_group(executor):
             assert not list(Path(parent).glob(f"aopkit-run-{os.getpid()}-*"))
 
 
+async def test_a_run_that_fails_to_start_leaves_no_control_group(executor, monkeypatch):
+    sandbox = executor.sandbox()
+    if sandbox.cgroup is None:
+        pytest.skip("no control group on this machine")
+
+    def no_descriptors(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(bubblewrap_module, "command", no_descriptors)
+    with pytest.raises(OSError, match="Too many open files"):
+        await executor.run("print(1)")
+    for parent in sandbox.cgroup.parents:
+        assert not list(Path(parent).glob(f"aopkit-run-{os.getpid()}-*"))
+
+
 def with_environment(marker):
     """The host processes whose environment holds ``marker``."""
     found = []
