@@ -4,6 +4,7 @@ test_sandbox_escapes.py."""
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,6 +188,7 @@ async def test_files_and_private_disks_are_size_limited(executor):
     assert "File too large" in result.stderr
     code = """
 import os
+import re
 for place in ("/work", "/tmp", "/var/tmp", "/dev/shm"):
     written = 0
     try:
@@ -553,3 +555,14 @@ print(bool(os.statvfs(offered_package.__file__).f_flag & os.ST_RDONLY))
 def test_a_directory_that_is_not_a_venv_is_a_clear_error(tmp_path):
     with pytest.raises(ToolsError, match=r"is not a virtual environment: no pyvenv\.cfg"):
         small(venv=tmp_path).sandbox()
+
+
+def test_every_escape_test_is_in_the_docs_table():
+    """docs/tools.md counts the attacks: each test of the escape suite has its row."""
+    suite = Path(__file__).with_name("test_sandbox_escapes.py").read_text()
+    docs = (Path(__file__).parents[3] / "docs" / "tools.md").read_text()
+    tests = set(re.findall(r"^async def (test_\w+)\(", suite, re.MULTILINE))
+    rows = set(re.findall(r"^\| .* \| `(test_\w+)`", docs, re.MULTILINE))
+    assert tests and tests <= rows, f"not in docs/tools.md: {sorted(tests - rows)}"
+    claimed = re.search(r"\*\*0 escapes in (\d+) attacks\*\*", docs)
+    assert claimed and int(claimed.group(1)) == len(rows)
