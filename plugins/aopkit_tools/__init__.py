@@ -14,7 +14,15 @@ from typing import Any
 import aopkit
 
 from .database import Database
-from .errors import ExecutionFailed, FileToolError, NotEnabled, PathRefused, QueryError, ToolsError
+from .errors import (
+    ExecutionFailed,
+    FileToolError,
+    NotEnabled,
+    PathRefused,
+    QueryError,
+    SandboxUnavailable,
+    ToolsError,
+)
 from .execution import CodeExecutor, Execution, Sandbox
 from .files import Workspace
 
@@ -28,6 +36,7 @@ __all__ = [
     "PathRefused",
     "QueryError",
     "Sandbox",
+    "SandboxUnavailable",
     "ToolsError",
     "Workspace",
 ]

@@ -28,3 +28,7 @@ class QueryError(ToolsError):
 class ExecutionFailed(ToolsError):
     """The code ran but did not succeed (an error, a limit, the timeout); the message holds its
     output."""
+
+
+class SandboxUnavailable(ToolsError):
+    """Code execution cannot set up its sandbox here (bubblewrap missing or not working)."""

@@ -1,76 +1,94 @@
-"""Python code in a separate, limited process: ``CodeExecutor(enabled=True).tools()``.
+"""Python code in a sandbox: ``CodeExecutor(enabled=True).tools()``.
 
-A process sandbox, not a container: resource limits, a throwaway directory, a scrubbed
-environment, and fresh network and pid namespaces where the system allows them. docs/tools.md
-says what that stops and what it does not.
+Each run gets bubblewrap's namespaces (user, mount, pid, network, ipc, uts), a read-only
+system, private tmpfs, a clean environment, and limits on the whole process tree (a control
+group where the host allows it, rlimits otherwise). Without bubblewrap it refuses, unless the
+program opts into ``isolation="unsafe-process"``. docs/tools.md lists what each stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
+import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 
 import attrs
 
 from aopkit import Tool
 
-from .errors import ExecutionFailed, NotEnabled, ToolsError
+from . import bubblewrap
+from .cgroups import CgroupPlace, RunCgroup, find_place
+from .errors import ExecutionFailed, NotEnabled, SandboxUnavailable, ToolsError
 
 ENABLE_ENV = "AOPKIT_ENABLE_CODE_EXECUTION"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+ISOLATIONS = ("bubblewrap", "unsafe-process")
 _GRACE = 1.0  # seconds to collect the last output once the process is gone
 
-# The child's first step. It sets the limits (soft = hard, so the code cannot raise them; the
-# CPU hard limit is one second later, so SIGXCPU comes first), leaves root for an unprivileged
-# user, then runs the code in a fresh isolated interpreter. As the init of a new pid namespace it
-# runs the code as its child: init is immune to signals it has no handler for, and when it exits
-# the kernel kills everything left in the namespace. A signal death comes back as 128 + signal.
-_BOOT = """
-import os, resource, sys
-cpu, memory, processes, fsize, files, uid, gid = (int(a) for a in sys.argv[1:])
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-for kind, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_NPROC, processes),
-        (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NOFILE, files),
-        (resource.RLIMIT_CORE, 0)):
-    resource.setrlimit(kind, (value, value))
-if uid >= 0:
+# The first step, run by this program's interpreter before the sandbox starts: join the run's
+# control groups, set the limits (soft = hard, so nothing inside can raise them; the CPU hard
+# limit is one second later, so SIGXCPU comes first), leave root, trade the program's kernel
+# session keyring (namespaces do not separate keyrings) for a new empty one, then become the
+# command.
+_LAUNCH = """
+import ctypes, json, os, resource, sys
+setup = json.loads(sys.argv[1])
+for path in setup["join"]:
+    with open(path, "w") as group:
+        group.write(str(os.getpid()))
+for kind, soft, hard in setup["limits"]:
+    resource.setrlimit(kind, (soft, hard))
+if setup["uid"] is not None:
     os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-if os.getpid() == 1:
-    child = os.fork()
-    if child:
-        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-        os._exit(code if code >= 0 else 128 - code)
-os.execv(sys.executable, [sys.executable, "-I", "main.py"])
+    os.setgid(setup["gid"])
+    os.setuid(setup["uid"])
+if setup["keyctl"] is not None:  # KEYCTL_JOIN_SESSION_KEYRING, anonymous
+    ctypes.CDLL(None).syscall(setup["keyctl"], 1, None)
+os.execv(sys.argv[2], sys.argv[2:])
 """
+# The number of the keyctl system call: x86-64, and the generic table (arm64, RISC-V,
+# LoongArch). Elsewhere the session keyring is kept (docs/tools.md says so).
+_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "loongarch64": 219}
+
+# Without a control group, the process limit is set inside the sandbox, where it counts the
+# processes of the sandbox's own user namespace (Linux 5.14 and later): the run's, not every
+# process of the host user that started it.
+_COUNT_PROCESSES = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_NPROC, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 @attrs.frozen
 class Sandbox:
-    """How code runs on this machine: the interpreter, the user (None: the program's own), the
-    directory the working directories are made in (None: the temporary directory), and the
-    ``unshare`` command that gives fresh network and pid namespaces (empty: none)."""
+    """How code runs on this machine, found once per executor: the isolation, the interpreter
+    (its path as the code sees it), host directories bound read-only (host path, path inside),
+    the host user that starts the sandbox (None: the program's own), bubblewrap (None in the
+    unsafe mode), and where each run's control group is made (None: rlimits only)."""
 
+    isolation: str
     python: str
+    binds: tuple[tuple[str, str], ...]
     uid: int | None
     gid: int | None
-    tmp: str | None
-    unshare: tuple[str, ...]
+    bwrap: str | None
+    cgroup: CgroupPlace | None
 
     @property
-    def namespaces(self) -> bool:
-        return bool(self.unshare)
+    def limits(self) -> str:
+        """What bounds the whole run's memory and processes: ``cgroup v2``, ``cgroup v1``, or
+        ``rlimits`` (each process alone; see docs/tools.md)."""
+        return f"cgroup v{self.cgroup.version}" if self.cgroup else "rlimits"
 
 
 @attrs.frozen
@@ -85,6 +103,7 @@ class Execution:
     stdout_cut: int
     stderr_cut: int
     timeout: float
+    memory_exceeded: bool = False  # the kernel killed a process at the run's memory limit
 
     @property
     def ok(self) -> bool:
@@ -97,12 +116,16 @@ class Execution:
                 f"stopped after the {self.timeout:g} s time limit "
                 "(every process it started was killed)"
             )
+        elif self.memory_exceeded and self.signal == "SIGKILL":
+            status = "killed by SIGKILL: the memory limit was reached"
         elif self.signal == "SIGXCPU":
             status = "killed by SIGXCPU: the CPU-time limit was reached"
         elif self.signal is not None:
             status = f"killed by {self.signal}"
         else:
             status = f"exit code {self.returncode}"
+        if self.memory_exceeded and not status.endswith("reached"):
+            status += " (a process of the run was killed at the memory limit)"
         lines = [status]
         for name, text, cut in (
             ("stdout", self.stdout, self.stdout_cut),
@@ -115,46 +138,74 @@ class Execution:
         return "\n".join(lines)
 
 
+@attrs.frozen
+class _Launch:
+    """What to start for one run, and what to clean up after it."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    fds: list[int]
+    directory: Path | None  # the unsafe mode's working directory, removed afterwards
+
+
 class CodeExecutor:
-    """Runs Python programs in a fresh, limited child process.
+    """Runs Python programs in a fresh sandbox, one per run.
 
     Off unless ``enabled=True``; with ``enabled=None`` the environment variable
-    ``AOPKIT_ENABLE_CODE_EXECUTION=1`` switches it on (read at each call). When the program runs
-    as root, the code runs as ``user`` (``nobody``): the process limit does not bind root.
-    The code sees only ``PATH``, ``LANG``, ``HOME`` and ``TMPDIR`` (both its working
-    directory), and what ``env`` adds.
+    ``AOPKIT_ENABLE_CODE_EXECUTION=1`` switches it on (read at each call). The code sees only
+    ``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` and what ``env`` adds; ``venv`` offers it the
+    packages of a virtual environment, read-only. When the program runs as root, the sandbox
+    is started as ``user`` (``nobody``).
     """
 
     def __init__(
         self,
         *,
         enabled: bool | None = None,
+        isolation: str = "bubblewrap",
         timeout: float = 10.0,
         cpu_seconds: int = 10,
         memory_mb: int = 512,
         max_processes: int = 32,
         max_file_mb: int = 16,
+        max_disk_mb: int = 64,
         max_open_files: int = 64,
         max_output: int = 20_000,
         python: str | None = None,
+        venv: str | os.PathLike[str] | None = None,
         user: str = "nobody",
-        namespaces: bool = True,
+        cgroup: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ToolsError(
+                f"unknown isolation {isolation!r}: use 'bubblewrap' (the sandbox) or "
+                "'unsafe-process' (no sandbox: see docs/tools.md)"
+            )
+        if python is not None and venv is not None:
+            raise ToolsError("pass python= or venv=, not both: a venv brings its interpreter")
+        for name, value in (env or {}).items():
+            if not name or "=" in name or "\0" in name or "\0" in value:
+                raise ToolsError(
+                    f"cannot give the code the environment variable {name!r}: names must be "
+                    "non-empty without '=' or NUL, values without NUL"
+                )
         self._enabled = enabled
+        self.isolation = isolation
         self.timeout = timeout
+        self.cpu_seconds = cpu_seconds
+        self.memory_mb = memory_mb
+        self.max_processes = max_processes
+        self.max_file_mb = max_file_mb
+        self.max_disk_mb = max_disk_mb
+        self.max_open_files = max_open_files
         self.max_output = max_output
         self.python = python
+        self.venv = None if venv is None else os.fspath(venv)
         self.user = user
-        self.use_namespaces = namespaces
+        self.cgroup = cgroup
         self.env = dict(env or {})  # more variables for the code; nothing is inherited
-        self._limits = [
-            cpu_seconds,
-            memory_mb * 2**20,
-            max_processes,
-            max_file_mb * 2**20,
-            max_open_files,
-        ]
         self._sandbox: Sandbox | None = None
         self.tool = Tool(self.execute_python, group="code")
 
@@ -168,15 +219,14 @@ class CodeExecutor:
         return [self.tool]
 
     def sandbox(self) -> Sandbox:
-        """Find out (once; it may start a probe process) how code will run here."""
+        """Find out (once; it starts a probe run) how code will run here."""
         if self._sandbox is None:
             self._sandbox = self._prepare()
         return self._sandbox
 
     def _prepare(self) -> Sandbox:
-        as_root = os.geteuid() == 0
-        uid = gid = tmp = None
-        if as_root:
+        uid = gid = None
+        if os.geteuid() == 0:
             try:
                 entry = pwd.getpwnam(self.user)
             except KeyError:
@@ -187,23 +237,168 @@ class CodeExecutor:
             if entry.pw_uid == 0:
                 raise ToolsError(f"refusing to run code as {self.user!r}, which is root")
             uid, gid = entry.pw_uid, entry.pw_gid
-            tmp = next(
-                (d for d in (tempfile.gettempdir(), "/tmp") if _reachable(d, uid, gid)), None
+        bwrap = bubblewrap.find() if self.isolation == "bubblewrap" else None
+        host = self._interpreter(uid, gid)
+        python = host
+        binds: tuple[tuple[str, str], ...] = ()
+        if bwrap is not None:
+            prefixes = _prefixes(host)
+            binds = tuple((p, p) for p in prefixes if not bubblewrap.under_system(p))
+            if self.venv is not None:
+                binds += ((os.path.abspath(self.venv), bubblewrap.VENV),)
+                python = f"{bubblewrap.VENV}/bin/python"
+            if uid is not None and gid is not None:
+                for source, _ in binds:
+                    if not _reachable(source, uid, gid):
+                        raise ToolsError(f"user {self.user!r} cannot reach {source!r}")
+        sandbox = Sandbox(self.isolation, python, binds, uid, gid, bwrap, find_place(self.cgroup))
+        self._probe(sandbox)
+        return sandbox
+
+    def _interpreter(self, uid: int | None, gid: int | None) -> str:
+        """The host path of the interpreter: the venv's, ``python``, or this program's base
+        interpreter (when the sandbox's user cannot run it, the system's ``python3``)."""
+        if self.venv is not None:
+            venv = Path(self.venv).absolute()
+            if not (venv / "pyvenv.cfg").is_file():
+                raise ToolsError(f"{self.venv!r} is not a virtual environment: no pyvenv.cfg")
+            candidates = [str(venv / "bin" / "python")]
+        elif self.python is not None:
+            candidates = [self.python]
+        else:
+            base = Path(sys.base_prefix, "bin", "python{}.{}".format(*sys.version_info))
+            system = shutil.which("python3", path=SANDBOX_PATH)
+            candidates = [str(base) if base.exists() else sys.executable, *filter(None, [system])]
+        for candidate in candidates:
+            if os.access(candidate, os.X_OK) and (
+                uid is None or gid is None or _reachable(candidate, uid, gid)
+            ):
+                return candidate
+        raise ToolsError(
+            f"no Python interpreter that user {self.user!r} can run was found (tried "
+            f"{', '.join(map(repr, candidates))}); pass CodeExecutor(python=...) or venv=..."
+        )
+
+    def _probe(self, sandbox: Sandbox) -> None:
+        """Start one empty run, so a sandbox that cannot start here is an error now, with
+        bubblewrap's reason, rather than a puzzling failure of the model's code later."""
+        launch, group = self._start(sandbox, "pass")
+        try:
+            probe = subprocess.run(
+                launch.argv,
+                env=launch.env,
+                cwd=launch.cwd,
+                pass_fds=launch.fds,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=30,
+                start_new_session=True,
             )
-            if tmp is None:
-                raise ToolsError(
-                    f"user {self.user!r} cannot reach the temporary directory "
-                    f"{tempfile.gettempdir()!r} nor /tmp, where the code would run"
-                )
-        python = self.python or _interpreter(uid, gid, self.user)
-        return Sandbox(python, uid, gid, tmp, _unshare(as_root) if self.use_namespaces else ())
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SandboxUnavailable(f"cannot start the sandbox: {exc}") from None
+        finally:
+            self._cleanup(launch, group)
+        if probe.returncode != 0:
+            reason = probe.stderr.decode("utf-8", "replace").strip()[-1000:]
+            raise SandboxUnavailable(
+                f"the {sandbox.isolation} sandbox does not start on this machine "
+                f"(exit code {probe.returncode}): {reason}"
+            )
+
+    def _start(self, sandbox: Sandbox, code: str) -> tuple[_Launch, RunCgroup | None]:
+        """The run's control group and what to launch; ``_cleanup`` undoes both."""
+        group = self._group(sandbox)
+        try:
+            return self._launch(sandbox, code, group), group
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
+
+    def _group(self, sandbox: Sandbox) -> RunCgroup | None:
+        if sandbox.cgroup is None:
+            return None
+        try:
+            return RunCgroup(
+                sandbox.cgroup, memory=self.memory_mb * 2**20, processes=self.max_processes
+            )
+        except OSError as exc:
+            raise SandboxUnavailable(
+                f"cannot make the run's control group under {sandbox.cgroup.parents[0]!r}: "
+                f"{exc.strerror or exc}"
+            ) from None
+
+    def _launch(self, sandbox: Sandbox, code: str, group: RunCgroup | None) -> _Launch:
+        limits: list[tuple[int, int, int]] = [
+            (resource.RLIMIT_CPU, self.cpu_seconds, self.cpu_seconds + 1),
+            (resource.RLIMIT_FSIZE, self.max_file_mb * 2**20, self.max_file_mb * 2**20),
+            (resource.RLIMIT_NOFILE, self.max_open_files, self.max_open_files),
+            (resource.RLIMIT_CORE, 0, 0),
+        ]
+        program = [sandbox.python, "-I", "main.py"]
+        if group is None:  # the fallback (docs/tools.md says what it does not bound)
+            memory = self.memory_mb * 2**20
+            limits.append((resource.RLIMIT_AS, memory, memory))
+            if sandbox.bwrap is not None:
+                boot = [sandbox.python, "-I", "-S", "-c", _COUNT_PROCESSES]
+                program = [*boot, str(self.max_processes), *program]
+            else:
+                limits.append((resource.RLIMIT_NPROC, self.max_processes, self.max_processes))
+        setup = {
+            "join": group.procs_files if group else [],
+            "limits": limits,
+            "uid": sandbox.uid,
+            "gid": sandbox.gid,
+            "keyctl": _KEYCTL.get(os.uname().machine),
+        }
+        launcher = [sys.executable, "-I", "-S", "-c", _LAUNCH, json.dumps(setup)]
+        if sandbox.bwrap is not None:
+            env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": bubblewrap.WORK}
+            env |= {"TMPDIR": "/tmp", **self.env}
+            argv, fds = bubblewrap.command(
+                sandbox.bwrap,
+                program=program,
+                code=code,
+                env=env,
+                binds=dict(sandbox.binds),
+                disk_bytes=self.max_disk_mb * 2**20,
+            )
+            return _Launch([*launcher, *argv], {}, "/", fds, None)
+        # The unsafe mode: a private directory in the shared temporary directory.
+        outer = Path(
+            tempfile.mkdtemp(prefix="aopkit-exec-", dir=None if sandbox.uid is None else "/tmp")
+        )
+        work = outer / "work"  # so that "../x" lands in a directory removed with it
+        try:
+            work.mkdir()
+            (work / "main.py").write_text(code, encoding="utf-8")
+            if sandbox.uid is not None and sandbox.gid is not None:
+                outer.chmod(0o711)  # the user may pass through, not write
+                os.chown(work, sandbox.uid, sandbox.gid)
+        except BaseException:
+            shutil.rmtree(outer, ignore_errors=True)
+            raise
+        env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
+        env |= self.env
+        return _Launch([*launcher, *program], env, str(work), [], outer)
+
+    @staticmethod
+    def _cleanup(launch: _Launch, group: RunCgroup | None) -> None:
+        for fd in launch.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if group is not None:
+            group.remove()
+        if launch.directory is not None:
+            shutil.rmtree(launch.directory, ignore_errors=True)
 
     async def execute_python(self, code: str) -> str:
         """Run a Python program in a fresh sandboxed process and return what it printed.
 
         Only standard output and standard error come back, so print what you want to see.
-        Every run starts from scratch in an empty directory, has no input, and is limited in
-        time, memory, processes and file size. Only the standard library is sure to exist.
+        Every run starts from scratch in an empty directory, has no input and no network, and
+        is limited in time, memory, processes and disk. Only the standard library is sure to
+        exist.
 
         Args:
             code: The complete program, as the text of a .py file.
@@ -220,46 +415,39 @@ class CodeExecutor:
                 "code execution is off, and nothing was run; the program can enable it with "
                 f"CodeExecutor(enabled=True) or by setting {ENABLE_ENV}=1 in its environment"
             )
+        try:
+            code.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ToolsError(
+                f"the code is not valid text ({exc.reason} at character {exc.start}); "
+                "nothing was run"
+            ) from None
         sandbox = (
             self._sandbox if self._sandbox is not None else await asyncio.to_thread(self.sandbox)
         )
-        outer = Path(tempfile.mkdtemp(prefix="aopkit-exec-", dir=sandbox.tmp))
+        launch, group = self._start(sandbox, code)
         try:
-            work = outer / "work"  # so that "../x" lands in a directory removed with it
-            work.mkdir()
-            (work / "main.py").write_text(code, encoding="utf-8")
-            if sandbox.uid is not None and sandbox.gid is not None:
-                outer.chmod(0o711)  # the user may pass through, not write
-                os.chown(work, sandbox.uid, sandbox.gid)
-            return await self._spawn(sandbox, work)
-        finally:
-            shutil.rmtree(outer, ignore_errors=True)
+            return await self._spawn(sandbox, launch, group)
+        finally:  # in a thread that finishes even if this task is cancelled meanwhile
+            await asyncio.shield(asyncio.to_thread(self._cleanup, launch, group))
 
-    async def _spawn(self, sandbox: Sandbox, work: Path) -> Execution:
-        home = str(work)
-        env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home, **self.env}
-        ids = [
-            -1 if sandbox.uid is None else sandbox.uid,
-            -1 if sandbox.gid is None else sandbox.gid,
-        ]
+    async def _spawn(self, sandbox: Sandbox, launch: _Launch, group: RunCgroup | None) -> Execution:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *sandbox.unshare,
-                sandbox.python,
-                "-I",
-                "-S",
-                "-c",
-                _BOOT,
-                *(str(n) for n in [*self._limits, *ids]),
-                cwd=work,
-                env=env,
+                *launch.argv,
+                cwd=launch.cwd,
+                env=launch.env,
+                pass_fds=launch.fds,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group, killed as a whole
             )
         except OSError as exc:
-            raise ToolsError(f"cannot start {sandbox.python!r}: {exc.strerror}") from None
+            raise SandboxUnavailable(f"cannot start the sandbox: {exc.strerror}") from None
+        for fd in launch.fds:  # the child has its copies
+            os.close(fd)
+        launch.fds.clear()
         assert proc.stdout is not None and proc.stderr is not None
         out, err = _Capture(self.max_output), _Capture(self.max_output)
         readers = [
@@ -272,18 +460,18 @@ class CodeExecutor:
         except asyncio.TimeoutError:
             timed_out = True
         except BaseException:  # cancelled: leave nothing running
-            _kill_group(proc.pid)
+            _kill(proc.pid, group)
             for task in readers:
                 task.cancel()
             await asyncio.shield(proc.wait())  # reap it (SIGKILL: at once)
             raise
-        _kill_group(proc.pid)  # what the program left running in its group goes too
+        _kill(proc.pid, group)  # what the program left running goes too
         returncode = await proc.wait()
         _, pending = await asyncio.wait(readers, timeout=_GRACE)
-        for task in pending:  # a process that left the group still holds the pipe
+        for task in pending:  # a process that escaped still holds the pipe
             task.cancel()
         number = -returncode if returncode < 0 else None
-        if sandbox.unshare and returncode > 128:
+        if sandbox.bwrap is not None and returncode > 128:  # bubblewrap's way to say "signal"
             number = returncode - 128
         return Execution(
             returncode=None if number is not None or timed_out else returncode,
@@ -294,6 +482,7 @@ class CodeExecutor:
             stdout_cut=out.cut,
             stderr_cut=err.cut,
             timeout=self.timeout,
+            memory_exceeded=group is not None and group.memory_exceeded(),
         )
 
 
@@ -321,9 +510,11 @@ class _Capture:
         return self.kept.decode("utf-8", errors="replace")
 
 
-def _kill_group(pgid: int) -> None:
+def _kill(pgid: int, group: RunCgroup | None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    if group is not None:
+        group.kill()
 
 
 def _signal_name(number: int) -> str:
@@ -333,18 +524,21 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _interpreter(uid: int | None, gid: int | None, user: str) -> str:
-    """This program's interpreter, or (when the code runs as another user who cannot reach
-    it, e.g. one under /root) the first ``python3`` on the sandbox's PATH that user can run."""
-    if uid is None or gid is None:
-        return sys.executable
-    for candidate in (sys.executable, shutil.which("python3", path=SANDBOX_PATH)):
-        if candidate and _reachable(candidate, uid, gid):
-            return candidate
-    raise ToolsError(
-        f"no Python interpreter that user {user!r} can run was found (this program's is "
-        f"{sys.executable!r}); pass CodeExecutor(python=...) one that it can run"
-    )
+def _prefixes(python: str) -> list[str]:
+    """Where ``python``'s standard library lives (its base prefixes), asked of it."""
+    query = "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"
+    try:
+        answer = subprocess.run(
+            [python, "-I", "-S", "-c", query],
+            env={"PATH": SANDBOX_PATH},
+            capture_output=True,
+            timeout=30,
+            check=True,
+            text=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolsError(f"cannot run the interpreter {python!r}: {exc}") from None
+    return sorted(set(answer.stdout.split()))
 
 
 def _reachable(path: str, uid: int, gid: int) -> bool:
@@ -357,21 +551,3 @@ def _reachable(path: str, uid: int, gid: int) -> bool:
         if not (info.st_mode >> shift) & 1:
             return False
     return True
-
-
-@cache
-def _unshare(as_root: bool) -> tuple[str, ...]:
-    """The ``unshare`` command for fresh network and pid namespaces, if this system allows it:
-    root may create them directly, anyone else needs a user namespace."""
-    command = shutil.which("unshare", path=SANDBOX_PATH)
-    if command is None:
-        return ()
-    user = () if as_root else ("--user", "--map-root-user")
-    prefix = (command, *user, "--net", "--pid", "--fork", "--kill-child")
-    try:
-        probe = subprocess.run(
-            [*prefix, "true"], env={"PATH": SANDBOX_PATH}, capture_output=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return prefix if probe.returncode == 0 else ()
