@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 from aopkit import Tool
@@ -190,24 +190,28 @@ class Workspace:
             path: The file or directory to search, relative to the workspace root.
             regex: Treat the query as a regular expression.
         """
-        if not isinstance(query, str) or not query:
-            raise FileToolError("the query is empty; give some text to look for")
         _encode(query, "the query")
+        if not query:
+            raise FileToolError("the query is empty; give some text to look for")
         try:
             pattern = re.compile(query if regex else re.escape(query))
         except re.error as exc:
             raise FileToolError(f"the query is not a valid regular expression: {exc}") from None
         matches: list[str] = []
         skipped = 0
-        for relative, found in self._searched(path, pattern):
-            if found is None:
-                skipped += 1
-                continue
-            for number, line in found:
-                if len(matches) == self.max_matches:
-                    matches.append(f"[stopped at {self.max_matches} matches; narrow the search]")
-                    return "\n".join(matches)
-                matches.append(f"{_shown(relative)}:{number}: {line}")
+        searched = contextlib.closing(self._searched(path, pattern))  # closes what it opened
+        with searched as files:
+            for relative, found in files:
+                if found is None:
+                    skipped += 1
+                    continue
+                for number, line in found:
+                    if len(matches) == self.max_matches:
+                        matches.append(
+                            f"[stopped at {self.max_matches} matches; narrow the search]"
+                        )
+                        return "\n".join(matches)
+                    matches.append(f"{_shown(relative)}:{number}: {line}")
         if not matches:
             matches.append(f"no matches for {query!r}")
         if skipped:
@@ -216,11 +220,12 @@ class Workspace:
 
     def _searched(
         self, path: str, pattern: re.Pattern[str]
-    ) -> Iterator[tuple[str, list[tuple[int, str]] | None]]:
+    ) -> Generator[tuple[str, list[tuple[int, str]] | None], None, None]:
         """Each file under ``path`` with its matching lines (None: binary, too large or
         unreadable); links to files are followed while they stay inside the root."""
         with self._located(path) as at:
             if at.info is not None and not stat.S_ISDIR(at.info.st_mode):
+                _check_regular(path, at.info.st_mode)
                 yield at.relative, self._search(at.dir_fd, at.name, pattern)
                 return
             _check_directory(path, at)
@@ -345,7 +350,8 @@ def _replace(at: Location, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=at.dir_fd)
         raise
-    os.fsync(at.dir_fd)  # the rename itself survives a crash
+    with contextlib.suppress(OSError):  # some file systems cannot sync a directory
+        os.fsync(at.dir_fd)  # the rename itself survives a crash
 
 
 @contextlib.contextmanager

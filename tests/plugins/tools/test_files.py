@@ -1,5 +1,6 @@
 """Workspace files: confined to the root whatever path a model sends, read-only by default."""
 
+import contextlib
 import os
 import resource
 import stat
@@ -277,6 +278,8 @@ def test_device_files_and_fifos_are_never_opened_for_reading_or_replaced(kernel,
             workspace.write_file(name, "x")
     with pytest.raises(PathRefused, match="outside the workspace"):
         workspace.read_file("devzero")
+    with pytest.raises(FileToolError, match=r"^'pipe' is not a regular file$"):
+        workspace.search_files("x", path="pipe")
     assert workspace.search_files("anything").startswith("no matches")
     listing = workspace.list_files()
     assert "pipe (not a regular file)" in listing and "zero (not a regular file)" in listing
@@ -321,3 +324,26 @@ async def test_a_root_from_the_environment_is_not_shown_when_wrong(kernel, tmp_p
     assert result.output == (
         "FileToolError: the workspace root given by AOPKIT_WORKSPACE is not a directory"
     )
+
+
+def test_no_call_leaves_a_file_descriptor_open(root):
+    (root / "many.txt").write_text("hit\n" * 100)
+    workspace = Workspace(root, writable=True, max_matches=3, max_entries=2)
+    calls = [
+        lambda: workspace.read_file("notes.txt"),
+        lambda: workspace.read_file("indir/deep.txt"),
+        lambda: workspace.read_file("missing/x"),
+        lambda: workspace.read_file("outdir/secret.txt"),
+        lambda: workspace.read_file("loop"),
+        lambda: workspace.write_file("sub/new.txt", "x"),
+        lambda: workspace.write_file("sub", "x"),
+        lambda: workspace.list_files(recursive=True),
+        lambda: workspace.search_files("hit"),  # stops at the match cap mid-walk
+        lambda: workspace.search_files("TODO", path="notes.txt"),
+    ]
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        for call in calls:
+            with contextlib.suppress(ToolsError):
+                call()
+    assert len(os.listdir("/proc/self/fd")) == before
