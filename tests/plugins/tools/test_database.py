@@ -151,7 +151,7 @@ async def test_writes_when_enabled(kernel, path):
             "QueryError: SQL error: You can only execute one statement at a time.",
         ),
         ({"sql": "SELECT ?", "params": []}, "QueryError: SQL error: Incorrect number of bindings"),
-        ({"sql": "SELECT ?", "params": [[1]]}, "QueryError: SQL error: Error binding parameter 1"),
+        ({"sql": "SELECT ?", "params": [[1]]}, "QueryError: SQL error: Error binding parameter"),
         ({"sql": "SELECT ?", "params": "1"}, "QueryError: params must be a list (for ? "),
     ],
 )
