@@ -107,15 +107,12 @@ class Workspace:
             raise FileToolError(f"offset must be 0 or more, not {offset}")
         with self._located(path) as at:
             _check_file(path, at)
-            try:
-                with _open_regular(at.dir_fd, at.name, path) as (fd, size):
-                    if offset > size:
-                        raise FileToolError(
-                            f"offset {offset} is past the end of {_quote(path)} ({size} bytes)"
-                        )
-                    data = os.pread(fd, self.max_read, offset)
-            except OSError as exc:
-                raise _failed(path, exc) from None
+            with _open_regular(at.dir_fd, at.name, path) as (fd, size):
+                if offset > size:
+                    raise FileToolError(
+                        f"offset {offset} is past the end of {_quote(path)} ({size} bytes)"
+                    )
+                data = os.pread(fd, self.max_read, offset)
         start = _char_start(data)
         text = _decode(data[start:], final=offset + len(data) >= size)
         if text is None:
@@ -151,10 +148,7 @@ class Workspace:
                 raise FileToolError(f"{_quote(path)}: that is the workspace root, not a file")
             if at.info is not None:
                 _check_regular(path, at.info.st_mode)
-            try:
-                _replace(at, data)
-            except OSError as exc:
-                raise _failed(path, exc) from None
+            _replace(at, data)
             return f"wrote {len(data)} bytes to {_shown(at.relative)}"
 
     def list_files(self, path: str = ".", recursive: bool = False) -> str:
@@ -167,17 +161,14 @@ class Workspace:
         lines: list[str] = []
         with self._located(path) as at:
             _check_directory(path, at)
-            try:
-                with _opened(at.open_directory()) as fd:
-                    for relative, info, _, _ in _entries(fd, _prefix(at), bool(recursive)):
-                        if len(lines) == self.max_entries:
-                            lines.append(
-                                f"[stopped at {self.max_entries} entries; list a subdirectory]"
-                            )
-                            break
-                        lines.append(_entry(relative, info))
-            except OSError as exc:
-                raise _failed(path, exc) from None
+            with _opened(at.open_directory()) as fd:
+                for relative, info, _, _ in _entries(fd, _prefix(at), bool(recursive)):
+                    if len(lines) == self.max_entries:
+                        lines.append(
+                            f"[stopped at {self.max_entries} entries; list a subdirectory]"
+                        )
+                        break
+                    lines.append(_entry(relative, info))
             return "\n".join(lines) if lines else f"{_shown(at.relative)} is empty"
 
     def search_files(self, query: str, path: str = ".", regex: bool = False) -> str:
@@ -229,17 +220,14 @@ class Workspace:
                 yield at.relative, self._search(at.dir_fd, at.name, pattern)
                 return
             _check_directory(path, at)
-            try:
-                with _opened(at.open_directory()) as top:
-                    for relative, info, dir_fd, name in _entries(top, _prefix(at), True):
-                        if stat.S_ISREG(info.st_mode):
-                            yield relative, self._search(dir_fd, name, pattern)
-                        elif stat.S_ISLNK(info.st_mode):
-                            found = self._search_link(relative, pattern)
-                            if found != []:
-                                yield relative, found
-            except OSError as exc:
-                raise _failed(path, exc) from None
+            with _opened(at.open_directory()) as top:
+                for relative, info, dir_fd, name in _entries(top, _prefix(at), True):
+                    if stat.S_ISREG(info.st_mode):
+                        yield relative, self._search(dir_fd, name, pattern)
+                    elif stat.S_ISLNK(info.st_mode):
+                        found = self._search_link(relative, pattern)
+                        if found is None or found:
+                            yield relative, found
 
     def _search_link(self, relative: str, pattern: re.Pattern[str]) -> list[tuple[int, str]] | None:
         """A link is searched if it leads to a file inside the root; else it is not a file."""
@@ -278,6 +266,8 @@ class Workspace:
 
     @contextlib.contextmanager
     def _located(self, path: str, *, make_dirs: bool = False) -> Iterator[Location]:
+        """Where ``path`` leads; a file-system error here or in the ``with`` block becomes a
+        :class:`FileToolError` that names the path as the model gave it."""
         parts = _parts(path)
         try:
             with located(self.root, parts, _quote(path), make_dirs=make_dirs) as at:
