@@ -1,14 +1,17 @@
 """SQL against one SQLite database: ``Database("shop.db").tools()``.
 
 Read-only unless the program enables writing: the file is opened with ``mode=ro``, the
-connection is ``query_only``, and an authorizer lets through only statements that read. Values
-are always bound as parameters, never put into the SQL text.
+connection is ``query_only``, and an authorizer lets through only statements that read. In
+every mode the authorizer allows only the SQL functions and pragmas named in
+:mod:`._sql_policy`, and SQLite's limits bound how large a value or a row may grow. Values are
+always bound as parameters, never put into the SQL text.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -17,39 +20,21 @@ from typing import Any
 
 from aopkit import Tool
 
+from ._sql_policy import Policy
 from .errors import QueryError
 
 DATABASE_ENV = "AOPKIT_DATABASE"
 _COUNT_LIMIT = 10_000  # rows counted past the shown ones, to say how many more there are
-_READING = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    sqlite3.SQLITE_RECURSIVE,
-}
-# Pragmas that take an argument and still only read: they describe the schema.
-_SCHEMA_PRAGMAS = {
-    "table_info",
-    "table_xinfo",
-    "table_list",
-    "index_list",
-    "index_info",
-    "index_xinfo",
-    "foreign_key_list",
-}
-_READ_ONLY = (
-    "refused: the database is read-only, and this statement would change it (the program "
-    "can allow writes with Database(path, writable=True))"
-)
-_OTHER_FILES = "refused: ATTACH, DETACH and VACUUM INTO are not allowed (they open other files)"
+MAX_COLUMNS = 100  # result columns of one statement: with max_bytes, bounds one row's memory
 
 
 class Database:
     """Runs the SQL a model writes against one SQLite file.
 
     ``path=None`` takes the file from the environment variable ``AOPKIT_DATABASE`` when first
-    used. Results show at most ``max_rows`` rows, cells cut at ``max_cell`` characters; a
-    statement running longer than ``timeout`` seconds is stopped. Calls are serialised.
+    used. Results show at most ``max_rows`` rows, cells cut at ``max_cell`` characters; no
+    string or blob a statement builds or reads may exceed ``max_bytes``; a statement running
+    longer than ``timeout`` seconds is stopped. Calls are serialised.
     """
 
     def __init__(
@@ -59,17 +44,20 @@ class Database:
         writable: bool = False,
         max_rows: int = 50,
         max_cell: int = 200,
+        max_bytes: int = 1_000_000,
         timeout: float = 10.0,
     ) -> None:
         self.path = path
         self.writable = writable
         self.max_rows = max_rows
         self.max_cell = max_cell
+        self.max_bytes = max_bytes
         self.timeout = timeout
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._refusal: str | None = None  # why the authorizer or the clock stopped a statement
+        self._policy = Policy(writable)
         self._deadline = 0.0
+        self._overran = False
         self.tool = Tool(self.sql_query, group="database", thread=True)
 
     def tools(self) -> list[Tool]:
@@ -77,9 +65,7 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            self._disconnect()
 
     def sql_query(self, sql: str, params: Any = None) -> str:
         """Run one SQLite statement and return its rows as a table. Put values in parameters,
@@ -89,6 +75,8 @@ class Database:
             sql: One SQL statement, with ? or :name placeholders for values.
             params: The values: a list for ? placeholders, an object for :name placeholders.
         """
+        if not isinstance(sql, str):
+            raise QueryError(f"sql must be text, not {type(sql).__name__}")
         if params is None:
             params = ()
         elif not isinstance(params, (list, dict)):
@@ -96,24 +84,65 @@ class Database:
                 "params must be a list (for ? placeholders) or an object (for :name "
                 f"placeholders), not {type(params).__name__}"
             )
+        _check_text(sql, "the SQL")
         with self._lock:
-            connection = self._connect()
-            self._refusal = None
-            self._deadline = time.monotonic() + self.timeout
             try:
-                cursor = connection.execute(sql, params)
-                try:
-                    if cursor.description is None:
-                        changed = cursor.rowcount
-                        return f"done; {changed} rows changed" if changed >= 0 else "done"
-                    columns = [column[0] for column in cursor.description]
-                    rows = cursor.fetchmany(self.max_rows)
-                    more = len(cursor.fetchmany(_COUNT_LIMIT)) if len(rows) == self.max_rows else 0
-                finally:
-                    cursor.close()
-            except (sqlite3.Error, sqlite3.Warning) as exc:  # Warning: several statements (3.10)
-                raise QueryError(self._refusal or f"SQL error: {exc}") from None
-        return _table(columns, rows, more, self.max_cell)
+                return self._run(sql, params)
+            except sqlite3.Error as exc:
+                if "malformed database schema" not in str(exc):
+                    raise QueryError(self._explain(exc)) from None
+            # Another connection changed the schema and a table is wider than the column limit
+            # allows: a fresh connection reads the schema before the limit is set.
+            self._disconnect()
+            try:
+                return self._run(sql, params)
+            except sqlite3.Error as exc:
+                raise QueryError(self._explain(exc)) from None
+
+    def _run(self, sql: str, params: list[Any] | dict[str, Any]) -> str:
+        connection = self._connect()
+        self._policy.refusal = None
+        self._overran = False
+        self._deadline = time.monotonic() + self.timeout
+        try:
+            cursor = connection.execute(sql, params)
+        except (sqlite3.Warning, OverflowError, UnicodeEncodeError) as exc:
+            # Warning: several statements (3.10); the others: a value SQLite cannot take.
+            raise QueryError(f"SQL error: {exc}") from None
+        try:
+            if cursor.description is None:
+                changed = cursor.rowcount
+                return f"done; {changed} rows changed" if changed >= 0 else "done"
+            columns = [_cell(column[0], self.max_cell) for column in cursor.description]
+            rows: list[list[str]] = []
+            more = 0
+            for row in cursor:  # one row at a time: a row is rendered, or counted, then dropped
+                if len(rows) < self.max_rows:
+                    rows.append([_cell(value, self.max_cell) for value in row])
+                    continue
+                more += 1
+                if more == _COUNT_LIMIT:
+                    break
+        finally:
+            cursor.close()
+        return _table(columns, rows, more)
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        """What the model is told: why the statement was refused or stopped, else SQLite's
+        error (its texts name no files)."""
+        if self._policy.refusal:
+            return self._policy.refusal
+        if self._overran:
+            return f"stopped: the statement ran longer than {self.timeout:g} s"
+        text = str(exc)
+        if text == "string or blob too big":
+            return (
+                f"refused: a value would be larger than {self.max_bytes} bytes, the most this "
+                "tool lets one string or blob be"
+            )
+        if text == "too many columns in result set":
+            return f"refused: a result may have at most {MAX_COLUMNS} columns; name fewer"
+        return f"SQL error: {text}"
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is not None:
@@ -129,40 +158,57 @@ class Database:
             connection = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False
             )
+        except sqlite3.Error as exc:
+            # The path is the program's business, not the model's: it is not shown.
+            raise QueryError(f"cannot open the database the program configured: {exc}") from None
+        try:
             if not self.writable:
                 connection.execute("PRAGMA query_only = ON")
+            connection.execute("SELECT 1 FROM sqlite_master LIMIT 0")  # reads the schema
         except sqlite3.Error as exc:
-            raise QueryError(f"cannot open the database {os.fspath(path)!r}: {exc}") from None
-        connection.set_authorizer(self._authorize)
+            connection.close()
+            raise QueryError(f"cannot read the database the program configured: {exc}") from None
+        self._limit(connection)
+        connection.set_authorizer(self._policy.authorize)
         connection.set_progress_handler(self._overtime, 1000)
         self._connection = connection
         return connection
 
-    def _authorize(
-        self, action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None
-    ) -> int:
-        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-            self._refusal = _OTHER_FILES
-            return sqlite3.SQLITE_DENY
-        if (
-            self.writable
-            or action in _READING
-            or (action == sqlite3.SQLITE_PRAGMA and (arg2 is None or arg1 in _SCHEMA_PRAGMAS))
-        ):
-            return sqlite3.SQLITE_OK
-        self._refusal = _READ_ONLY
-        return sqlite3.SQLITE_DENY
+    def _limit(self, connection: sqlite3.Connection) -> None:
+        """Bound what one statement can allocate. ``setlimit`` is Python 3.11+; on 3.10 only
+        the time limit and the result caps apply (see docs/tools.md)."""
+        if sys.version_info < (3, 11):
+            return
+        connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_bytes)
+        connection.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, min(self.max_bytes, 100_000))
+        connection.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, MAX_COLUMNS)  # after the schema was read
+        connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _overtime(self) -> int:
         if time.monotonic() < self._deadline:
             return 0
-        self._refusal = f"stopped: the statement ran longer than {self.timeout:g} s"
+        self._overran = True
         return 1
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], more: int, width: int) -> str:
+def _check_text(text: str, what: str) -> None:
+    """Refuse text SQLite cannot take (a lone surrogate) with the place it is at."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QueryError(
+            f"{what} is not valid text: a lone surrogate {text[exc.start]!a} at character "
+            f"{exc.start}"
+        ) from None
+
+
+def _table(columns: Sequence[str], cells: Sequence[Sequence[str]], more: int) -> str:
     """A compact text table, then how many rows there are (and how many were left out)."""
-    cells = [[_cell(value, width) for value in row] for row in rows]
     widths = [max([len(name), *(len(row[i]) for row in cells)]) for i, name in enumerate(columns)]
     lines = [
         " | ".join(name.ljust(w) for name, w in zip(columns, widths, strict=True)).rstrip(),
@@ -174,9 +220,9 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], more: int, wid
     ]
     if more:
         count = f"at least {more}" if more == _COUNT_LIMIT else str(more)
-        lines.append(f"({len(rows)} rows shown; {count} more not shown: narrow the query)")
+        lines.append(f"({len(cells)} rows shown; {count} more not shown: narrow the query)")
     else:
-        lines.append(f"({len(rows)} rows)")
+        lines.append(f"({len(cells)} rows)")
     return "\n".join(lines)
 
 
@@ -185,5 +231,5 @@ def _cell(value: Any, width: int) -> str:
         return "NULL"
     if isinstance(value, bytes):
         return f"<{len(value)} bytes>"
-    text = str(value).replace("\r", "\\r").replace("\n", "\\n")
+    text = str(value)[: width + 1].replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= width else text[: width - 1] + "…"

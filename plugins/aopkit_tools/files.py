@@ -1,21 +1,27 @@
 """Files confined to one workspace directory: ``Workspace("data").tools()``.
 
-Every path a model gives is relative to the root; absolute paths, ``..`` and symbolic links
-that resolve outside the root are refused. Writing is off unless the program enables it.
+Every path a model gives is relative to the root; absolute paths and ``..`` are refused, and
+symbolic links are followed only while they stay inside the root. Paths are walked one name at
+a time from the root (see :mod:`._confined`), so nothing renamed meanwhile can lead a read or a
+write outside. Writes replace a file whole: readers see the old content or the new, never a
+part. Writing is off unless the program enables it.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import os
 import re
+import secrets
 import stat
-from collections.abc import Callable, Iterator
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 
 from aopkit import Tool
 
+from ._confined import Location, located
 from .errors import FileToolError, NotEnabled, PathRefused
 
 WORKSPACE_ENV = "AOPKIT_WORKSPACE"
@@ -23,6 +29,8 @@ _MAX_PATH = 4096
 _MAX_NAME = 255  # bytes, as most file systems count
 _SNIFF = 8192  # bytes looked at to tell binary from text
 _LINE = 200  # characters of a matching line shown
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO must not block
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _REASONS = {
     errno.ENOENT: "does not exist",
     errno.EISDIR: "is a directory",
@@ -30,9 +38,11 @@ _REASONS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
     errno.ENAMETOOLONG: "the name is too long",
-    errno.ELOOP: "too many symbolic links",
+    errno.ELOOP: "it changed into a symbolic link while it was opened; try again",
     errno.ENOSPC: "no space left",
+    errno.EDQUOT: "no space left",
     errno.EFBIG: "the file is too large",
+    errno.EROFS: "the file system is read-only",
 }
 
 
@@ -61,7 +71,7 @@ class Workspace:
         self.max_entries = max_entries
         self.max_matches = max_matches
         self.max_search_bytes = max_search_bytes
-        self._root = None if root is None else _resolve_root(os.fspath(root))
+        self._root = None if root is None else _resolve_root(os.fspath(root), repr(root))
         functions: list[Callable[..., str]] = [self.read_file, self.list_files, self.search_files]
         if writable:
             functions.append(self.write_file)
@@ -76,43 +86,12 @@ class Workspace:
                     "no workspace is configured; the program can give one with "
                     f"Workspace(root) or the environment variable {WORKSPACE_ENV}"
                 )
-            self._root = _resolve_root(configured)
+            self._root = _resolve_root(configured, f"given by {WORKSPACE_ENV}")
         return self._root
 
     def tools(self) -> list[Tool]:
         """The tools for a toolkit: write_file only when the workspace is writable."""
         return list(self._tools)
-
-    def locate(self, path: str) -> Path:
-        """The real location of ``path`` inside the root, or :class:`PathRefused` saying why
-        not. Symbolic links are followed, and where they lead must be inside the root too."""
-        if "\x00" in path:
-            raise PathRefused(f"{_quote(path)}: a path may not contain NUL bytes")
-        if len(path) > _MAX_PATH:
-            raise PathRefused(f"a path of {len(path)} characters is too long (at most {_MAX_PATH})")
-        pure = PurePosixPath(path)
-        if pure.is_absolute():
-            raise PathRefused(
-                f"{_quote(path)}: absolute paths are refused; give a path relative to the "
-                "workspace root"
-            )
-        if ".." in pure.parts:
-            raise PathRefused(f"{_quote(path)}: '..' is refused; paths stay inside the workspace")
-        for part in pure.parts:
-            if len(part.encode("utf-8", "surrogateescape")) > _MAX_NAME:
-                raise PathRefused(
-                    f"{_quote(path)}: the name {_quote(part)} is longer than {_MAX_NAME} bytes"
-                )
-        root = self.root
-        try:
-            target = (root / pure).resolve()
-        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
-            raise PathRefused(f"{_quote(path)}: symbolic links loop") from None
-        if not target.is_relative_to(root):
-            raise PathRefused(
-                f"{_quote(path)}: a symbolic link leads outside the workspace; refused"
-            )
-        return target
 
     def read_file(self, path: str, offset: int = 0) -> str:
         """Read a text file of the workspace. Long files come in parts: the end of each part
@@ -122,19 +101,18 @@ class Workspace:
             path: The file, relative to the workspace root (for example "notes/todo.txt").
             offset: Where to start, in bytes from the beginning of the file.
         """
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise FileToolError(f"offset must be a whole number, not {type(offset).__name__}")
         if offset < 0:
             raise FileToolError(f"offset must be 0 or more, not {offset}")
-        target = self.locate(path)
-        try:
-            info = target.stat()
-            _check_regular(path, info.st_mode)
-            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK)  # were it swapped for a FIFO
-            with os.fdopen(fd, "rb") as file:
-                file.seek(offset)
-                data = file.read(self.max_read)
-        except OSError as exc:
-            raise _failed(path, exc) from None
-        size = info.st_size
+        with self._located(path) as at:
+            _check_file(path, at)
+            with _open_regular(at.dir_fd, at.name, path) as (fd, size):
+                if offset > size:
+                    raise FileToolError(
+                        f"offset {offset} is past the end of {_quote(path)} ({size} bytes)"
+                    )
+                data = os.pread(fd, self.max_read, offset)
         start = _char_start(data)
         text = _decode(data[start:], final=offset + len(data) >= size)
         if text is None:
@@ -160,23 +138,18 @@ class Workspace:
                 "writing is off in this workspace; the program can enable it with "
                 "Workspace(root, writable=True)"
             )
-        data = content.encode("utf-8")
+        data = _encode(content, "the content")
         if len(data) > self.max_write:
             raise FileToolError(
                 f"{_quote(path)}: the content is {len(data)} bytes; at most {self.max_write}"
             )
-        target = self.locate(path)
-        if target == self.root:
-            raise FileToolError(f"{_quote(path)}: that is the workspace root, not a file")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(target, flags, 0o644)
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-        except OSError as exc:
-            raise _failed(path, exc) from None
-        return f"wrote {len(data)} bytes to {self._relative(target)}"
+        with self._located(path, make_dirs=True) as at:
+            if at.name == "." and at.relative == ".":
+                raise FileToolError(f"{_quote(path)}: that is the workspace root, not a file")
+            if at.info is not None:
+                _check_regular(path, at.info.st_mode)
+            _replace(at, data)
+            return f"wrote {len(data)} bytes to {_shown(at.relative)}"
 
     def list_files(self, path: str = ".", recursive: bool = False) -> str:
         """List a directory of the workspace: directories end with "/", files show their size.
@@ -185,18 +158,18 @@ class Workspace:
             path: The directory, relative to the workspace root ("." is the root).
             recursive: Also list what is inside the subdirectories.
         """
-        target = self.locate(path)
-        _check_directory(path, target)
         lines: list[str] = []
-        try:
-            for entry in _walk(target, recursive):
-                if len(lines) == self.max_entries:
-                    lines.append(f"[stopped at {self.max_entries} entries; list a subdirectory]")
-                    break
-                lines.append(self._entry(entry))
-        except OSError as exc:
-            raise _failed(path, exc) from None
-        return "\n".join(lines) if lines else f"{self._relative(target)} is empty"
+        with self._located(path) as at:
+            _check_directory(path, at)
+            with _opened(at.open_directory()) as fd:
+                for relative, info, _, _ in _entries(fd, _prefix(at), bool(recursive)):
+                    if len(lines) == self.max_entries:
+                        lines.append(
+                            f"[stopped at {self.max_entries} entries; list a subdirectory]"
+                        )
+                        break
+                    lines.append(_entry(relative, info))
+            return "\n".join(lines) if lines else f"{_shown(at.relative)} is empty"
 
     def search_files(self, query: str, path: str = ".", regex: bool = False) -> str:
         """Find the lines of the workspace's text files that contain the query. Each match
@@ -208,46 +181,81 @@ class Workspace:
             path: The file or directory to search, relative to the workspace root.
             regex: Treat the query as a regular expression.
         """
+        _encode(query, "the query")
         if not query:
             raise FileToolError("the query is empty; give some text to look for")
         try:
             pattern = re.compile(query if regex else re.escape(query))
         except re.error as exc:
             raise FileToolError(f"the query is not a valid regular expression: {exc}") from None
-        target = self.locate(path)
-        if not target.is_file():
-            _check_directory(path, target)
         matches: list[str] = []
         skipped = 0
-        for file in [target] if target.is_file() else _walk(target, True):
-            found = self._search(file, pattern)
-            if found is None:
-                skipped += 1
-                continue
-            for number, line in found:
-                if len(matches) == self.max_matches:
-                    matches.append(f"[stopped at {self.max_matches} matches; narrow the search]")
-                    return "\n".join(matches)
-                matches.append(f"{self._relative(file)}:{number}: {line}")
+        searched = contextlib.closing(self._searched(path, pattern))  # closes what it opened
+        with searched as files:
+            for relative, found in files:
+                if found is None:
+                    skipped += 1
+                    continue
+                for number, line in found:
+                    if len(matches) == self.max_matches:
+                        matches.append(
+                            f"[stopped at {self.max_matches} matches; narrow the search]"
+                        )
+                        return "\n".join(matches)
+                    matches.append(f"{_shown(relative)}:{number}: {line}")
         if not matches:
             matches.append(f"no matches for {query!r}")
         if skipped:
             matches.append(f"[{skipped} files were not searched: binary, too large or unreadable]")
         return "\n".join(matches)
 
-    def _search(self, file: Path, pattern: re.Pattern[str]) -> list[tuple[int, str]] | None:
-        """The matching lines of one file: None if it is binary, too large or unreadable, none
-        if it is not a regular file inside the root."""
+    def _searched(
+        self, path: str, pattern: re.Pattern[str]
+    ) -> Generator[tuple[str, list[tuple[int, str]] | None], None, None]:
+        """Each file under ``path`` with its matching lines (None: binary, too large or
+        unreadable); links to files are followed while they stay inside the root."""
+        with self._located(path) as at:
+            if at.info is not None and not stat.S_ISDIR(at.info.st_mode):
+                _check_regular(path, at.info.st_mode)
+                yield at.relative, self._search(at.dir_fd, at.name, pattern)
+                return
+            _check_directory(path, at)
+            with _opened(at.open_directory()) as top:
+                for relative, info, dir_fd, name in _entries(top, _prefix(at), True):
+                    if stat.S_ISREG(info.st_mode):
+                        yield relative, self._search(dir_fd, name, pattern)
+                    elif stat.S_ISLNK(info.st_mode):
+                        found = self._search_link(relative, pattern)
+                        if found is None or found:
+                            yield relative, found
+
+    def _search_link(self, relative: str, pattern: re.Pattern[str]) -> list[tuple[int, str]] | None:
+        """A link is searched if it leads to a file inside the root; else it is not a file."""
         try:
-            if file.is_symlink() and not file.resolve().is_relative_to(self.root):
-                return []
-            if not file.is_file():
-                return []
-            if file.stat().st_size > self.max_search_bytes:
-                return None
-            text = _decode(file.read_bytes(), final=True)
-        except (OSError, RuntimeError):  # unreadable, or a symlink loop
+            with located(self.root, relative.split("/"), _quote(relative)) as at:
+                if at.info is None or not stat.S_ISREG(at.info.st_mode):
+                    return []
+                return self._search(at.dir_fd, at.name, pattern)
+        except PathRefused:
+            return []
+        except OSError:
             return None
+
+    def _search(
+        self, dir_fd: int, name: str, pattern: re.Pattern[str]
+    ) -> list[tuple[int, str]] | None:
+        """The matching lines of one file: None if it is binary, too large or unreadable, none
+        if it is not a regular file."""
+        try:
+            with _open_regular(dir_fd, name, name) as (fd, size):
+                if size > self.max_search_bytes:
+                    return None
+                data = os.pread(fd, self.max_search_bytes + 1, 0)
+        except FileToolError:
+            return []
+        except OSError:
+            return None
+        text = _decode(data, final=True)
         if text is None:
             return None
         return [
@@ -256,41 +264,177 @@ class Workspace:
             if pattern.search(line)
         ]
 
-    def _entry(self, entry: Path) -> str:
-        name = self._relative(entry)
-        if entry.is_symlink():
-            return f"{name} (symbolic link)"
-        if entry.is_dir():
-            return f"{name}/"
-        return f"{name} ({entry.stat().st_size} bytes)"
-
-    def _relative(self, target: Path) -> str:
-        """A location as the model should see it: relative to the root."""
-        relative = target.relative_to(self.root) if target.is_relative_to(self.root) else target
-        return relative.as_posix()
+    @contextlib.contextmanager
+    def _located(self, path: str, *, make_dirs: bool = False) -> Iterator[Location]:
+        """Where ``path`` leads; a file-system error here or in the ``with`` block becomes a
+        :class:`FileToolError` that names the path as the model gave it."""
+        parts = _parts(path)
+        try:
+            with located(self.root, parts, _quote(path), make_dirs=make_dirs) as at:
+                yield at
+        except OSError as exc:
+            raise _failed(path, exc) from None
 
 
-def _resolve_root(root: str) -> Path:
+def _parts(path: str) -> list[str]:
+    """The names of a path a model gave, or :class:`PathRefused` saying what is wrong."""
+    if not isinstance(path, str):
+        raise PathRefused(f"a path must be text, not {type(path).__name__}")
+    if "\x00" in path:
+        raise PathRefused(f"{_quote(path)}: a path may not contain NUL bytes")
+    if len(path) > _MAX_PATH:
+        raise PathRefused(f"a path of {len(path)} characters is too long (at most {_MAX_PATH})")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PathRefused(
+            f"{_quote(path)}: not valid text (a lone surrogate at character {exc.start})"
+        ) from None
+    if path.startswith("/"):
+        raise PathRefused(
+            f"{_quote(path)}: absolute paths are refused; give a path relative to the "
+            "workspace root"
+        )
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise PathRefused(f"{_quote(path)}: '..' is refused; paths stay inside the workspace")
+    for part in parts:
+        if len(part.encode("utf-8")) > _MAX_NAME:
+            raise PathRefused(
+                f"{_quote(path)}: the name {_quote(part)} is longer than {_MAX_NAME} bytes"
+            )
+    return parts
+
+
+def _encode(text: str, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise FileToolError(f"{what} must be text, not {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FileToolError(
+            f"{what} is not valid text: a lone surrogate {text[exc.start]!a} at character "
+            f"{exc.start}"
+        ) from None
+
+
+def _replace(at: Location, data: bytes) -> None:
+    """Write ``data`` to a new file beside the target, then rename it over the target: the
+    target holds the old content or the new, whatever fails or runs meanwhile."""
+    temporary = f".{secrets.token_hex(8)}.aopkit-tmp"
+    fd = os.open(
+        temporary,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o644,
+        dir_fd=at.dir_fd,
+    )
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            if at.info is not None:  # keep the replaced file's permissions
+                os.fchmod(file.fileno(), stat.S_IMODE(at.info.st_mode))
+            os.fsync(file.fileno())
+        os.rename(temporary, at.name, src_dir_fd=at.dir_fd, dst_dir_fd=at.dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=at.dir_fd)
+        raise
+    with contextlib.suppress(OSError):  # some file systems cannot sync a directory
+        os.fsync(at.dir_fd)  # the rename itself survives a crash
+
+
+@contextlib.contextmanager
+def _open_regular(dir_fd: int, name: str, path: str) -> Iterator[tuple[int, int]]:
+    """An open regular file and its size; :class:`FileToolError` for anything else (checked
+    on the open file, so nothing swapped in after a check is read)."""
+    with _opened(os.open(name, _READ, dir_fd=dir_fd)) as fd:
+        info = os.fstat(fd)
+        _check_regular(path, info.st_mode)
+        yield fd, info.st_size
+
+
+@contextlib.contextmanager
+def _opened(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _entries(
+    top: int, prefix: str, recursive: bool
+) -> Iterator[tuple[str, os.stat_result, int, str]]:
+    """The entries under the open directory ``top``, each directory's sorted: each one's path
+    under the root, its ``lstat``, and the directory (open while the entry is looked at) and
+    name to open it by. If ``recursive``, a directory's subdirectories follow it, depth first;
+    links are listed, not entered; unreadable subdirectories are left out. One directory is
+    open at a time, however deep the tree."""
+    pending: list[list[str]] = [[]]  # directories to list, as names below ``top``
+    while pending:
+        names = pending.pop()
+        try:
+            fd = _open_below(top, names)
+        except OSError:
+            if not names:
+                raise
+            continue
+        with _opened(fd):
+            with os.scandir(fd) as scan:
+                found = sorted((entry.name, entry.stat(follow_symlinks=False)) for entry in scan)
+            here = prefix + "".join(f"{name}/" for name in names)
+            for name, info in found:
+                yield here + name, info, fd, name
+        if recursive:
+            inner = [[*names, name] for name, info in found if stat.S_ISDIR(info.st_mode)]
+            pending.extend(reversed(inner))
+
+
+def _open_below(top: int, names: list[str]) -> int:
+    """A new descriptor of the directory ``names`` below ``top``, no link followed."""
+    fd = os.dup(top)
+    for name in names:
+        with _opened(fd):
+            fd = os.open(name, _DIRECTORY, dir_fd=fd)
+    return fd
+
+
+def _entry(relative: str, info: os.stat_result) -> str:
+    name = _shown(relative)
+    if stat.S_ISLNK(info.st_mode):
+        return f"{name} (symbolic link)"
+    if stat.S_ISDIR(info.st_mode):
+        return f"{name}/"
+    if not stat.S_ISREG(info.st_mode):
+        return f"{name} (not a regular file)"
+    return f"{name} ({info.st_size} bytes)"
+
+
+def _prefix(at: Location) -> str:
+    return "" if at.relative == "." else at.relative + "/"
+
+
+def _shown(name: str) -> str:
+    """A name as the model sees it: bytes that are not UTF-8 appear as \\x escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _resolve_root(root: str, described: str) -> Path:
     resolved = Path(root).resolve()
     if not resolved.is_dir():
-        raise FileToolError(f"the workspace root {root!r} is not a directory")
+        raise FileToolError(f"the workspace root {described} is not a directory")
     return resolved
 
 
-def _walk(top: Path, recursive: bool) -> Iterator[Path]:
-    """The entries under ``top``, each directory's sorted; symbolic links to directories are
-    listed, not entered; unreadable subdirectories are left out."""
-    if not recursive:
-        yield from sorted(top.iterdir())
-        return
-    for folder, dirs, files in os.walk(top):
-        dirs.sort()
-        yield from sorted(Path(folder, name) for name in [*dirs, *files])
+def _check_file(path: str, at: Location) -> None:
+    if at.info is None:
+        raise FileToolError(f"{_quote(path)}: does not exist")
+    _check_regular(path, at.info.st_mode)
 
 
-def _check_directory(path: str, target: Path) -> None:
-    if not target.is_dir():
-        problem = "is not a directory" if target.exists() else "does not exist"
+def _check_directory(path: str, at: Location) -> None:
+    if at.info is None or not stat.S_ISDIR(at.info.st_mode):
+        problem = "is not a directory" if at.info is not None else "does not exist"
         raise FileToolError(f"{_quote(path)} {problem}")
 
 
@@ -328,4 +472,5 @@ def _failed(path: str, exc: OSError) -> FileToolError:
 
 
 def _quote(path: str) -> str:
-    return repr(path) if len(path) <= 100 else f"{path[:100]!r}..."
+    text = repr(path) if len(path) <= 100 else f"{path[:100]!r}..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

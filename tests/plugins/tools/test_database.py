@@ -98,7 +98,6 @@ def test_cells_are_rendered_compactly(tmp_path):
         "DROP TABLE users",
         "CREATE TABLE t (x)",
         "ALTER TABLE users ADD COLUMN age INTEGER",
-        "PRAGMA query_only = OFF",
         "PRAGMA user_version = 3",
     ],
 )
@@ -152,7 +151,7 @@ async def test_writes_when_enabled(kernel, path):
             "QueryError: SQL error: You can only execute one statement at a time.",
         ),
         ({"sql": "SELECT ?", "params": []}, "QueryError: SQL error: Incorrect number of bindings"),
-        ({"sql": "SELECT ?", "params": [[1]]}, "QueryError: SQL error: Error binding parameter 1"),
+        ({"sql": "SELECT ?", "params": [[1]]}, "QueryError: SQL error: Error binding parameter"),
         ({"sql": "SELECT ?", "params": "1"}, "QueryError: params must be a list (for ? "),
     ],
 )
@@ -165,6 +164,7 @@ async def test_a_missing_database_is_not_created(kernel, tmp_path, monkeypatch):
     missing = Database(tmp_path / "missing.db")
     result = await Toolkit(missing.tools(), kernel=kernel).call(use(sql="SELECT 1"))
     assert result.is_error and "cannot open the database" in result.output
+    assert str(tmp_path) not in result.output  # the host's paths are not the model's business
     assert not (tmp_path / "missing.db").exists()
     monkeypatch.delenv("AOPKIT_DATABASE", raising=False)
     with pytest.raises(QueryError, match="AOPKIT_DATABASE"):

@@ -1,11 +1,14 @@
 """Workspace files: confined to the root whatever path a model sends, read-only by default."""
 
+import contextlib
 import os
+import resource
+import stat
 
 import pytest
 
 from aopkit import Toolkit, ToolUseBlock
-from aopkit_tools import FileToolError, NotEnabled, PathRefused, Workspace
+from aopkit_tools import FileToolError, NotEnabled, PathRefused, ToolsError, Workspace
 
 SECRET = "the secret outside the workspace"
 
@@ -70,13 +73,19 @@ async def test_hostile_paths_are_refused_by_every_tool(kernel, root, path, probl
 
 
 def test_paths_inside_the_root_resolve_through_links_that_stay_inside(root):
+    (root / "sub" / "up").symlink_to("../notes.txt")  # relative, through ".."
+    (root / "sub" / "top").symlink_to("..")
+    (root / "sub" / "above").symlink_to("../..")
     workspace = Workspace(root)
-    assert workspace.locate("indir/deep.txt") == root / "sub" / "deep.txt"
-    assert workspace.locate("inlink") == root / "notes.txt"
-    assert workspace.locate("./sub//deep.txt") == root / "sub" / "deep.txt"
-    assert workspace.locate("") == root
-    with pytest.raises(PathRefused, match="outside the workspace"):
-        workspace.locate("outdir/x")
+    assert workspace.read_file("indir/deep.txt") == "deep TODO here\n"
+    assert workspace.read_file("inlink") == "first line\nsecond line with TODO\n"
+    assert workspace.read_file("./sub//deep.txt") == "deep TODO here\n"
+    assert workspace.read_file("sub/up") == "first line\nsecond line with TODO\n"
+    assert workspace.read_file("indir/top/sub/deep.txt") == "deep TODO here\n"
+    assert workspace.list_files("") == workspace.list_files(".") == workspace.list_files("sub/top")
+    for outside in ("outdir/x", "sub/above", "sub/above/outside/secret.txt"):
+        with pytest.raises(PathRefused, match="outside the workspace"):
+            workspace.read_file(outside)
 
 
 async def test_read_text_binary_and_large_files_in_parts(kernel, root):
@@ -168,7 +177,8 @@ async def test_search_substring_and_regex_without_leaving_the_root(kernel, root)
         "inlink:2: second line with TODO",
         "notes.txt:2: second line with TODO",
         "sub/deep.txt:1: deep TODO here",
-        "[2 files were not searched: binary, too large or unreadable]",
+        "[1 files were not searched: binary, too large or unreadable]",  # links that lead
+        # outside the root, or loop, are not files of the workspace: neither searched nor counted
     ]
     regex = await toolkit.call(use("search_files", query=r"^(first|deep)\b", regex=True))
     assert regex.output.splitlines()[:2] == ["inlink:1: first line", "notes.txt:1: first line"]
@@ -217,3 +227,123 @@ def test_schemas_come_from_the_docstrings(root):
     assert search.parameters["required"] == ["query"]
     assert write.parameters["required"] == ["path", "content"]
     assert all(t.thread and t.group == "files" for t in (read, search, write))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda w: w.read_file("bad\ud800.txt"), "PathRefused: 'bad\\ud800.txt': not valid text"),
+        (lambda w: w.list_files("\udcff"), "PathRefused: '\\udcff': not valid text"),
+        (
+            lambda w: w.write_file("new.txt", "text \ud83d alone"),
+            "FileToolError: the content is not valid text: a lone surrogate '\\ud83d' at "
+            "character 5",
+        ),
+        (
+            lambda w: w.search_files("\udc80"),
+            "FileToolError: the query is not valid text: a lone surrogate '\\udc80' at",
+        ),
+        (
+            lambda w: w.read_file("notes.txt", offset=10**30),
+            "FileToolError: offset 1000000000000000000000000000000 is past the end of "
+            "'notes.txt' (33 bytes)",
+        ),
+        (lambda w: w.read_file("notes.txt", offset=34), "FileToolError: offset 34 is past"),
+        (lambda w: w.read_file("notes.txt", offset=-(10**30)), "FileToolError: offset must be 0"),
+        (lambda w: w.read_file("notes.txt", offset="3"), "FileToolError: offset must be a whole"),
+        (lambda w: w.read_file("notes.txt", offset=True), "FileToolError: offset must be a whole"),
+        (lambda w: w.read_file(None), "PathRefused: a path must be text, not NoneType"),
+        (lambda w: w.write_file("x.txt", 5), "FileToolError: the content must be text, not int"),
+        (lambda w: w.write_file("sub", "x"), "FileToolError: 'sub' is a directory"),
+        (lambda w: w.write_file("indir", "x"), "FileToolError: 'indir' is a directory"),
+        (lambda w: w.write_file("sub/deep.txt/x", "x"), "FileToolError: 'sub/deep.txt/x': a part"),
+        (lambda w: w.read_file("sub/" + "a" * 256), "PathRefused: 'sub/aaaa"),
+    ],
+)
+def test_hostile_arguments_get_the_tools_own_error(root, call, message):
+    with pytest.raises(ToolsError) as failed:
+        call(Workspace(root, writable=True))
+    assert f"{type(failed.value).__name__}: {failed.value}".startswith(message)
+
+
+def test_device_files_and_fifos_are_never_opened_for_reading_or_replaced(kernel, root):
+    os.mkfifo(root / "pipe")
+    os.mknod(root / "zero", 0o666 | stat.S_IFCHR, os.makedev(1, 5))  # as /dev/zero is
+    (root / "devzero").symlink_to("/dev/zero")
+    workspace = Workspace(root, writable=True)
+    for name in ("pipe", "zero"):
+        with pytest.raises(FileToolError, match=f"^'{name}' is not a regular file$"):
+            workspace.read_file(name)
+        with pytest.raises(FileToolError, match=f"^'{name}' is not a regular file$"):
+            workspace.write_file(name, "x")
+    with pytest.raises(PathRefused, match="outside the workspace"):
+        workspace.read_file("devzero")
+    with pytest.raises(FileToolError, match=r"^'pipe' is not a regular file$"):
+        workspace.search_files("x", path="pipe")
+    assert workspace.search_files("anything").startswith("no matches")
+    listing = workspace.list_files()
+    assert "pipe (not a regular file)" in listing and "zero (not a regular file)" in listing
+    assert stat.S_ISFIFO(os.lstat(root / "pipe").st_mode)
+
+
+def test_names_that_are_not_utf8_are_listed_with_escapes(root):
+    os.close(os.open(os.path.join(os.fsencode(root), b"caf\xe9.txt"), os.O_CREAT | os.O_WRONLY))
+    listing = Workspace(root).list_files()
+    assert "caf\\xe9.txt (0 bytes)" in listing.splitlines()
+    listing.encode("utf-8")  # nothing a model's API would refuse
+
+
+def test_deep_paths_do_not_run_out_of_file_descriptors(root):
+    workspace = Workspace(root, writable=True, max_entries=1000)
+    deep = "d/" * 400 + "end.txt"
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, limits[1]))  # fewer than the depth
+    try:
+        written = workspace.write_file(deep, "bottom")
+        read = workspace.read_file(deep)
+        listed = workspace.list_files("d", recursive=True).splitlines()
+        found = workspace.search_files("bottom").splitlines()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+    assert written == f"wrote 6 bytes to {deep}" and read == "bottom"
+    assert listed[-1] == f"{deep} (6 bytes)"
+    assert found[0] == f"{deep}:1: bottom"
+
+
+def test_a_replaced_file_keeps_its_permissions(root):
+    (root / "private.txt").write_text("old")
+    os.chmod(root / "private.txt", 0o600)
+    Workspace(root, writable=True).write_file("private.txt", "new")
+    assert (root / "private.txt").read_text() == "new"
+    assert stat.S_IMODE(os.stat(root / "private.txt").st_mode) == 0o600
+
+
+async def test_a_root_from_the_environment_is_not_shown_when_wrong(kernel, tmp_path, monkeypatch):
+    monkeypatch.setenv("AOPKIT_WORKSPACE", str(tmp_path / "private-location"))
+    result = await kit(kernel, Workspace()).call(use("list_files"))
+    assert result.output == (
+        "FileToolError: the workspace root given by AOPKIT_WORKSPACE is not a directory"
+    )
+
+
+def test_no_call_leaves_a_file_descriptor_open(root):
+    (root / "many.txt").write_text("hit\n" * 100)
+    workspace = Workspace(root, writable=True, max_matches=3, max_entries=2)
+    calls = [
+        lambda: workspace.read_file("notes.txt"),
+        lambda: workspace.read_file("indir/deep.txt"),
+        lambda: workspace.read_file("missing/x"),
+        lambda: workspace.read_file("outdir/secret.txt"),
+        lambda: workspace.read_file("loop"),
+        lambda: workspace.write_file("sub/new.txt", "x"),
+        lambda: workspace.write_file("sub", "x"),
+        lambda: workspace.list_files(recursive=True),
+        lambda: workspace.search_files("hit"),  # stops at the match cap mid-walk
+        lambda: workspace.search_files("TODO", path="notes.txt"),
+    ]
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        for call in calls:
+            with contextlib.suppress(ToolsError):
+                call()
+    assert len(os.listdir("/proc/self/fd")) == before
