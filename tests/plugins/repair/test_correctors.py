@@ -17,10 +17,16 @@ from aopkit.structured import NotJSON, Target, json_schema
 from aopkit_repair import Coerce, Fences, JsonRepair
 from tests.data.corpus_schemas import SCHEMAS
 
-CORPUS = Path(__file__).parents[2] / "data" / "malformed_outputs.jsonl"
-ENTRIES: list[dict[str, Any]] = [
-    json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()
-]
+DATA = Path(__file__).parents[2] / "data"
+
+
+def corpus(name: str) -> list[dict[str, Any]]:
+    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+ENTRIES = corpus("malformed_outputs.jsonl")
+HELD_OUT = corpus("malformed_outputs_heldout.jsonl")  # written before the correctors saw it
 TIER_2 = FaultPolicy(critics=(), rounds=0, escalate=False)
 ASK = [Msg("user", "Answer in JSON.", "user")]
 OBJECT: dict[str, Any] = {"type": "object"}
@@ -267,10 +273,11 @@ async def tier_2(kernel: Any, entry: dict[str, Any]) -> Any:
     return kernel.codec.dump(value)
 
 
-async def test_the_corpus_is_ground_truth(kernel):
-    assert len(ENTRIES) >= 200
-    assert len({e["id"] for e in ENTRIES}) == len(ENTRIES)
-    for entry in ENTRIES:
+@pytest.mark.parametrize(("entries", "size"), [(ENTRIES, 300), (HELD_OUT, 100)])
+async def test_the_corpus_is_ground_truth(kernel, entries, size):
+    assert len(entries) >= size
+    assert len({e["id"] for e in ENTRIES + HELD_OUT}) == len(ENTRIES + HELD_OUT)
+    for entry in entries:
         cls = SCHEMAS[entry["schema"]]
         with pytest.raises((NotJSON, DecodeError)):
             Target.of(cls, kernel).parse(entry["output"])  # every output is a fault
