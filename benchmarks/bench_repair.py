@@ -7,6 +7,7 @@ intended value's JSON text."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from loguru import logger
 import aopkit
 from aopkit.blocks import TextBlock
 from aopkit.errors import DecodeError
-from aopkit.faults import DEFAULT_POLICY, FaultPolicy, Unresolved, correct, resolve
+from aopkit.faults import DEFAULT_POLICY, CutOff, FaultPolicy, Unresolved, correct, resolve
 from aopkit.models import ChatResponse
 from aopkit.structured import NotJSON, Target
 
@@ -63,7 +64,10 @@ def tier_2(kernel: aopkit.Kernel, cases: list[tuple[str, Target[Any]]]) -> None:
             target.parse(output)
         except (NotJSON, DecodeError) as exc:
             kind = "malformed" if isinstance(exc, NotJSON) else "invalid"
-            correct(kernel, "bench", output, target, DEFAULT_POLICY.correctors, kind=kind, error="")
+            with contextlib.suppress(CutOff):
+                correct(
+                    kernel, "bench", output, target, DEFAULT_POLICY.correctors, kind=kind, error=""
+                )
     kernel.faults.clear()
 
 

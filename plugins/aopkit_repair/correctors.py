@@ -11,9 +11,20 @@ import math
 import re
 from typing import Any
 
-from aopkit.faults import CannotCorrect
+from aopkit.faults import CannotCorrect, CutOff
 
-from .scan import OPENERS, clean, cut_problem, fenced, gap, spans, stray, unescape
+from .scan import (
+    OPENERS,
+    clean,
+    cut_off,
+    fenced,
+    gap,
+    masked,
+    spans,
+    stray,
+    unescape,
+    unmasked,
+)
 
 _INT = re.compile(r"[-+]?\d+")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -36,6 +47,7 @@ class Fences:
             try:
                 return json.loads(candidates[0], strict=False)
             except ValueError:
+                _refuse_cut_off(candidates[0])
                 raise CannotCorrect(
                     "the fenced or embedded JSON does not parse as it is", partial=candidates[0]
                 ) from None
@@ -44,6 +56,7 @@ class Fences:
             try:
                 values.append(json.loads(candidate, strict=False))
             except ValueError:
+                _refuse_cut_off(candidate)
                 raise CannotCorrect(
                     f"{len(candidates)} fenced or embedded JSON values, not all valid: "
                     "which one is meant would be a guess"
@@ -54,6 +67,16 @@ class Fences:
                 "which one is meant would be a guess"
             )
         return values[0]
+
+
+def _refuse_cut_off(text: str) -> None:
+    """Raise :class:`CutOff` if ``text`` ends inside a value: no corrector may complete it."""
+    where = cut_off(text)
+    if where is not None:
+        raise CutOff(
+            f"the output was cut off {where}: what followed is lost, so the value cannot be "
+            "known complete"
+        )
 
 
 def _decoded(text: str) -> str:
@@ -88,8 +111,9 @@ def _may_be(candidate: str, schema: dict[str, Any]) -> bool:
 
 class JsonRepair:
     """Syntax repairs with json-repair (trailing commas, single or curly quotes, Python literals,
-    unquoted keys, comments, escaped layout, missing closing brackets), refused where a repair
-    would have to invent a value or drop part of the text."""
+    unquoted keys, comments, escaped layout), refused where a repair would have to complete
+    output that was cut off, invent a value or drop part of the text. Strings are read by the
+    backslash rule (:func:`~aopkit_repair.scan.string_value`) before json-repair sees them."""
 
     name = "json-repair"
 
@@ -102,18 +126,20 @@ class JsonRepair:
             pass
         else:
             raise CannotCorrect("the output is valid JSON: there is no syntax to repair")
+        _refuse_cut_off(text)
         text = clean(text)
         odd = stray(text)
         if odd is not None:
             raise CannotCorrect(f"the output has {odd!r} where JSON has no place for it")
-        problem = cut_problem(text) or gap(text)
+        problem = gap(text)
         if problem:
-            raise CannotCorrect(f"the output cannot be completed without guessing: {problem}")
+            raise CannotCorrect(f"the output cannot be repaired without guessing: {problem}")
         if len(spans(text)) > 1:
             raise CannotCorrect(
                 "the output holds several JSON values: which one is meant is a guess"
             )
-        value = _joined(json_repair.loads(text))
+        structure, strings = masked(text)
+        value = unmasked(json_repair.loads(structure), strings)
         if value in ("", None, {}, []) and text.strip() not in ('""', "null", "{}", "[]"):
             raise CannotCorrect("json-repair found no JSON value in the output")
         said = unescape(text)
@@ -124,18 +150,6 @@ class JsonRepair:
         if dropped is not None:
             raise CannotCorrect(f"a repair would drop {dropped!r}, which the output has")
         return value
-
-
-def _joined(value: Any) -> Any:
-    """``value`` with surrogate pairs (json-repair decodes ``\\ud83d\\ude00`` one half at a
-    time) joined into the characters they encode."""
-    if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if isinstance(value, dict):
-        return {_joined(k): _joined(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_joined(v) for v in value]
-    return value
 
 
 def _invented(value: Any, text: str, said: str) -> Any:
