@@ -244,15 +244,21 @@ def gap(text: str) -> str | None:
 def cut_off(text: str) -> str | None:
     """Where ``text`` ends inside a value, if it does: inside a string, or with a list or an
     object still open. Whatever followed is lost, so the value can never be known complete;
-    not even when only closing brackets seem to be missing."""
+    not even when only closing brackets seem to be missing. (Brackets that do not match, as in
+    ``[1, 2}``, are another fault: see :func:`gap`.)"""
     opened: list[int] = []
     for kind, a, _ in tokens(text):
         if kind == "open-string":
             return f"inside the string {_start(text, a)}"
         if kind == "char" and text[a] in OPEN:
             opened.append(a)
-        elif kind == "char" and text[a] in CLOSE and opened:
-            opened.pop()
+        elif (
+            kind == "char"
+            and text[a] in CLOSE
+            and opened
+            and OPEN.index(text[opened.pop()]) != CLOSE.index(text[a])
+        ):
+            return None
     if not opened:
         return None
     what = "object" if text[opened[-1]] == "{" else "list"

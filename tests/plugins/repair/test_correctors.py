@@ -188,6 +188,12 @@ def test_a_value_cut_off_is_never_completed(text, where):
             pytest.fail(f"{type(corrector).__name__} completed {text!r}")
 
 
+def test_brackets_that_do_not_match_are_refused_but_not_as_a_cut_off():
+    problem = refusal(JsonRepair(), '{"a": [1, 2}')
+    assert not isinstance(problem, CutOff)
+    assert "'}' closes the list" in problem.reason
+
+
 def test_tier_2_tries_no_corrector_after_a_cut_off(kernel):
     tried = []
 
