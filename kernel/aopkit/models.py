@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -14,6 +13,7 @@ from .errors import AopkitError
 from .events import ModelCallFinished, ModelCallStarted, Retried
 from .message import Msg, new_id
 from .retry import RetryPolicy
+from .structured import strict_loads
 
 if TYPE_CHECKING:
     from .faults import Fault, FaultPolicy
@@ -335,7 +335,7 @@ def parse_tool_arguments(
     if isinstance(arguments, Mapping):
         return ToolUseBlock(tool_id, name, dict(arguments), extra=extra)
     try:
-        value = json.loads(arguments)
+        value = strict_loads(arguments)
     except ValueError:
         value = None
     if isinstance(value, dict):

@@ -150,10 +150,35 @@ class Target(Generic[T]):
         """Strict: the text must be JSON (nothing around it) and pass :meth:`check`.
         Raises :class:`NotJSON` or :class:`DecodeError`."""
         try:
-            value = json.loads(text)
+            value = strict_loads(text)
         except ValueError as exc:
             raise NotJSON(str(exc)) from None
         return self.check(value)
+
+
+def strict_loads(text: str, *, control_characters: bool = False) -> Any:
+    """JSON as the standard has it, with nothing left for the parser to choose: Python's json
+    reads ``NaN`` and ``Infinity``, which are not JSON, and keeps the last of two values for one
+    key, which is a guess. ``control_characters`` allows them raw inside strings."""
+    return json.loads(
+        text,
+        strict=not control_characters,
+        parse_constant=_not_json,
+        object_pairs_hook=_one_value_per_key,
+    )
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} has two values in one object")
+        seen.add(key)
+    return dict(pairs)
 
 
 class NotJSON(AopkitError, ValueError):

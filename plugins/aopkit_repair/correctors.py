@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from aopkit.faults import CannotCorrect, CutOff
+from aopkit.structured import strict_loads
 
 from .scan import (
     OPENERS,
@@ -45,7 +46,7 @@ class Fences:
             raise CannotCorrect("no fenced or embedded JSON of the kind the schema asks for")
         if len(candidates) == 1:
             try:
-                return json.loads(candidates[0], strict=False)
+                return strict_loads(candidates[0], control_characters=True)
             except ValueError:
                 _refuse_cut_off(candidates[0])
                 raise CannotCorrect(
@@ -54,7 +55,7 @@ class Fences:
         values = []
         for candidate in candidates:
             try:
-                values.append(json.loads(candidate, strict=False))
+                values.append(strict_loads(candidate, control_characters=True))
             except ValueError:
                 _refuse_cut_off(candidate)
                 raise CannotCorrect(
@@ -84,13 +85,13 @@ def _decoded(text: str) -> str:
     stripped = text.strip()
     if stripped.startswith('"'):
         try:
-            value = json.loads(stripped, strict=False)
+            value = strict_loads(stripped, control_characters=True)
         except ValueError:
             return text
         return value if isinstance(value, str) and value.lstrip()[:1] in OPENERS else text
     if '\\"' in stripped and '"' not in stripped.replace('\\"', ""):
         try:
-            decoded: str = json.loads(f'"{stripped}"', strict=False)
+            decoded: str = strict_loads(f'"{stripped}"', control_characters=True)
         except ValueError:
             return text
         return decoded
@@ -121,7 +122,7 @@ class JsonRepair:
         import json_repair
 
         try:
-            json.loads(text)
+            strict_loads(text)
         except ValueError:
             pass
         else:
@@ -238,7 +239,7 @@ class Coerce:
 
     def correct(self, text: str, schema: dict[str, Any]) -> Any:
         try:
-            value = json.loads(text)
+            value = strict_loads(text)
         except ValueError:
             raise CannotCorrect("not JSON, so nothing to coerce") from None
         fixed = _coerce(value, schema)
@@ -296,7 +297,7 @@ def _json_in_string(value: Any, kind: type) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        decoded = json.loads(value)
+        decoded = strict_loads(value)
     except ValueError:
         return value
     return decoded if isinstance(decoded, kind) else value

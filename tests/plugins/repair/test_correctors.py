@@ -295,6 +295,27 @@ def test_strings_not_written_with_escapes_keep_every_backslash(pieces, bad, data
     assert string_value(written) == kept
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 2}',
+        '```json\n{"a": 1, "a": 2}\n```',
+        'Here: {"a": {"b": 1, "b": 2}}',
+        '{"a": NaN}',
+        '{"a": [1, Infinity]}',
+        '"{\\"a\\": 1, \\"a\\": 2}"',
+    ],
+)
+def test_a_key_given_twice_or_a_number_json_has_not_is_never_chosen(text):
+    for corrector in (Fences(), JsonRepair(), Coerce()):
+        with pytest.raises(CannotCorrect):
+            corrector.correct(text, OBJECT)
+
+
+def test_a_key_given_twice_with_one_value_loses_nothing():
+    assert JsonRepair().correct('{"a": 1, "a": 1}', OBJECT) == {"a": 1}
+
+
 @pytest.mark.parametrize("text", ["", "   ", "no JSON here"])
 def test_json_repair_refuses_empty_input(text):
     assert "no JSON value" in refusal(JsonRepair(), text).reason
