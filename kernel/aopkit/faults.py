@@ -102,9 +102,23 @@ class CannotCorrect(AopkitError):
         self.reason, self.partial = reason, partial
 
 
+class CutOff(CannotCorrect):
+    """The output was cut off (by the token limit, or it ends inside a value): what it would
+    have said cannot be known, so no corrector may complete it; tier 3 can ask again."""
+
+
+TOKEN_LIMIT = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
+
+
+def hit_token_limit(finish_reason: str | None) -> bool:
+    """Whether a provider's finish reason says the answer stopped at the token limit (OpenAI,
+    DashScope, Ollama and Gemini ``length``, Anthropic ``max_tokens``...)."""
+    return finish_reason is not None and finish_reason.lower() in TOKEN_LIMIT
+
+
 class Corrector(Protocol):
     """Tier 2: turn malformed output text into a JSON value without calling a model; raise
-    :class:`CannotCorrect` rather than guess."""
+    :class:`CannotCorrect` rather than guess, :class:`CutOff` for output that was cut off."""
 
     def correct(self, text: str, schema: dict[str, Any]) -> Any: ...
 
@@ -121,6 +135,7 @@ class Critique:
     target: Target[Any]
     round: int
     calls: int = 0
+    finish_reason: str | None = None  # of the last answer :meth:`ask` got
 
     async def ask(
         self, messages: Sequence[Msg], model: ChatModel | None = None, structured: bool = True
@@ -129,6 +144,7 @@ class Critique:
         response = await (model or self.model)(
             messages, structured=self.target.schema if structured else None
         )
+        self.finish_reason = response.finish_reason  # type: ignore[union-attr]
         return response.text  # type: ignore[union-attr]
 
 
@@ -296,9 +312,9 @@ async def resolve(
     """Ask ``model`` for a value for ``target`` and see it through the tiers."""
     policy = policy or getattr(model, "fault_policy", None) or DEFAULT_POLICY
 
-    async def ask() -> str:
+    async def ask() -> tuple[str, str | None]:
         response = await model(messages, structured=target.schema)
-        return response.text  # type: ignore[union-attr]
+        return response.text, response.finish_reason  # type: ignore[union-attr]
 
     run = _Run(model.kernel, model.name, ask, list(messages), target, policy, model)
     value: T = await run.run()
@@ -317,8 +333,8 @@ async def resolve_output(
     ``source`` names where it came from in the report and the incident."""
     policy = attrs.evolve(policy or DEFAULT_POLICY, critics=(), rounds=0)
 
-    async def ask() -> str:
-        return output
+    async def ask() -> tuple[str, str | None]:
+        return output, None
 
     value: T = await _Run(kernel, source, ask, [], target, policy).run()
     return value
@@ -334,16 +350,26 @@ def correct(
     kind: str,
     error: str,
     tiers: list[dict[str, Any]] | None = None,
+    finish_reason: str | None = None,
 ) -> T | None:
     """Tier 2 on its own: the checked value the correctors make of ``output``, or None. A fix is
     recorded in the report (one model call saved); each attempt is an event (and a line in
-    ``tiers``, for an incident)."""
+    ``tiers``, for an incident). Raises :class:`CutOff`, trying no further corrector, when the
+    output was cut off: ``finish_reason`` says the answer hit the token limit, or a corrector
+    found it ends inside a value."""
+    if hit_token_limit(finish_reason):
+        reason = f"the output was cut off by the token limit (finish reason {finish_reason!r})"
+        _corrected(kernel, tiers, "(none)", False, reason)
+        raise CutOff(reason)
     text = output
     for entry in correctors:
         name = _name(entry)
         corrector = kernel.correctors[entry] if isinstance(entry, str) else entry
         try:
             candidate = corrector.correct(text, target.schema)
+        except CutOff as exc:
+            _corrected(kernel, tiers, name, False, exc.reason)
+            raise
         except CannotCorrect as exc:
             _corrected(kernel, tiers, name, False, exc.reason)
             text = exc.partial or text
@@ -383,13 +409,13 @@ class _Run:
         self,
         kernel: Kernel,
         source: str,
-        ask: Callable[[], Awaitable[str]],
+        ask: Callable[[], Awaitable[tuple[str, str | None]]],
         messages: list[Msg],
         target: Target[Any],
         policy: FaultPolicy,
         model: ChatModel | None = None,
     ) -> None:
-        self.kernel, self.source, self.ask = kernel, source, ask
+        self.kernel, self.source, self.ask = kernel, source, ask  # ask: (text, finish reason)
         self.messages, self.target, self.policy, self.model = messages, target, policy, model
         self.outputs: list[str] = []
         self.tiers: list[dict[str, Any]] = []
@@ -418,7 +444,7 @@ class _Run:
         calls = 0
         first_kind, first_error = "", ""
         try:
-            output = await self.ask()
+            output, finish = await self.ask()
         except ModelError as exc:
             raise _Escalate("accessibility", str(exc), 0, exc.fault) from None
         for round_ in range(self.policy.rounds + 1):
@@ -426,12 +452,17 @@ class _Run:
             try:
                 value = self.target.parse(output)
                 kind, error = None, ""
+                if hit_token_limit(finish) and output.rstrip()[-1:].isdigit():
+                    value, kind, error = None, "malformed", "it ends in a number, maybe cut short"
             except NotJSON as exc:
                 value, kind, error = None, "malformed", f"not JSON: {exc}"
             except DecodeError as exc:
                 value, kind, error = None, "invalid", str(exc)
             if kind is not None:
-                value = self._correct(output, kind, error)
+                try:
+                    value = self._correct(output, kind, error, finish)
+                except CutOff as exc:
+                    error = f"{exc.reason}; {error}"
             if value is not None:
                 objection, spent = await self._review(output, round_)
                 calls += spent
@@ -456,6 +487,7 @@ class _Run:
                     "accessibility", str(exc), calls + critique.calls, exc.fault
                 ) from None
             calls += critique.calls
+            finish = critique.finish_reason
             accepted = self._parses(output)
             self.tiers.append(
                 {
@@ -483,7 +515,7 @@ class _Run:
         return True
 
     # -- tier 2 -----------------------------------------------------------------------------
-    def _correct(self, output: str, kind: str, error: str) -> Any:
+    def _correct(self, output: str, kind: str, error: str, finish: str | None) -> Any:
         return correct(
             self.kernel,
             self.source,
@@ -493,6 +525,7 @@ class _Run:
             kind=kind,
             error=error,
             tiers=self.tiers,
+            finish_reason=finish,
         )
 
     # -- tier 3 -----------------------------------------------------------------------------

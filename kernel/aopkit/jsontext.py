@@ -43,18 +43,32 @@ def _could_be_deep(text: str, check_depth: bool) -> bool:
     return check_depth and text.count("{") + text.count("[") > MAX_DEPTH
 
 
-def loads(text: str | bytes, *, check_depth: bool = True) -> Any:
+def loads(
+    text: str | bytes,
+    *,
+    check_depth: bool = True,
+    unique_keys: bool = False,
+    control_characters: bool = False,
+) -> Any:
     """The value of a JSON text; :class:`DecodeError` naming the path of what is wrong.
 
     ``check_depth=False`` skips the walk that enforces :data:`MAX_DEPTH` on texts with many
-    brackets (a store's file of many messages): nesting is then only limited by the stack."""
+    brackets (a store's file of many messages): nesting is then only limited by the stack.
+    ``unique_keys`` refuses an object with two values for one key (Python keeps the last: a
+    guess); ``control_characters`` allows them raw inside strings."""
     if isinstance(text, (bytes, bytearray)):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError("", f"not valid UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_finite)
+        value = json.loads(
+            text,
+            strict=not control_characters,
+            parse_constant=_constant,
+            parse_float=_finite,
+            object_pairs_hook=_one_value_per_key if unique_keys else None,
+        )
     except _NotANumber as exc:
         path = _path_of_number(text)
         why = f"{exc} is not a JSON number (NaN and Infinity are refused)"
@@ -68,6 +82,15 @@ def loads(text: str | bytes, *, check_depth: bool = True) -> Any:
         if found is not None:
             raise DecodeError(*found)
     return value
+
+
+def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} has two values in one object")
+        seen.add(key)
+    return dict(pairs)
 
 
 def dumps(value: Any, *, check_depth: bool = True) -> str:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 
-from . import jsontext
 from .blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
 from .errors import AopkitError
 from .events import ModelCallFinished, ModelCallStarted, Retried
 from .message import Msg, new_id
 from .retry import RetryPolicy
+from .structured import strict_loads
 
 if TYPE_CHECKING:
     from .faults import Fault, FaultPolicy
@@ -372,7 +372,7 @@ def parse_tool_arguments(
     if isinstance(arguments, Mapping):
         return ToolUseBlock(tool_id, name, dict(arguments), extra=extra)
     try:
-        value = jsontext.loads(arguments)  # strict: NaN or too deep goes to the repair tiers
+        value = strict_loads(arguments)
     except ValueError:
         value = None
     if isinstance(value, dict):

@@ -84,7 +84,8 @@ class ReActAgent(ModelAgent):
             if not any(isinstance(b, ToolUseBlock) for b in response.content):
                 return Msg(self.name, list(response.content), "assistant")
             content = [
-                self._checked(b) if isinstance(b, ToolUseBlock) else b for b in response.content
+                self._checked(b, response.finish_reason) if isinstance(b, ToolUseBlock) else b
+                for b in response.content
             ]
             self._step(Msg(self.name, content, "assistant"))
             await self._act([b for b in content if isinstance(b, ToolUseBlock)])
@@ -122,11 +123,11 @@ class ReActAgent(ModelAgent):
         final: ChatResponse = last
         return final
 
-    def _checked(self, use: ToolUseBlock) -> ToolUseBlock:
+    def _checked(self, use: ToolUseBlock, finish_reason: str | None) -> ToolUseBlock:
         """Tool-call arguments pass the fault tiers before the tool runs: tier 2 repairs them
-        without a model call; what it cannot fix goes back to the model as an error result,
-        and the model's next try is the tier-3 round."""
-        from .faults import DEFAULT_POLICY, Fault, correct
+        without a model call (never when the answer was cut off); what it cannot fix goes back
+        to the model as an error result, and the model's next try is the tier-3 round."""
+        from .faults import DEFAULT_POLICY, CutOff, Fault, correct
 
         found = self.toolkit.active(use.name)
         if found is None:
@@ -152,7 +153,19 @@ class ReActAgent(ModelAgent):
         target = Target(f"arguments of {use.name}", found.parameters, check)
         policy = self.faults or self.model.fault_policy or DEFAULT_POLICY
         source = f"{self.model.name} ({use.name} arguments)"
-        fixed = correct(kernel, source, text, target, policy.correctors, kind=kind, error=error)
+        try:
+            fixed = correct(
+                kernel,
+                source,
+                text,
+                target,
+                policy.correctors,
+                kind=kind,
+                error=error,
+                finish_reason=finish_reason,
+            )
+        except CutOff as exc:
+            fixed, error = None, f"{exc.reason}; {error}"
         if fixed is not None:
             return attrs.evolve(use, input=fixed, raw_input=None)
         fault = Fault(kind, source, error, None, None)

@@ -150,10 +150,18 @@ class Target(Generic[T]):
         """Strict: the text must be JSON (nothing around it) and pass :meth:`check`.
         Raises :class:`NotJSON` or :class:`DecodeError`."""
         try:
-            value = jsontext.loads(text)  # strict: no NaN, no stack overflow on deep nesting
+            value = strict_loads(text)
         except ValueError as exc:
             raise NotJSON(str(exc)) from None
         return self.check(value)
+
+
+def strict_loads(text: str, *, control_characters: bool = False) -> Any:
+    """A model's output as JSON with nothing left for the parser to choose: no ``NaN`` or
+    ``Infinity`` (not JSON), no key with two values (keeping the last would be a guess), no
+    nesting deep enough to overflow the stack. ``control_characters`` allows them raw inside
+    strings."""
+    return jsontext.loads(text, unique_keys=True, control_characters=control_characters)
 
 
 class NotJSON(AopkitError, ValueError):

@@ -11,9 +11,21 @@ import math
 import re
 from typing import Any
 
-from aopkit.faults import CannotCorrect
+from aopkit.faults import CannotCorrect, CutOff
+from aopkit.structured import strict_loads
 
-from .scan import OPENERS, clean, cut_problem, fenced, gap, spans, stray, unescape
+from .scan import (
+    OPENERS,
+    clean,
+    cut_off,
+    fenced,
+    gap,
+    masked,
+    spans,
+    stray,
+    unescape,
+    unmasked,
+)
 
 _INT = re.compile(r"[-+]?\d+")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -34,16 +46,18 @@ class Fences:
             raise CannotCorrect("no fenced or embedded JSON of the kind the schema asks for")
         if len(candidates) == 1:
             try:
-                return json.loads(candidates[0], strict=False)
+                return strict_loads(candidates[0], control_characters=True)
             except ValueError:
+                _refuse_cut_off(candidates[0])
                 raise CannotCorrect(
                     "the fenced or embedded JSON does not parse as it is", partial=candidates[0]
                 ) from None
         values = []
         for candidate in candidates:
             try:
-                values.append(json.loads(candidate, strict=False))
+                values.append(strict_loads(candidate, control_characters=True))
             except ValueError:
+                _refuse_cut_off(candidate)
                 raise CannotCorrect(
                     f"{len(candidates)} fenced or embedded JSON values, not all valid: "
                     "which one is meant would be a guess"
@@ -56,18 +70,28 @@ class Fences:
         return values[0]
 
 
+def _refuse_cut_off(text: str) -> None:
+    """Raise :class:`CutOff` if ``text`` ends inside a value: no corrector may complete it."""
+    where = cut_off(text)
+    if where is not None:
+        raise CutOff(
+            f"the output was cut off {where}: what followed is lost, so the value cannot be "
+            "known complete"
+        )
+
+
 def _decoded(text: str) -> str:
     """JSON that was encoded as a JSON string (with or without its quotes), decoded once."""
     stripped = text.strip()
     if stripped.startswith('"'):
         try:
-            value = json.loads(stripped, strict=False)
+            value = strict_loads(stripped, control_characters=True)
         except ValueError:
             return text
         return value if isinstance(value, str) and value.lstrip()[:1] in OPENERS else text
     if '\\"' in stripped and '"' not in stripped.replace('\\"', ""):
         try:
-            decoded: str = json.loads(f'"{stripped}"', strict=False)
+            decoded: str = strict_loads(f'"{stripped}"', control_characters=True)
         except ValueError:
             return text
         return decoded
@@ -88,8 +112,9 @@ def _may_be(candidate: str, schema: dict[str, Any]) -> bool:
 
 class JsonRepair:
     """Syntax repairs with json-repair (trailing commas, single or curly quotes, Python literals,
-    unquoted keys, comments, escaped layout, missing closing brackets), refused where a repair
-    would have to invent a value or drop part of the text."""
+    unquoted keys, comments, escaped layout), refused where a repair would have to complete
+    output that was cut off, invent a value or drop part of the text. Strings are read by the
+    backslash rule (:func:`~aopkit_repair.scan.string_value`) before json-repair sees them."""
 
     name = "json-repair"
 
@@ -97,23 +122,25 @@ class JsonRepair:
         import json_repair
 
         try:
-            json.loads(text)
+            strict_loads(text)
         except ValueError:
             pass
         else:
             raise CannotCorrect("the output is valid JSON: there is no syntax to repair")
+        _refuse_cut_off(text)
         text = clean(text)
         odd = stray(text)
         if odd is not None:
             raise CannotCorrect(f"the output has {odd!r} where JSON has no place for it")
-        problem = cut_problem(text) or gap(text)
+        problem = gap(text)
         if problem:
-            raise CannotCorrect(f"the output cannot be completed without guessing: {problem}")
+            raise CannotCorrect(f"the output cannot be repaired without guessing: {problem}")
         if len(spans(text)) > 1:
             raise CannotCorrect(
                 "the output holds several JSON values: which one is meant is a guess"
             )
-        value = _joined(json_repair.loads(text))
+        structure, strings = masked(text)
+        value = unmasked(json_repair.loads(structure), strings)
         if value in ("", None, {}, []) and text.strip() not in ('""', "null", "{}", "[]"):
             raise CannotCorrect("json-repair found no JSON value in the output")
         said = unescape(text)
@@ -124,18 +151,6 @@ class JsonRepair:
         if dropped is not None:
             raise CannotCorrect(f"a repair would drop {dropped!r}, which the output has")
         return value
-
-
-def _joined(value: Any) -> Any:
-    """``value`` with surrogate pairs (json-repair decodes ``\\ud83d\\ude00`` one half at a
-    time) joined into the characters they encode."""
-    if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if isinstance(value, dict):
-        return {_joined(k): _joined(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_joined(v) for v in value]
-    return value
 
 
 def _invented(value: Any, text: str, said: str) -> Any:
@@ -224,7 +239,7 @@ class Coerce:
 
     def correct(self, text: str, schema: dict[str, Any]) -> Any:
         try:
-            value = json.loads(text)
+            value = strict_loads(text)
         except ValueError:
             raise CannotCorrect("not JSON, so nothing to coerce") from None
         fixed = _coerce(value, schema)
@@ -282,7 +297,7 @@ def _json_in_string(value: Any, kind: type) -> Any:
     if not isinstance(value, str):
         return value
     try:
-        decoded = json.loads(value)
+        decoded = strict_loads(value)
     except ValueError:
         return value
     return decoded if isinstance(decoded, kind) else value

@@ -1,28 +1,31 @@
 """A small scanner over JSON as models write it (comments, curly or single quotes, escaped
-layout): where embedded JSON starts and ends, what a repair may rely on, and how text that was
-cut off ends (needed to tell a repairable truncation from a lost value)."""
+layout): where embedded JSON starts and ends, what a repair may rely on, what a string says
+(the backslash rule), and where text was cut off."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 OPEN, CLOSE = "{[", "}]"
 OPENERS, CLOSERS = frozenset(OPEN), frozenset(CLOSE)  # membership that fails for ""
 QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 _LAYOUT = frozenset("nrt")  # \n, \r, \t written out between tokens
 _FENCE = re.compile(r"(`{3,}|~{3,})[ \t]*(?:[A-Za-z][\w+.-]*)?[ \t]*\r?\n?")
-_LITERAL = re.compile(r"true|false|null|True|False|None")
-_WORD_END = re.compile(r"[\w.+-]+$")
-_NUMBERISH = re.compile(r"[-+]?[\d.][\d.]*([eE][-+]?\d*)?|[-+]")
 # outside strings and comments JSON has words, numbers, brackets, ':' and ','; anything else
-# (an ellipsis, '|', '=', '(', prose punctuation) means the text says more than JSON can hold
-_STRAY = re.compile(r"\.\.|[^\w\s{}\[\]:,.+-]")
-_UNICODE_RUN = re.compile(r"(?:\\u[0-9a-fA-F]{4})+")
-_ESCAPE = re.compile(r"\\([\"'\\/bfnrt])")
+# (an ellipsis, '|', '=', '(', prose punctuation) means the text says more than JSON can hold;
+# so do a leading zero (5 or octal?) and another language's literals (null, absent, a number?)
+_STRAY = re.compile(r"\.\.|[^\w\s{}\[\]:,.+-]|(?<![\w.])0\d|\b(?:undefined|NaN|Infinity|nil)\b")
+# a JSON escape (or \', the quote escape of single-quoted strings); \u runs at once, so that a
+# surrogate pair is read as the one character it encodes
+_ESCAPE = re.compile(r"(?:\\u[0-9a-fA-F]{4})+|\\[\"'\\/bfnrt]")
+_ANY_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _AFTER_NOTHING = frozenset("[{,:")  # a ',' right after one of these leaves out a value
 _ESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_MASK, _MASK_END = "\ue000", "\ue001"  # private use: outside strings they are stray
+_STAND_IN = re.compile(f"{_MASK}(\\d+){_MASK_END}")
 
 
 def tokens(text: str, start: int = 0) -> Iterator[tuple[str, int, int]]:
@@ -94,12 +97,13 @@ def _bounds(text: str) -> list[tuple[int, int, bool]]:
 
 def fenced(text: str) -> list[str]:
     """The contents of code fences, in order; a fence left open runs to the end. JSON in a fence
-    ends where its brackets close, and a fence inside a string of a JSON value is no fence."""
+    ends where its brackets close, and a fence inside a JSON value (in one of its strings, or
+    in a value cut off before it closed) is no fence."""
     inside: list[tuple[int, int]] | None = None
     found, i = [], 0
     while m := _FENCE.search(text, i):
         if inside is None:
-            inside = [(a, b) for a, b, closed in _bounds(text) if closed]
+            inside = [(a, b) for a, b, _ in _bounds(text)]
         if any(a < m.start() < b for a, b in inside):
             i = m.end()
             continue
@@ -118,20 +122,69 @@ def fenced(text: str) -> list[str]:
 
 
 def clean(text: str) -> str:
-    """``text`` without comments, with escaped layout between tokens as spaces and curly quotes
-    around strings made straight: nothing a repair could mistake for a value."""
+    """``text`` without comments, with escaped layout between tokens as spaces, and every
+    quoted string written as the JSON string of what it says (:func:`string_value`): nothing
+    a repair could mistake for a value, and no string left for it to read its own way."""
     out = []
     for kind, a, b in tokens(text):
         piece = text[a:b]
         if kind in ("comment", "layout"):
             out.append(" ")
-        elif kind != "char" and piece[0] in "“‘":
-            closed = kind == "string"
-            body = piece[1 : -1 if closed else None].replace('"', '\\"')
-            out.append(f'"{body}"' if closed else f'"{body}')
+        elif kind == "string":
+            out.append(json.dumps(string_value(piece), ensure_ascii=False))
         else:
             out.append(piece)
     return "".join(out)
+
+
+def masked(text: str) -> tuple[str, list[str]]:
+    """``text`` (cleaned) with each string replaced by a numbered stand-in, and the strings:
+    json-repair reads strings its own way (it drops their trailing blanks, for one), so it is
+    given only the structure, and :func:`unmasked` puts the strings back."""
+    out, strings = [], []
+    for kind, a, b in tokens(text):
+        if kind == "string":
+            out.append(f'"{_MASK}{len(strings)}{_MASK_END}"')
+            strings.append(string_value(text[a:b]))
+        else:
+            out.append(text[a:b])
+    return "".join(out), strings
+
+
+def unmasked(value: Any, strings: list[str]) -> Any:
+    """``value`` with the stand-ins of :func:`masked` replaced by their strings."""
+    if isinstance(value, str):
+        return _STAND_IN.sub(lambda m: strings[int(m.group(1))], value)
+    if isinstance(value, dict):
+        return {unmasked(k, strings): unmasked(v, strings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unmasked(v, strings) for v in value]
+    return value
+
+
+def string_value(string: str) -> str:
+    """What a quoted string (quotes included) says, by the backslash rule: if every backslash
+    in it starts a JSON escape (or ``\\'``), it is read as JSON reads it; if any does not
+    (``C:\\path``, ``\\d+``, ``\\alpha``), its author was not writing escapes, and every
+    backslash is kept as written, except one before the closing quote character, which is how
+    the string's end was found."""
+    body, close = string[1:-1], QUOTES[string[0]]
+    i = body.find("\\")
+    while i >= 0:
+        escape = _ESCAPE.match(body, i)
+        if escape is None:
+            return _ANY_ESCAPE.sub(lambda m: close if m.group(1) == close else m.group(), body)
+        i = body.find("\\", escape.end())
+    return _ESCAPE.sub(_escaped, body)
+
+
+def _escaped(m: re.Match[str]) -> str:
+    """The character(s) a JSON escape (or a run of ``\\u`` escapes) stands for."""
+    escape = m.group()
+    if escape[1] == "u":
+        decoded: str = json.loads(f'"{escape}"')
+        return decoded
+    return _ESCAPED.get(escape[1], escape[1])
 
 
 def stray(text: str) -> str | None:
@@ -146,19 +199,14 @@ def stray(text: str) -> str | None:
 def unescape(text: str) -> str:
     """``text`` with JSON escapes (``\\u00e9``, ``\\n``, ``\\"``, ``\\'``) decoded, to compare a
     repaired value with what the text says."""
-
-    def unicode(m: re.Match[str]) -> str:
-        decoded: str = json.loads(f'"{m.group()}"')
-        return decoded
-
-    text = _UNICODE_RUN.sub(unicode, text)
-    return _ESCAPE.sub(lambda m: _ESCAPED.get(m.group(1), m.group(1)), text)
+    return _ESCAPE.sub(_escaped, text)
 
 
 def gap(text: str) -> str | None:
     """Where a value is missing or doubled (``[1, , 2]``, ``"age": }``, ``{"age"}``,
-    ``"a" "b",``), if anywhere: json-repair would drop or fill in something, and either is a
-    guess. A missing comma between whole entries (``"a": 1 "b": 2``) is not a gap."""
+    ``"a" "b",``), or a bracket closes the wrong kind (``[1, 2}``), if anywhere: json-repair
+    would drop, fill in or move something, and each is a guess. A missing comma between whole
+    entries (``"a": 1 "b": 2``) is not a gap."""
     before, end = "", -1
     entries: list[list[str]] = []  # per open bracket: [bracket, entry so far: "", "k", "k:", "k:v"]
     for kind, a, b in tokens(text):
@@ -178,7 +226,9 @@ def gap(text: str) -> str | None:
                 return f"a key without a value, or a second value, before {ch!r}"
             if ch == "," and top is not None:
                 top[1] = ""
-            elif ch != "," and entries:
+            elif ch != "," and top is not None:
+                if OPEN.index(top[0]) != CLOSE.index(ch):
+                    return f"{ch!r} closes the {'object' if top[0] == '{' else 'list'}"
                 entries.pop()
         elif top is not None and top[0] == "{":
             if ch == ":":
@@ -191,38 +241,30 @@ def gap(text: str) -> str | None:
     return None
 
 
-def cut_problem(text: str) -> str | None:
-    """Why text that ends before its brackets close has lost part of a value, or None when only
-    closing brackets are missing and the value can be completed without guessing."""
-    stack: list[str] = []
-    last: tuple[str, int, int] | None = None
-    before: tuple[str, int, int] | None = None
-    for token in tokens(text):
-        kind, a, _ = token
+def cut_off(text: str) -> str | None:
+    """Where ``text`` ends inside a value, if it does: inside a string, or with a list or an
+    object still open. Whatever followed is lost, so the value can never be known complete;
+    not even when only closing brackets seem to be missing. (Brackets that do not match, as in
+    ``[1, 2}``, are another fault: see :func:`gap`.)"""
+    opened: list[int] = []
+    for kind, a, _ in tokens(text):
         if kind == "open-string":
-            return "it was cut off inside a string"
-        if kind in ("comment", "layout") or (kind == "char" and text[a].isspace()):
-            continue
+            return f"inside the string {_start(text, a)}"
         if kind == "char" and text[a] in OPEN:
-            stack.append(text[a])
-        elif kind == "char" and text[a] in CLOSE and stack:
-            stack.pop()
-        before, last = last, token
-    if not stack or last is None:
+            opened.append(a)
+        elif (
+            kind == "char"
+            and text[a] in CLOSE
+            and opened
+            and OPEN.index(text[opened.pop()]) != CLOSE.index(text[a])
+        ):
+            return None
+    if not opened:
         return None
-    kind, a, b = last
-    if kind == "string":
-        key = before is not None and before[0] == "char" and text[before[1]] in "{,"
-        if key and (text[before[1]] == "{" or stack[-1] == "{"):
-            return "it was cut off after a key, before its value"
-        return None
-    if text[a] in CLOSE:
-        return None
-    word = _WORD_END.search(text, 0, b)
-    if word is None:
-        return f"it was cut off after {text[a]!r}, before a value"
-    if _LITERAL.fullmatch(word.group()):
-        return None
-    if _NUMBERISH.fullmatch(word.group()):
-        return "it was cut off after a number, which may be incomplete"
-    return f"it was cut off after {word.group()!r}, which may be incomplete"
+    what = "object" if text[opened[-1]] == "{" else "list"
+    return f"inside the {what} {_start(text, opened[-1])}"
+
+
+def _start(text: str, at: int) -> str:
+    start = text[at : at + 24]
+    return f"that starts {start!r}" if len(start) < 24 else f"that starts {start + '…'!r}"

@@ -8,10 +8,11 @@ import pytest
 from loguru import logger
 
 from aopkit import hookimpl
+from aopkit.blocks import TextBlock
 from aopkit.events import Corrected, CritiqueRound, Escalated, Retried
 from aopkit.faults import FaultPolicy, Resolution, Unresolved, resolve
 from aopkit.message import Msg
-from aopkit.models import ModelRejected, ModelUnavailable
+from aopkit.models import ChatResponse, ModelRejected, ModelUnavailable
 from aopkit.retry import RetryPolicy
 from aopkit.structured import Target
 from tests.kernel.helpers import Recorder
@@ -45,7 +46,7 @@ async def test_valid_output_is_no_fault(kernel):
     [
         ('Sure! ```json\n{"winner": "alice", "score": 7}\n``` Anything else?', "fences"),
         ("{'winner': 'alice', 'score': 7,}", "json-repair"),
-        ('{"score": 7, "winner": "alice"', "json-repair"),
+        ('{score: 7, winner: "alice"}', "json-repair"),
         ('{"winner": "alice", "score": "7"}', "coerce"),
     ],
 )
@@ -98,6 +99,74 @@ async def test_critique_rounds_are_bounded_then_the_incident_carries_everything(
     assert stored[0]["outputs"] == incident.outputs
     [fault] = kernel.faults.faults
     assert fault.tier is None and fault.calls == 2
+
+
+def answer(text, finish_reason):
+    return ChatResponse([TextBlock(text)], finish_reason=finish_reason)
+
+
+REPAIRABLE = "{'winner': 'alice', 'score': 7,}"
+
+
+async def test_output_cut_off_is_never_completed_and_the_report_says_why(kernel):
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    judge = model(kernel, '{"winner": "alice", "score": 7', GOOD)
+    assert await resolve(judge, ASK, Target.of(Verdict, kernel)) == Verdict("alice", 7)
+    assert len(judge.calls) == 2, "tier 3 asked again"
+    [fault] = kernel.faults.faults
+    assert (fault.tier, fault.resolver) == (3, "self")
+    assert fault.detail.startswith("the output was cut off inside the object")
+    assert "cut off" in judge.calls[1]["messages"][-1].text  # the model is told why
+    refusals = [(e.corrector, e.ok) for e in recorder.of(Corrected)]
+    assert refusals == [("fences", False)], "no corrector runs after a cut-off is found"
+
+
+@pytest.mark.parametrize(
+    "finish", ["length", "max_tokens", "MAX_TOKENS", "model_context_window_exceeded"]
+)
+async def test_an_answer_at_the_token_limit_is_never_repaired(kernel, finish):
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    judge = model(kernel, answer(REPAIRABLE, finish), GOOD)
+    assert await resolve(judge, ASK, Target.of(Verdict, kernel)) == Verdict("alice", 7)
+    assert len(judge.calls) == 2
+    [fault] = kernel.faults.faults
+    assert fault.detail.startswith(
+        f"the output was cut off by the token limit (finish reason {finish!r})"
+    )
+    assert (fault.tier, fault.calls, fault.saved) == (3, 1, 0)
+    assert [(e.corrector, e.ok) for e in recorder.of(Corrected)] == [("(none)", False)]
+
+
+@pytest.mark.parametrize("finish", ["stop", "end_turn", "STOP", None])
+async def test_other_finish_reasons_leave_tier_2_at_work(kernel, finish):
+    judge = model(kernel, answer(REPAIRABLE, finish))
+    assert await resolve(judge, ASK, Target.of(Verdict, kernel)) == Verdict("alice", 7)
+    assert kernel.faults.faults[0].tier == 2
+
+
+async def test_complete_json_at_the_token_limit_is_accepted_but_a_final_number_is_not(kernel):
+    assert await resolve(
+        model(kernel, answer(GOOD, "length")), ASK, Target.of(Verdict, kernel)
+    ) == Verdict("alice", 7)
+    number = Target("count", {"type": "integer"}, lambda value: value)
+    judge = model(kernel, answer("12", "length"), answer("123", "stop"))
+    assert await resolve(judge, ASK, number) == 123  # 12 may have been the start of 123
+    assert "ends in a number" in kernel.faults.faults[0].detail
+
+
+async def test_a_revision_cut_by_the_token_limit_is_not_repaired_either(kernel):
+    judge = model(kernel, answer(REPAIRABLE, "length"), answer(REPAIRABLE, "length"))
+    with pytest.raises(Unresolved) as info:
+        await resolve(
+            judge, ASK, Target.of(Verdict, kernel), policy=FaultPolicy(rounds=1, escalate=False)
+        )
+    assert len(judge.calls) == 2
+    incident = info.value.incident
+    assert "token limit" in incident.reason
+    assert [t["by"] for t in incident.tiers if t["tier"] == 2] == ["(none)", "(none)"]
+    assert "token limit" in incident.describe()
 
 
 class Human:

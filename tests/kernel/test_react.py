@@ -20,6 +20,7 @@ from aopkit import (
     save_session,
 )
 from aopkit.events import ReplyChunk
+from aopkit.models import ChatResponse
 from tests.kernel.helpers import Recorder
 
 Q = Msg("user", "What is 6 times 7?", "user")
@@ -247,6 +248,20 @@ async def test_malformed_tool_arguments_are_repaired_before_the_tool_runs(kernel
     [fault] = kernel.faults.faults
     assert (fault.tier, fault.resolver, fault.saved) == (2, corrector, 1)
     assert len(helper.model.calls) == 2
+
+
+async def test_tool_arguments_cut_by_the_token_limit_are_not_repaired(kernel):
+    bad = ToolUseBlock("c1", "multiply", {}, raw_input="{'a': 6, 'b': 7}")
+    cut = ChatResponse([bad], finish_reason="length")
+    helper = agent(kernel, cut, call("multiply", a=6, b=7), "42")
+    assert (await helper(Q)).text == "42"
+    first, second = results(helper)
+    assert first.is_error and second.output == "42"
+    [fault] = kernel.faults.faults
+    assert fault.detail.startswith(
+        "the output was cut off by the token limit (finish reason 'length')"
+    )
+    assert (fault.tier, fault.resolver, fault.saved) == (3, "self (tool error result)", 0)
 
 
 async def test_unfixable_tool_arguments_go_back_to_the_model_as_tier_3(kernel):

@@ -10,7 +10,8 @@ import pytest
 
 from aopkit import Agent, ModelAgent, Msg
 from aopkit.faults import Unresolved
-from aopkit.structured import SchemaError, Target, json_schema
+from aopkit.models import parse_tool_arguments
+from aopkit.structured import NotJSON, SchemaError, Target, json_schema
 
 
 class Side(enum.Enum):
@@ -82,6 +83,25 @@ async def test_targets_check_strictly(kernel):
         target.parse(
             '{"winner": "pro", "reason": "r", "points": [{"claim": "c", "strength": "x"}]}'
         )
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('{"winner": "pro", "reason": "r", "points": [{"claim": "c", "strength": NaN}]}', "NaN"),
+        ('{"winner": "pro", "reason": "r", "scores": {"a": Infinity}}', "Infinity"),
+        ('{"winner": "pro", "reason": "r", "scores": {"a": -Infinity}}', "-Infinity"),
+        ('{"winner": "pro", "reason": "r", "winner": "con"}', "'winner' has two values"),
+        ('{"winner": "pro", "reason": "r", "scores": {"a": 1, "a": 1}}', "'a' has two values"),
+    ],
+)
+async def test_the_strict_parse_chooses_nothing(kernel, text, error):
+    """Python's json reads NaN and keeps the last value of a key given twice: neither is JSON
+    a parser may take as it is."""
+    with pytest.raises(NotJSON, match=error):
+        Target.of(Verdict, kernel).parse(text)
+    use = parse_tool_arguments("c1", "tool", text)
+    assert use.raw_input == text and use.input == {}  # left for the repair tiers
 
 
 async def test_a_model_agent_returns_an_instance_through_the_tiers(kernel):
