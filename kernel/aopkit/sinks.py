@@ -38,7 +38,8 @@ chat_level()
 
 
 class ChatLog:
-    """Logs the conversation at the ``CHAT`` level: one line per message sent."""
+    """Logs the conversation at the ``CHAT`` level: one line per message sent, scrubbed of the
+    kernel's secrets."""
 
     def __init__(self) -> None:
         from loguru import logger
@@ -47,9 +48,10 @@ class ChatLog:
         self._level = chat_level()
 
     @hookimpl
-    def event(self, event: Event) -> None:
+    def event(self, event: Event, kernel: Kernel) -> None:
         if isinstance(event, MessageSent):
-            self._log(self._level, "{}: {}", event.msg.name, describe(event.msg))
+            line = f"{event.msg.name}: {describe(event.msg)}"
+            self._log(self._level, "{}", kernel.secrets.redact(line))
 
 
 def describe(msg: Msg) -> str:
@@ -76,7 +78,8 @@ def describe(msg: Msg) -> str:
 
 
 class JsonlTrace:
-    """Appends every event to a JSONL file, one JSON object per line, flushed per line."""
+    """Appends every event to a JSONL file, one JSON object per line, flushed per line, scrubbed
+    of the kernel's secrets."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -85,7 +88,7 @@ class JsonlTrace:
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:
         if self._file is not None:
-            self._file.write(kernel.codec.dumps_event(event) + "\n")
+            self._file.write(kernel.secrets.redact(kernel.codec.dumps_event(event)) + "\n")
             self._file.flush()
 
     def close(self) -> None:

@@ -274,7 +274,7 @@ class Toolkit:
                 if found.is_stream:
                     yield ToolResultBlock(use.id, use.name, _output(parts))
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
         if kernel.observed:
             kernel.emit(
                 ToolFinished(

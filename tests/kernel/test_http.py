@@ -95,7 +95,10 @@ async def test_requests_map_statuses_and_never_leak_the_key(kernel, serve):
         (401, ModelRejected),
         (404, ModelRejected),
     ]:
-        request = Request("p:m", kernel.pool, f"{base}/{status}", {}, headers=auth, secrets=(key,))
+        kernel.secrets.add(key)
+        request = Request(
+            "p:m", kernel.pool, f"{base}/{status}", {}, headers=auth, secrets=kernel.secrets
+        )
         with pytest.raises(kind) as info:
             await request.send()
         assert info.value.status == status
