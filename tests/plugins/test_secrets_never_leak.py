@@ -7,6 +7,7 @@ secret, nor its first or last 8 characters."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -14,6 +15,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import attrs
 import pytest
 from aiohttp import web
@@ -28,6 +30,7 @@ from aopkit.retry import RetryPolicy
 from aopkit.secret import Secret
 from aopkit_otel import instrument
 from aopkit_replay.model import ReplayModel
+from aopkit_studio import Studio
 
 FAST = RetryPolicy(attempts=2, initial=0.0, max_wait=0.0, jitter=0.0)
 
@@ -152,6 +155,24 @@ def exception_texts(exc: BaseException) -> list[str]:
     return texts
 
 
+async def studio_frames(studio: Studio) -> list[str]:
+    """Every frame a page gets when it connects, and the trace files it can browse."""
+    await asyncio.sleep(0.3)  # the Studio sends its events in batches
+    auth = {"Authorization": f"Bearer {studio.token}"}
+    base = f"http://127.0.0.1:{studio.port}"
+    frames = []
+    async with aiohttp.ClientSession(headers=auth) as session:
+        async with session.ws_connect(f"{base}/ws?since=0") as ws:
+            while (message := await ws.receive(timeout=2)).type == aiohttp.WSMsgType.TEXT:
+                frames.append(message.data)
+                if '"events"' in message.data and len(frames) > 1:
+                    break
+        async with session.get(f"{base}/api/runs/trace.jsonl") as response:
+            frames.append(await response.text())
+    assert any('"message_sent"' in frame for frame in frames)
+    return frames
+
+
 @pytest.mark.parametrize("provider", sorted(AUTH_HEADER))
 async def test_no_secret_reaches_any_sink(provider, kernel, serve, tmp_path):
     server = EchoServer(provider)
@@ -188,6 +209,8 @@ async def test_no_secret_reaches_any_sink(provider, kernel, serve, tmp_path):
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrument(kernel, tracer_provider=tracer_provider)
+    studio = Studio(kernel, traces=tmp_path, incidents=False, flush=0.01)
+    await studio.start()
 
     inner = kernel.model(
         f"{provider}:m-1",
@@ -224,6 +247,8 @@ async def test_no_secret_reaches_any_sink(provider, kernel, serve, tmp_path):
             pass
     texts += exception_texts(cut.value)
 
+    texts += await studio_frames(studio)  # what the page is sent, live and when browsing
+    await studio.stop()
     trace.close()
     tracer_provider.shutdown()
     logger.remove(sink)
