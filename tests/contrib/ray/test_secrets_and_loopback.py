@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -134,7 +135,8 @@ def test_a_cluster_started_as_documented_listens_on_loopback_only():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, **LOOPBACK, "AOPKIT_TEST_MARKER": marker}
-    command = [shutil.which("ray") or "ray", "start", "--head", f"--port={port}"]
+    ray_cli = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    command = [ray_cli, "start", "--head", f"--port={port}"]
     command += ["--node-ip-address=127.0.0.1", "--include-dashboard=false"]
     command += ["--num-cpus=0", "--disable-usage-stats", f"--temp-dir={temp}"]
     try:
