@@ -153,7 +153,7 @@ class Secret:
 
 class Secrets:
     """The secret values one kernel knows; :meth:`redact` replaces each of them (also as it
-    looks JSON-escaped, URL-encoded or in base64) by ``***``."""
+    looks JSON-escaped or URL-encoded) by ``***``, longest first."""
 
     def __init__(self) -> None:
         self._secrets: list[Secret] = []
@@ -210,7 +210,7 @@ class Secrets:
         self._refresh()
         for form in self._byte_forms:
             if form in data:
-                data = data.replace(form, b"***")
+                data = data.replace(form, MASK.encode())
         return data
 
     def _refresh(self) -> None:
