@@ -102,6 +102,33 @@ def answer(provider: str, text: str) -> dict[str, Any]:
     return {"model": "m", "message": message, "done": True, "done_reason": "stop"}
 
 
+def stream(provider: str, text: str) -> bytes:
+    """A provider's streamed 200 answer (SSE, NDJSON for Ollama) whose text is ``text``."""
+    if provider == "openai":
+        choices = [{"index": 0, "delta": {"content": text}}], [{"index": 0, "delta": {}}]
+        choices[1][0]["finish_reason"] = "stop"
+        frames = [f"data: {json.dumps({'id': 'c1', 'choices': c})}\n\n" for c in choices]
+        return "".join([*frames, "data: [DONE]\n\n"]).encode()
+    if provider == "anthropic":
+        message = {**answer(provider, ""), "content": [], "stop_reason": None}
+        block, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": text}
+        events = [
+            {"type": "message_start", "message": message},
+            {"type": "content_block_start", "index": 0, "content_block": block},
+            {"type": "content_block_delta", "index": 0, "delta": delta},
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}},
+            {"type": "message_stop"},
+        ]
+        return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+    data = json.dumps(answer(provider, text))
+    if provider == "gemini":
+        return f"data: {data}\n\n".encode()
+    if provider == "dashscope":
+        return f"id:1\nevent:result\n:HTTP_STATUS/200\ndata:{data}\n\n".encode()
+    return f"{data}\n".encode()
+
+
 @attrs.define
 class Verdict:
     winner: str
@@ -131,6 +158,12 @@ class EchoServer:
         if self.mode == "500":
             page = f"<html><body><h1>Bad gateway</h1><pre>{echo}</pre></body></html>"
             return web.Response(status=502, text=page, content_type="text/html")
+        if self.mode == "stream":
+            kind = "application/x-ndjson" if self.provider == "ollama" else "text/event-stream"
+            response = web.StreamResponse(headers={"Content-Type": kind})
+            await response.prepare(request)
+            await response.write(stream(self.provider, f"you sent {echo}"))
+            return response
         if self.mode == "cut":
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -232,6 +265,10 @@ async def test_no_secret_reaches_any_sink(provider, kernel, serve, tmp_path):
     with pytest.raises(aopkit.AopkitError) as structured:
         await agent(hello, structured=Verdict)  # the echo is no Verdict: an incident
     texts += exception_texts(structured.value)
+    server.mode = "stream"
+    streamed_texts = [chunk.text async for chunk in await model([hello], stream=True)]
+    assert "***" in streamed_texts[-1] and "you sent" in streamed_texts[-1]
+    texts += streamed_texts
     for mode in ("401", "500"):
         server.mode = mode
         with pytest.raises(aopkit.ReplyError) as failed:
