@@ -4,6 +4,7 @@ docs/distributed.md says."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -60,7 +61,7 @@ async def test_remote_agents_read_their_keys_on_the_node_and_ray_logs_none(
         assert reply.text == "key accepted: True; you sent Bearer ***"  # echo scrubbed remotely
     assert received == [f"Bearer {REMOTE_KEY}", f"Bearer {FILE_KEY}"]
 
-    time.sleep(2)  # let the nodes flush their log files
+    await asyncio.sleep(2)  # let the nodes flush their log files
     hits = [
         f"{path}: {piece[:4]}..."
         for path in ray_temp_dir.rglob("*")
