@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .formatting import Formatter
 from .message import Msg
 from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
-from .secret import Secret, SecretMissing, Secrets, is_credential_header
+from .secret import Secret, SecretMissing, Secrets, names_a_credential
 
 if TYPE_CHECKING:
     import aiohttp
@@ -283,7 +283,7 @@ class HTTPChatModel(ChatModel):
     The key is kept as a :class:`Secret`: it is in no repr, event, log or exception text.
     ``api_key_env`` / ``api_key_file`` name where the key lives instead of giving it: each
     process (each Ray actor) reads it there itself. The key, every credential header (see
-    :func:`~aopkit.secret.is_credential_header`, or any value given as a :class:`Secret`) and
+    :func:`~aopkit.secret.names_a_credential`, or any value given as a :class:`Secret`) and
     credentials inside ``base_url`` join ``kernel.secrets``, which scrubs them from everything.
     """
 
@@ -320,7 +320,7 @@ class HTTPChatModel(ChatModel):
         kernel.secrets.add_url(self.base_url)
         # Credentials are kept as Secrets, so that not even a repr of the headers shows them.
         self.headers: dict[str, str | Secret] = {
-            name: Secret(value) if value in kernel.secrets or is_credential_header(name) else value
+            name: Secret(value) if value in kernel.secrets or names_a_credential(name) else value
             for name, value in (headers or {}).items()
         }
         self.formatter: Formatter = (

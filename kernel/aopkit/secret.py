@@ -175,9 +175,9 @@ class Secrets:
                 self._byte_forms = [form.encode() for form in self._forms]
 
     def add_headers(self, headers: Mapping[str, str | Secret]) -> None:
-        """Remember the credentials among ``headers`` (see :func:`is_credential_header`)."""
+        """Remember the credentials among ``headers`` (see :func:`names_a_credential`)."""
         for name, value in headers.items():
-            if isinstance(value, Secret) or is_credential_header(name):
+            if isinstance(value, Secret) or names_a_credential(name):
                 self.add(value)
                 text = value.known() if isinstance(value, Secret) else value
                 scheme, _, token = (text or "").partition(" ")
@@ -229,8 +229,9 @@ class Secrets:
         return bool(self._forms) or bool(self._secrets)
 
 
-def is_credential_header(name: str) -> bool:
-    """Does a header of this name carry a credential (``Authorization``, ``x-api-key``...)?"""
+def names_a_credential(name: str) -> bool:
+    """Does a header, query parameter or tool argument of this name carry a credential
+    (``Authorization``, ``x-api-key``, ``?key=``, ``api_key``...)?"""
     return name.lower() in CREDENTIAL_HEADERS or bool(CREDENTIAL_WORDS.search(name))
 
 

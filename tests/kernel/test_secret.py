@@ -15,7 +15,7 @@ from loguru import logger
 import aopkit
 from aopkit.http import HTTPChatModel, Request, join_url
 from aopkit.models import ModelRejected, ModelUnavailable
-from aopkit.secret import Secret, SecretMissing, SecretNotPortable, Secrets, is_credential_header
+from aopkit.secret import Secret, SecretMissing, SecretNotPortable, Secrets, names_a_credential
 
 
 def value() -> str:
@@ -89,9 +89,9 @@ def test_redact_catches_every_spelling_of_every_secret():
 def test_credential_headers_and_urls_are_recognised():
     for name in ["Authorization", "proxy-authorization", "api-key", "X-API-Key", "x-goog-api-key",
                  "Cookie", "X-Auth-Token", "X-Client-Secret", "x-amz-security-token"]:  # fmt: skip
-        assert is_credential_header(name), name
+        assert names_a_credential(name), name
     for name in ["Content-Type", "Accept", "anthropic-version", "X-DashScope-SSE", "User-Agent"]:
-        assert not is_credential_header(name), name
+        assert not names_a_credential(name), name
 
     known = Secrets()
     token, password, cookie = value(), value(), value()
@@ -227,3 +227,28 @@ async def test_sinks_scrub_what_the_program_marked_secret(kernel, tmp_path):
         trace.close()
     written = (tmp_path / "trace.jsonl").read_text() + "".join(logged)
     assert "the password is ***" in written and password not in written
+
+
+async def test_a_credential_preset_into_a_tool_is_scrubbed_from_its_results_and_errors(kernel):
+    key = value()
+
+    def lookup(city: str, api_key: str) -> str:
+        """Look a city up."""
+        if city == "nowhere":
+            raise ValueError(f"the service refused key {api_key}")
+        return f"{city}: sunny (asked with {api_key})"
+
+    toolkit = aopkit.Toolkit([aopkit.Tool(lookup, preset={"api_key": key})], kernel=kernel)
+    finished: list[str] = []
+
+    class Listener:
+        @aopkit.hookimpl
+        def event(self, event: aopkit.events.Event) -> None:
+            finished.append(repr(event))
+
+    kernel.register(Listener(), "listener")
+    ok = await toolkit.call(aopkit.ToolUseBlock("c1", "lookup", {"city": "Oslo"}))
+    failed = await toolkit.call(aopkit.ToolUseBlock("c2", "lookup", {"city": "nowhere"}))
+    assert ok.output == "Oslo: sunny (asked with ***)"
+    assert failed.is_error and "refused key ***" in failed.output
+    assert key not in "".join(finished) and "refused key ***" in "".join(finished)
