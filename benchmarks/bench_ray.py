@@ -12,20 +12,20 @@ import asyncio
 import os
 import random
 import secrets
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from _util import report
 
-# Ray reads its authentication settings once per process: set them before importing it.
+# Ray reads these once per process: set them before importing it. The second keeps the nodes
+# on loopback (docs/distributed.md, "A cluster on one machine").
 os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)})
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import ray
+from ray.cluster_utils import Cluster
 
 import aopkit
 from aopkit import Msg
@@ -128,27 +128,22 @@ async def pooled_rounds() -> float:
     return min(times)
 
 
-def start_cluster() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    path = os.pathsep.join([str(ROOT / "contrib"), str(ROOT / "kernel"), *sys.path])
-    env = {**os.environ, "PYTHONPATH": path}
-    cli = shutil.which("ray") or "ray"
-    common = ["--num-cpus=1", "--object-store-memory=200000000", "--disable-usage-stats"]
-    common.append("--node-ip-address=127.0.0.1")
-    run = {"env": env, "check": True, "capture_output": True, "timeout": 120}
-    subprocess.run([cli, "start", "--head", f"--port={port}", "--include-dashboard=false",
-                    '--resources={"node_a": 1}', *common], **run)  # type: ignore[call-overload]  # fmt: skip
-    subprocess.run([cli, "start", f"--address=127.0.0.1:{port}",
-                    '--resources={"node_b": 1}', *common], **run)  # type: ignore[call-overload]  # fmt: skip
-    return f"127.0.0.1:{port}"
+def start_cluster() -> Cluster:
+    """Two nodes on loopback, stopped by their handle (never ``ray stop``: it stops every Ray
+    cluster on the machine)."""
+    paths = [str(ROOT / "contrib"), str(ROOT / "kernel"), *sys.path]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)  # the nodes' workers find aopkit
+    node = {"num_cpus": 1, "object_store_memory": 200_000_000, "node_ip_address": "127.0.0.1"}
+    head = {**node, "resources": {"node_a": 1}, "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    cluster.add_node(**node, resources={"node_b": 1})
+    return cluster
 
 
 def main() -> None:
-    address = start_cluster()
+    cluster = start_cluster()
     try:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
         value, floor = asyncio.run(overhead())
         report(
             "remote reply",
@@ -170,7 +165,7 @@ def main() -> None:
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        subprocess.run([shutil.which("ray") or "ray", "stop", "--force"], capture_output=True)
+        cluster.shutdown()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 
@@ -76,9 +77,12 @@ if __name__ == "__main__":
     parser.add_argument("--ray", action="store_true", help="run the agents in Ray actor pools")
     args = parser.parse_args()
     if args.ray:
+        if "RAY_ADDRESS" not in os.environ:  # a cluster of its own: on loopback only
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when Ray is imported
         import ray
 
-        ray.init(logging_level="WARNING")
+        local = {} if "RAY_ADDRESS" in os.environ else {"_node_ip_address": "127.0.0.1"}
+        ray.init(logging_level="WARNING", include_dashboard=False, **local)
     for number, (avg, winner) in enumerate(
         asyncio.run(play(args.agents, args.rounds, distributed=args.ray))
     ):

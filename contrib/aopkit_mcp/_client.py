@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from aopkit import Block, DecodeError, Tool, Toolkit
 from aopkit.models import ToolSpec
+from aopkit.secret import Secrets
 from aopkit.toolkit import ToolError
 
 from ._content import MCPError, output, parameters, tool_name
@@ -103,6 +105,8 @@ class MCPClient:
         self._open = opener
         self._named = named
         self._hide = hide  # a URL that may carry credentials: never shown in messages
+        self._headers: dict[str, str] = {}  # credentials sent to an HTTP server, to scrub
+        self.secrets = Secrets()  # what the server must not get back into text: headers, URL
         self._hint = hint  # where to look when the server cannot be reached
         self._refused: str | None = None  # the last HTTP error status, which the SDK drops
         self._conn: _Connection | None = None
@@ -178,7 +182,7 @@ class MCPClient:
             )
             return streams[0], streams[1]
 
-        return cls(
+        client = cls(
             name or shown,
             opener,
             named=name is not None,
@@ -186,6 +190,10 @@ class MCPClient:
             connect_timeout=connect_timeout,
             hide=url if url != shown else None,
         )
+        client._headers = sent
+        client.secrets.add_headers(sent)
+        client.secrets.add_url(url)
+        return client
 
     def __repr__(self) -> str:
         return f"<MCPClient {self.name!r}>"
@@ -243,6 +251,9 @@ class MCPClient:
             )
         for one in made:
             toolkit.add(one)
+        toolkit.kernel.secrets.add_headers(self._headers)  # the kernel's sinks scrub them too
+        if self._hide is not None:
+            toolkit.kernel.secrets.add_url(self._hide)
         return made
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> str | list[Block]:
@@ -253,6 +264,8 @@ class MCPClient:
         result = _wire(
             await self._request(conn, where, conn.session.call_tool(tool, dict(arguments)))
         )
+        if self.secrets:  # a server that echoes its credentials back gets them masked
+            result = json.loads(self.secrets.redact(json.dumps(result)))
         value, text = output(result)
         if result.get("isError"):
             raise MCPError(f"{where} failed: {text or 'the server gave no details'}")
@@ -376,7 +389,8 @@ class MCPClient:
         refused, self._refused = self._refused, None
         if refused and refused not in text:
             text = f"{text}: {refused}"
-        return text if self._hide is None else text.replace(self._hide, self.name)
+        text = text if self._hide is None else text.replace(self._hide, self.name)
+        return self.secrets.redact(text)
 
     def _describe(self, exc: BaseException) -> str:
         inner = getattr(exc, "exceptions", None)  # the innermost errors of a task group

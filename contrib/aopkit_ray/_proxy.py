@@ -15,6 +15,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from aopkit import Agent, AopkitError, Kernel, Memory, Msg, ReplyError, default_kernel
 from aopkit.agent import Incoming
 from aopkit.message import new_id
+from aopkit.secret import SecretNotPortable
 from aopkit.session import Store
 
 from ._host import AgentHost, KernelSpec, Recipe, RemoteAgentError
@@ -39,6 +40,8 @@ def _recipe(agent: Agent | Any) -> tuple[str | None, Recipe]:
     bare._kernel, bare._hubs, bare._replies, bare._sessions = None, [], set(), None
     try:
         return agent.name, ray.cloudpickle.dumps(bare)  # type: ignore[no-untyped-call]
+    except SecretNotPortable as exc:  # a key must not travel in the actor's arguments
+        raise SecretNotPortable(f"agent {agent.name!r}: {exc}") from None
     except Exception as exc:
         raise AopkitError(
             f"agent {agent.name!r} cannot be pickled ({type(exc).__name__}: {exc}); pass a "
@@ -59,7 +62,8 @@ class AgentPool:
     restart: a :class:`aopkit.JSONFileStore` on a directory every node can reach),
     ``session`` (the store's session id; default the actor's name), ``timeout`` (seconds a call
     may take before it fails with :class:`RemoteAgentError`; None waits for ever), ``name`` (the
-    actor's name) and ``runtime_env``.
+    actor's name) and ``runtime_env`` (Ray logs it: never put keys there; name them, see
+    ``api_key_env``).
     """
 
     def __init__(

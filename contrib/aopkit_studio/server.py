@@ -275,7 +275,9 @@ class Studio:
                     except Exception as exc:
                         data = {"type": event.type, "unserialisable": type(exc).__name__}
                     data["seq"] = self._seq
-                    line = json.dumps(data, ensure_ascii=False, default=str)
+                    line = self.kernel.secrets.redact(
+                        json.dumps(data, ensure_ascii=False, default=str)
+                    )
                     self._log.append((self._seq, line))
                     lines.append(line)
                 frame = '{"kind":"events","events":[' + ",".join(lines) + "]}"
@@ -292,7 +294,7 @@ class Studio:
                 self._control({"kind": "dropped", "count": self.dropped})
 
     def _control(self, message: dict[str, Any]) -> None:
-        frame = json.dumps(message, ensure_ascii=False)
+        frame = self.kernel.secrets.redact(json.dumps(message, ensure_ascii=False))
         for client in list(self._clients):
             client.send(frame)
 
@@ -305,7 +307,8 @@ class Studio:
         await ws.prepare(request)
         client = _Client(ws, limit=1000)
         first = self._log[0][0] if self._log else self._seq + 1
-        client.send(json.dumps(self._state(missed=max(0, first - since - 1) if since else 0)))
+        state = json.dumps(self._state(missed=max(0, first - since - 1) if since else 0))
+        client.send(self.kernel.secrets.redact(state))
         backlog = [line for seq, line in self._log if seq > since]
         for i in range(0, len(backlog), 1000):
             client.send('{"kind":"events","events":[' + ",".join(backlog[i : i + 1000]) + "]}")
@@ -391,7 +394,8 @@ class Studio:
         path = self.traces / name if self.traces is not None else None
         if path is None or Path(name).name != name or path.suffix != ".jsonl" or not path.is_file():
             raise web.HTTPNotFound(text="no such trace")
-        events, bad = _read_trace(path.read_text(encoding="utf-8", errors="replace").splitlines())
+        text = self.kernel.secrets.redact(path.read_text(encoding="utf-8", errors="replace"))
+        events, bad = _read_trace(text.splitlines())
         return web.json_response({"events": events, "bad": bad})
 
 

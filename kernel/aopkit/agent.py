@@ -148,7 +148,7 @@ class Agent:
                 kernel.emit(
                     ReplyFailed(
                         agent=self.name,
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=kernel.secrets.redact(f"{type(exc).__name__}: {exc}"),
                         seconds=time.perf_counter() - started,
                     )
                 )

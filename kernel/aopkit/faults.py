@@ -399,7 +399,7 @@ def _corrected(
     if tiers is not None:
         tiers.append({"tier": 2, "by": name, "outcome": "fixed" if ok else detail})
     if kernel.observed:
-        kernel.emit(Corrected(corrector=name, ok=ok, detail=detail[:200]))
+        kernel.emit(Corrected(corrector=name, ok=ok, detail=kernel.secrets.redact(detail)[:200]))
 
 
 class _Run:
@@ -425,16 +425,19 @@ class _Run:
             try:
                 return await self._attempt()
             except _Escalate as exc:
+                redact = self.kernel.secrets.redact  # before any text is cut short
                 incident = Incident(
                     model=self.source,
                     target=self.target.name,
-                    reason=exc.reason,
-                    request=_request_summary(self.messages),
-                    outputs=self.outputs,
+                    reason=redact(exc.reason),
+                    request=redact(_request_summary(self.messages, redact)),
+                    outputs=[redact(output) for output in self.outputs],
                     tiers=self.tiers,
                     schema=self.target.schema,
                 )
-                fault = exc.fault or Fault(exc.kind, self.source, exc.reason, None, None, exc.calls)
+                fault = exc.fault or Fault(
+                    exc.kind, self.source, incident.reason, None, None, exc.calls
+                )
                 resolution = await self._escalate(incident, fault)
                 if resolution.action == "answer":
                     return self._answer(incident, resolution)
@@ -502,7 +505,7 @@ class _Run:
                         critic=self._critic_name(round_),
                         round=round_ + 1,
                         accepted=accepted,
-                        detail=error[:200],
+                        detail=self.kernel.secrets.redact(error)[:200],
                     )
                 )
         raise AssertionError("unreachable")  # pragma: no cover
@@ -554,7 +557,7 @@ class _Run:
         reason = incident.reason
         if not any(f is fault for f in self.kernel.faults.faults):
             self.kernel.faults.add(fault)
-        _chat_log(incident.describe())
+        _chat_log(self.kernel.secrets.redact(incident.describe()))
         self.kernel.incidents.append(attrs.asdict(incident))
         if self.kernel.observed:
             self.kernel.emit(Escalated(incident=incident.id, reason=reason[:200]))
@@ -591,6 +594,7 @@ class _Run:
     def _record(
         self, kind: str, detail: str, tier: int, resolver: str, calls: int, saved: int = 0
     ) -> None:
+        detail = self.kernel.secrets.redact(detail)
         self.kernel.faults.add(Fault(kind, self.source, detail, tier, resolver, calls, saved))
 
 
@@ -624,8 +628,8 @@ class _Escalate(Exception):
         self.kind, self.reason, self.calls, self.fault = kind, reason, calls, fault
 
 
-def _request_summary(messages: Sequence[Msg]) -> str:
-    tail = [f"{m.name}: {m.text}" for m in messages[-2:]]
+def _request_summary(messages: Sequence[Msg], redact: Callable[[str], str]) -> str:
+    tail = [f"{m.name}: {redact(m.text)}" for m in messages[-2:]]
     return " | ".join(tail)[-500:]
 
 

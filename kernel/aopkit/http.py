@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .formatting import Formatter
 from .message import Msg
-from .models import Capabilities, ChatModel, ModelRejected, ModelUnavailable
-from .secret import Secret, redact
+from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
+from .secret import Secret, SecretMissing, Secrets, names_a_credential
 
 if TYPE_CHECKING:
     import aiohttp
@@ -132,12 +133,16 @@ def error_for_status(
     status: int,
     headers: Mapping[str, str],
     body: str,
-    secrets: tuple[Secret | None, ...] = (),
+    secrets: Secrets | None = None,
     retry_after_in_body: Callable[[str], float | None] | None = None,
 ) -> ModelUnavailable | ModelRejected:
-    """The error for an HTTP error answer: retryable for 408/409/429/5xx, except a 5xx whose
-    body says the request is invalid (retrying the same request cannot help)."""
-    message = redact(provider_message(body, headers.get("Content-Type", "")), *secrets)
+    """The model error for an HTTP error answer: retryable for 408/409/429/5xx, except a 5xx
+    whose body says the request is invalid (retrying the same request cannot help). Secrets are
+    scrubbed from the body first, so no cut (the message is shortened) can leave a piece of one
+    behind."""
+    if secrets is not None:
+        body = secrets.redact(body)
+    message = provider_message(body, headers.get("Content-Type", ""))
     if status in RETRYABLE_STATUS and not (status >= 500 and declares_invalid_request(body)):
         wait = retry_after(headers)
         if wait is None and retry_after_in_body is not None:
@@ -159,7 +164,9 @@ def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 class Request:
     """One HTTP request of a model call; ``send`` / ``lines`` map every failure onto the kernel's
-    model errors, with secrets scrubbed from anything the server echoed back."""
+    model errors. Secrets are scrubbed from everything that comes back (bodies, stream lines,
+    error texts) before anything reads it, and no error keeps the transport's exception (whose
+    text and attributes may hold headers and URLs) as its cause or context."""
 
     def __init__(
         self,
@@ -170,62 +177,65 @@ class Request:
         *,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
-        secrets: tuple[Secret | None, ...] = (),
+        secrets: Secrets | None = None,
         retry_after_in_body: Callable[[str], float | None] | None = None,
     ) -> None:
         self.model, self.pool, self.url, self.payload = model, pool, url, payload
         self.headers = dict(headers or {})
         self.timeout = timeout
-        self.secrets = secrets
+        self.secrets = Secrets() if secrets is None else secrets
         self.retry_after_in_body = retry_after_in_body
 
     async def send(self) -> Any:
         """POST the payload and return the decoded JSON answer."""
-        import aiohttp
-
+        failure: ModelError | None = None
         try:
             async with self._post() as response:
-                body = await response.text()
-                if response.status >= 400:
-                    raise error_for_status(
+                body = self.secrets.redact(await response.text(errors="replace"))
+                status = response.status
+                if status >= 400:
+                    failure = error_for_status(
                         self.model,
-                        response.status,
+                        status,
                         response.headers,
                         body,
-                        self.secrets,
+                        None,
                         self.retry_after_in_body,
                     )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise self._transport_error(exc) from None
+        except Exception as exc:
+            failure = self._transport_error(exc)
+        if failure is not None:
+            raise failure  # outside the except block: the transport error is not its context
         try:
             return json.loads(body)
         except (ValueError, RecursionError):
-            raise ModelUnavailable(
-                self.model,
-                f"the answer was not JSON: {provider_message(body)}",
-                status=response.status,
-            ) from None
+            failure = ModelUnavailable(
+                self.model, f"the answer was not JSON: {provider_message(body)}", status=status
+            )
+        raise failure
 
     async def lines(self) -> AsyncGenerator[bytes, None]:
         """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
-        import aiohttp
-
+        failure: ModelError | None = None
         try:
             async with self._post() as response:
                 if response.status >= 400:
-                    body = await response.text()
-                    raise error_for_status(
+                    body = self.secrets.redact(await response.text(errors="replace"))
+                    failure = error_for_status(
                         self.model,
                         response.status,
                         response.headers,
                         body,
-                        self.secrets,
+                        None,
                         self.retry_after_in_body,
                     )
-                async for line in response.content:
-                    yield line
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise self._transport_error(exc) from None
+                else:
+                    async for line in response.content:
+                        yield self.secrets.redact_bytes(line)
+        except Exception as exc:
+            failure = self._transport_error(exc)
+        if failure is not None:
+            raise failure  # outside the except block: the transport error is not its context
 
     def _post(self) -> Any:
         import aiohttp
@@ -235,18 +245,25 @@ class Request:
             self.url, json=self.payload, headers=self.headers, timeout=timeout
         )
 
-    def _transport_error(self, exc: BaseException) -> ModelUnavailable:
+    def _transport_error(self, exc: Exception) -> ModelError:
+        """A model error for what went wrong sending the request or reading the answer, in
+        words scrubbed of secrets. Errors that are not the transport's are not retryable."""
         import aiohttp
 
+        if isinstance(exc, ModelError):
+            return exc
         if isinstance(exc, asyncio.TimeoutError):
             what = f"no answer within {self.timeout} s"
         elif isinstance(exc, aiohttp.ClientPayloadError):
             what = f"the response was cut off: {exc}"
         elif isinstance(exc, aiohttp.ClientConnectionError):
             what = f"connection failed: {type(exc).__name__}: {exc}"
-        else:
+        elif isinstance(exc, aiohttp.ClientError):
             what = f"{type(exc).__name__}: {exc}"
-        return ModelUnavailable(self.model, redact(what, *self.secrets))
+        else:
+            what = f"the request could not be sent: {type(exc).__name__}: {exc}"
+            return ModelRejected(self.model, self.secrets.redact(what))
+        return ModelUnavailable(self.model, self.secrets.redact(what))
 
 
 async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:
@@ -289,6 +306,10 @@ class HTTPChatModel(ChatModel):
     from arguments, else ``<ENV_PREFIX>_BASE_URL`` / ``<ENV_PREFIX>_API_KEY``, else defaults.
 
     The key is kept as a :class:`Secret`: it is in no repr, event, log or exception text.
+    ``api_key_env`` / ``api_key_file`` name where the key lives instead of giving it: each
+    process (each Ray actor) reads it there itself. The key, every credential header (see
+    :func:`~aopkit.secret.names_a_credential`, or any value given as a :class:`Secret`) and
+    credentials inside ``base_url`` join ``kernel.secrets``, which scrubs them from everything.
     """
 
     default_base_url: ClassVar[str] = ""
@@ -302,9 +323,11 @@ class HTTPChatModel(ChatModel):
         kernel: Kernel,
         base_url: str | None = None,
         api_key: str | Secret | None = None,
+        api_key_env: str | None = None,
+        api_key_file: str | os.PathLike[str] | None = None,
         timeout: float = 120.0,
         extra_body: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str | Secret] | None = None,
         formatter: str | Formatter | None = None,
         capabilities: Capabilities | None = None,
         environ: Mapping[str, str] | None = None,
@@ -314,11 +337,17 @@ class HTTPChatModel(ChatModel):
         prefix = self.env_prefix
         self.base_url = base_url or env.get(f"{prefix}_BASE_URL") or self.default_base_url
         self.base_url = self.base_url.rstrip("/")
-        key = api_key or env.get(f"{prefix}_API_KEY")
-        self.api_key = Secret(key) if key else None
+        self.api_key = _key(api_key, api_key_env, api_key_file, env, f"{prefix}_API_KEY")
         self.timeout = float(timeout)
         self.extra_body = dict(extra_body or {})
-        self.headers = dict(headers or {})
+        kernel.secrets.add(self.api_key)
+        kernel.secrets.add_headers(headers or {})
+        kernel.secrets.add_url(self.base_url)
+        # Credentials are kept as Secrets, so that not even a repr of the headers shows them.
+        self.headers: dict[str, str | Secret] = {
+            name: Secret(value) if value in kernel.secrets or names_a_credential(name) else value
+            for name, value in (headers or {}).items()
+        }
         self.formatter: Formatter = (
             formatter
             if isinstance(formatter, Formatter)
@@ -326,7 +355,7 @@ class HTTPChatModel(ChatModel):
         )
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} at {self.base_url}>"
+        return f"<{type(self).__name__} {self.name} at {self.kernel.secrets.redact(self.base_url)}>"
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the key; providers override (``Authorization: Bearer`` here)."""
@@ -335,14 +364,18 @@ class HTTPChatModel(ChatModel):
     def request(self, path: str, payload: Mapping[str, Any]) -> Request:
         """A request to ``base_url + path`` with the auth headers and the extra body fields
         merged in (nested objects key by key)."""
+        headers = {
+            name: value.reveal() if isinstance(value, Secret) else value
+            for name, value in {**self.auth_headers(), **self.headers}.items()
+        }
         return Request(
             self.name,
             self.kernel.pool,
-            self.base_url + path,
+            join_url(self.base_url, path),
             merged(payload, self.extra_body),
-            headers={**self.auth_headers(), **self.headers},
+            headers=headers,
             timeout=self.timeout,
-            secrets=(self.api_key,),
+            secrets=self.kernel.secrets,
             retry_after_in_body=self.retry_after_in_body,
         )
 
@@ -354,3 +387,34 @@ class HTTPChatModel(ChatModel):
         return await self.formatter.format(
             messages, capabilities=self.capabilities, pool=self.kernel.pool
         )
+
+
+def join_url(base: str, path: str) -> str:
+    """``base + path``, a query string of ``base`` (``?api-version=``) kept after the path's."""
+    head, sep, query = base.partition("?")
+    if not sep:
+        return base + path
+    return f"{head.rstrip('/')}{path}{'&' if '?' in path else '?'}{query}"
+
+
+def _key(
+    value: str | Secret | None,
+    env_name: str | None,
+    file: str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    default_env: str,
+) -> Secret | None:
+    """The API key from the first of: the value, the named variable or file, the provider's
+    variable. The process environment is named, not copied, so it travels by name."""
+    if value:
+        return Secret(value)
+    if file is not None:
+        return Secret.from_file(file)
+    name = env_name or (default_env if environ.get(default_env) else None)
+    if name is None:
+        return None
+    if environ is os.environ:
+        return Secret.from_env(name)
+    if not environ.get(name):
+        raise SecretMissing(f"environment variable {name} (api_key_env) is not set")
+    return Secret(environ[name])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from .codec import Codec
 from .errors import AopkitError, PluginError
 from .http import HTTPPool
 from .registry import Registry
+from .secret import Secrets
 
 if TYPE_CHECKING:
     from .events import Event
@@ -83,6 +85,7 @@ class Kernel:
             "register_commands": (self.commands, _command_entry),
         }
         self.environ = env
+        self.secrets = Secrets()  # every secret value this kernel knows, to scrub from text
         self.pool = HTTPPool()
         self._config: dict[str, Any] | None = None
         self._faults: FaultReport | None = None
@@ -217,8 +220,13 @@ class Kernel:
             except Exception as exc:
                 from loguru import logger
 
-                logger.opt(exception=exc).error(
-                    "aopkit: event listener {} failed", _label(listener)
+                # The traceback goes as redacted text, not as the exception: a sink with
+                # loguru's ``diagnose`` would print every frame's variables, secrets among them.
+                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                logger.error(
+                    "aopkit: event listener {} failed\n{}",
+                    _label(listener),
+                    self.secrets.redact(text),
                 )
                 continue
             if result is not None and inspect.isawaitable(result):

@@ -271,7 +271,9 @@ class ChatModel:
                     call_id=call_id,
                     seconds=time.perf_counter() - started,
                     usage=usage,
-                    error=None if error is None else f"{type(error).__name__}: {error}",
+                    error=None
+                    if error is None
+                    else kernel.secrets.redact(f"{type(error).__name__}: {error}"),
                 )
             )
 
@@ -328,8 +330,8 @@ class _RetryTracker:
     def before_sleep(self, state: Any) -> None:
         self.retries += 1
         error = state.outcome.exception()
-        self.last_error = str(error)
         kernel = self.model.kernel
+        self.last_error = kernel.secrets.redact(str(error))
         if kernel.observed:
             kernel.emit(
                 Retried(
@@ -351,8 +353,9 @@ class _RetryTracker:
     def failed(self, error: ModelError) -> ModelError:
         from .faults import Fault
 
+        detail = self.model.kernel.secrets.redact(str(error))
         error.fault = Fault(
-            "accessibility", self.model.name, str(error), None, None, calls=self.retries
+            "accessibility", self.model.name, detail, None, None, calls=self.retries
         )
         self.model.kernel.faults.add(error.fault)
         return error

@@ -39,7 +39,8 @@ chat_level()
 
 
 class ChatLog:
-    """Logs the conversation at the ``CHAT`` level: one line per message sent."""
+    """Logs the conversation at the ``CHAT`` level: one line per message sent, scrubbed of the
+    kernel's secrets."""
 
     def __init__(self) -> None:
         from loguru import logger
@@ -48,9 +49,10 @@ class ChatLog:
         self._level = chat_level()
 
     @hookimpl
-    def event(self, event: Event) -> None:
+    def event(self, event: Event, kernel: Kernel) -> None:
         if isinstance(event, MessageSent):
-            self._log(self._level, "{}: {}", event.msg.name, describe(event.msg))
+            line = f"{event.msg.name}: {describe(event.msg)}"
+            self._log(self._level, "{}", kernel.secrets.redact(line))
 
 
 def describe(msg: Msg) -> str:
@@ -77,7 +79,8 @@ def describe(msg: Msg) -> str:
 
 
 class JsonlTrace:
-    """Appends every event to a JSONL file, one JSON object per line, flushed per line.
+    """Appends every event to a JSONL file, one JSON object per line, flushed per line, scrubbed
+    of the kernel's secrets.
 
     If a killed process left the file's last line torn, the first event starts a new line, so
     only the torn line is lost (readers skip it)."""
@@ -90,7 +93,7 @@ class JsonlTrace:
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:
         if self._file is not None:
-            self._file.write(kernel.codec.dumps_event(event) + "\n")
+            self._file.write(kernel.secrets.redact(kernel.codec.dumps_event(event)) + "\n")
             self._file.flush()
 
     def close(self) -> None:

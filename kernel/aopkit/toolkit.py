@@ -20,6 +20,7 @@ from .docstrings import parse_docstring
 from .errors import AopkitError, DecodeError
 from .events import ToolFinished, ToolStarted
 from .models import ToolSpec
+from .secret import names_a_credential
 from .structured import SchemaError, _schema
 
 if TYPE_CHECKING:
@@ -263,6 +264,11 @@ class Toolkit:
         except DecodeError as exc:
             yield _error(use, f"invalid arguments: {exc}")
             return
+        # Credentials the program presets (``api_key=...``) join the kernel's secrets, so an
+        # error or a result that echoes one is scrubbed.
+        kernel.secrets.add(
+            *(v for k, v in found.preset.items() if isinstance(v, str) and names_a_credential(k))
+        )
         started = time.perf_counter()
         if kernel.observed:
             kernel.emit(ToolStarted(tool=use.name, call_id=use.id))
@@ -272,9 +278,9 @@ class Toolkit:
             async for item in found.run(arguments):
                 parts.append(item)
                 if found.is_stream:
-                    yield ToolResultBlock(use.id, use.name, _output(parts))
+                    yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
         if kernel.observed:
             kernel.emit(
                 ToolFinished(
@@ -287,22 +293,23 @@ class Toolkit:
         if error is not None:
             yield _error(use, error)
         elif not found.is_stream:
-            yield ToolResultBlock(use.id, use.name, _output(parts))
+            yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
 
 
 def _error(use: ToolUseBlock, message: str) -> ToolResultBlock:
     return ToolResultBlock(use.id, use.name, message, is_error=True)
 
 
-def _output(parts: list[Any]) -> Output:
-    """Text for plain values (JSON for data); blocks stay blocks, so media a tool returns reach
-    the model."""
+def _output(parts: list[Any], kernel: Kernel) -> Output:
+    """Text for plain values (JSON for data), scrubbed of the kernel's secrets; blocks stay
+    blocks, so media a tool returns reach the model."""
+    scrub = kernel.secrets.redact
     if not any(_blocks_in(p) for p in parts):
-        return "".join(_text(p) for p in parts)
+        return scrub("".join(_text(p) for p in parts))
     blocks: list[Block] = []
     for part in parts:
         for item in part if _blocks_in(part) and isinstance(part, list) else [part]:
-            blocks.append(item if isinstance(item, Block) else TextBlock(_text(item)))
+            blocks.append(item if isinstance(item, Block) else TextBlock(scrub(_text(item))))
     return blocks
 
 

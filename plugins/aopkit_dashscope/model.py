@@ -178,7 +178,7 @@ class DashScopeModel(HTTPChatModel):
                 data = line[5:]
                 if kind == "error":
                     raise error_for_status(
-                        self.name, status if status >= 400 else 500, {}, data, (self.api_key,)
+                        self.name, status if status >= 400 else 500, {}, data, self.kernel.secrets
                     )
                 try:
                     event = json.loads(data)

@@ -204,7 +204,7 @@ class _Reader:
             status = chunk["error"].get("code") if isinstance(chunk["error"], Mapping) else None
             status = status if isinstance(status, int) else 500
             body = json.dumps(chunk)
-            raise error_for_status(self.model.name, status, {}, body, (self.model.api_key,))
+            raise error_for_status(self.model.name, status, {}, body, self.model.kernel.secrets)
         self.id = chunk.get("responseId", self.id)
         if isinstance(usage := chunk.get("usageMetadata"), Mapping):
             self.usage = Usage(

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -133,11 +133,14 @@ class Cassette:
 
     ``record`` starts empty (the file is replaced on the first write); ``replay`` and ``auto``
     read the file. Each request's takes are played in order; what a record or auto model records
-    is appended and the whole file rewritten atomically.
+    is appended and the whole file rewritten atomically, scrubbed of the secrets ``redact``
+    knows (the kernel's).
     """
 
-    def __init__(self, path: Path, mode: Mode, codec: Codec) -> None:
-        self.path, self.mode, self.codec = path, mode, codec
+    def __init__(
+        self, path: Path, mode: Mode, codec: Codec, redact: Callable[[str], str] = str
+    ) -> None:
+        self.path, self.mode, self.codec, self.redact = path, mode, codec, redact
         self.models: dict[str, Capabilities] = {}
         self.entries: dict[str, Entry] = {}
         self.played: dict[str, int] = {}
@@ -314,7 +317,9 @@ class Cassette:
             ],
         }
         # strict JSON (no NaN, no lone surrogate), so that what is recorded also loads
-        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        text = self.redact(
+            json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with files.locked(self.path, by_directory=True):  # and a killed writer's temp removed
             files.replace_atomically(self.path, (text + "\n").encode("utf-8"))
@@ -332,5 +337,5 @@ def open_cassette(kernel: Kernel, path: str | os.PathLike[str], mode: Mode) -> C
     opened = _open.setdefault(kernel, {})
     key = (Path(path).resolve(), mode)
     if key not in opened:
-        opened[key] = Cassette(key[0], mode, kernel.codec)
+        opened[key] = Cassette(key[0], mode, kernel.codec, kernel.secrets.redact)
     return opened[key]

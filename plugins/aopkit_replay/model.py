@@ -55,6 +55,7 @@ class ReplayModel(ChatModel):
             self.cassette.models[model] = self.capabilities
             secrets = [*secrets, getattr(self.inner, "api_key", None)]
         self._secrets = [Secret(s) for s in secrets if isinstance(s, (str, Secret)) and s]
+        kernel.secrets.add(*self._secrets)
 
     @classmethod
     def wrap(

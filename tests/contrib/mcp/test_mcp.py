@@ -324,3 +324,13 @@ async def test_http_server_killed_mid_session(kernel, http_server):
     # mcp 2 sees the stream end; mcp 1 only notices through the timeout
     assert lost.is_error and "MCP server 'testbench', tool 'hang'" in lost.output
     assert after.is_error and "MCP server 'testbench', tool 'add'" in after.output
+
+
+async def test_http_credentials_echoed_by_the_server_are_masked(kernel, http_server):
+    url, _ = http_server
+    toolkit = Toolkit(kernel=kernel)
+    async with MCPClient.http(url, headers=TOKEN) as server:
+        await server.add_tools_to(toolkit)
+        echoed = await toolkit.call(use("fail", reason="you sent Bearer sesame"))
+    assert echoed.is_error and "you sent ***" in echoed.output and "sesame" not in echoed.output
+    assert kernel.secrets.redact("sesame") == "***", "the kernel's sinks scrub it too"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import attrs
 
 import aopkit
 from aopkit import Agent, Msg, MsgHub
+from aopkit.retry import NO_RETRY
+from aopkit.secret import Secret
 
 
 class Counter(Agent):
@@ -58,3 +61,22 @@ class Verdict:
 class Judge(Agent):
     async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
         return Msg(self.name, '{"ok": true}', "assistant")
+
+
+def keyed(base_url: str, **key: str) -> Callable[[aopkit.Kernel], Agent]:
+    """A factory of an agent whose model's key is named (``api_key_env=`` / ``api_key_file=``)
+    and read where the agent is built: on the node."""
+
+    def build(kernel: aopkit.Kernel) -> Agent:
+        model = kernel.model("openai:gpt-test", base_url=base_url, retry=NO_RETRY, **key)
+        return aopkit.ModelAgent("keyed", model, kernel=kernel)
+
+    return build
+
+
+class Holder(Counter):
+    """An agent that keeps a secret given by value (which must not travel)."""
+
+    def __init__(self, name: str, token: Secret, *, kernel: aopkit.Kernel | None = None):
+        super().__init__(name, kernel=kernel)
+        self.token = token
