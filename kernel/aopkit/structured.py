@@ -8,6 +8,7 @@ repairing is the correctors' job (fault tier 2), and they must say when they can
 from __future__ import annotations
 
 import enum
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -150,9 +151,11 @@ class Target(Generic[T]):
         """Strict: the text must be JSON (nothing around it) and pass :meth:`check`.
         Raises :class:`NotJSON` or :class:`DecodeError`."""
         try:
-            value = jsontext.loads(text)  # strict: no NaN, no stack overflow on deep nesting
-        except ValueError as exc:
+            value = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise NotJSON(str(exc)) from None
+        if (found := jsontext.problem(value)) is not None:  # NaN, a lone surrogate, too deep
+            raise NotJSON(f"{found[0] or '<root>'}: {found[1]}")
         return self.check(value)
 
 
