@@ -74,7 +74,8 @@ class FaultReport:
             return "Fault report: no faults."
         rows = [("#", "kind", "model", "resolved by", "extra calls", "calls saved", "detail")]
         for i, f in enumerate(self.faults, 1):
-            by = f"tier {f.tier} ({f.resolver})" if f.tier else "unresolved"
+            by = f"tier {f.tier}" if f.tier else "unresolved"
+            by += f" ({f.resolver})" if f.resolver else ""
             rows.append((str(i), f.kind, f.model, by, str(f.calls), str(f.saved), f.detail[:60]))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = [
@@ -361,9 +362,11 @@ class _Run:
                     schema=self.target.schema,
                 )
                 fault = exc.fault or Fault(exc.kind, self.source, exc.reason, None, None, exc.calls)
-                resolution = await self._escalate(incident, fault)
+                resolution = await escalate(self.kernel, incident, fault, self.policy)
+                if resolution is None:
+                    raise Unresolved(incident) from None
                 if resolution.action == "answer":
-                    return self._answer(incident, resolution)
+                    return answer(self.target, incident, resolution)
                 self.outputs, self.tiers = [], []  # retry: start over
 
     async def _attempt(self) -> Any:
@@ -467,50 +470,53 @@ class _Run:
         objection: str | None = await review(critique)
         return objection, critique.calls
 
-    # -- tier 4 -----------------------------------------------------------------------------
-    async def _escalate(self, incident: Incident, fault: Fault) -> Resolution:
-        """Persist and log the incident, then ask for a resolution; ``fault`` is updated."""
-        reason = incident.reason
-        if not any(f is fault for f in self.kernel.faults.faults):
-            self.kernel.faults.add(fault)
-        _chat_log(incident.describe())
-        self.kernel.incidents.append(attrs.asdict(incident))
-        if self.kernel.observed:
-            self.kernel.emit(Escalated(incident=incident.id, reason=reason[:200]))
-        resolution = None
-        if self.policy.escalate:
-            resolution = await self.kernel.escalate(incident)
-            if resolution is None and _terminal_attached():
-                resolution = await ask_on_terminal(incident)
-        if resolution is None:
-            raise Unresolved(incident)
-        if not isinstance(resolution, Resolution):
-            raise AopkitError(f"an escalate hook returned {resolution!r}, not a Resolution")
-        self.kernel.incidents.append({"id": incident.id, "resolution": resolution.action})
-        if self.kernel.observed:
-            self.kernel.emit(
-                Escalated(incident=incident.id, reason=reason[:200], resolution=resolution.action)
-            )
-        if resolution.action == "abort":
-            raise Unresolved(incident, "aborted by a human")
-        fault.tier, fault.resolver = 4, f"human ({resolution.action})"
-        return resolution
-
-    def _answer(self, incident: Incident, resolution: Resolution) -> Any:
-        answer = resolution.answer
-        try:
-            return (
-                self.target.parse(answer) if isinstance(answer, str) else self.target.check(answer)
-            )
-        except (NotJSON, DecodeError) as exc:
-            raise Unresolved(
-                incident, f"the human's answer is not a valid {self.target.name} ({exc})"
-            ) from None
-
     def _record(
         self, kind: str, detail: str, tier: int, resolver: str, calls: int, saved: int = 0
     ) -> None:
         self.kernel.faults.add(Fault(kind, self.source, detail, tier, resolver, calls, saved))
+
+
+async def escalate(
+    kernel: Kernel, incident: Incident, fault: Fault, policy: FaultPolicy
+) -> Resolution | None:
+    """Tier 4 on its own: persist and log the incident, then ask for a resolution (None when
+    no one gave one); an abort raises :class:`Unresolved`. ``fault`` is recorded and updated."""
+    reason = incident.reason
+    if not any(f is fault for f in kernel.faults.faults):
+        kernel.faults.add(fault)
+    _chat_log(incident.describe())
+    kernel.incidents.append(attrs.asdict(incident))
+    if kernel.observed:
+        kernel.emit(Escalated(incident=incident.id, reason=reason[:200]))
+    resolution = None
+    if policy.escalate:
+        resolution = await kernel.escalate(incident)
+        if resolution is None and _terminal_attached():
+            resolution = await ask_on_terminal(incident)
+    if resolution is None:
+        return None
+    if not isinstance(resolution, Resolution):
+        raise AopkitError(f"an escalate hook returned {resolution!r}, not a Resolution")
+    kernel.incidents.append({"id": incident.id, "resolution": resolution.action})
+    if kernel.observed:
+        kernel.emit(
+            Escalated(incident=incident.id, reason=reason[:200], resolution=resolution.action)
+        )
+    if resolution.action == "abort":
+        raise Unresolved(incident, "aborted by a human")
+    fault.tier, fault.resolver = 4, f"human ({resolution.action})"
+    return resolution
+
+
+def answer(target: Target[T], incident: Incident, resolution: Resolution) -> T:
+    """The value of a human's ``answer`` (a JSON value or JSON text), strictly checked."""
+    given = resolution.answer
+    try:
+        return target.parse(given) if isinstance(given, str) else target.check(given)
+    except (NotJSON, DecodeError) as exc:
+        raise Unresolved(
+            incident, f"the human's answer is not a valid {target.name} ({exc})"
+        ) from None
 
 
 def _terminal_attached() -> bool:
