@@ -22,6 +22,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    require_messages,
     thinking,
 )
 
@@ -158,6 +159,7 @@ class DashScopeModel(HTTPChatModel):
                 parameters["response_format"] = {"type": "json_object"}
                 messages = with_instruction(messages, _schema_instruction(structured))
         history = (await self.format(messages))["messages"]
+        require_messages(self.name, history)
         return {"model": self.model, "input": {"messages": history}, "parameters": parameters}
 
     async def _events(self, request: Request) -> AsyncIterator[dict[str, Any]]:

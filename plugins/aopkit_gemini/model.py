@@ -28,6 +28,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    require_messages,
     thinking,
 )
 
@@ -111,6 +112,7 @@ class GeminiModel(HTTPChatModel):
         structured: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = await self.format(messages)
+        require_messages(self.name, payload["contents"])
         if tools:
             payload["tools"] = [{"functionDeclarations": [self._declaration(t) for t in tools]}]
             if tool_choice is not None:

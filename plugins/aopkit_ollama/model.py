@@ -20,6 +20,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    require_messages,
     thinking,
 )
 from aopkit.secret import redact
@@ -118,6 +119,7 @@ class OllamaModel(HTTPChatModel):
                 messages = with_instruction(messages, REQUIRED)
             payload["tools"] = [_tool(s) for s in offered]
         payload["messages"] = (await self.format(messages))["messages"]
+        require_messages(self.name, payload["messages"])
         if structured is not None:
             payload["format"] = dict(structured)
         if self.think is not None:

@@ -21,6 +21,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    require_messages,
 )
 from aopkit.secret import Secret, redact
 
@@ -147,6 +148,7 @@ class OpenAIModel(HTTPChatModel):
         """The request body, and whether structured output goes through the forced tool."""
         payload: dict[str, Any] = {"model": self.model}
         payload.update(await self.format(messages))
+        require_messages(self.name, payload["messages"])
         specs = [_tool(s.name, s.description, s.parameters) for s in tools]
         choice: str | dict[str, Any] | None = None
         if tool_choice is not None:
