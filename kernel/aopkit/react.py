@@ -88,8 +88,7 @@ class ReActAgent(ModelAgent):
                 ]
                 await self._act(Msg(self.name, content, "assistant"))
             closing = Msg("system", CLOSING, "user", metadata={"closing": True})
-            response = await self._think(tools=False, extra=closing)
-            self.memory.add(closing)  # with the summary it asked for, not before (a cancel)
+            response = await self._think(tools=False, extra=closing)  # for this call only
             return Msg(self.name, list(response.content), "assistant", metadata={"max_iters": True})
         finally:
             for retrying in self._tool_faults.values():  # the model tried no more
