@@ -9,6 +9,7 @@ API's own rules: no call dropped, each answered exactly once, results where the 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aopkit import Msg, ToolResultBlock, ToolUseBlock
@@ -32,12 +33,15 @@ def assert_stored_in_order(messages: list[Msg]) -> None:
     assert not expected, f"the last calls {expected} have no results"
 
 
-async def assert_answered(kernel: Any, messages: list[Msg], *, stored: bool = True) -> None:
-    """Valid for every provider; with ``stored``, also in the ReAct agent's own order."""
+async def assert_answered(
+    kernel: Any, messages: list[Msg], *, stored: bool = True, formatters: Sequence[str] = FORMATTERS
+) -> None:
+    """Valid for every provider (or those of ``formatters``); with ``stored``, also in the
+    ReAct agent's own order."""
     if stored:
         assert_stored_in_order(messages)
     calls = sum(len(m.blocks(ToolUseBlock)) for m in messages)
-    for name in FORMATTERS:
+    for name in formatters:
         payload = await kernel.formatters[name].format(messages, capabilities=CAPABILITIES)
         check = CHECKS[name.partition("-")[0]]
         try:
@@ -69,18 +73,6 @@ def _openai_like(messages: list[dict[str, Any]], key: str = "tool_call_id") -> i
         sent += len(calls)
     assert not pending, f"calls {pending} have no tool message"
     return sent
-
-
-def _openai(payload: dict[str, Any]) -> int:
-    return _openai_like(payload["messages"])
-
-
-def _dashscope(payload: dict[str, Any]) -> int:
-    return _openai_like(payload["messages"])
-
-
-def _ollama(payload: dict[str, Any]) -> int:
-    return _openai_like(payload["messages"], key="tool_name")
 
 
 def _anthropic(payload: dict[str, Any]) -> int:
@@ -132,10 +124,10 @@ def _gemini(payload: dict[str, Any]) -> int:
     return sent
 
 
-CHECKS = {
-    "openai": _openai,
+CHECKS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "openai": lambda payload: _openai_like(payload["messages"]),
     "anthropic": _anthropic,
     "gemini": _gemini,
-    "dashscope": _dashscope,
-    "ollama": _ollama,
+    "dashscope": lambda payload: _openai_like(payload["messages"]),
+    "ollama": lambda payload: _openai_like(payload["messages"], key="tool_name"),
 }
