@@ -550,7 +550,9 @@ class _Escalate(Exception):
 
 
 def _request_summary(messages: Sequence[Msg]) -> str:
-    tail = [f"{m.name}: {m.text}" for m in messages[-2:]]
+    from .sinks import describe  # tool calls and results too, not only text
+
+    tail = [f"{m.name}: {describe(m)}" for m in messages[-2:]]
     return " | ".join(tail)[-500:]
 
 

@@ -36,11 +36,12 @@ CLOSING = (
 class ReActAgent(ModelAgent):
     """``ReActAgent("helper", model, toolkit=Toolkit([search, calc]))``.
 
-    Each step the model either calls tools — run concurrently when it asks for several, their
-    results stored in memory — or answers. After ``max_iters`` steps it is asked for a closing
-    summary instead. ``compress`` (or overriding :meth:`compress`) shortens long histories
-    before they reach the model; ``stream=True`` streams the model's text to observers as
-    ``reply_chunk`` events.
+    Each step the model either calls tools — run concurrently when it asks for several — or
+    answers. A step enters memory whole, the calls with one result each, whatever ends it (an
+    interrupt, a cancel, a failing tool), so the history is always valid for the next model
+    call. After ``max_iters`` steps it is asked for a closing summary instead. ``compress`` (or
+    overriding :meth:`compress`) shortens long histories before they reach the model;
+    ``stream=True`` streams the model's text to observers as ``reply_chunk`` events.
     """
 
     def __init__(

@@ -241,7 +241,8 @@ class Toolkit:
         return self._specs
 
     async def call(self, use: ToolUseBlock) -> ToolResultBlock:
-        """Run ``use`` to the end and return its result (an error result if anything failed)."""
+        """Run ``use`` to the end and return its result (an error result if anything failed,
+        a cancel from within the tool included); cancelling the caller cancels the tool."""
         results = [result async for result in self.stream(use)]
         return results[-1]
 

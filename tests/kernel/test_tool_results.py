@@ -397,6 +397,7 @@ async def test_unfixable_arguments_reach_a_human_whose_answer_becomes_the_argume
     assert (await agent(Q)).text == "It is done."
     [incident] = human.seen
     assert incident.target == "arguments of step" and "n: expected an integer" in incident.reason
+    assert "← step failed: invalid arguments" in incident.request, "the human sees the calls"
     assert incident.outputs == ['{"n": "two"}'] * 3
     assert [t["tier"] for t in incident.tiers].count(3) == 2, "two tier-3 rounds were spent"
     results = [r for m in agent.memory for r in m.blocks(ToolResultBlock)]
