@@ -76,7 +76,8 @@ class FaultReport:
             return "Fault report: no faults."
         rows = [("#", "kind", "model", "resolved by", "extra calls", "calls saved", "detail")]
         for i, f in enumerate(self.faults, 1):
-            by = f"tier {f.tier} ({f.resolver})" if f.tier else "unresolved"
+            by = f"tier {f.tier}" if f.tier else "unresolved"
+            by += f" ({f.resolver})" if f.resolver else ""
             rows.append((str(i), f.kind, f.model, by, str(f.calls), str(f.saved), f.detail[:60]))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = [
@@ -425,22 +426,23 @@ class _Run:
             try:
                 return await self._attempt()
             except _Escalate as exc:
-                redact = self.kernel.secrets.redact  # before any text is cut short
-                incident = Incident(
-                    model=self.source,
-                    target=self.target.name,
-                    reason=redact(exc.reason),
-                    request=redact(_request_summary(self.messages, redact)),
-                    outputs=[redact(output) for output in self.outputs],
-                    tiers=self.tiers,
-                    schema=self.target.schema,
+                incident = new_incident(
+                    self.kernel,
+                    self.source,
+                    self.target,
+                    exc.reason,
+                    self.messages,
+                    self.outputs,
+                    self.tiers,
                 )
                 fault = exc.fault or Fault(
                     exc.kind, self.source, incident.reason, None, None, exc.calls
                 )
-                resolution = await self._escalate(incident, fault)
+                resolution = await escalate(self.kernel, incident, fault, self.policy)
+                if resolution is None:
+                    raise Unresolved(incident) from None
                 if resolution.action == "answer":
-                    return self._answer(incident, resolution)
+                    return answer(self.target, incident, resolution)
                 self.outputs, self.tiers = [], []  # retry: start over
 
     async def _attempt(self) -> Any:
@@ -551,51 +553,77 @@ class _Run:
         objection: str | None = await review(critique)
         return objection, critique.calls
 
-    # -- tier 4 -----------------------------------------------------------------------------
-    async def _escalate(self, incident: Incident, fault: Fault) -> Resolution:
-        """Persist and log the incident, then ask for a resolution; ``fault`` is updated."""
-        reason = incident.reason
-        if not any(f is fault for f in self.kernel.faults.faults):
-            self.kernel.faults.add(fault)
-        _chat_log(self.kernel.secrets.redact(incident.describe()))
-        self.kernel.incidents.append(attrs.asdict(incident))
-        if self.kernel.observed:
-            self.kernel.emit(Escalated(incident=incident.id, reason=reason[:200]))
-        resolution = None
-        if self.policy.escalate:
-            resolution = await self.kernel.escalate(incident)
-            if resolution is None and _terminal_attached():
-                resolution = await ask_on_terminal(incident)
-        if resolution is None:
-            raise Unresolved(incident)
-        if not isinstance(resolution, Resolution):
-            raise AopkitError(f"an escalate hook returned {resolution!r}, not a Resolution")
-        self.kernel.incidents.append({"id": incident.id, "resolution": resolution.action})
-        if self.kernel.observed:
-            self.kernel.emit(
-                Escalated(incident=incident.id, reason=reason[:200], resolution=resolution.action)
-            )
-        if resolution.action == "abort":
-            raise Unresolved(incident, "aborted by a human")
-        fault.tier, fault.resolver = 4, f"human ({resolution.action})"
-        return resolution
-
-    def _answer(self, incident: Incident, resolution: Resolution) -> Any:
-        answer = resolution.answer
-        try:
-            return (
-                self.target.parse(answer) if isinstance(answer, str) else self.target.check(answer)
-            )
-        except (NotJSON, DecodeError) as exc:
-            raise Unresolved(
-                incident, f"the human's answer is not a valid {self.target.name} ({exc})"
-            ) from None
-
     def _record(
         self, kind: str, detail: str, tier: int, resolver: str, calls: int, saved: int = 0
     ) -> None:
         detail = self.kernel.secrets.redact(detail)
         self.kernel.faults.add(Fault(kind, self.source, detail, tier, resolver, calls, saved))
+
+
+def new_incident(
+    kernel: Kernel,
+    source: str,
+    target: Target[Any],
+    reason: str,
+    messages: Sequence[Msg],
+    outputs: Sequence[str],
+    tiers: list[dict[str, Any]],
+) -> Incident:
+    """The incident for a fault no tier resolved, the kernel's secrets scrubbed from every text
+    before any is cut short."""
+    redact = kernel.secrets.redact
+    return Incident(
+        model=source,
+        target=target.name,
+        reason=redact(reason),
+        request=redact(_request_summary(messages, redact)),
+        outputs=[redact(output) for output in outputs],
+        tiers=tiers,
+        schema=target.schema,
+    )
+
+
+async def escalate(
+    kernel: Kernel, incident: Incident, fault: Fault, policy: FaultPolicy
+) -> Resolution | None:
+    """Tier 4 on its own: persist and log the incident, then ask for a resolution (None when
+    no one gave one); an abort raises :class:`Unresolved`. ``fault`` is recorded and updated."""
+    reason = incident.reason
+    if not any(f is fault for f in kernel.faults.faults):
+        kernel.faults.add(fault)
+    _chat_log(kernel.secrets.redact(incident.describe()))
+    kernel.incidents.append(attrs.asdict(incident))
+    if kernel.observed:
+        kernel.emit(Escalated(incident=incident.id, reason=reason[:200]))
+    resolution = None
+    if policy.escalate:
+        resolution = await kernel.escalate(incident)
+        if resolution is None and _terminal_attached():
+            resolution = await ask_on_terminal(incident)
+    if resolution is None:
+        return None
+    if not isinstance(resolution, Resolution):
+        raise AopkitError(f"an escalate hook returned {resolution!r}, not a Resolution")
+    kernel.incidents.append({"id": incident.id, "resolution": resolution.action})
+    if kernel.observed:
+        kernel.emit(
+            Escalated(incident=incident.id, reason=reason[:200], resolution=resolution.action)
+        )
+    if resolution.action == "abort":
+        raise Unresolved(incident, "aborted by a human")
+    fault.tier, fault.resolver = 4, f"human ({resolution.action})"
+    return resolution
+
+
+def answer(target: Target[T], incident: Incident, resolution: Resolution) -> T:
+    """The value of a human's ``answer`` (a JSON value or JSON text), strictly checked."""
+    given = resolution.answer
+    try:
+        return target.parse(given) if isinstance(given, str) else target.check(given)
+    except (NotJSON, DecodeError) as exc:
+        raise Unresolved(
+            incident, f"the human's answer is not a valid {target.name} ({exc})"
+        ) from None
 
 
 def _terminal_attached() -> bool:
@@ -629,7 +657,9 @@ class _Escalate(Exception):
 
 
 def _request_summary(messages: Sequence[Msg], redact: Callable[[str], str]) -> str:
-    tail = [f"{m.name}: {redact(m.text)}" for m in messages[-2:]]
+    from .sinks import describe  # tool calls and results too, not only text
+
+    tail = [f"{m.name}: {redact(describe(m))}" for m in messages[-2:]]
     return " | ".join(tail)[-500:]
 
 

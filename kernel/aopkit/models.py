@@ -136,6 +136,19 @@ class ModelRejected(ModelError):
     """Not worth retrying as is: 400/401/403/404 and the like; fix the request or the config."""
 
 
+NOTHING_TO_SEND = (
+    "no message to send: the request would have no user or assistant message (an empty "
+    "history, or only empty or system messages where the API keeps the system prompt apart)"
+)
+
+
+def require_messages(model: str, formatted: Sequence[Any]) -> None:
+    """Refuse a request whose messages formatted to nothing, before it is sent: every provider
+    would refuse it, after a round trip."""
+    if not formatted:
+        raise ModelRejected(model, NOTHING_TO_SEND)
+
+
 class ChatModel:
     """Base of every chat model. Providers implement :meth:`_complete` and :meth:`_stream`.
 
@@ -170,6 +183,8 @@ class ChatModel:
         structured: Mapping[str, Any] | None = None,
         stream: bool = False,
     ) -> ChatResponse | AsyncIterator[ChatResponse]:
+        if not messages:
+            raise ModelRejected(self.name, NOTHING_TO_SEND)
         specs = [ToolSpec.of(t) for t in tools or ()]
         if tool_choice not in (None, "auto", "none", "required") and tool_choice not in {
             s.name for s in specs

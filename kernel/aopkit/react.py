@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from .agent import Incoming
-from .blocks import Block, TextBlock, ToolResultBlock, ToolUseBlock
+from .blocks import Block, ToolResultBlock, ToolUseBlock
 from .errors import DecodeError
 from .events import MessageSent, ReplyChunk
 from .message import Msg
@@ -36,11 +36,12 @@ CLOSING = (
 class ReActAgent(ModelAgent):
     """``ReActAgent("helper", model, toolkit=Toolkit([search, calc]))``.
 
-    Each step the model either calls tools — run concurrently when it asks for several, their
-    results stored in memory — or answers. After ``max_iters`` steps it is asked for a closing
-    summary instead. ``compress`` (or overriding :meth:`compress`) shortens long histories
-    before they reach the model; ``stream=True`` streams the model's text to observers as
-    ``reply_chunk`` events.
+    Each step the model either calls tools — run concurrently when it asks for several — or
+    answers. A step enters memory whole, the calls with one result each, whatever ends it (an
+    interrupt, a cancel, a failing tool), so the history is always valid for the next model
+    call. After ``max_iters`` steps it is asked for a closing summary instead. ``compress`` (or
+    overriding :meth:`compress`) shortens long histories before they reach the model;
+    ``stream=True`` streams the model's text to observers as ``reply_chunk`` events.
     """
 
     def __init__(
@@ -66,12 +67,10 @@ class ReActAgent(ModelAgent):
         self.parallel = parallel
         self.stream = stream
         self._compress = compress
-        self._pending: list[ToolUseBlock] = []  # tool calls whose results are not stored yet
-        self._tool_faults: dict[str, Fault] = {}  # bad arguments sent back to the model
+        self._tool_faults: dict[str, _Retrying] = {}  # bad arguments sent back to the model
 
     def _reset(self) -> None:
         super()._reset()
-        self._pending = []
         self._tool_faults = {}
 
     async def compress(self, messages: list[Msg]) -> list[Msg]:
@@ -79,20 +78,25 @@ class ReActAgent(ModelAgent):
         return messages if self._compress is None else await self._compress(messages)
 
     async def reply(self, msg: Incoming) -> Msg:
-        for _ in range(self.max_iters):
-            response = await self._think(tools=True)
-            if not any(isinstance(b, ToolUseBlock) for b in response.content):
-                return Msg(self.name, list(response.content), "assistant")
-            content = [
-                self._checked(b, response.finish_reason) if isinstance(b, ToolUseBlock) else b
-                for b in response.content
-            ]
-            self._step(Msg(self.name, content, "assistant"))
-            await self._act([b for b in content if isinstance(b, ToolUseBlock)])
-        closing = Msg("system", CLOSING, "user", metadata={"closing": True})
-        self.memory.add(closing)
-        response = await self._think(tools=False)
-        return Msg(self.name, list(response.content), "assistant", metadata={"max_iters": True})
+        try:
+            for _ in range(self.max_iters):
+                response = await self._think(tools=True)
+                if not response.tool_uses:
+                    return Msg(self.name, list(response.content), "assistant")
+                content = [
+                    await self._checked(b, response.finish_reason)
+                    if isinstance(b, ToolUseBlock)
+                    else b
+                    for b in response.content
+                ]
+                await self._act(Msg(self.name, content, "assistant"))
+            closing = Msg("system", CLOSING, "user", metadata={"closing": True})
+            response = await self._think(tools=False, extra=closing)  # for this call only
+            return Msg(self.name, list(response.content), "assistant", metadata={"max_iters": True})
+        finally:
+            for retrying in self._tool_faults.values():  # the model tried no more
+                retrying.fault.resolver = "not fixed before the reply ended"
+            self._tool_faults.clear()
 
     async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:
         """Act with tools as usual, then state the answer in the target's shape (all tiers)."""
@@ -106,8 +110,11 @@ class ReActAgent(ModelAgent):
         text = json.dumps(self.kernel.codec.dump(value), ensure_ascii=False)
         return Msg(self.name, text, "assistant", metadata={"structured": target.name}), value
 
-    async def _think(self, tools: bool) -> ChatResponse:
-        messages = await self.compress(self.messages())
+    async def _think(self, tools: bool, extra: Msg | None = None) -> ChatResponse:
+        history = self.messages()
+        if extra is not None:
+            history.append(extra)
+        messages = await self.compress(history)
         specs = self.toolkit.specs() if tools else []
         choice = None if specs else ("none" if tools else None)
         if not self.stream:
@@ -123,11 +130,14 @@ class ReActAgent(ModelAgent):
         final: ChatResponse = last
         return final
 
-    def _checked(self, use: ToolUseBlock, finish_reason: str | None) -> ToolUseBlock:
-        """Tool-call arguments pass the fault tiers before the tool runs: tier 2 repairs them
+    async def _checked(self, use: ToolUseBlock, finish_reason: str | None) -> ToolUseBlock:
+        """Tool-call arguments pass the fault tiers before the tool runs. Tier 2 repairs them
         without a model call (never when the answer was cut off); what it cannot fix goes back
-        to the model as an error result, and the model's next try is the tier-3 round."""
-        from .faults import DEFAULT_POLICY, CutOff, Fault, correct
+        to the model as an error result, and each next try of the model is a tier-3 round.
+        When the policy's rounds are spent, tier 4: a human's answer becomes the arguments, a
+        retry (or no one answering) gives the model its rounds again, an abort ends the reply."""
+        from .faults import DEFAULT_POLICY, CutOff, Fault, answer, correct, new_incident
+        from .faults import escalate as escalate_to_human
 
         found = self.toolkit.active(use.name)
         if found is None:
@@ -139,9 +149,7 @@ class ReActAgent(ModelAgent):
             except DecodeError as exc:
                 text, kind, error = json.dumps(use.input), "invalid", str(exc)
             else:
-                fault = self._tool_faults.pop(use.name, None)
-                if fault is not None:
-                    fault.tier, fault.resolver, fault.calls = 3, "self (tool error result)", 1
+                self._retried(use.name)
                 return use
         else:
             text, kind, error = use.raw_input, "malformed", "the arguments are not JSON"
@@ -153,6 +161,8 @@ class ReActAgent(ModelAgent):
         target = Target(f"arguments of {use.name}", found.parameters, check)
         policy = self.faults or self.model.fault_policy or DEFAULT_POLICY
         source = f"{self.model.name} ({use.name} arguments)"
+        retrying = self._tool_faults.get(use.name)
+        tiers = retrying.tiers if retrying is not None else []
         try:
             fixed = correct(
                 kernel,
@@ -162,49 +172,95 @@ class ReActAgent(ModelAgent):
                 policy.correctors,
                 kind=kind,
                 error=error,
+                tiers=tiers,
                 finish_reason=finish_reason,
             )
         except CutOff as exc:
             fixed, error = None, f"{exc.reason}; {error}"
         if fixed is not None:
+            self._retried(use.name)
             return attrs.evolve(use, input=fixed, raw_input=None)
-        fault = Fault(kind, source, error, None, None)
-        kernel.faults.add(fault)
-        self._tool_faults[use.name] = fault
-        return use
-
-    async def _act(self, uses: Sequence[ToolUseBlock]) -> None:
-        """Run the calls (concurrently if allowed) and store all results in one message, in
-        the order the model asked for them."""
-        self._pending = list(uses)
-        if self.parallel and len(uses) > 1:
-            results = await asyncio.gather(*(self.toolkit.call(u) for u in uses))
+        if retrying is None:
+            retrying = _Retrying(Fault(kind, source, error, None, None), tiers)
+            self._tool_faults[use.name] = retrying
+            kernel.faults.add(retrying.fault)
         else:
-            results = [await self.toolkit.call(u) for u in uses]
-        self._pending = []
-        self._step(Msg("tools", list[Block](results), "user"))
+            retrying.fault.calls += 1
+            tiers.append({"tier": 3, "by": TIER_3, "outcome": f"still {kind}: {error}"})
+        retrying.outputs.append(text)
+        if retrying.fault.calls < policy.rounds and policy.critics:
+            return use  # the model sees the error result; its next try is a tier-3 round
+        del self._tool_faults[use.name]
+        found_incident = new_incident(
+            kernel, source, target, error, self.messages(), retrying.outputs, retrying.tiers
+        )
+        resolution = await escalate_to_human(kernel, found_incident, retrying.fault, policy)
+        if resolution is None or resolution.action == "retry":
+            return use  # the model sees the error result and has its rounds again
+        return attrs.evolve(use, input=answer(target, found_incident, resolution), raw_input=None)
+
+    def _retried(self, name: str) -> None:
+        """The model's new try at a tool's arguments worked: its fault is resolved at tier 3."""
+        retrying = self._tool_faults.pop(name, None)
+        if retrying is not None:
+            fault = retrying.fault
+            fault.tier, fault.resolver, fault.calls = 3, TIER_3, fault.calls + 1
+
+    async def _act(self, step: Msg) -> None:
+        """Run the step's tool calls (concurrently if allowed), then store the step and all its
+        results at once, in the order the model asked for them, whatever happens: a call that
+        finished keeps its real result even when the reply is interrupted or cancelled; only
+        the others are marked as not finished. Observers see the calls as they start."""
+        uses = step.blocks(ToolUseBlock)
+        if self.kernel.observed:
+            self.kernel.emit(MessageSent(msg=step))
+        results: dict[int, ToolResultBlock] = {}
+        started: set[int] = set()
+
+        async def run(index: int, use: ToolUseBlock) -> None:
+            started.add(index)
+            results[index] = await self.toolkit.call(use)
+
+        try:
+            if self.parallel and len(uses) > 1:
+                await asyncio.gather(*(run(i, u) for i, u in enumerate(uses)))
+            else:
+                for i, use in enumerate(uses):
+                    await run(i, use)
+        finally:
+            how = "interrupted" if self._interrupting else "cancelled"
+            answers: list[Block] = [
+                results.get(i) or _unfinished(use, how, i in started) for i, use in enumerate(uses)
+            ]
+            self.memory.add(step)
+            self._step(Msg("tools", answers, "user"))
 
     def _step(self, msg: Msg) -> None:
-        """Store an intermediate step (tool calls, tool results). It is not broadcast to hubs,
-        but observers see it as a ``message_sent`` event with no hubs (the CHAT log, the
-        Studio)."""
+        """Store an intermediate step (tool results). It is not broadcast to hubs, but
+        observers see it as a ``message_sent`` event with no hubs (the CHAT log, the Studio)."""
         self.memory.add(msg)
         if self.kernel.observed:
             self.kernel.emit(MessageSent(msg=msg))
 
-    async def handle_interrupt(self, msg: Incoming) -> Msg:
-        """Give every pending tool call an "interrupted" result, so the history stays valid
-        (every call answered) for the next model call."""
-        if self._pending:
-            results: list[Block] = [
-                ToolResultBlock(u.id, u.name, "interrupted before it finished", is_error=True)
-                for u in self._pending
-            ]
-            self._pending = []
-            self._step(Msg("tools", results, "user"))
-        return Msg(
-            self.name,
-            [TextBlock("I was interrupted.")],
-            "assistant",
-            metadata={"interrupted": True},
-        )
+
+TIER_3 = "self (tool error result)"
+
+
+@attrs.define
+class _Retrying:
+    """A tool's arguments the model is trying to fix: the fault and what each tier tried."""
+
+    fault: Fault
+    tiers: list[dict[str, Any]]
+    outputs: list[str] = attrs.field(factory=list)
+
+
+def _unfinished(use: ToolUseBlock, how: str, started: bool) -> ToolResultBlock:
+    """The result of a call the reply stopped: whether it began says whether it may have
+    had some of its effects."""
+    text = (
+        f"{how} before it finished: it may have done part of its work"
+        if started
+        else f"not run: the reply was {how} before this call started"
+    )
+    return ToolResultBlock(use.id, use.name, text, is_error=True)

@@ -242,7 +242,8 @@ class Toolkit:
         return self._specs
 
     async def call(self, use: ToolUseBlock) -> ToolResultBlock:
-        """Run ``use`` to the end and return its result (an error result if anything failed)."""
+        """Run ``use`` to the end and return its result (an error result if anything failed,
+        a cancel from within the tool included); cancelling the caller cancels the tool."""
         results = [result async for result in self.stream(use)]
         return results[-1]
 
@@ -279,21 +280,38 @@ class Toolkit:
                 parts.append(item)
                 if found.is_stream:
                     yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
+        except asyncio.CancelledError:
+            if _being_cancelled():  # the caller's decision: it goes on to the caller
+                _finished(kernel, use, started, "CancelledError: stopped before it finished")
+                raise
+            error = "CancelledError: the tool was cancelled from within"
         except Exception as exc:
             error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
-        if kernel.observed:
-            kernel.emit(
-                ToolFinished(
-                    tool=use.name,
-                    call_id=use.id,
-                    seconds=time.perf_counter() - started,
-                    error=error,
-                )
-            )
+        _finished(kernel, use, started, error)
         if error is not None:
             yield _error(use, error)
         elif not found.is_stream:
             yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task was asked to stop, as opposed to a tool whose own inner work
+    was cancelled (a tool error). Python 3.10 cannot tell them apart: it assumes the former."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+def _finished(kernel: Kernel, use: ToolUseBlock, started: float, error: str | None) -> None:
+    if kernel.observed:
+        kernel.emit(
+            ToolFinished(
+                tool=use.name,
+                call_id=use.id,
+                seconds=time.perf_counter() - started,
+                error=error,
+            )
+        )
 
 
 def _error(use: ToolUseBlock, message: str) -> ToolResultBlock:

@@ -48,6 +48,10 @@ def text_item(text: str) -> Item:
     return {"type": "text", "text": text}
 
 
+def tool_use(block: ToolUseBlock) -> Item:
+    return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+
+
 def left_out(block: Block, why: str) -> Item:
     """A note standing in for a block the API cannot take: never a silent drop."""
     if isinstance(block, MEDIA):
@@ -79,24 +83,19 @@ class _Builder:
         return out
 
     async def message(self, msg: Msg) -> None:
-        if msg.role == "system":
-            for block in msg.blocks():
+        for block in msg.blocks():
+            # Tool calls are the assistant's and their results the user's, whoever holds them.
+            if isinstance(block, ToolResultBlock):
+                self.add("user", await self.tool_result(block))
+            elif isinstance(block, ToolUseBlock):
+                self.add("assistant", tool_use(block))
+            elif msg.role == "system":
                 if not isinstance(block, TextBlock):
                     self.system.append(left_out(block, "the system prompt takes text only"))
                 elif block.text:
                     self.system.append(text_item(block.text))
-            return
-        for block in msg.blocks():
-            item = await self.block(block)
-            if item is not None:
-                # Tool calls are the assistant's and their results the user's, whoever holds them.
-                if isinstance(block, ToolResultBlock):
-                    role = "user"
-                elif isinstance(block, ToolUseBlock):
-                    role = "assistant"
-                else:
-                    role = msg.role
-                self.add(role, item)
+            elif (item := await self.block(block)) is not None:
+                self.add(msg.role, item)
 
     async def transcript(self, segment: list[Msg]) -> None:
         """Several speakers folded into one user turn: ``name: text`` lines, then their media."""
@@ -119,7 +118,7 @@ class _Builder:
                 return {"type": "redacted_thinking", "data": block.extra["data"]}
             return None  # unsigned reasoning (another model's) cannot be verified by the API
         if isinstance(block, ToolUseBlock):
-            return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            return tool_use(block)
         if isinstance(block, ToolResultBlock):
             return await self.tool_result(block)
         if isinstance(block, MEDIA):

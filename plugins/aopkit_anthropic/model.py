@@ -20,6 +20,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_tokens,
+    require_messages,
     thinking,
 )
 from aopkit.secret import Secret, redact
@@ -122,6 +123,7 @@ class AnthropicModel(HTTPChatModel):
             )
         payload: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens}
         payload.update(await self.format(messages))
+        require_messages(self.name, payload["messages"])
         specs = [_tool(s.name, s.description, s.parameters) for s in tools]
         choice: dict[str, Any] | None = None
         if tool_choice is not None:

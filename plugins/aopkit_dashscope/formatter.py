@@ -83,15 +83,17 @@ class _Builder:
                     parts.append(await self.media(block))
             else:
                 parts.append({"text": _left_out(block)})
-        if calls:  # tool calls are the assistant's, whoever holds them; their results follow
+        own = {call["id"] for call in calls}
+        # Results of earlier calls first; tool calls are the assistant's, whoever holds them,
+        # and the results of this message's own calls follow them.
+        self.messages.extend(r for r in results if r["tool_call_id"] not in own)
+        if calls:
             # Calls only: content "", never an empty part list, which compatible servers reject.
             content = self.content(parts) if parts else ""
             self.messages.append({"role": "assistant", "content": content, "tool_calls": calls})
-            self.messages.extend(results)
-            return
-        self.messages.extend(results)  # results answer the calls before this message's text
-        if parts:
+        elif parts:
             self.messages.append({"role": msg.role, "content": self.content(parts)})
+        self.messages.extend(r for r in results if r["tool_call_id"] in own)
 
     async def transcript(self, segment: list[Msg]) -> None:
         """Several speakers folded into one user message: ``name: text`` lines, then media."""

@@ -23,6 +23,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_tokens,
+    require_messages,
     thinking,
 )
 
@@ -159,6 +160,7 @@ class DashScopeModel(HTTPChatModel):
                 parameters["response_format"] = {"type": "json_object"}
                 messages = with_instruction(messages, _schema_instruction(structured))
         history = (await self.format(messages))["messages"]
+        require_messages(self.name, history)
         return {"model": self.model, "input": {"messages": history}, "parameters": parameters}
 
     async def _events(self, request: Request) -> AsyncIterator[dict[str, Any]]:

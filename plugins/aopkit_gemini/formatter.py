@@ -86,17 +86,15 @@ class _Builder:
         return self.turns[-1]
 
     async def message(self, msg: Msg) -> None:
-        if msg.role == "system":
-            for block in msg.blocks():
+        role = "model" if msg.role == "assistant" else "user"
+        for block in msg.blocks():
+            if msg.role == "system" and not isinstance(block, (ToolResultBlock, ToolUseBlock)):
                 if isinstance(block, TextBlock) and block.text:
                     self.system.append({"text": block.text})
                 elif isinstance(block, MediaBlock):
                     note = media_note(block, "a system instruction holds text only")
                     self.system.append({"text": note})
-            return
-        role = "model" if msg.role == "assistant" else "user"
-        for block in msg.blocks():
-            if isinstance(block, ToolResultBlock):
+            elif isinstance(block, ToolResultBlock):  # a result is the user's, whoever holds it
                 await self.result(block)
             elif isinstance(block, ToolUseBlock):
                 turn = self.turn("model")  # calls are the model's, whoever stored them

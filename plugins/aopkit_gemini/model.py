@@ -29,6 +29,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_tokens,
+    require_messages,
     thinking,
 )
 
@@ -112,6 +113,7 @@ class GeminiModel(HTTPChatModel):
         structured: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = await self.format(messages)
+        require_messages(self.name, payload["contents"])
         if tools:
             payload["tools"] = [{"functionDeclarations": [self._declaration(t) for t in tools]}]
             if tool_choice is not None:

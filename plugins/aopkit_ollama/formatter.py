@@ -55,7 +55,8 @@ class _Builder:
         images: list[str] = []
         thoughts: list[str] = []
         calls: list[dict[str, Any]] = []
-        results: list[Message] = []
+        own: set[str] = set()  # ids of this message's calls: their results follow them
+        results: list[tuple[str, Message]] = []
         for block in msg.blocks():
             if isinstance(block, TextBlock):
                 if block.text:
@@ -65,8 +66,9 @@ class _Builder:
                     thoughts.append(block.thinking)
             elif isinstance(block, ToolUseBlock):
                 calls.append({"function": {"name": block.name, "arguments": block.input}})
+                own.add(block.id)
             elif isinstance(block, ToolResultBlock):
-                results.append(self.tool_result(block))
+                results.append((block.id, self.tool_result(block)))
             elif isinstance(block, MEDIA):
                 if msg.role == "system":
                     texts.append(media_note(block, "the system prompt takes text only"))
@@ -80,14 +82,12 @@ class _Builder:
             message["images"] = images
         if thoughts and role == "assistant":
             message["thinking"] = "\n".join(thoughts)
+        self.messages.extend(r for i, r in results if i not in own)  # answers to earlier calls
         if calls:
             message["tool_calls"] = calls
+        if calls or texts or images or "thinking" in message:
             self.messages.append(message)
-            self.messages.extend(results)
-            return
-        self.messages.extend(results)  # results answer the calls before this message's text
-        if texts or images or "thinking" in message:
-            self.messages.append(message)
+        self.messages.extend(r for i, r in results if i in own)
 
     async def transcript(self, segment: list[Msg]) -> None:
         """Several speakers folded into one user message: ``name: text`` lines and their images."""

@@ -21,6 +21,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_tokens,
+    require_messages,
     thinking,
 )
 from aopkit.secret import redact
@@ -119,6 +120,7 @@ class OllamaModel(HTTPChatModel):
                 messages = with_instruction(messages, REQUIRED)
             payload["tools"] = [_tool(s) for s in offered]
         payload["messages"] = (await self.format(messages))["messages"]
+        require_messages(self.name, payload["messages"])
         if structured is not None:
             payload["format"] = dict(structured)
         if self.think is not None:

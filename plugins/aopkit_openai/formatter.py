@@ -191,13 +191,14 @@ class _Converter:
         calls: list[Item] = []
         reasoning: list[str] = []
         held: list[Item] = []  # media of an assistant message, shown in the next user message
+        results: list[ToolResultBlock] = []  # whatever the role: a result is a tool message
         for block in msg.blocks():
             if isinstance(block, TextBlock):
                 parts.append(text_part(block.text))
             elif isinstance(block, ToolUseBlock):
                 calls.append(tool_call(block))
             elif isinstance(block, ToolResultBlock):
-                await self.tool_result(block)
+                results.append(block)
             elif isinstance(block, ThinkingBlock):
                 reasoning.append(block.thinking)
             elif isinstance(block, MEDIA):
@@ -212,12 +213,19 @@ class _Converter:
                     parts.append(part)
             else:
                 parts.append(text_part(f"[{block.type} block not shown to the model]"))
-        if role == "assistant" or calls:
-            self.assistant(msg, parts if role == "assistant" else [], calls, reasoning)
-            self.pending += held
+        own = {call["id"] for call in calls}
+        for block in results:  # answers to earlier calls come first
+            if block.id not in own:
+                await self.tool_result(block)
         if role != "assistant" and parts:
             item = {"role": role, "content": self.content(parts)}
             self.emit(item if role == "system" else self.named(item, msg))
+        if role == "assistant" or calls:
+            self.assistant(msg, parts if role == "assistant" else [], calls, reasoning)
+            self.pending += held
+        for block in results:  # answers to this message's own calls follow them
+            if block.id in own:
+                await self.tool_result(block)
 
     def assistant(
         self, msg: Msg, parts: list[Item], calls: list[Item], reasoning: list[str]

@@ -22,6 +22,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_tokens,
+    require_messages,
 )
 from aopkit.secret import Secret, redact
 
@@ -148,6 +149,7 @@ class OpenAIModel(HTTPChatModel):
         """The request body, and whether structured output goes through the forced tool."""
         payload: dict[str, Any] = {"model": self.model}
         payload.update(await self.format(messages))
+        require_messages(self.name, payload["messages"])
         specs = [_tool(s.name, s.description, s.parameters) for s in tools]
         choice: str | dict[str, Any] | None = None
         if tool_choice is not None:

@@ -213,7 +213,8 @@ async def test_an_xss_payload_renders_as_text(kernel, studio, page):
 
 
 async def test_a_reconnecting_page_catches_up(kernel, studio, page):
-    echo = ReActAgent("echo", kernel.model("scripted:e", responses=["one", "two"]), kernel=kernel)
+    model = kernel.model("scripted:e", responses=["one", "two"])
+    echo = ReActAgent("echo", model, sys_prompt="Say it.", kernel=kernel)
     await echo()
     await expect(page.locator("#messages .msg")).to_have_count(1)
     for client in list(studio._clients):  # the connection drops
@@ -229,9 +230,8 @@ async def test_past_runs_are_browsed_from_their_traces(kernel, studio, page):
 
     trace = JsonlTrace(studio.traces / "yesterday.jsonl")
     kernel.register(trace, "trace")
-    echo = ReActAgent(
-        "echo", kernel.model("scripted:e", responses=["from the past"]), kernel=kernel
-    )
+    model = kernel.model("scripted:e", responses=["from the past"])
+    echo = ReActAgent("echo", model, sys_prompt="Say it.", kernel=kernel)
     await echo()
     trace.close()
     with (studio.traces / "yesterday.jsonl").open("a") as f:
