@@ -460,7 +460,7 @@ class _Run:
                 if hit_token_limit(finish) and output.rstrip()[-1:].isdigit():
                     value, kind, error = None, "malformed", "it ends in a number, maybe cut short"
             except NotJSON as exc:
-                value, kind, error = None, "malformed", f"not JSON: {exc}"
+                value, kind, error = None, "malformed", str(exc)
             except DecodeError as exc:
                 value, kind, error = None, "invalid", str(exc)
             if kind is not None:

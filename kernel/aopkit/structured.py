@@ -151,8 +151,8 @@ class Target(Generic[T]):
         Raises :class:`NotJSON` or :class:`DecodeError`."""
         try:
             value = strict_loads(text)
-        except ValueError as exc:
-            raise NotJSON(str(exc)) from None
+        except DecodeError as exc:
+            raise NotJSON(exc.problem if not exc.path else str(exc)) from None
         return self.check(value)
 
 
