@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def cluster() -> Iterator[dict[str, str]]:
         _ray(env, "start", "--head", f"--port={address.split(':')[1]}", "--include-dashboard=false",
              '--resources={"node_a": 1}', *common)  # fmt: skip
         _ray(env, "start", f"--address={address}", '--resources={"node_b": 1}', *common)
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        with warnings.catch_warnings():  # Ray 2.52 announces a change of its own defaults
+            warnings.filterwarnings("ignore", "Tip: In future versions of Ray", FutureWarning)
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         nodes = {
             name: node["NodeID"]
             for node in ray.nodes()
