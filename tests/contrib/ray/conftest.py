@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +74,9 @@ def cluster(ray_temp_dir: Path) -> Iterator[dict[str, str]]:
     )
     try:
         nodes.add_node(**NODE, resources={"node_b": 1}, env_vars=env)
-        ray.init(address=nodes.address, logging_level="WARNING", log_to_driver=False)
+        with warnings.catch_warnings():  # Ray 2.52 announces a change of its own defaults
+            warnings.filterwarnings("ignore", "Tip: In future versions of Ray", FutureWarning)
+            ray.init(address=nodes.address, logging_level="WARNING", log_to_driver=False)
         yield {
             name: node["NodeID"]
             for node in ray.nodes()

@@ -34,7 +34,7 @@ async def studio(kernel, tmp_path):
 async def browser():
     playwright_api = pytest.importorskip("playwright.async_api")
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/install-chromium.sh installs it)")
+        pytest.skip(f"no Chromium at {CHROMIUM} (see scripts/install-debian.sh)")
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield browser

@@ -23,7 +23,7 @@ from aopkit_tools import execution as execution_module
 ROOT = os.geteuid() == 0
 HAS_BWRAP = shutil.which("bwrap") is not None
 needs_bwrap = pytest.mark.skipif(
-    not HAS_BWRAP, reason="no bubblewrap (scripts/install-bubblewrap.sh installs it)"
+    not HAS_BWRAP, reason="no bubblewrap (see scripts/install-debian.sh)"
 )
 
 
@@ -49,7 +49,7 @@ def small(**options):
 @pytest.fixture
 def executor():
     if not HAS_BWRAP:
-        pytest.skip("no bubblewrap (scripts/install-bubblewrap.sh installs it)")
+        pytest.skip("no bubblewrap (see scripts/install-debian.sh)")
     return small()
 
 

@@ -21,7 +21,7 @@ from .test_execution import alive, with_environment
 
 pytestmark = pytest.mark.skipif(
     shutil.which("bwrap") is None,
-    reason="no bubblewrap (scripts/install-bubblewrap.sh installs it)",
+    reason="no bubblewrap (see scripts/install-debian.sh)",
 )
 
 PROJECT = Path(__file__).parents[3]
