@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import pytest
 
-from aopkit import Msg, ReActAgent, Toolkit, ToolResultBlock, ToolUseBlock
+from aopkit import Msg, ReActAgent, Toolkit, ToolResultBlock
 from aopkit.models import ChatResponse, ToolSpec
 from aopkit.retry import NO_RETRY
 from tests.realservers.conftest import LITELLM_KEY
+from tests.realservers.conversation import ASK, history
 from tests.realservers.metering import Meter
 
 CITY = ToolSpec(
@@ -27,7 +28,6 @@ CITY = ToolSpec(
     "Pick a city.",
     {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 )
-ASK = Msg("user", "Which city?", "user")
 MOCK_TEXT = "Rome, I would say."
 
 
@@ -42,16 +42,6 @@ def model(kernel, litellm_server):
         )
 
     return make
-
-
-def history() -> list[Msg]:
-    return [
-        Msg("system", "You pick cities.", "system"),
-        ASK,
-        Msg("helper", [ToolUseBlock("call_1", "pick", {"city": "Rome"})], "assistant"),
-        Msg("tools", [ToolResultBlock("call_1", "pick", "picked Rome")], "user"),
-        Msg("user", "And now?", "user"),
-    ]
 
 
 async def streamed(model, messages, **options) -> list[ChatResponse]:

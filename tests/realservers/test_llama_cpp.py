@@ -16,11 +16,12 @@ from typing import Literal
 
 import pytest
 
-from aopkit import Msg, ReActAgent, TextBlock, Toolkit, ToolResultBlock, ToolUseBlock
+from aopkit import ReActAgent, TextBlock, Toolkit, ToolResultBlock, ToolUseBlock
 from aopkit.events import Retried
 from aopkit.models import ChatResponse, ModelRejected, ToolSpec
 from aopkit.retry import NO_RETRY, RetryPolicy
 from tests.kernel.helpers import Recorder
+from tests.realservers.conversation import ASK, history
 from tests.realservers.metering import Meter
 
 CITY = ToolSpec(
@@ -33,7 +34,6 @@ CITY = ToolSpec(
         "additionalProperties": False,
     },
 )
-ASK = Msg("user", "Which city?", "user")
 LIMITS = {"max_tokens": 64, "temperature": 0.0}  # room for a tool call's JSON
 
 
@@ -57,17 +57,6 @@ def model(kernel, llama_server):
         )
 
     return make
-
-
-def history() -> list[Msg]:
-    """A tool exchange as aopkit stores it: a turn of calls only, its result, a follow-up."""
-    return [
-        Msg("system", "You pick cities.", "system"),
-        ASK,
-        Msg("helper", [ToolUseBlock("call_1", "pick", {"city": "Rome"})], "assistant"),
-        Msg("tools", [ToolResultBlock("call_1", "pick", "picked Rome")], "user"),
-        Msg("user", "And now?", "user"),
-    ]
 
 
 def assert_answer(response: ChatResponse) -> None:
