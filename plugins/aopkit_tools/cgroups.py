@@ -59,13 +59,16 @@ def find_place(explicit: str | None = None) -> CgroupPlace | None:
 
 
 def _sweep(place: CgroupPlace) -> None:
-    """Remove the empty groups of programs that died before removing them (SIGKILL)."""
+    """Remove the groups of programs that died before removing them (SIGKILL), killing what
+    of their runs is still there or still exiting."""
+    stale: dict[str, list[Path]] = {}  # a run's name -> its directories (one per v1 controller)
     for parent in place.parents:
         for group in Path(parent).glob(f"{_PREFIX}*-*"):
             owner = group.name[len(_PREFIX) :].split("-")[0]
             if owner.isdigit() and not Path(f"/proc/{owner}").exists():
-                with contextlib.suppress(OSError):  # not empty: someone else's, or alive
-                    group.rmdir()
+                stale.setdefault(group.name, []).append(group)
+    for dirs in stale.values():
+        _remove(place.version, dirs, wait=1.0)
 
 
 def candidates(cgroup: str, mountinfo: str) -> list[CgroupPlace]:
@@ -171,11 +174,7 @@ class RunCgroup:
         return ""
 
     def pids(self) -> set[int]:
-        found: set[int] = set()
-        for directory in self.dirs:
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
-        return found
+        return _pids(self.dirs)
 
     def memory_exceeded(self) -> bool:
         """Did the kernel kill a process of the group for going over the memory limit?"""
@@ -188,28 +187,46 @@ class RunCgroup:
 
     def kill(self) -> None:
         """SIGKILL every process in the group, including ones that left the session."""
-        kill_file = self.dirs[0] / "cgroup.kill" if self.version == 2 and self.dirs else None
-        if kill_file is not None and kill_file.exists():
-            with contextlib.suppress(OSError):
-                kill_file.write_text("1")
-                return
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        _kill(self.version, self.dirs)
 
     def remove(self, wait: float = 3.0) -> None:
         """Kill what is left and remove the group once it is empty (blocks up to ``wait``)."""
-        deadline = time.monotonic() + wait
-        for directory in reversed(self.dirs):
-            while True:
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break  # an empty group is left behind; it holds nothing
-                    self.kill()
-                    time.sleep(0.01)
-        self.dirs = [d for d in self.dirs if d.exists()]
+        self.dirs = _remove(self.version, self.dirs, wait)
+
+
+def _pids(dirs: list[Path]) -> set[int]:
+    found: set[int] = set()
+    for directory in dirs:
+        with contextlib.suppress(OSError):
+            found.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+    return found
+
+
+def _kill(version: int, dirs: list[Path]) -> None:
+    kill_file = dirs[0] / "cgroup.kill" if version == 2 and dirs else None
+    if kill_file is not None and kill_file.exists():
+        with contextlib.suppress(OSError):
+            kill_file.write_text("1")
+            return
+    for pid in _pids(dirs):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _remove(version: int, dirs: list[Path], wait: float) -> list[Path]:
+    """Kill what is left in the group's directories and remove them once empty (processes
+    still exiting keep a group busy for a moment); the directories that are left."""
+    deadline = time.monotonic() + wait
+    for directory in reversed(dirs):
+        while True:
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break  # an empty group is left behind; it holds nothing
+                _kill(version, dirs)
+                time.sleep(0.01)
+    return [d for d in dirs if d.exists()]
