@@ -1,6 +1,7 @@
 """Session stores under attack: concurrent writers, SIGKILL mid-save, corrupt files."""
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import random
@@ -19,6 +20,14 @@ from aopkit import JSONFileStore, SQLiteStore, StoreError
 from aopkit import files as aopkit_files
 
 ROOT = Path(__file__).parents[2]
+
+
+def run(coroutine):
+    """Run a coroutine on a loop of its own in a thread of its own. These tests are synchronous
+    (threads, processes, signals); ``asyncio.run`` on the main thread would replace the loop
+    pytest-asyncio keeps there, leaving it unclosed for the garbage collector."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def make_store(kind, tmp_path):
@@ -63,7 +72,7 @@ def test_concurrent_saves_from_threads_are_all_kept(kind, tmp_path):
         try:
             start.wait()
             for a in range(5):
-                asyncio.run(store.save("s", {f"w{w}-a{a}": state(w, a)}))
+                run(store.save("s", {f"w{w}-a{a}": state(w, a)}))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -73,7 +82,7 @@ def test_concurrent_saves_from_threads_are_all_kept(kind, tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    loaded = asyncio.run(store.load("s"))
+    loaded = run(store.load("s"))
     assert len(loaded) == 40
     assert all(loaded[f"w{w}-a{a}"] == state(w, a) for w in range(8) for a in range(5))
 
@@ -108,7 +117,7 @@ def test_concurrent_saves_from_processes_are_all_kept(kind, tmp_path):
     for child in children:
         _, err = child.communicate(timeout=120)
         assert child.returncode == 0, err.decode()
-    loaded = asyncio.run(store.load("s"))
+    loaded = run(store.load("s"))
     assert len(loaded) == 20
     assert all(loaded[f"w{w}-a{a}"] == state(w, a) for w in range(4) for a in range(5))
 
@@ -151,7 +160,7 @@ def test_sigkill_mid_save_leaves_a_whole_session_and_no_temp_file(kind, tmp_path
             child.wait()
         if kind == "json":
             temps_seen += bool(list(Path(where).glob(".s.json.*.tmp")))
-        loaded = asyncio.run(store.load("s"))
+        loaded = run(store.load("s"))
         versions = {s["version"] for s in loaded.values()}
         assert sorted(loaded) == ["a", "b", "c"] and len(versions) == 1, "one save, whole"
         (version,) = versions
@@ -167,15 +176,15 @@ def test_sigkill_mid_save_leaves_a_whole_session_and_no_temp_file(kind, tmp_path
 
 def test_stale_temp_files_are_removed_by_the_next_save_and_load(tmp_path):
     store = JSONFileStore(tmp_path)
-    asyncio.run(store.save("s", {"a": {"n": 1}}))
+    run(store.save("s", {"a": {"n": 1}}))
     for make, clean in [(1, "load"), (2, "save")]:
         for i in range(make):
             (tmp_path / f".s.json.dead{i}.tmp").write_bytes(b"x" * 1000)
         (tmp_path / ".other.json.live.tmp").write_bytes(b"another session's")
         if clean == "load":
-            asyncio.run(store.load("s"))
+            run(store.load("s"))
         else:
-            asyncio.run(store.save("s", {"b": {"n": 2}}))
+            run(store.save("s", {"b": {"n": 2}}))
         assert not list(tmp_path.glob(".s.json.*.tmp"))
         assert (tmp_path / ".other.json.live.tmp").exists(), "only this session's are touched"
 
@@ -184,13 +193,13 @@ def test_a_temp_file_of_a_live_writer_is_not_removed(tmp_path):
     """While a writer holds the session lock (between writing its temporary file and renaming
     it), a load waits for it instead of deleting the file under it."""
     store = JSONFileStore(tmp_path)
-    asyncio.run(store.save("s", {"a": {"n": 1}}))
+    run(store.save("s", {"a": {"n": 1}}))
     path = tmp_path / "s.json"
     writing = tmp_path / ".s.json.live.tmp"
     loaded = []
     with aopkit_files.locked(path):
         writing.write_bytes(b"half written")
-        reader = threading.Thread(target=lambda: loaded.append(asyncio.run(store.load("s"))))
+        reader = threading.Thread(target=lambda: loaded.append(run(store.load("s"))))
         reader.start()
         time.sleep(0.3)
         assert writing.exists() and not loaded, "the load waits for the writer"
@@ -203,7 +212,7 @@ def test_a_temp_file_of_a_live_writer_is_not_removed(tmp_path):
 # -- corruption: a clear StoreError, and nothing overwritten ------------------------------------
 def _good_session_bytes(tmp_path):
     store = JSONFileStore(tmp_path / "good")
-    asyncio.run(store.save("s", {f"agent{i}": state(0, i) for i in range(5)}))
+    run(store.save("s", {f"agent{i}": state(0, i) for i in range(5)}))
     return (tmp_path / "good" / "s.json").read_bytes()
 
 
@@ -259,9 +268,9 @@ def test_a_corrupt_json_session_is_a_store_error_and_is_never_overwritten(
     before = _snapshot(path)
     with pytest.raises(StoreError) as info:
         if operation == "load":
-            asyncio.run(store.load("s"))
+            run(store.load("s"))
         else:
-            asyncio.run(store.save("s", {"alice": {"fresh": True}}))
+            run(store.save("s", {"alice": {"fresh": True}}))
     assert str(path) in str(info.value)
     assert expected in str(info.value)
     assert _snapshot(path) == before, "the corrupt file is left for recovery"
@@ -305,15 +314,15 @@ def test_a_corrupt_sqlite_store_is_a_store_error_and_is_never_overwritten(
 ):
     db_path = tmp_path / "store.db"
     store = SQLiteStore(db_path)
-    asyncio.run(store.save("s", {f"agent{i}": state(0, i) for i in range(40)}))
+    run(store.save("s", {f"agent{i}": state(0, i) for i in range(40)}))
     corrupt, expected = SQLITE_CORRUPTIONS[corruption]
     corrupt(db_path)
     before = _snapshot(db_path)
     with pytest.raises(StoreError) as info:
         if operation == "load":
-            asyncio.run(store.load("s"))
+            run(store.load("s"))
         else:
-            asyncio.run(store.save("s", {"agent1": {"fresh": True}}))
+            run(store.save("s", {"agent1": {"fresh": True}}))
     assert str(db_path) in str(info.value)
     assert expected in str(info.value)
     assert _snapshot(db_path) == before, "the corrupt store is left for recovery"
@@ -334,8 +343,8 @@ def test_a_state_that_would_not_load_back_is_refused_and_nothing_is_saved(
     kind, bad_state, expected, name, tmp_path
 ):
     store = make_store(kind, tmp_path)
-    asyncio.run(store.save("s", {"alice": {"n": 1}}))
+    run(store.save("s", {"alice": {"n": 1}}))
     with pytest.raises(StoreError) as info:
-        asyncio.run(store.save("s", {"alice": {"n": 2}, name: bad_state}))
+        run(store.save("s", {"alice": {"n": 2}, name: bad_state}))
     assert (expected if name == "bob" else "agent names must be strings, got 7") in str(info.value)
-    assert asyncio.run(store.load("s")) == {"alice": {"n": 1}}
+    assert run(store.load("s")) == {"alice": {"n": 1}}
