@@ -157,6 +157,7 @@ class Secrets:
 
     def __init__(self) -> None:
         self._secrets: list[Secret] = []
+        self._unread: list[Secret] = []  # named secrets whose value is not known yet
         self._forms: list[str] = []  # every spelling to mask, longest first
         self._byte_forms: list[bytes] = []
         self._seen: set[str] = set()
@@ -167,6 +168,8 @@ class Secrets:
             if isinstance(value, Secret):
                 if value not in self._secrets:
                     self._secrets.append(value)
+                    if value.known() is None:
+                        self._unread.append(value)
                 value = value.known()
             if value and len(value) >= MIN_LENGTH and value not in self._seen:
                 self._seen.add(value)
@@ -214,11 +217,13 @@ class Secrets:
         return data
 
     def _refresh(self) -> None:
-        """Named secrets read since they were added now have values to scrub."""
-        for secret in self._secrets:
-            value = secret.known()
-            if value and value not in self._seen:
-                self.add(value)
+        """Named secrets read since they were added now have values to scrub. It runs for every
+        stream line, so it looks only at the secrets still unread: usually none."""
+        if not self._unread:
+            return
+        for secret in [s for s in self._unread if s.known() is not None]:
+            self._unread.remove(secret)
+            self.add(secret.known())
 
     def __contains__(self, value: object) -> bool:
         if isinstance(value, Secret):
