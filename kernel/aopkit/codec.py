@@ -24,7 +24,7 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from . import jsontext
+from . import jsontext, schema
 from .blocks import Base64Source, Block, Source, UnknownBlock, UnknownSource, URLSource
 from .errors import DecodeError, join_path
 from .events import EVENT_TYPES, Event
@@ -71,7 +71,8 @@ def _explain(exc: BaseException) -> tuple[str, str]:
 
 
 class Codec:
-    """Turns messages (and any attrs value built from them, such as events) into JSON and back.
+    """Turns messages (and any attrs value built from them, such as events) into JSON and back;
+    dataclasses load as attrs classes do, and pydantic models through pydantic.
 
     ``block_types`` maps a ``type`` tag to its class; it is read on every load, so block types
     registered later are picked up without rebuilding the converter.
@@ -91,6 +92,7 @@ class Codec:
         conv.register_structure_hook_func(lambda t: t == Source, self._structure_source)
         conv.register_unstructure_hook_func(_is_block_class, self._unstructure_block)
         conv.register_unstructure_hook_func(_is_source_class, self._unstructure_source)
+        schema.teach(conv)
         self._unstructurers: dict[type, Callable[[Any], dict[str, Any]]] = {}
         self._known_fields: dict[type, frozenset[str]] = {}
         self.converter = conv

@@ -20,8 +20,8 @@ from .docstrings import parse_docstring
 from .errors import AopkitError, DecodeError
 from .events import ToolFinished, ToolStarted
 from .models import ToolSpec
+from .schema import SchemaError, Schemas
 from .secret import names_a_credential
-from .structured import SchemaError, _schema
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -79,6 +79,7 @@ class Tool:
         properties: dict[str, Any] = {}
         required: list[str] = []
         types: dict[str, Any] = {}
+        schemas = Schemas()
         variadic = False
         for param in signature.parameters.values():
             if param.kind is param.VAR_KEYWORD:
@@ -89,7 +90,7 @@ class Tool:
             annotation = hints.get(param.name, Any)
             types[param.name] = annotation
             try:
-                prop = _schema(annotation, ())
+                prop = schemas.of(annotation)
             except SchemaError as exc:
                 raise ToolError(f"tool {self.name!r}, argument {param.name!r}: {exc}") from None
             if param.name in arg_docs:
@@ -102,7 +103,7 @@ class Tool:
         schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}
         if not variadic:
             schema["additionalProperties"] = False
-        return schema, types, variadic
+        return schemas.rooted(schema), types, variadic
 
     def with_options(self, **options: Any) -> Tool:
         """A copy under another name, description, group or threading; the schema is kept (so
@@ -121,7 +122,8 @@ class Tool:
 
     def arguments(self, given: Mapping[str, Any], kernel: Kernel) -> dict[str, Any]:
         """Check the model's arguments against the signature; raise :class:`DecodeError` naming
-        the bad argument. Values are converted to the annotated types (attrs classes, enums)."""
+        the bad argument. Values are converted to the annotated types (attrs classes,
+        dataclasses, pydantic models, enums)."""
         if not isinstance(given, Mapping):
             raise DecodeError("", "tool arguments must be a JSON object")
         out: dict[str, Any] = {}
@@ -323,11 +325,13 @@ def _output(parts: list[Any], kernel: Kernel) -> Output:
     blocks, so media a tool returns reach the model."""
     scrub = kernel.secrets.redact
     if not any(_blocks_in(p) for p in parts):
-        return scrub("".join(_text(p) for p in parts))
+        return scrub("".join(_text(p, kernel) for p in parts))
     blocks: list[Block] = []
     for part in parts:
         for item in part if _blocks_in(part) and isinstance(part, list) else [part]:
-            blocks.append(item if isinstance(item, Block) else TextBlock(scrub(_text(item))))
+            blocks.append(
+                item if isinstance(item, Block) else TextBlock(scrub(_text(item, kernel)))
+            )
     return blocks
 
 
@@ -337,7 +341,9 @@ def _blocks_in(part: Any) -> bool:
     )
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, kernel: Kernel) -> str:
+    """A value as the model reads it: JSON for data (attrs, dataclass and pydantic instances
+    included, under the names their schemas show), ``str()`` for what JSON cannot hold."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -345,6 +351,6 @@ def _text(value: Any) -> str:
     try:
         import json
 
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
+        return json.dumps(kernel.codec.dump(value), ensure_ascii=False, default=str)
+    except Exception:  # whatever a tool returned, the model gets something to read
         return str(value)

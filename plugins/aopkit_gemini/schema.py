@@ -93,10 +93,13 @@ class _Converter:
         if ref in refs:
             description = siblings.get("description") or target.get("description")
             note = f"a nested {ref}; its fields are not shown because the schema is recursive"
-            return {
+            cut = {
                 "type": "OBJECT",
                 "description": f"{description} ({note})" if description else note,
             }
+            if siblings.get("nullable") is True:  # Optional["Self"]: null stays allowed
+                cut["nullable"] = True
+            return cut
         return self.convert({**target, **siblings}, (*refs, ref))
 
     def _resolve(self, ref: Any) -> Mapping[str, Any]:

@@ -242,22 +242,23 @@ class Coerce:
             value = strict_loads(text)
         except ValueError:
             raise CannotCorrect("not JSON, so nothing to coerce") from None
-        fixed = _coerce(value, schema)
+        fixed = _coerce(value, schema, schema)
         if fixed is value:
             raise CannotCorrect("no coercion applies")
         return fixed
 
 
-def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+def _coerce(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """``value`` made to fit ``schema`` where a rule says how; ``value`` itself (the same
     object) where nothing applies, which is how callers tell that nothing changed."""
-    options = schema.get("anyOf")
+    schema = _followed(schema, root)
+    options = schema.get("anyOf") or schema.get("oneOf")
     if options:
         if value is None and any(o.get("type") == "null" for o in options):
             return value
         for option in options:
             if option.get("type") != "null":
-                fixed = _coerce(value, option)
+                fixed = _coerce(value, option, root)
                 if fixed is not value:
                     return fixed
         return value
@@ -283,13 +284,37 @@ def _coerce(value: Any, schema: dict[str, Any]) -> Any:
         value = _json_in_string(value, list)
         if isinstance(value, list):
             items = schema.get("items", {})
-            fixed = [_coerce(v, items) for v in value]
+            fixed = [_coerce(v, items, root) for v in value]
             return value if all(f is v for f, v in zip(fixed, value, strict=True)) else fixed
     elif kind == "object":
         value = _json_in_string(value, dict)
         if isinstance(value, dict):
-            return _object(value, schema)
+            return _object(value, schema, root)
     return value
+
+
+def _followed(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its local references followed (pydantic puts nested models in
+    ``$defs``, older versions behind a one-part ``allOf``); a reference that leads nowhere or
+    back to itself leaves nothing to coerce to."""
+    seen: set[str] = set()
+    while True:
+        parts = schema.get("allOf")
+        if isinstance(parts, list) and len(parts) == 1 and isinstance(parts[0], dict):
+            schema = {**{k: v for k, v in schema.items() if k != "allOf"}, **parts[0]}
+        ref = schema.get("$ref")
+        if ref is None:
+            return schema
+        if not isinstance(ref, str) or not ref.startswith("#/") or ref in seen:
+            return {}
+        seen.add(ref)
+        node: Any = root
+        for token in ref[2:].split("/"):
+            key = token.replace("~1", "/").replace("~0", "~")
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return {}
+        schema = {**node, **{k: v for k, v in schema.items() if k != "$ref"}}
 
 
 def _json_in_string(value: Any, kind: type) -> Any:
@@ -303,7 +328,7 @@ def _json_in_string(value: Any, kind: type) -> Any:
     return decoded if isinstance(decoded, kind) else value
 
 
-def _object(value: dict[str, Any], schema: dict[str, Any]) -> Any:
+def _object(value: dict[str, Any], schema: dict[str, Any], root: dict[str, Any]) -> Any:
     properties = schema.get("properties", {})
     required = schema.get("required", [])
     if (
@@ -314,7 +339,7 @@ def _object(value: dict[str, Any], schema: dict[str, Any]) -> Any:
         and all(k in inner for k in required)
     ):
         value = inner  # {"verdict": {...}} for a schema that describes the inner object
-    fixed = {k: _coerce(v, properties[k]) if k in properties else v for k, v in value.items()}
+    fixed = {k: _coerce(v, properties[k], root) if k in properties else v for k, v in value.items()}
     return value if all(fixed[k] is value[k] for k in value) else fixed
 
 

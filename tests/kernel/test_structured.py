@@ -56,9 +56,23 @@ class Node:
     children: list["Node"]
 
 
-def test_unsupported_and_recursive_types_are_clear_errors():
-    with pytest.raises(SchemaError, match="Node refers to itself"):
-        json_schema(Node)
+def test_recursive_types_refer_to_their_definition_and_unsupported_ones_are_errors():
+    assert json_schema(Node) == {
+        "type": "object",
+        "title": "Node",
+        "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+        "required": ["children"],
+        "additionalProperties": False,
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "title": "Node",
+                "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}},
+                "required": ["children"],
+                "additionalProperties": False,
+            }
+        },
+    }
 
     @attrs.frozen
     class Local:
