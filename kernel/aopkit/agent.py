@@ -117,7 +117,8 @@ class Agent:
     async def __call__(self, msg: Incoming = None, *, structured: type[T]) -> T: ...
     async def __call__(self, msg: Incoming = None, *, structured: type[T] | None = None) -> Any:
         """Reply to ``msg``: the reply is stored, broadcast to this agent's hubs, and returned.
-        With ``structured=SomeAttrsClass`` an instance of it is returned instead."""
+        With ``structured=SomeClass`` (attrs, dataclass, pydantic model) an instance of it is
+        returned instead."""
         kernel = self.kernel
         if self._hooks:
             msg = await self._run_hooks("pre_reply", msg)

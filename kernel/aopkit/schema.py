@@ -99,6 +99,9 @@ class Schemas:
     def rooted(self, schema: dict[str, Any]) -> dict[str, Any]:
         """``schema`` as a document: a root that is only a reference is inlined (providers
         want an object at the root) and the definitions are attached."""
+        parts = schema.get("allOf")
+        if isinstance(parts, list) and len(parts) == 1 and "$ref" in parts[0]:  # older pydantic
+            schema = {**{k: v for k, v in schema.items() if k != "allOf"}, **parts[0]}
         ref = schema.get("$ref")
         if isinstance(ref, str) and ref.startswith(_REF):
             siblings = {k: v for k, v in schema.items() if k != "$ref"}
@@ -293,10 +296,12 @@ def _validate(value: Any, tp: Any) -> Any:
         if not found:
             raise DecodeError("", str(exc)) from None
         (path, problem), rest = found[0], found[1 : 1 + _MORE_PROBLEMS]
-        if rest:
-            problem += "; also " + "; ".join(f"{p or '<root>'}: {m}" for p, m in rest)
-        if len(found) > 1 + _MORE_PROBLEMS:
-            problem += f"; and {len(found) - 1 - _MORE_PROBLEMS} more"
+        if rest:  # their paths start at the value pydantic checked, whose own path is unknown
+            where = getattr(tp, "__name__", "value")
+            others = "; ".join(f"{p or '<root>'}: {m}" for p, m in rest)
+            if len(found) > 1 + _MORE_PROBLEMS:
+                others += f"; and {len(found) - 1 - _MORE_PROBLEMS} more"
+            problem += f" (other problems in the same {where}: {others})"
         raise DecodeError(path, problem) from None
 
 

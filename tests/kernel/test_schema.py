@@ -254,8 +254,15 @@ async def test_every_pydantic_problem_is_named_up_to_a_few(kernel):
     with pytest.raises(DecodeError) as info:
         Target.of(Person, kernel).parse('{"name": 1, "age": "x", "tags": [1, 2, 3, 4, 5]}')
     assert info.value.path == "name"
-    assert "also age: " in info.value.problem and "tags[0]" in info.value.problem
-    assert "and 3 more" in info.value.problem
+    assert "(other problems in the same Person: age: " in info.value.problem
+    assert "tags[0]" in info.value.problem and "; and 3 more)" in info.value.problem
+
+
+async def test_other_problems_are_named_from_the_model_that_has_them(kernel):
+    with pytest.raises(DecodeError) as info:
+        Target.of(Order, kernel).parse('{"items": [], "buyer": {"name": "bo", "age": -1}}')
+    assert info.value.path == "buyer.name"
+    assert "(other problems in the same Person: age: Input should be greater" in str(info.value)
 
 
 async def test_model_validators_and_discriminated_unions(kernel):
@@ -492,3 +499,27 @@ def test_the_schema_builder_is_reusable_for_one_object_of_several_types():
     properties = {"a": schemas.of(Tree), "b": schemas.of(list[Folder])}
     rooted = schemas.rooted({"type": "object", "properties": properties})
     assert set(rooted["$defs"]) == {"Tree", "Folder"}
+
+
+async def test_a_validator_that_breaks_is_an_error_of_ours_naming_it(kernel):
+    class Fragile(BaseModel):
+        x: int
+
+        @field_validator("x")
+        @classmethod
+        def broken(cls, value: int) -> int:
+            raise RuntimeError("validator bug")
+
+    with pytest.raises(DecodeError, match="validator bug"):
+        Target.of(Fragile, kernel).parse('{"x": 1}')
+
+
+async def test_pydantic_dataclasses_go_through_pydantic(kernel):
+    @pydantic.dataclasses.dataclass
+    class Box:
+        size: int = Field(gt=0)
+
+    assert json_schema(Box)["properties"]["size"]["exclusiveMinimum"] == 0
+    assert Target.of(Box, kernel).parse('{"size": 2}') == Box(size=2)
+    with pytest.raises(DecodeError, match="size: Input should be greater than 0"):
+        Target.of(Box, kernel).parse('{"size": 0}')

@@ -436,3 +436,29 @@ async def test_tier_2_fixes_the_corpus_without_a_wrong_fix(kernel, entries, shar
     assert wrong == []
     assert len(fixed) >= share * recoverable, f"missed: {missed}"
     assert all(f.tier == 2 and f.saved == 1 for f in kernel.faults.faults if f.tier)
+
+
+def test_coerce_follows_local_references_as_pydantic_writes_them():
+    schema = {
+        "type": "object",
+        "properties": {
+            "pet": {"oneOf": [{"$ref": "#/$defs/Cat"}]},
+            "home": {"allOf": [{"$ref": "#/$defs/Home"}], "description": "older pydantic"},
+            "loop": {"$ref": "#/$defs/Loop"},
+            "lost": {"$ref": "#/$defs/Nowhere"},
+            "far": {"$ref": "https://example.invalid/schema.json"},
+        },
+        "$defs": {
+            "Cat": {"type": "object", "properties": {"lives": {"type": "integer"}}},
+            "Home": {"type": "object", "properties": {"floor": {"type": "integer"}}},
+            "Loop": {"$ref": "#/$defs/Loop"},
+        },
+    }
+    text = json.dumps({"pet": {"lives": "9"}, "home": {"floor": 2.0}, "loop": "1", "lost": "2"})
+    assert Coerce().correct(text, schema) == {
+        "pet": {"lives": 9},
+        "home": {"floor": 2},
+        "loop": "1",  # a reference to itself leads to nothing to coerce to
+        "lost": "2",
+    }
+    assert "no coercion" in refusal(Coerce(), json.dumps({"far": "3"}), schema).reason
