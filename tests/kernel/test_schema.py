@@ -523,3 +523,23 @@ async def test_pydantic_dataclasses_go_through_pydantic(kernel):
     assert Target.of(Box, kernel).parse('{"size": 2}') == Box(size=2)
     with pytest.raises(DecodeError, match="size: Input should be greater than 0"):
         Target.of(Box, kernel).parse('{"size": 0}')
+
+
+async def test_a_union_of_models_as_a_tool_parameter_is_told_apart_by_pydantic(kernel):
+    def adopt(pet: Union[Cat, Dog], friends: list[Union[Cat, Dog]]) -> str:  # noqa: UP007
+        """Adopt a pet."""
+        return f"{type(pet).__name__} with {[type(f).__name__ for f in friends]}"
+
+    toolkit = Toolkit([adopt], kernel=kernel)
+    pet = toolkit.specs()[0].parameters["properties"]["pet"]
+    assert pet == {"anyOf": [{"$ref": "#/$defs/Cat"}, {"$ref": "#/$defs/Dog"}]}
+    use = ToolUseBlock("c1", "adopt", {"pet": {"good": True}, "friends": [{"lives": 3}]})
+    assert (await toolkit.call(use)).output == "Dog with ['Cat']"
+    use = ToolUseBlock("c2", "adopt", {"pet": {"good": True}, "friends": [{"lives": "x"}]})
+    result = await toolkit.call(use)
+    assert result.is_error and "friends[0]" in result.output
+
+
+def test_a_union_pydantic_cannot_describe_is_a_schema_error_naming_it():
+    with pytest.raises(SchemaError, match="pydantic cannot describe"):
+        json_schema(Union[Cat, Folder])  # noqa: UP007 - an attrs class pydantic does not know

@@ -100,6 +100,22 @@ def test_recursive_refs_are_expanded_once_then_cut_to_a_plain_object():
     assert accepted(out) == []
 
 
+def test_an_optional_recursive_ref_stays_nullable_when_cut():
+    schema = {
+        "$defs": {
+            "Step": {
+                "type": "object",
+                "properties": {
+                    "next": {"anyOf": [{"$ref": "#/$defs/Step"}, {"type": "null"}]},
+                },
+            }
+        },
+        "$ref": "#/$defs/Step",
+    }
+    cut = to_gemini_schema(schema)["properties"]["next"]
+    assert cut["type"] == "OBJECT" and cut["nullable"] is True and "properties" not in cut
+
+
 def test_mutually_recursive_refs_terminate():
     schema = {
         "$defs": {
