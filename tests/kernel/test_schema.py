@@ -13,9 +13,12 @@ from typing import Annotated, Literal, Optional, TypedDict, Union
 import attrs
 import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aopkit import ModelAgent, Msg, ReActAgent, Toolkit, ToolUseBlock
+from aopkit.codec import Codec
 from aopkit.errors import DecodeError
 from aopkit.faults import FaultPolicy, Unresolved
 from aopkit.schema import SchemaError, Schemas, json_schema
@@ -543,3 +546,24 @@ async def test_a_union_of_models_as_a_tool_parameter_is_told_apart_by_pydantic(k
 def test_a_union_pydantic_cannot_describe_is_a_schema_error_naming_it():
     with pytest.raises(SchemaError, match="pydantic cannot describe"):
         json_schema(Union[Cat, Folder])  # noqa: UP007 - an attrs class pydantic does not know
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.one_of(JSON, st.fixed_dictionaries({"items": JSON, "buyer": JSON})))
+def test_any_json_value_is_an_instance_or_a_decode_error(value):
+    codec = Codec({})
+    for kind in (Person, Order, Owner, Tree, Item, Movie):
+        try:
+            made = codec.load(value, kind)
+        except DecodeError:
+            continue
+        assert isinstance(made, dict if kind is Movie else kind)
