@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 import aopkit
 from aopkit import events as ev
 
-from .metrics import ModelCallMetrics
+from .model_metrics import ModelCallMetrics
 
 __all__ = ["OtelSink", "instrument"]
 
