@@ -187,9 +187,10 @@ class Agent:
                 self._interrupting = False
         if self._hooks:
             reply = await self._run_hooks("post_reply", reply, msg)
-        if scope.reply.usage.calls:
-            usage = kernel.codec.dump(scope.reply.usage)
-            reply = attrs.evolve(reply, metadata={**reply.metadata, "usage": usage})
+        usage = scope.reply.usage
+        if usage.calls:
+            metadata = {**reply.metadata, "usage": kernel.codec.dump(usage)}
+            reply = attrs.evolve(reply, metadata=metadata)
         self.memory.add(reply)
         if kernel.observed:
             kernel.emit(MessageSent(msg=reply, hubs=tuple(h.name for h in self._hubs)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -16,6 +17,7 @@ from .retry import RetryPolicy
 from .structured import strict_loads
 
 if TYPE_CHECKING:
+    from .codec import Codec
     from .faults import Fault, FaultPolicy
     from .kernel import Kernel
     from .usage import Ticket
@@ -107,13 +109,19 @@ class Usage:
         data = msg.metadata.get("usage")
         if data is None:
             return None
-        from .codec import Codec
         from .errors import DecodeError
 
         try:
-            return Codec({}).load(data, cls)
+            return _usage_codec().load(data, cls)
         except DecodeError as exc:
             raise exc.under("metadata.usage") from None
+
+
+@functools.cache
+def _usage_codec() -> Codec:
+    from .codec import Codec
+
+    return Codec({})
 
 
 def _known_sum(a: Any, b: Any) -> Any:
@@ -360,7 +368,7 @@ class ChatModel:
                     model=self.name,
                     call_id=call.id,
                     seconds=time.perf_counter() - call.started,
-                    usage=attrs.asdict(usage),
+                    usage=usage,
                     error=None
                     if error is None
                     else kernel.secrets.redact(f"{type(error).__name__}: {error}"),

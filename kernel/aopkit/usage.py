@@ -97,30 +97,45 @@ def dollars(value: float) -> str:
     return f"${value:,.6f}" if value < 1 else f"${value:,.2f}"
 
 
+FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of an account's sums
+CALLS, COST = FIELDS.index("calls"), FIELDS.index("cost")
+
+
 class Account:
-    """What one agent, hub run, model, reply or the whole kernel used, and its budget."""
+    """What one agent, hub run, model, reply or the whole kernel used, and its budget.
+
+    The sums are kept as plain numbers (``usage`` builds a :class:`Usage` when asked), so that
+    charging a call costs a few additions."""
+
+    __slots__ = ("_held", "_sums", "budget", "label", "refused", "unpriced", "unreported")
 
     def __init__(self, label: str, budget: Budget | None = None) -> None:
         self.label = label
         self.budget = budget
-        self.usage = Usage()
         self.refused = 0  # calls a budget refused
         self.unreported = 0  # calls whose server did not say how many tokens they used
         self.unpriced = 0  # calls with no price
+        self._sums: list[Any] = [getattr(EMPTY, name) for name in FIELDS]
         self._held = [0, 0, 0.0]  # calls, tokens, cost reserved by calls under way
 
     def __repr__(self) -> str:
         return f"<Account {self.label}: {self.usage}>"
 
+    @property
+    def usage(self) -> Usage:
+        """What was used so far."""
+        return Usage(**dict(zip(FIELDS, self._sums, strict=True)))
+
     def _refusal(self, tokens: int, cost: float | None, model: str) -> BudgetExceeded | None:
         budget = self.budget
         if budget is None:
             return None
+        sums = self._sums
         calls_held, tokens_held, cost_held = self._held
-        if budget.calls is not None and self.usage.calls + calls_held + 1 > budget.calls:
-            used = self.usage.calls + calls_held
+        if budget.calls is not None and sums[CALLS] + calls_held + 1 > budget.calls:
+            used = sums[CALLS] + calls_held
             return BudgetExceeded(self.label, "calls", budget.calls, used, 1, model)
-        used_tokens = (self.usage.tokens or 0) + tokens_held
+        used_tokens = (sums[0] or 0) + (sums[1] or 0) + tokens_held  # input and output
         if budget.tokens is not None and (
             used_tokens >= budget.tokens or used_tokens + tokens > budget.tokens
         ):
@@ -128,40 +143,47 @@ class Account:
         if budget.cost is not None:
             if cost is None:
                 return UnpricedForBudget(self.label, budget.cost, model)
-            spent = (self.usage.cost or 0.0) + cost_held
+            spent = (sums[COST] or 0.0) + cost_held
             if spent >= budget.cost or spent + cost > budget.cost:
                 return BudgetExceeded(self.label, "cost", budget.cost, spent, cost, model)
         return None
 
     def _hold(self, sign: int, tokens: int, cost: float) -> None:
-        self._held[0] += sign
-        self._held[1] += sign * tokens
-        self._held[2] += sign * cost
+        held = self._held
+        held[0] += sign
+        held[1] += sign * tokens
+        held[2] += sign * cost
 
-    def _add(self, call: Usage) -> None:
-        self.usage = self.usage + call
-        if call.input_tokens is None or call.output_tokens is None:
-            self.unreported += 1
-        if call.cost is None:
-            self.unpriced += 1
+    def _add(self, known: list[tuple[int, Any]], unreported: bool, unpriced: bool) -> None:
+        """Charge one call: its known values by their index in :data:`FIELDS`."""
+        sums = self._sums
+        for i, value in known:
+            old = sums[i]
+            sums[i] = value if old is None else old + value
+        self.unreported += unreported
+        self.unpriced += unpriced
 
     def as_dict(self) -> dict[str, Any]:
-        data = attrs.asdict(self.usage)
+        data = dict(zip(FIELDS, self._sums, strict=True))
         data.update(refused=self.refused, unreported=self.unreported, unpriced=self.unpriced)
         if self.budget is not None:
             data["budget"] = attrs.asdict(self.budget)
         return data
 
 
-@attrs.frozen
+EMPTY = Usage()
+
+
 class Scope:
     """Who a model call is made for: the agent, its hubs, and every account it is charged to
-    besides the kernel's and its model's."""
+    besides the kernel's and its model's (the last one is the reply's own)."""
 
-    agent: str | None
-    hubs: tuple[str, ...]
-    accounts: tuple[Account, ...]
-    reply: Account
+    __slots__ = ("accounts", "agent", "hubs", "reply")
+
+    def __init__(
+        self, agent: str | None, hubs: tuple[str, ...], accounts: tuple[Account, ...]
+    ) -> None:
+        self.agent, self.hubs, self.accounts, self.reply = agent, hubs, accounts, accounts[-1]
 
 
 SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
@@ -172,14 +194,22 @@ def current_scope() -> Scope | None:
     return SCOPE.get()
 
 
-@attrs.frozen
 class Ticket:
-    """A call's reservation, released when the call ends."""
+    """A call admitted: the accounts it is charged to and what it reserved (if a budget
+    applied when it started), released when it ends."""
 
-    model: str
-    accounts: tuple[Account, ...]
-    tokens: int
-    cost: float
+    __slots__ = ("accounts", "cost", "held", "model", "tokens")
+
+    def __init__(
+        self, model: str, accounts: tuple[Account, ...], held: bool, tokens: int, cost: float
+    ) -> None:
+        self.model, self.accounts, self.held, self.tokens, self.cost = (
+            model,
+            accounts,
+            held,
+            tokens,
+            cost,
+        )
 
 
 class UsageLedger:
@@ -191,6 +221,7 @@ class UsageLedger:
         self.total = Account("kernel", budget)
         self.agents: dict[str, Account] = {}
         self.models: dict[str, Account] = {}
+        self.outside = Account("calls outside any agent's reply")
 
     @property
     def budget(self) -> Budget | None:
@@ -203,16 +234,17 @@ class UsageLedger:
 
     def agent(self, name: str) -> Account:
         """The account of agent ``name`` (sessions of one agent share it)."""
-        with _LOCK:
-            found = self.agents.get(name)
-            if found is None:
-                found = self.agents[name] = Account(f"agent {name!r}")
-            return found
+        found = self.agents.get(name)
+        if found is None:
+            with _LOCK:
+                found = self.agents.setdefault(name, Account(f"agent {name!r}"))
+        return found
 
     def _model(self, name: str) -> Account:
         found = self.models.get(name)
         if found is None:
-            found = self.models[name] = Account(f"model {name!r}")
+            with _LOCK:
+                found = self.models.setdefault(name, Account(f"model {name!r}"))
         return found
 
     def clear(self) -> None:
@@ -221,32 +253,37 @@ class UsageLedger:
             self.total = Account("kernel", self.total.budget)
             self.agents = {n: Account(a.label, a.budget) for n, a in self.agents.items()}
             self.models = {}
+            self.outside = Account(self.outside.label)
 
     # -- the scope of a reply -------------------------------------------------------------------
-    def enter(self, agent: str, hubs: Iterable[tuple[str, Account]]) -> Scope:
+    def enter(self, agent: str, hubs: Sequence[tuple[str, Account]]) -> Scope:
         """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
         its calls count towards the enclosing replies too."""
         outer = SCOPE.get()
+        reply = Account(f"reply of {agent!r}")
+        if outer is None and not hubs:  # the common case, kept short
+            return Scope(agent, (), (self.agent(agent), reply))
         accounts = list(outer.accounts) if outer is not None else []
         names = list(outer.hubs) if outer is not None else []
         for account in (self.agent(agent), *(account for _, account in hubs)):
             if account not in accounts:
                 accounts.append(account)
         names.extend(name for name, _ in hubs if name not in names)
-        reply = Account(f"reply of {agent!r}")
-        return Scope(agent, tuple(names), (*accounts, reply), reply)
+        return Scope(agent, tuple(names), (*accounts, reply))
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(
         self, model: str, messages: Sequence[Msg], tools: Sequence[ToolSpec] = ()
     ) -> Ticket:
-        """Reserve one call of ``model`` in every account it is charged to, or raise
-        :class:`BudgetExceeded` (emitting ``budget_reached``) if a budget would be exceeded."""
+        """Admit one call of ``model`` in every account it is charged to, reserving its
+        expected use where a budget applies, or raise :class:`BudgetExceeded` (emitting
+        ``budget_reached``) if a budget would be exceeded."""
         scope = SCOPE.get()
-        with _LOCK:
-            accounts = (self.total, self._model(model), *(scope.accounts if scope else ()))
+        accounts = (self.total, self._model(model), *(scope.accounts if scope else (self.outside,)))
         budgets = [a.budget for a in accounts if a.budget is not None]
-        tokens, cost = 0, 0.0
+        if not budgets:
+            return Ticket(model, accounts, False, 0, 0.0)
+        tokens = 0
         if any(b.tokens is not None or b.cost is not None for b in budgets):
             tokens = estimate_tokens(messages, tools)
         expected: float | None = 0.0
@@ -261,41 +298,50 @@ class UsageLedger:
                     account.refused += 1
                     break
             else:
-                cost = expected or 0.0
                 for account in accounts:
-                    account._hold(1, tokens, cost)
-        if refusal is not None:
-            kernel = self.kernel
-            if kernel.observed:
-                kernel.emit(
-                    BudgetReached(
-                        account=refusal.account,
-                        limit=refusal.limit,
-                        allowed=refusal.allowed,
-                        used=refusal.used,
-                        model=model,
-                        agent=scope.agent if scope else None,
-                        hubs=scope.hubs if scope else (),
-                    )
+                    account._hold(1, tokens, expected or 0.0)
+        if refusal is None:
+            return Ticket(model, accounts, True, tokens, expected or 0.0)
+        kernel = self.kernel
+        if kernel.observed:
+            kernel.emit(
+                BudgetReached(
+                    account=refusal.account,
+                    limit=refusal.limit,
+                    allowed=refusal.allowed,
+                    used=refusal.used,
+                    model=model,
+                    agent=scope.agent if scope else None,
+                    hubs=scope.hubs if scope else (),
                 )
-            raise refusal
-        return Ticket(model, accounts, tokens, cost)
+            )
+        raise refusal
 
-    def settle(self, ticket: Ticket, reported: Usage | None, retries: int) -> Usage:
-        """Release ``ticket`` and charge the call as made: its usage, priced."""
-        usage = reported or Usage()
+    def settle(self, ticket: Ticket, reported: Usage | None, retries: int) -> dict[str, Any]:
+        """Release ``ticket`` and charge the call as made: its usage, priced. Returns that one
+        call's usage as data (for its ``model_call_finished`` event)."""
+        u = reported or EMPTY
         price = self.kernel.prices.get(ticket.model)
-        call = attrs.evolve(
-            usage,
-            calls=1,
-            retries=retries,
-            cost=price.cost(usage) if price is not None else None,
+        cost = price.cost(u) if price is not None else None
+        call = (
+            u.input_tokens,
+            u.output_tokens,
+            u.seconds,
+            u.cached_input_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+            1,
+            retries,
+            cost,
         )
+        known = [(i, value) for i, value in enumerate(call) if value is not None]
+        unreported, unpriced = call[0] is None or call[1] is None, cost is None
         with _LOCK:
             for account in ticket.accounts:
-                account._hold(-1, ticket.tokens, ticket.cost)
-                account._add(call)
-        return call
+                if ticket.held:
+                    account._hold(-1, ticket.tokens, ticket.cost)
+                account._add(known, unreported, unpriced)
+        return dict(zip(FIELDS, call, strict=True))
 
     # -- reports ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
@@ -312,20 +358,16 @@ class UsageLedger:
         budgets and what they refused."""
         with _LOCK:
             total = self.total
-            agents = [(name, a) for name, a in self.agents.items() if a.usage.calls or a.refused]
+            agents = [(n, a) for n, a in self.agents.items() if a._sums[CALLS] or a.refused]
+            if self.outside._sums[CALLS]:
+                agents.append(("(no agent)", self.outside))
             models = list(self.models.items())
             budgeted = [a for a in (total, *self.agents.values()) if a.budget is not None]
-        if not total.usage.calls and not total.refused:
+            agent_rows = [(n, a.usage) for n, a in [*agents, ("total", total)]]
+            model_rows = [(n, a.usage) for n, a in models]
+        if not total._sums[CALLS] and not total.refused:
             return "Usage report: no model calls."
-        by_agent = sum(a.usage.calls for _, a in agents)
-        rest = Account("(no agent)")
-        rest.usage = attrs.evolve(Usage(), calls=total.usage.calls - by_agent)
-        lines = ["Usage report:"]
-        rows = [(name, a) for name, a in agents]
-        if rest.usage.calls:
-            rows.append(("(no agent)", rest))
-        lines += _table("agent", [*rows, ("total", total)])
-        lines += ["", *_table("model", models)]
+        lines = ["Usage report:", *_table("agent", agent_rows), "", *_table("model", model_rows)]
         for account in budgeted:
             lines.append(f"budget of {account.label}: {_budget_line(account)}")
         notes = []
@@ -354,16 +396,15 @@ def checked_budget(budget: Any) -> Budget | None:
 COLUMNS = ("calls", "retries", "input", "cached", "output", "reasoning", "cost")
 
 
-def _cells(account: Account) -> tuple[str, ...]:
-    u = account.usage
+def _cells(u: Usage) -> tuple[str, ...]:
     counts = (u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens)
     tokens = tuple("?" if n is None else str(n) for n in counts)
     cost = "?" if u.cost is None else dollars(u.cost)
     return (str(u.calls), str(u.retries), *tokens, cost)
 
 
-def _table(first: str, accounts: Sequence[tuple[str, Account]]) -> list[str]:
-    rows = [(first, *COLUMNS)] + [(name, *_cells(a)) for name, a in accounts]
+def _table(first: str, usages: Sequence[tuple[str, Usage]]) -> list[str]:
+    rows = [(first, *COLUMNS)] + [(name, *_cells(u)) for name, u in usages]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -138,6 +138,8 @@ async def test_model_call_events_name_the_agent_and_its_hubs(kernel):
     finished = [(e.agent, e.hubs) for e in recorder.of(ModelCallFinished)]
     assert started == finished == [(None, ()), ("alice", ("room",)), ("alice", ())]
     assert recorder.of(ModelCallFinished)[1].usage["calls"] == 1
+    rows = {line.split()[0]: line.split() for line in kernel.usage.render().splitlines()[:6]}
+    assert rows["alice"][1] == "2" and rows["(no"][2] == "1"  # the direct call has its row
 
 
 async def test_an_agent_inside_another_counts_towards_both(kernel):
@@ -423,3 +425,13 @@ def test_budgets_are_checked():
         agent.budget = 10  # type: ignore[assignment]
     with pytest.raises(AopkitError, match=r"aopkit\.Budget"):
         MsgHub([], budget={"calls": 1}, kernel=kernel)  # type: ignore[arg-type]
+
+
+async def test_sessions_of_an_agent_share_its_budget(kernel):
+    agent = ModelAgent("desk", kernel.model("scripted:m", responses=["x"] * 5), kernel=kernel)
+    agent.budget = Budget(calls=2)
+    await agent.session("ann")(HI)
+    await agent.session("bob")(HI)
+    with pytest.raises(BudgetExceeded, match="agent 'desk'"):
+        await agent.session("cy")(HI)
+    assert agent.usage.usage.calls == 2
