@@ -435,3 +435,17 @@ async def test_sessions_of_an_agent_share_its_budget(kernel):
     with pytest.raises(BudgetExceeded, match="agent 'desk'"):
         await agent.session("cy")(HI)
     assert agent.usage.usage.calls == 2
+
+
+async def test_a_stream_left_midway_is_charged_and_releases_its_reservation(kernel):
+    model = kernel.model(
+        "scripted:m", responses=["a long answer, streamed in chunks"], chunk_size=4
+    )
+    kernel.usage.budget = Budget(calls=5, tokens=1_000)
+    stream = await model([HI], stream=True)
+    async for _ in stream:
+        break  # the consumer stops reading after the first chunk
+    await stream.aclose()
+    total = kernel.usage.total
+    assert total._held == [0, 0, 0.0]
+    assert total.usage.calls == 1 and total.unreported == 1  # made; its usage never arrived
