@@ -62,31 +62,26 @@ class BudgetExceeded(AopkitError):
     names whose budget (``agent 'judge'``, ``hub 'debate'``, ``kernel``), ``limit`` its kind."""
 
     def __init__(
-        self, account: str, limit: str, allowed: float, used: float, needed: float, model: str
+        self,
+        account: str,
+        limit: str,
+        allowed: float,
+        used: float,
+        needed: float,
+        model: str,
+        why: str | None = None,
     ) -> None:
         self.account, self.limit, self.model = account, limit, model
         self.allowed, self.used, self.needed = allowed, used, needed
-        if limit == "calls":
-            state = f"{int(used)} of {int(allowed)} calls made or under way"
-        else:
-            state = (
-                f"{_amount(limit, used)} of {_amount(limit, allowed)} used or reserved by calls "
+        if why is None and limit == "calls":
+            why = f"reached: {int(used)} of {int(allowed)} calls made or under way"
+        elif why is None:
+            why = (
+                f"reached: {_amount(limit, used)} of {_amount(limit, allowed)} used or reserved by "
+                "calls "
                 f"under way, and this call's input is estimated at {_amount(limit, needed)}"
             )
-        super().__init__(f"budget of {account} reached: {state}; the call to {model} was not made")
-
-
-class UnpricedForBudget(BudgetExceeded):
-    """A cost budget applies but the model has no price: the cost could not be kept."""
-
-    def __init__(self, account: str, allowed: float, model: str) -> None:
-        AopkitError.__init__(
-            self,
-            f"budget of {account} is in dollars but {model} has no price "
-            f"(set kernel.prices[{model!r}]); the call was not made",
-        )
-        self.account, self.limit, self.model = account, "cost", model
-        self.allowed, self.used, self.needed = allowed, 0.0, 0.0
+        super().__init__(f"budget of {account} {why}; the call to {model} was not made")
 
 
 def _amount(limit: str, value: float) -> str:
@@ -142,7 +137,8 @@ class Account:
             return BudgetExceeded(self.label, "tokens", budget.tokens, used_tokens, tokens, model)
         if budget.cost is not None:
             if cost is None:
-                return UnpricedForBudget(self.label, budget.cost, model)
+                why = f"is in dollars, but {model} has no price (set kernel.prices[{model!r}])"
+                return BudgetExceeded(self.label, "cost", budget.cost, 0.0, 0.0, model, why)
             spent = (sums[COST] or 0.0) + cost_held
             if spent >= budget.cost or spent + cost > budget.cost:
                 return BudgetExceeded(self.label, "cost", budget.cost, spent, cost, model)
