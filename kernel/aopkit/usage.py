@@ -77,9 +77,9 @@ class BudgetExceeded(AopkitError):
             why = f"reached: {int(used)} of {int(allowed)} calls made or under way"
         elif why is None:
             why = (
-                f"reached: {_amount(limit, used)} of {_amount(limit, allowed)} used or reserved by "
-                "calls "
-                f"under way, and this call's input is estimated at {_amount(limit, needed)}"
+                f"reached: {_amount(limit, used)} of {_amount(limit, allowed)} used or reserved "
+                f"by calls under way, and this call's input is expected to use "
+                f"{_amount(limit, needed)}"
             )
         super().__init__(f"budget of {account} {why}; the call to {model} was not made")
 

@@ -324,7 +324,7 @@ async def test_a_token_budget_counts_the_expected_input(kernel):
     with pytest.raises(BudgetExceeded) as caught:
         await agent(long)
     assert caught.value.limit == "tokens" and caught.value.used == 50
-    assert "estimated" in str(caught.value)
+    assert "expected to use 75 tokens" in str(caught.value)
     assert len(model.calls) == 1
 
 
