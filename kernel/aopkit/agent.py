@@ -16,7 +16,7 @@ from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStar
 from .memory import Memory
 from .message import Msg
 from .structured import Target
-from .usage import SCOPE, BudgetExceeded
+from .usage import SCOPE, BudgetExceeded, checked_budget
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -84,8 +84,6 @@ class Agent:
 
     @budget.setter
     def budget(self, budget: Budget | None) -> None:
-        from .usage import checked_budget
-
         self.usage.budget = checked_budget(budget)
 
     # -- what subclasses implement ----------------------------------------------------------

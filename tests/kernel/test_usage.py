@@ -451,3 +451,14 @@ async def test_a_stream_left_midway_is_charged_and_releases_its_reservation(kern
     total = kernel.usage.total
     assert total._held == [0, 0, 0.0]
     assert total.usage.calls == 1 and total.unreported == 1  # made; its usage never arrived
+
+
+def test_usages_add_what_each_knows():
+    a = Usage(10, None, 0.5, cached_input_tokens=4, calls=1, cost=0.25)
+    b = Usage(None, None, 0.25, reasoning_tokens=3, calls=2, retries=1)
+    total = a + b
+    assert (total.input_tokens, total.output_tokens, total.seconds) == (10, None, 0.75)
+    assert (total.cached_input_tokens, total.reasoning_tokens) == (4, 3)
+    assert (total.calls, total.retries, total.cost, total.tokens) == (3, 1, 0.25, 10)
+    assert sum([a, b, Usage()], Usage()) == total  # Usage() is nothing
+    assert (Usage() + Usage()).input_tokens is None  # unknown stays unknown
