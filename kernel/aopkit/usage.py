@@ -212,9 +212,9 @@ class UsageLedger:
     """``kernel.usage``: totals for the kernel, per agent (by name) and per model, budgets on
     the kernel and on agents, and :meth:`render`, the usage report."""
 
-    def __init__(self, kernel: Kernel, budget: Budget | None = None) -> None:
+    def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self.total = Account("kernel", budget)
+        self.total = Account("kernel")
         self.agents: dict[str, Account] = {}
         self.models: dict[str, Account] = {}
         self.outside = Account("calls outside any agent's reply")
