@@ -19,6 +19,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 import aopkit
 from aopkit import events as ev
 
+from .model_metrics import ModelCallMetrics
+
 __all__ = ["OtelSink", "instrument"]
 
 # The reply span of the running agent. Set where the reply starts, so the reply's own task
@@ -35,12 +37,8 @@ class OtelSink:
 
     def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         self.tracer = trace.get_tracer("aopkit", aopkit.__version__, tracer_provider)
-        meter = metrics.get_meter("aopkit", aopkit.__version__, meter_provider)
-        self.tokens = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="tokens used per model call"
-        )
-        self.duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="model call duration"
+        self.metrics = ModelCallMetrics(
+            metrics.get_meter("aopkit", aopkit.__version__, meter_provider)
         )
         self._replies: dict[str, list[tuple[Span, Token[Span | None]]]] = {}
         self._calls: dict[str, Span] = {}
@@ -96,26 +94,17 @@ class OtelSink:
         )
 
     def _model_finished(self, event: ev.ModelCallFinished) -> None:
+        self.metrics.record(event)
         span = self._calls.pop(event.call_id, None)
         if span is None:
             return
-        provider, _, model = event.model.partition(":")
-        common = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-        }
         for kind in ("input", "output"):
             count = event.usage.get(f"{kind}_tokens")
             if isinstance(count, int):
                 span.set_attribute(f"gen_ai.usage.{kind}_tokens", count)
-                self.tokens.record(count, {**common, "gen_ai.token.type": kind})
         if event.error is not None:
-            error_type = event.error.partition(":")[0]
             span.set_status(Status(StatusCode.ERROR, event.error))
-            span.set_attribute("error.type", error_type)
-            common["error.type"] = error_type
-        self.duration.record(event.seconds, common)
+            span.set_attribute("error.type", event.error.partition(":")[0])
         span.end(end_time=_ns(event.time))
 
     def _tool_started(self, event: ev.ToolStarted) -> None:

@@ -215,6 +215,7 @@ class Studio:
         app.router.add_post("/api/agents/{name}/interrupt", self._interrupt)
         app.router.add_get("/api/runs", self._runs)
         app.router.add_get("/api/runs/{name}", self._run)
+        app.router.add_get("/api/usage", self._usage)
         return app
 
     def _authorised(self, request: web.Request) -> bool:
@@ -376,6 +377,11 @@ class Studio:
             raise web.HTTPNotFound(text="the Studio does not watch this agent (studio.watch)")
         agent.interrupt()
         return web.json_response({"ok": True})
+
+    async def _usage(self, request: web.Request) -> web.StreamResponse:
+        """The kernel's usage totals and budgets (what ``kernel.usage.render()`` prints)."""
+        text = json.dumps(self.kernel.usage.as_dict(), ensure_ascii=False)
+        return web.Response(text=self.kernel.secrets.redact(text), content_type="application/json")
 
     # -- past runs --------------------------------------------------------------------------
     async def _runs(self, request: web.Request) -> web.StreamResponse:

@@ -34,11 +34,14 @@ from .kernel import Kernel, default_kernel
 from .memory import Memory
 from .message import Msg
 from .model_agent import ModelAgent
+from .models import Usage
 from .pipelines import fanout, sequential
+from .prices import Price
 from .react import ReActAgent
 from .session import JSONFileStore, SQLiteStore, load_session, save_session
 from .sinks import CHAT, ChatLog, JsonlTrace  # importing sinks defines loguru's CHAT level
 from .toolkit import Tool, Toolkit, tool
+from .usage import Budget, BudgetExceeded
 from .user import UserAgent
 
 __version__ = "0.1.0"
@@ -50,6 +53,8 @@ __all__ = [
     "AudioBlock",
     "Base64Source",
     "Block",
+    "Budget",
+    "BudgetExceeded",
     "ChatLog",
     "Codec",
     "DecodeError",
@@ -66,6 +71,7 @@ __all__ = [
     "Msg",
     "MsgHub",
     "PluginError",
+    "Price",
     "ReActAgent",
     "ReplyError",
     "SQLiteStore",
@@ -79,6 +85,7 @@ __all__ = [
     "URLSource",
     "UnknownBlock",
     "UnknownSource",
+    "Usage",
     "UserAgent",
     "VideoBlock",
     "default_kernel",

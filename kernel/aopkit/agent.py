@@ -9,17 +9,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
+import attrs
+
 from .errors import AopkitError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .memory import Memory
 from .message import Msg
 from .structured import Target
+from .usage import SCOPE, BudgetExceeded, checked_budget
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .hub import MsgHub
     from .kernel import Kernel
+    from .usage import Account, Budget
 
 T = TypeVar("T")
 Incoming = Msg | Sequence[Msg] | None
@@ -66,6 +70,21 @@ class Agent:
 
             self._kernel = default_kernel()
         return self._kernel
+
+    @property
+    def usage(self) -> Account:
+        """What this agent's replies used (all agents of this name in its kernel share it)."""
+        return self.kernel.usage.agent(self.name)
+
+    @property
+    def budget(self) -> Budget | None:
+        """Limits on this agent's model calls; a call that would exceed them is refused with
+        :class:`~aopkit.BudgetExceeded` before it is made."""
+        return self.usage.budget
+
+    @budget.setter
+    def budget(self, budget: Budget | None) -> None:
+        self.usage.budget = checked_budget(budget)
 
     # -- what subclasses implement ----------------------------------------------------------
     async def reply(self, msg: Incoming) -> Msg:
@@ -126,11 +145,16 @@ class Agent:
         if kernel.observed:
             kernel.emit(ReplyStarted(agent=self.name, inputs=_ids(msg)))
         self._remember(msg)
-        if structured is None:
-            task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(msg))
-        else:
-            target = Target.of(structured, kernel)
-            task = asyncio.ensure_future(self.reply_structured(msg, target))
+        scope = kernel.usage.enter(self.name, [(h.name, h.usage) for h in self._hubs])
+        entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
+        try:
+            if structured is None:
+                task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(msg))
+            else:
+                target = Target.of(structured, kernel)
+                task = asyncio.ensure_future(self.reply_structured(msg, target))
+        finally:
+            SCOPE.reset(entered)
         self._replies.add(task)
         interrupted = False
         value = None
@@ -153,6 +177,8 @@ class Agent:
                         seconds=time.perf_counter() - started,
                     )
                 )
+            if isinstance(exc, BudgetExceeded):
+                raise  # work stopped on purpose: the caller catches it by its own name
             raise ReplyError(self.name, exc) from exc
         finally:
             self._replies.discard(task)
@@ -160,6 +186,10 @@ class Agent:
                 self._interrupting = False
         if self._hooks:
             reply = await self._run_hooks("post_reply", reply, msg)
+        usage = scope.reply.usage
+        if usage.calls:
+            metadata = {**reply.metadata, "usage": kernel.codec.dump(usage)}
+            reply = attrs.evolve(reply, metadata=metadata)
         self.memory.add(reply)
         if kernel.observed:
             kernel.emit(MessageSent(msg=reply, hubs=tuple(h.name for h in self._hubs)))

@@ -78,19 +78,43 @@ class Observed(Event):
 
 @attrs.frozen(kw_only=True)
 class ModelCallStarted(Event):
+    """A model call began, for ``agent`` (None: outside any agent's reply) in ``hubs``."""
+
     type: ClassVar[str] = "model_call_started"
     model: str
     call_id: str
+    agent: str | None = None
+    hubs: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
 class ModelCallFinished(Event):
+    """A model call ended; ``usage`` is what it used (tokens, retries, cost: see
+    :class:`~aopkit.models.Usage`), ``error`` why it failed."""
+
     type: ClassVar[str] = "model_call_finished"
     model: str
     call_id: str
     seconds: float
     usage: dict[str, Any] = attrs.field(factory=dict)
     error: str | None = None
+    agent: str | None = None
+    hubs: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class BudgetReached(Event):
+    """A model call was refused before it was made: it would exceed the ``limit`` (calls,
+    tokens or cost) of ``account``'s budget, which allows ``allowed`` and has used ``used``."""
+
+    type: ClassVar[str] = "budget_reached"
+    account: str
+    limit: str
+    allowed: float
+    used: float
+    model: str
+    agent: str | None = None
+    hubs: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -187,6 +211,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Observed,
         ModelCallStarted,
         ModelCallFinished,
+        BudgetReached,
         Retried,
         Corrected,
         CritiqueRound,

@@ -56,6 +56,11 @@ def register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_prices(register: Callable[[str, Any], None]) -> None:
+    """Register what models cost: ``register("provider:model", Price(input=..., output=...))``."""
+
+
+@hookspec
 def event(event: Event, kernel: Kernel) -> None:
     """Observe every event of ``kernel``, in order; keep it fast, buffer any I/O."""
 

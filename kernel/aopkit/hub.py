@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from .errors import AopkitError
 from .events import HubJoined, HubLeft, MessageSent
 from .message import Msg, new_id
+from .usage import Account, checked_budget
 
 if TYPE_CHECKING:
     from .agent import Agent
     from .kernel import Kernel
+    from .usage import Budget
 
 
 class DeliveryError(AopkitError):
@@ -30,6 +32,9 @@ class MsgHub:
     """``async with MsgHub([alice, bob]) as hub:`` — while open, every reply of a participant is
     delivered to all the others, and every participant observes messages in the order they were
     sent, even when several agents reply concurrently.
+
+    ``budget`` limits the model calls of one run (one ``async with``) of the hub: of every
+    participant's replies while it is open; :attr:`usage` is what the run used so far.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class MsgHub:
         *,
         name: str | None = None,
         kernel: Kernel | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.participants: list[Agent] = list(participants)
         self.announcement = announcement
@@ -48,6 +54,7 @@ class MsgHub:
         self._lock = asyncio.Lock()
         self._deliverer: asyncio.Task[object] | None = None
         self._nested: deque[tuple[Msg, Agent | None]] = deque()
+        self.usage = Account(f"hub {self.name!r}", checked_budget(budget))
 
     @property
     def kernel(self) -> Kernel:
@@ -56,6 +63,7 @@ class MsgHub:
         return self._kernel
 
     async def __aenter__(self) -> MsgHub:
+        self.usage = Account(self.usage.label, self.usage.budget)  # each run counts afresh
         self._open = True
         self._join(self.participants)
         if self.announcement is not None:

@@ -16,6 +16,7 @@ from .blocks import Block
 from .codec import Codec
 from .errors import AopkitError, PluginError
 from .http import HTTPPool
+from .prices import Price, PriceTable, price_entry
 from .registry import Registry
 from .secret import Secrets
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .events import Event
     from .faults import FaultPolicy, FaultReport, IncidentStore
     from .retry import RetryPolicy
+    from .usage import Budget, UsageLedger
 
 BUILTIN = "aopkit"
 ENTRY_POINT_GROUP = "aopkit"
@@ -51,6 +53,8 @@ class Kernel:
     ``plugins`` (or ``AOPKIT_PLUGINS``) allows only the named entry-point plugins; ``disable``
     (or ``AOPKIT_DISABLE_PLUGINS``) blocks plugins by name. A plugin that fails to import or
     register is recorded in :attr:`plugin_errors`, logged, and left out: the kernel still starts.
+    ``prices`` (``{"provider:model": Price(...)}``) override the prices plugins register;
+    ``budget`` limits every model call of this kernel (see :attr:`usage`).
     """
 
     def __init__(
@@ -60,6 +64,8 @@ class Kernel:
         disable: str | Iterable[str] | None = None,
         load_entrypoints: bool = True,
         environ: Mapping[str, str] | None = None,
+        prices: Mapping[str, Price | Mapping[str, Any]] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.allowed = _names(plugins) if plugins is not None else _names(env.get("AOPKIT_PLUGINS"))
@@ -75,6 +81,7 @@ class Kernel:
         self.critics = Registry("critic")
         self.tools = Registry("tool")
         self.commands = Registry("command")
+        self.registered_prices = Registry("price")
         self._registrars: dict[str, tuple[Registry, Callable[..., tuple[str, Any]]]] = {
             "register_block_types": (self.block_types, _block_type_entry),
             "register_models": (self.models, _named_entry),
@@ -83,6 +90,7 @@ class Kernel:
             "register_critics": (self.critics, _named_entry),
             "register_tools": (self.tools, _named_entry),
             "register_commands": (self.commands, _command_entry),
+            "register_prices": (self.registered_prices, price_entry),
         }
         self.environ = env
         self.secrets = Secrets()  # every secret value this kernel knows, to scrub from text
@@ -90,6 +98,11 @@ class Kernel:
         self._config: dict[str, Any] | None = None
         self._faults: FaultReport | None = None
         self._incidents: IncidentStore | None = None
+        self.prices = PriceTable(self.registered_prices)  # the program's over the plugins'
+        self.prices.update(prices or {})
+        self._usage: UsageLedger | None = None
+        if budget is not None:
+            self.usage.budget = budget
         self.plugin_errors: dict[str, PluginError] = {}
         self.distributions: dict[str, tuple[str, str]] = {}  # plugin -> (distribution, version)
         self.codec = Codec(self.block_types.objects)
@@ -266,6 +279,15 @@ class Kernel:
 
             self._faults = FaultReport()
         return self._faults
+
+    @property
+    def usage(self) -> UsageLedger:
+        """Every model call's usage, totalled per agent and model; budgets; the usage report."""
+        if self._usage is None:
+            from .usage import UsageLedger
+
+            self._usage = UsageLedger(self)
+        return self._usage
 
     @property
     def incidents(self) -> IncidentStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -16,8 +17,10 @@ from .retry import RetryPolicy
 from .structured import strict_loads
 
 if TYPE_CHECKING:
+    from .codec import Codec
     from .faults import Fault, FaultPolicy
     from .kernel import Kernel
+    from .usage import Ticket
 
 ToolChoice = Literal["auto", "none", "required"] | str  # or the name of one tool
 MEDIA_KINDS = ("image", "audio", "video")
@@ -60,12 +63,72 @@ class ToolSpec:
 
 @attrs.frozen
 class Usage:
-    """What a call cost: tokens as the server reported them, ``None`` where it did not say
-    (unknown is not zero), and the seconds it took, measured here."""
+    """What calls cost: tokens as the server reported them, ``None`` where it did not say
+    (unknown is not zero), and the seconds they took, measured here.
+
+    ``cached_input_tokens`` (read from the provider's prompt cache) and ``cache_write_tokens``
+    (written to it) are parts of ``input_tokens``; ``reasoning_tokens`` are part of
+    ``output_tokens``. Providers fill the tokens; the kernel fills ``calls``, ``retries`` and
+    ``cost`` (US dollars, ``None`` when no price is known) when it records a call. Adding two
+    usages sums what each knows: a sum is ``None`` only where neither said."""
 
     input_tokens: int | None = None
     output_tokens: int | None = None
     seconds: float = 0.0
+    cached_input_tokens: int | None = attrs.field(default=None, kw_only=True)
+    cache_write_tokens: int | None = attrs.field(default=None, kw_only=True)
+    reasoning_tokens: int | None = attrs.field(default=None, kw_only=True)
+    calls: int = attrs.field(default=0, kw_only=True)
+    retries: int = attrs.field(default=0, kw_only=True)
+    cost: float | None = attrs.field(default=None, kw_only=True)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            _known_sum(self.input_tokens, other.input_tokens),
+            _known_sum(self.output_tokens, other.output_tokens),
+            self.seconds + other.seconds,
+            cached_input_tokens=_known_sum(self.cached_input_tokens, other.cached_input_tokens),
+            cache_write_tokens=_known_sum(self.cache_write_tokens, other.cache_write_tokens),
+            reasoning_tokens=_known_sum(self.reasoning_tokens, other.reasoning_tokens),
+            calls=self.calls + other.calls,
+            retries=self.retries + other.retries,
+            cost=_known_sum(self.cost, other.cost),
+        )
+
+    @property
+    def tokens(self) -> int | None:
+        """Input and output tokens together (what token budgets count)."""
+        total: int | None = _known_sum(self.input_tokens, self.output_tokens)
+        return total
+
+    @classmethod
+    def of(cls, msg: Msg) -> Usage | None:
+        """The usage of the model calls that made a reply (``msg.metadata["usage"]``), or
+        None for a message no model call made. Raises :class:`~aopkit.DecodeError` when the
+        metadata holds something else under that key."""
+        data = msg.metadata.get("usage")
+        if data is None:
+            return None
+        from .errors import DecodeError
+
+        try:
+            return _usage_codec().load(data, cls)
+        except DecodeError as exc:
+            raise exc.under("metadata.usage") from None
+
+
+@functools.cache
+def _usage_codec() -> Codec:
+    from .codec import Codec
+
+    return Codec({})
+
+
+def _known_sum(a: Any, b: Any) -> Any:
+    """``a + b`` counting an unknown (None) side as nothing; None when both are unknown."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 def reported_tokens(*counts: Any) -> int | None:
@@ -73,6 +136,15 @@ def reported_tokens(*counts: Any) -> int | None:
     text, negative numbers); ``None`` when it reported none of them."""
     known = [c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
     return sum(known) if known else None
+
+
+def reported_count(usage: Any, *path: str) -> int | None:
+    """The count a server reported at ``path`` inside its usage object (``"details",
+    "cached_tokens"``); None when a step is missing or is not an object, or the count is not a
+    count."""
+    for key in path:
+        usage = usage.get(key) if isinstance(usage, Mapping) else None
+    return reported_tokens(usage)
 
 
 @attrs.frozen
@@ -192,37 +264,52 @@ class ChatModel:
             raise ModelRejected(self.name, f"tool_choice {tool_choice!r} names no given tool")
         if stream and not self.capabilities.streaming:
             raise ModelRejected(self.name, "this model does not stream")
-        call_id = new_id()
-        kernel = self.kernel
-        if kernel.observed:
-            kernel.emit(ModelCallStarted(model=self.name, call_id=call_id))
         request: dict[str, Any] = {
             "messages": list(messages),
             "tools": specs,
             "tool_choice": tool_choice,
             "structured": structured,
         }
-        if stream:
-            return self._observed_stream(call_id, request)
-        started = time.perf_counter()
+        if stream:  # a stream reserves its budget when it starts, so one never read holds none
+            return self._observed_stream(request)
+        call = self._started(request)
         try:
             try:  # the first try skips the retry machinery: it costs ~50 µs a call
                 response = await self._complete(**request)
             except ModelError as exc:
                 if not exc.retryable or self.retry.attempts <= 1:
                     raise
-                response = await self._retry_complete(call_id, request, exc)
+                response = await self._retry_complete(call.tracker, request, exc)
         except BaseException as exc:
-            self._finished(call_id, started, None, exc)
+            self._finished(call, None, exc)
             raise
-        self._finished(call_id, started, response, None)
+        self._finished(call, response, None)
         return response
 
+    def _started(self, request: dict[str, Any]) -> _Call:
+        """Reserve the call in every budget it counts towards (or raise BudgetExceeded), then
+        announce it."""
+        from .usage import current_scope
+
+        kernel = self.kernel
+        ticket = kernel.usage.reserve(self.name, request["messages"], request["tools"])
+        scope = current_scope()
+        call = _Call(
+            _RetryTracker(self, new_id()),
+            ticket,
+            scope.agent if scope else None,
+            scope.hubs if scope else (),
+        )
+        if kernel.observed:
+            kernel.emit(
+                ModelCallStarted(model=self.name, call_id=call.id, agent=call.agent, hubs=call.hubs)
+            )
+        return call
+
     async def _retry_complete(
-        self, call_id: str, request: dict[str, Any], first: ModelError
+        self, tracker: _RetryTracker, request: dict[str, Any], first: ModelError
     ) -> ChatResponse:
         pending = [first]  # replayed as tenacity's first attempt, so waits and counts line up
-        tracker = _RetryTracker(self, call_id)
         try:
             async for attempt in self.retry.retrying(tracker.before_sleep):
                 with attempt:
@@ -237,13 +324,11 @@ class ChatModel:
         tracker.succeeded()
         return response
 
-    async def _observed_stream(
-        self, call_id: str, request: dict[str, Any]
-    ) -> AsyncIterator[ChatResponse]:
+    async def _observed_stream(self, request: dict[str, Any]) -> AsyncIterator[ChatResponse]:
         """Stream with retries: after a cut stream the answer starts over, from the first chunk."""
-        started = time.perf_counter()
+        call = self._started(request)
         last = None
-        tracker = _RetryTracker(self, call_id)
+        tracker = call.tracker
         try:
             try:
                 async for last in self._stream(**request):
@@ -266,29 +351,29 @@ class ChatModel:
                     raise tracker.failed(final) from None
                 tracker.succeeded()
         except BaseException as exc:
-            self._finished(call_id, started, last, exc)
+            self._finished(call, last, exc)
             raise
-        self._finished(call_id, started, last, None)
+        self._finished(call, last, None)
 
     def _finished(
-        self,
-        call_id: str,
-        started: float,
-        response: ChatResponse | None,
-        error: BaseException | None,
+        self, call: _Call, response: ChatResponse | None, error: BaseException | None
     ) -> None:
+        """Charge the call as made (a failed one counts as a call of unknown tokens)."""
         kernel = self.kernel
+        reported = response.usage if response is not None and error is None else None
+        usage = kernel.usage.settle(call.ticket, reported, call.tracker.retries)
         if kernel.observed:
-            usage = attrs.asdict(response.usage) if response and response.usage else {}
             kernel.emit(
                 ModelCallFinished(
                     model=self.name,
-                    call_id=call_id,
-                    seconds=time.perf_counter() - started,
+                    call_id=call.id,
+                    seconds=time.perf_counter() - call.started,
                     usage=usage,
                     error=None
                     if error is None
                     else kernel.secrets.redact(f"{type(error).__name__}: {error}"),
+                    agent=call.agent,
+                    hubs=call.hubs,
                 )
             )
 
@@ -312,6 +397,21 @@ class ChatModel:
         structured: Mapping[str, Any] | None,
     ) -> AsyncIterator[ChatResponse]:
         raise NotImplementedError
+
+
+@attrs.define
+class _Call:
+    """One call under way: its retries, its budget reservation, whom it is for."""
+
+    tracker: _RetryTracker
+    ticket: Ticket
+    agent: str | None
+    hubs: tuple[str, ...]
+    started: float = attrs.field(factory=time.perf_counter)
+
+    @property
+    def id(self) -> str:
+        return self.tracker.call_id
 
 
 class _RetryTracker:

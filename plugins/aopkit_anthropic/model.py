@@ -208,6 +208,8 @@ def _usage(usage: Any, seconds: float) -> Usage:
         ),
         output_tokens=reported_tokens(usage.get("output_tokens")),
         seconds=seconds,
+        cached_input_tokens=reported_tokens(usage.get("cache_read_input_tokens")),
+        cache_write_tokens=reported_tokens(usage.get("cache_creation_input_tokens")),
     )
 
 

@@ -22,6 +22,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_count,
     reported_tokens,
     require_messages,
     thinking,
@@ -241,6 +242,8 @@ def _usage(usage: Any, seconds: float) -> Usage:
     return Usage(
         input_tokens=reported_tokens(usage.get("input_tokens")),
         output_tokens=reported_tokens(usage.get("output_tokens")),
+        cached_input_tokens=reported_count(usage, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=reported_count(usage, "output_tokens_details", "reasoning_tokens"),
         seconds=seconds,
     )
 

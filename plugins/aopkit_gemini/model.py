@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import attrs
+
 from aopkit.blocks import (
     AudioBlock,
     Base64Source,
@@ -214,6 +216,8 @@ class _Reader:
                 output_tokens=reported_tokens(
                     usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount")
                 ),
+                cached_input_tokens=reported_tokens(usage.get("cachedContentTokenCount")),
+                reasoning_tokens=reported_tokens(usage.get("thoughtsTokenCount")),
             )
         candidates = chunk.get("candidates") or []
         if not candidates:
@@ -279,5 +283,5 @@ class _Reader:
         reason = FINISH_REASONS.get(self.finish, self.finish.lower())
         if reason == "stop" and any(isinstance(b, ToolUseBlock) for b in content):
             reason = "tool_use"
-        usage = Usage(self.usage.input_tokens, self.usage.output_tokens, seconds)
+        usage = attrs.evolve(self.usage, seconds=seconds)
         return ChatResponse(content, usage, reason, self.id)

@@ -21,6 +21,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_count,
     reported_tokens,
     require_messages,
 )
@@ -252,6 +253,8 @@ def _usage(usage: Any, seconds: float) -> Usage:
         input_tokens=reported_tokens(usage.get("prompt_tokens")),
         output_tokens=reported_tokens(usage.get("completion_tokens")),
         seconds=seconds,
+        cached_input_tokens=reported_count(usage, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=reported_count(usage, "completion_tokens_details", "reasoning_tokens"),
     )
 
 

@@ -13,6 +13,17 @@ from aopkit.secret import Secret
 from .cassette import Mode, Take, check_mode, fingerprint, open_cassette
 
 VOLATILE = ("id", "timestamp")  # message fields that differ on every run
+UNSENT = ("usage",)  # metadata the kernel keeps about a message, never sent to a model
+
+
+def _sent(message: dict[str, Any]) -> dict[str, Any]:
+    """A dumped message as it counts for a recording: without what differs on every run or
+    never reaches the model (a reply's usage: its seconds differ on every run)."""
+    kept = {k: v for k, v in message.items() if k not in VOLATILE}
+    metadata = kept.get("metadata")
+    if isinstance(metadata, dict) and any(k in metadata for k in UNSENT):
+        kept["metadata"] = {k: v for k, v in metadata.items() if k not in UNSENT}
+    return kept
 
 
 class ReplayModel(ChatModel):
@@ -87,7 +98,7 @@ class ReplayModel(ChatModel):
         structured = request["structured"]
         return {
             "model": self.model,
-            "messages": [{k: v for k, v in m.items() if k not in VOLATILE} for m in messages],
+            "messages": [_sent(m) for m in messages],
             "tools": [dump(t) for t in request["tools"]],
             "tool_choice": request["tool_choice"],
             "structured": None if structured is None else dict(structured),

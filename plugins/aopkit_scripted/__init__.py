@@ -1,5 +1,9 @@
 """``scripted:<anything>``: a model that returns the responses it is given, in order.
 
+A scripted answer reports usage as a server would: the kernel's estimate of the request's
+tokens (:func:`aopkit.usage.estimate_tokens`) as input, and of its own content as output; a
+scripted :class:`~aopkit.models.ChatResponse` reports the usage it carries.
+
 For tests and offline demos: no network, no randomness. A response may be a string (one text
 block), a list of blocks, a :class:`~aopkit.models.ChatResponse`, or an exception to raise (to
 script faults). Every call is kept in :attr:`ScriptedModel.calls`.
@@ -15,6 +19,7 @@ import attrs
 import aopkit
 from aopkit.blocks import Block, TextBlock
 from aopkit.models import Capabilities, ChatModel, ChatResponse, ToolChoice, ToolSpec, Usage
+from aopkit.usage import estimate_tokens
 
 Scripted = str | list[Block] | ChatResponse | BaseException
 
@@ -59,10 +64,12 @@ class ScriptedModel(ChatModel):
         if isinstance(item, ChatResponse):
             return item
         content = [TextBlock(item)] if isinstance(item, str) else list(item)
-        text = sum(len(b.text) for b in content if isinstance(b, TextBlock))
         return ChatResponse(
             content,
-            Usage(output_tokens=text // 4 + 1),  # an estimate; the input is not counted
+            Usage(  # what it reports: the kernel's estimates, so runs are repeatable
+                input_tokens=estimate_tokens(request["messages"], request["tools"]),
+                output_tokens=estimate_tokens([aopkit.Msg(self.model, content, "assistant")]),
+            ),
             finish_reason="tool_use" if any(b.type == "tool_use" for b in content) else "stop",
             id=f"scripted-{len(self.calls)}",
         )

@@ -104,6 +104,38 @@ def test_hook_register_commands(kernel, capsys):
     assert capsys.readouterr().out == "HEY\nFault report: no faults.\n"
 
 
+def test_hook_register_prices(kernel):
+    from aopkit import Price
+    from aopkit.errors import AopkitError, PluginError
+
+    def register_prices(self, register):
+        register("scripted:priced", Price(input=1.0, output=2.0))
+        register("scripted:mapped", {"input": 3, "output": 4, "cached_input": 0.5})
+
+    kernel.register(_plugin("register_prices", register_prices), "pricer")
+    assert kernel.prices["scripted:mapped"] == Price(3, 4, cached_input=0.5)
+    (row,) = [row for row in kernel.plugins() if row["name"] == "pricer"]
+    assert row["registered"] == {"prices": ["scripted:priced", "scripted:mapped"]}
+    kernel.prices["scripted:priced"] = Price(input=5.0, output=5.0)  # the program's wins
+    assert kernel.prices["scripted:priced"].input == 5.0
+    del kernel.prices["scripted:priced"]
+    assert kernel.prices["scripted:priced"].input == 1.0
+    kernel.unregister("pricer")
+    assert "scripted:mapped" not in kernel.prices
+
+    def bad(self, register):
+        register("scripted:x", {"input": -1, "output": 1})
+
+    try:
+        kernel.register(_plugin("register_prices", bad), "bad-pricer")
+    except PluginError as exc:
+        assert "negative" in str(exc) and "bad-pricer" in str(exc)
+    else:
+        raise AssertionError("a negative price was accepted")
+    assert "scripted:x" not in kernel.prices
+    assert isinstance(PluginError("p", "x"), AopkitError)
+
+
 def test_hook_event(kernel):
     seen: list[Event] = []
 

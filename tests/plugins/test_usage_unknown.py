@@ -191,3 +191,74 @@ def test_the_codec_round_trips_unknown_usage(kernel):
     dumped = kernel.codec.dump(response)
     assert dumped["usage"] == {"input_tokens": None, "output_tokens": 3, "seconds": 0.5}
     assert kernel.codec.load(dumped, ChatResponse) == response
+
+
+# provider -> usage reporting 100 in (40 of them from the cache, 10 written to it where the
+# API says so) and 30 out (12 of them reasoning), and what the Usage must hold
+DETAILS = {
+    "openai": (
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 40},
+            "completion_tokens_details": {"reasoning_tokens": 12},
+        },
+        (100, 30, 40, None, 12),
+    ),
+    "anthropic": (  # input_tokens excludes what was read from or written to the cache
+        {
+            "input_tokens": 50,
+            "cache_read_input_tokens": 40,
+            "cache_creation_input_tokens": 10,
+            "output_tokens": 30,
+        },
+        (100, 30, 40, 10, None),
+    ),
+    "gemini": (  # candidatesTokenCount excludes the thoughts
+        {
+            "promptTokenCount": 100,
+            "cachedContentTokenCount": 40,
+            "candidatesTokenCount": 18,
+            "thoughtsTokenCount": 12,
+        },
+        (100, 30, 40, None, 12),
+    ),
+    "dashscope": (
+        {
+            "input_tokens": 100,
+            "output_tokens": 30,
+            "prompt_tokens_details": {"cached_tokens": 40},
+            "output_tokens_details": {"reasoning_tokens": 12},
+        },
+        (100, 30, 40, None, 12),
+    ),
+    "ollama": ({"prompt_eval_count": 100, "eval_count": 30}, (100, 30, None, None, None)),
+}
+
+
+def parts(usage: Usage) -> tuple[Any, ...]:
+    return (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.reasoning_tokens,
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("provider", list(DETAILS))
+async def test_cached_and_reasoning_tokens_come_through(serve_answer, provider, stream):
+    reported, expected = DETAILS[provider]
+    response = await answer(await serve_answer(provider, reported, stream), stream)
+    assert parts(response.usage) == expected
+
+
+@pytest.mark.parametrize("provider", ["openai", "dashscope"])
+async def test_garbled_details_are_unknown_not_zero(serve_answer, provider):
+    reported = dict(DETAILS[provider][0])
+    details = [k for k in reported if k.endswith("_details")]
+    reported[details[0]] = "lots"  # not an object
+    reported[details[1]] = {"reasoning_tokens": None}
+    response = await answer(await serve_answer(provider, reported, False), False)
+    assert parts(response.usage) == (100, 30, None, None, None)

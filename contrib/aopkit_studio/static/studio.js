@@ -86,10 +86,92 @@ function renderMsg(msg) {
   box.dataset.role = msg.role;
   const head = el("div", "head");
   head.append(el("span", "name", msg.name), el("span", "role", msg.role), el("span", "t", clock(msg.timestamp)));
+  const usage = msg.metadata && msg.metadata.usage;
+  if (usage && typeof usage === "object") head.append(el("span", "usage-line", usageLine(usage)));
   box.append(head);
   if (typeof msg.content === "string") box.append(el("div", "text", msg.content));
   else for (const block of msg.content) box.append(renderBlock(block));
   return box;
+}
+
+// -- usage ----------------------------------------------------------------------------------
+function count(n) {
+  return typeof n === "number" ? String(n) : "?"; // a count the server did not report is unknown
+}
+
+function dollars(n) {
+  if (typeof n !== "number") return "?";
+  return "$" + (n < 1 ? n.toFixed(6) : n.toFixed(2));
+}
+
+function usageLine(u) {
+  let line = count(u.input_tokens) + " in · " + count(u.output_tokens) + " out";
+  if (u.calls > 1) line += " · " + u.calls + " calls";
+  if (u.cost !== undefined && u.cost !== null) line += " · " + dollars(u.cost);
+  return line;
+}
+
+const USAGE_COLUMNS = [
+  ["calls", (u) => String(u.calls)],
+  ["retries", (u) => String(u.retries)],
+  ["input", (u) => count(u.input_tokens)],
+  ["cached", (u) => count(u.cached_input_tokens)],
+  ["output", (u) => count(u.output_tokens)],
+  ["reasoning", (u) => count(u.reasoning_tokens)],
+  ["cost", (u) => dollars(u.cost)],
+  ["refused", (u) => String(u.refused)],
+];
+
+function usageTable(table, first, rows) {
+  const head = el("tr");
+  head.append(el("th", null, first));
+  for (const [name] of USAGE_COLUMNS) head.append(el("th", null, name));
+  const body = [head];
+  for (const [name, u, cls] of rows) {
+    const tr = el("tr", cls);
+    tr.dataset.name = name;
+    tr.append(el("td", null, name));
+    for (const [column, cell] of USAGE_COLUMNS) tr.append(el("td", column === "refused" && u.refused ? "refused" : null, cell(u)));
+    body.push(tr);
+  }
+  table.replaceChildren(...body);
+}
+
+function budgetLine(name, u) {
+  const b = u.budget;
+  const parts = [];
+  if (b.calls !== null) parts.push(u.calls + " of " + b.calls + " calls");
+  if (b.tokens !== null) parts.push((u.input_tokens || 0) + (u.output_tokens || 0) + " of " + b.tokens + " tokens");
+  if (b.cost !== null) parts.push(dollars(u.cost || 0) + " of " + dollars(b.cost));
+  return name + ": " + (parts.join(", ") || "no limits") + (u.refused ? "; " + u.refused + " call(s) refused" : "");
+}
+
+function renderUsage(data) {
+  const agents = Object.entries(data.agents).filter(([, u]) => u.calls || u.refused);
+  $("usage-empty").hidden = data.total.calls > 0 || data.total.refused > 0;
+  usageTable($("usage-agents"), "agent", [...agents.map(([n, u]) => [n, u, ""]), ["total", data.total, "total"]]);
+  usageTable($("usage-models"), "model", Object.entries(data.models).map(([n, u]) => [n, u, ""]));
+  const budgets = [];
+  if (data.total.budget) budgets.push(el("li", null, budgetLine("kernel", data.total)));
+  for (const [name, u] of Object.entries(data.agents)) if (u.budget) budgets.push(el("li", null, budgetLine("agent " + name, u)));
+  if (!budgets.length) budgets.push(el("li", "muted", "no budget set"));
+  $("usage-budgets").replaceChildren(...budgets);
+  const notes = [];
+  if (data.total.unreported) notes.push(el("li", null, data.total.unreported + " call(s) without token counts: ? is unknown, not zero"));
+  if (data.total.unpriced) notes.push(el("li", null, data.total.unpriced + " call(s) with no price: costs count priced calls only"));
+  $("usage-notes").replaceChildren(...notes);
+}
+
+let usageTimer = null;
+async function loadUsage() {
+  usageTimer = null;
+  const response = await fetch("/api/usage", { credentials: "same-origin" });
+  if (!response.ok) throw new Error(await response.text());
+  renderUsage(await response.json());
+}
+
+function refreshUsageSoon() {
+  if (usageTimer === null && !$("view-usage").hidden) usageTimer = setTimeout(() => loadUsage().catch(() => {}), 300);
 }
 
 // -- rendering events -----------------------------------------------------------------------
@@ -194,6 +276,10 @@ function applyEvents(events) {
       case "reply_started":
         running.set(ev.agent, (running.get(ev.agent) || 0) + 1);
         agentsChanged = true;
+        break;
+      case "model_call_finished":
+      case "budget_reached":
+        refreshUsageSoon();
         break;
       case "reply_finished":
       case "reply_failed":
@@ -422,6 +508,7 @@ function show(view) {
   for (const button of document.querySelectorAll("nav button")) button.classList.toggle("active", button.dataset.view === view);
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== "view-" + view;
   if (view === "runs") loadRuns().catch((e) => $("runs").replaceChildren(el("li", "error", e.message)));
+  if (view === "usage") loadUsage().catch((e) => $("usage-notes").replaceChildren(el("li", "error", e.message)));
 }
 
 for (const button of document.querySelectorAll("nav button")) button.addEventListener("click", () => show(button.dataset.view));

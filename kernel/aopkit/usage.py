@@ -1,0 +1,450 @@
+"""Usage totals and budgets, kept by the kernel (``kernel.usage``).
+
+Every model call is charged to the kernel, to its model, and to the scope it was made in: the
+agent replying (and any agent whose reply that one is part of), the hubs those agents are in,
+and the reply itself. A budget on any of them is checked *before* the call, against what was
+used plus what calls already under way have reserved, so concurrent calls cannot overshoot the
+call count. A call is refused with :class:`BudgetExceeded` (and a ``budget_reached`` event)
+when it would exceed a budget; see :func:`estimate_tokens` for what a call is expected to use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .blocks import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from .errors import AopkitError
+from .events import BudgetReached
+from .models import Usage
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .message import Msg
+    from .models import ToolSpec
+
+_LOCK = threading.Lock()  # every account's counts change under it: tasks and threads alike
+
+
+def _limit(kind: type | tuple[type, ...]) -> Any:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        ok = isinstance(value, kind) and type(value) is not bool
+        number = float(value) if ok else math.nan
+        if not math.isfinite(number):
+            wanted = "a whole number" if kind is int else "a number"
+            raise AopkitError(f"budget {attribute.name}: expected {wanted}, got {value!r:.40}")
+        if number < 0:
+            raise AopkitError(f"budget {attribute.name}: cannot be negative, got {value}")
+
+    return check
+
+
+@attrs.frozen
+class Budget:
+    """Limits on model calls: ``calls``, ``tokens`` (input and output together) and ``cost``
+    (US dollars, needs a price for every model used). None: no limit of that kind."""
+
+    calls: int | None = attrs.field(default=None, validator=_limit(int))
+    tokens: int | None = attrs.field(default=None, validator=_limit(int))
+    cost: float | None = attrs.field(default=None, validator=_limit((int, float)))
+
+
+class BudgetExceeded(AopkitError):
+    """A model call was refused before it was made: it would exceed a budget. ``account``
+    names whose budget (``agent 'judge'``, ``hub 'debate'``, ``kernel``), ``limit`` its kind."""
+
+    def __init__(
+        self,
+        account: str,
+        limit: str,
+        allowed: float,
+        used: float,
+        needed: float,
+        model: str,
+        why: str | None = None,
+    ) -> None:
+        self.account, self.limit, self.model = account, limit, model
+        self.allowed, self.used, self.needed = allowed, used, needed
+        if why is None and limit == "calls":
+            why = f"reached: {int(used)} of {int(allowed)} calls made or under way"
+        elif why is None:
+            why = (
+                f"reached: {_amount(limit, used)} of {_amount(limit, allowed)} used or reserved "
+                f"by calls under way, and this call's input is expected to use "
+                f"{_amount(limit, needed)}"
+            )
+        super().__init__(f"budget of {account} {why}; the call to {model} was not made")
+
+
+def _amount(limit: str, value: float) -> str:
+    return dollars(value) if limit == "cost" else f"{int(value)} {limit}"
+
+
+def dollars(value: float) -> str:
+    return f"${value:,.6f}" if value < 1 else f"${value:,.2f}"
+
+
+FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of an account's sums
+CALLS, COST = FIELDS.index("calls"), FIELDS.index("cost")
+
+
+class Account:
+    """What one agent, hub run, model, reply or the whole kernel used, and its budget.
+
+    The sums are kept as plain numbers (``usage`` builds a :class:`Usage` when asked), so that
+    charging a call costs a few additions."""
+
+    __slots__ = ("_held", "_sums", "budget", "label", "refused", "unpriced", "unreported")
+
+    def __init__(self, label: str, budget: Budget | None = None) -> None:
+        self.label = label
+        self.budget = budget
+        self.refused = 0  # calls a budget refused
+        self.unreported = 0  # calls whose server did not say how many tokens they used
+        self.unpriced = 0  # calls with no price
+        self._sums: list[Any] = [getattr(EMPTY, name) for name in FIELDS]
+        self._held = [0, 0, 0.0]  # calls, tokens, cost reserved by calls under way
+
+    def __repr__(self) -> str:
+        return f"<Account {self.label}: {self.usage}>"
+
+    @property
+    def usage(self) -> Usage:
+        """What was used so far."""
+        return Usage(**dict(zip(FIELDS, self._sums, strict=True)))
+
+    def _refusal(self, tokens: int, cost: float | None, model: str) -> BudgetExceeded | None:
+        budget = self.budget
+        if budget is None:
+            return None
+        sums = self._sums
+        calls_held, tokens_held, cost_held = self._held
+        if budget.calls is not None and sums[CALLS] + calls_held + 1 > budget.calls:
+            used = sums[CALLS] + calls_held
+            return BudgetExceeded(self.label, "calls", budget.calls, used, 1, model)
+        used_tokens = (sums[0] or 0) + (sums[1] or 0) + tokens_held  # input and output
+        if budget.tokens is not None and (
+            used_tokens >= budget.tokens or used_tokens + tokens > budget.tokens
+        ):
+            return BudgetExceeded(self.label, "tokens", budget.tokens, used_tokens, tokens, model)
+        if budget.cost is not None:
+            if cost is None:
+                why = f"is in dollars, but {model} has no price (set kernel.prices[{model!r}])"
+                return BudgetExceeded(self.label, "cost", budget.cost, 0.0, 0.0, model, why)
+            spent = (sums[COST] or 0.0) + cost_held
+            if spent >= budget.cost or spent + cost > budget.cost:
+                return BudgetExceeded(self.label, "cost", budget.cost, spent, cost, model)
+        return None
+
+    def _hold(self, sign: int, tokens: int, cost: float) -> None:
+        held = self._held
+        held[0] += sign
+        held[1] += sign * tokens
+        held[2] += sign * cost
+
+    def _add(self, known: list[tuple[int, Any]], unreported: bool, unpriced: bool) -> None:
+        """Charge one call: its known values by their index in :data:`FIELDS`."""
+        sums = self._sums
+        for i, value in known:
+            old = sums[i]
+            sums[i] = value if old is None else old + value
+        self.unreported += unreported
+        self.unpriced += unpriced
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(zip(FIELDS, self._sums, strict=True))
+        data.update(refused=self.refused, unreported=self.unreported, unpriced=self.unpriced)
+        if self.budget is not None:
+            data["budget"] = attrs.asdict(self.budget)
+        return data
+
+
+EMPTY = Usage()
+
+
+class Scope:
+    """Who a model call is made for: the agent, its hubs, and every account it is charged to
+    besides the kernel's and its model's (the last one is the reply's own)."""
+
+    __slots__ = ("accounts", "agent", "hubs", "reply")
+
+    def __init__(
+        self, agent: str | None, hubs: tuple[str, ...], accounts: tuple[Account, ...]
+    ) -> None:
+        self.agent, self.hubs, self.accounts, self.reply = agent, hubs, accounts, accounts[-1]
+
+
+SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
+
+
+def current_scope() -> Scope | None:
+    """The scope of the reply under way in this task (None outside any agent's reply)."""
+    return SCOPE.get()
+
+
+class Ticket:
+    """A call admitted: the accounts it is charged to and what it reserved (if a budget
+    applied when it started), released when it ends."""
+
+    __slots__ = ("accounts", "cost", "held", "model", "tokens")
+
+    def __init__(
+        self, model: str, accounts: tuple[Account, ...], held: bool, tokens: int, cost: float
+    ) -> None:
+        self.model, self.accounts, self.held, self.tokens, self.cost = (
+            model,
+            accounts,
+            held,
+            tokens,
+            cost,
+        )
+
+
+class UsageLedger:
+    """``kernel.usage``: totals for the kernel, per agent (by name) and per model, budgets on
+    the kernel and on agents, and :meth:`render`, the usage report."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.total = Account("kernel")
+        self.agents: dict[str, Account] = {}
+        self.models: dict[str, Account] = {}
+        self.outside = Account("calls outside any agent's reply")
+
+    @property
+    def budget(self) -> Budget | None:
+        """The kernel's budget: every call of every agent counts towards it."""
+        return self.total.budget
+
+    @budget.setter
+    def budget(self, budget: Budget | None) -> None:
+        self.total.budget = checked_budget(budget)
+
+    def agent(self, name: str) -> Account:
+        """The account of agent ``name`` (sessions of one agent share it)."""
+        found = self.agents.get(name)
+        if found is None:
+            with _LOCK:
+                found = self.agents.setdefault(name, Account(f"agent {name!r}"))
+        return found
+
+    def _model(self, name: str) -> Account:
+        found = self.models.get(name)
+        if found is None:
+            with _LOCK:
+                found = self.models.setdefault(name, Account(f"model {name!r}"))
+        return found
+
+    def clear(self) -> None:
+        """Forget the totals (budgets stay, and start counting again from zero)."""
+        with _LOCK:
+            self.total = Account("kernel", self.total.budget)
+            self.agents = {n: Account(a.label, a.budget) for n, a in self.agents.items()}
+            self.models = {}
+            self.outside = Account(self.outside.label)
+
+    # -- the scope of a reply -------------------------------------------------------------------
+    def enter(self, agent: str, hubs: Sequence[tuple[str, Account]]) -> Scope:
+        """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
+        its calls count towards the enclosing replies too."""
+        outer = SCOPE.get()
+        reply = Account(f"reply of {agent!r}")
+        if outer is None and not hubs:  # the common case, kept short
+            return Scope(agent, (), (self.agent(agent), reply))
+        accounts = list(outer.accounts) if outer is not None else []
+        names = list(outer.hubs) if outer is not None else []
+        for account in (self.agent(agent), *(account for _, account in hubs)):
+            if account not in accounts:
+                accounts.append(account)
+        names.extend(name for name, _ in hubs if name not in names)
+        return Scope(agent, tuple(names), (*accounts, reply))
+
+    # -- around each call -----------------------------------------------------------------------
+    def reserve(
+        self, model: str, messages: Sequence[Msg], tools: Sequence[ToolSpec] = ()
+    ) -> Ticket:
+        """Admit one call of ``model`` in every account it is charged to, reserving its
+        expected use where a budget applies, or raise :class:`BudgetExceeded` (emitting
+        ``budget_reached``) if a budget would be exceeded."""
+        scope = SCOPE.get()
+        accounts = (self.total, self._model(model), *(scope.accounts if scope else (self.outside,)))
+        budgets = [a.budget for a in accounts if a.budget is not None]
+        if not budgets:
+            return Ticket(model, accounts, False, 0, 0.0)
+        tokens = 0
+        if any(b.tokens is not None or b.cost is not None for b in budgets):
+            tokens = estimate_tokens(messages, tools)
+        expected: float | None = 0.0
+        if any(b.cost is not None for b in budgets):
+            price = self.kernel.prices.get(model)
+            expected = price.cost(Usage(tokens, 0)) if price is not None else None
+        refusal = None
+        with _LOCK:
+            for account in accounts:
+                refusal = account._refusal(tokens, expected, model)
+                if refusal is not None:
+                    account.refused += 1
+                    break
+            else:
+                for account in accounts:
+                    account._hold(1, tokens, expected or 0.0)
+        if refusal is None:
+            return Ticket(model, accounts, True, tokens, expected or 0.0)
+        kernel = self.kernel
+        if kernel.observed:
+            kernel.emit(
+                BudgetReached(
+                    account=refusal.account,
+                    limit=refusal.limit,
+                    allowed=refusal.allowed,
+                    used=refusal.used,
+                    model=model,
+                    agent=scope.agent if scope else None,
+                    hubs=scope.hubs if scope else (),
+                )
+            )
+        raise refusal
+
+    def settle(self, ticket: Ticket, reported: Usage | None, retries: int) -> dict[str, Any]:
+        """Release ``ticket`` and charge the call as made: its usage, priced. Returns that one
+        call's usage as data (for its ``model_call_finished`` event)."""
+        u = reported or EMPTY
+        price = self.kernel.prices.get(ticket.model)
+        cost = price.cost(u) if price is not None else None
+        call = (
+            u.input_tokens,
+            u.output_tokens,
+            u.seconds,
+            u.cached_input_tokens,
+            u.cache_write_tokens,
+            u.reasoning_tokens,
+            1,
+            retries,
+            cost,
+        )
+        known = [(i, value) for i, value in enumerate(call) if value is not None]
+        unreported, unpriced = call[0] is None or call[1] is None, cost is None
+        with _LOCK:
+            for account in ticket.accounts:
+                if ticket.held:
+                    account._hold(-1, ticket.tokens, ticket.cost)
+                account._add(known, unreported, unpriced)
+        return dict(zip(FIELDS, call, strict=True))
+
+    # -- reports ------------------------------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        """The totals as JSON-ready data (for the Studio, a CLI, a dashboard)."""
+        with _LOCK:
+            return {
+                "total": self.total.as_dict(),
+                "agents": {name: a.as_dict() for name, a in self.agents.items()},
+                "models": {name: a.as_dict() for name, a in self.models.items()},
+            }
+
+    def render(self) -> str:
+        """A plain-text report for the end of a run: totals per agent and per model, the
+        budgets and what they refused."""
+        with _LOCK:
+            total = self.total
+            agents = [(n, a) for n, a in self.agents.items() if a._sums[CALLS] or a.refused]
+            if self.outside._sums[CALLS]:
+                agents.append(("(no agent)", self.outside))
+            models = list(self.models.items())
+            budgeted = [a for a in (total, *self.agents.values()) if a.budget is not None]
+            agent_rows = [(n, a.usage) for n, a in [*agents, ("total", total)]]
+            model_rows = [(n, a.usage) for n, a in models]
+        if not total._sums[CALLS] and not total.refused:
+            return "Usage report: no model calls."
+        lines = ["Usage report:", *_table("agent", agent_rows), "", *_table("model", model_rows)]
+        for account in budgeted:
+            lines.append(f"budget of {account.label}: {_budget_line(account)}")
+        notes = []
+        if "?" in "\n".join(lines):
+            notes.append("? = not reported by the server (unknown, not zero)")
+        if total.unreported:
+            notes.append(
+                f"{total.unreported} call(s) without token counts from the server "
+                "(unknown, not zero: the totals count only what was reported)"
+            )
+        if total.unpriced:
+            unpriced = ", ".join(n for n, a in models if a.unpriced)
+            notes.append(
+                f"{total.unpriced} call(s) with no price ({unpriced}): costs count priced "
+                "calls only; set kernel.prices['provider:model']"
+            )
+        return "\n".join(lines + notes)
+
+
+def checked_budget(budget: Any) -> Budget | None:
+    if budget is not None and not isinstance(budget, Budget):
+        raise AopkitError(f"a budget is an aopkit.Budget or None, got {budget!r:.60}")
+    return budget
+
+
+COLUMNS = ("calls", "retries", "input", "cached", "output", "reasoning", "cost")
+
+
+def _cells(u: Usage) -> tuple[str, ...]:
+    counts = (u.input_tokens, u.cached_input_tokens, u.output_tokens, u.reasoning_tokens)
+    tokens = tuple("?" if n is None else str(n) for n in counts)
+    cost = "?" if u.cost is None else dollars(u.cost)
+    return (str(u.calls), str(u.retries), *tokens, cost)
+
+
+def _table(first: str, usages: Sequence[tuple[str, Usage]]) -> list[str]:
+    rows = [(first, *COLUMNS)] + [(name, *_cells(u)) for name, u in usages]
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _budget_line(account: Account) -> str:
+    budget, used = account.budget, account.usage
+    assert budget is not None
+    parts = []
+    if budget.calls is not None:
+        parts.append(f"{used.calls} of {budget.calls} calls")
+    if budget.tokens is not None:
+        parts.append(f"{used.tokens or 0} of {budget.tokens} tokens")
+    if budget.cost is not None:
+        parts.append(f"{dollars(used.cost or 0.0)} of {dollars(budget.cost)}")
+    refused = f"; {account.refused} call(s) refused" if account.refused else ""
+    return (", ".join(parts) or "no limits") + refused
+
+
+def estimate_tokens(messages: Sequence[Msg], tools: Sequence[ToolSpec] = ()) -> int:
+    """What a call's input is expected to use, for budgets: a token per four characters of its
+    text, tool calls, tool results and tool schemas; media count nothing. A rough floor, not
+    a promise: a call that passes may still use more, and then the next call is refused."""
+    chars = sum(len(spec.name) + len(spec.description) for spec in tools)
+    chars += sum(len(json.dumps(spec.parameters)) for spec in tools)
+    for msg in messages:
+        chars += len(msg.content) if isinstance(msg.content, str) else _chars(msg.content)
+    return math.ceil(chars / 4)
+
+
+def _chars(blocks: Iterable[Any]) -> int:
+    chars = 0
+    for block in blocks:
+        if isinstance(block, TextBlock):
+            chars += len(block.text)
+        elif isinstance(block, ThinkingBlock):
+            chars += len(block.thinking)
+        elif isinstance(block, ToolUseBlock):
+            chars += len(block.name) + len(block.raw_input or json.dumps(block.input, default=str))
+        elif isinstance(block, ToolResultBlock):
+            output = block.output
+            chars += len(output) if isinstance(output, str) else _chars(output)
+    return chars
