@@ -75,15 +75,25 @@ def reported_tokens(*counts: Any) -> int | None:
     return sum(known) if known else None
 
 
+def reported_text(value: Any) -> str | None:
+    """A text a server reported (an id, a model name, a finish reason), or ``None`` when it sent
+    none: absent, null, empty, or not a string at all (a number, an object)."""
+    return value if isinstance(value, str) and value else None
+
+
 @attrs.frozen
 class ChatResponse:
     """One model answer. When streaming, each chunk holds everything received so far, so the
-    last chunk is the whole answer (with usage and finish reason)."""
+    last chunk is the whole answer (with usage and finish reason).
+
+    ``finish_reason``, ``id`` and ``model`` are what the server said (the model that answered,
+    which may name a version of the model asked for), ``None`` where it said nothing usable."""
 
     content: list[Block] = attrs.field(factory=list)
     usage: Usage | None = None
-    finish_reason: str | None = None
-    id: str | None = None  # the provider's response id
+    finish_reason: str | None = attrs.field(default=None, converter=reported_text)
+    id: str | None = attrs.field(default=None, converter=reported_text)
+    model: str | None = attrs.field(default=None, converter=reported_text)
 
     @property
     def text(self) -> str:
@@ -174,6 +184,11 @@ class ChatModel:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The host and port this model's requests go to; ``None`` for an in-process model."""
+        return None
+
     async def __call__(
         self,
         messages: Sequence[Msg],
@@ -195,7 +210,17 @@ class ChatModel:
         call_id = new_id()
         kernel = self.kernel
         if kernel.observed:
-            kernel.emit(ModelCallStarted(model=self.name, call_id=call_id))
+            address, port = self.server or (None, None)
+            kernel.emit(
+                ModelCallStarted(
+                    model=self.name,
+                    call_id=call_id,
+                    stream=stream,
+                    structured=structured is not None,
+                    server_address=address,
+                    server_port=port,
+                )
+            )
         request: dict[str, Any] = {
             "messages": list(messages),
             "tools": specs,
@@ -286,6 +311,9 @@ class ChatModel:
                     call_id=call_id,
                     seconds=time.perf_counter() - started,
                     usage=usage,
+                    response_id=response.id if response else None,
+                    response_model=response.model if response else None,
+                    finish_reason=response.finish_reason if response else None,
                     error=None
                     if error is None
                     else kernel.secrets.redact(f"{type(error).__name__}: {error}"),

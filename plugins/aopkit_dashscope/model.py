@@ -22,6 +22,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_text,
     reported_tokens,
     require_messages,
     thinking,
@@ -259,7 +260,7 @@ class _Stream:
 
     def feed(self, event: Mapping[str, Any]) -> bool:
         """Take one event; True when the visible text changed."""
-        self.id = event.get("request_id") or self.id
+        self.id = reported_text(event.get("request_id")) or self.id
         self.usage = event.get("usage") or self.usage
         choice = _choice(event)
         if choice is None:
