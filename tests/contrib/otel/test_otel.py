@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aopkit import AopkitError, Msg, ReActAgent, Toolkit, ToolUseBlock, hookimpl
+from aopkit import AopkitError, Msg, MsgHub, ReActAgent, Toolkit, ToolUseBlock, hookimpl
 from aopkit.faults import FaultPolicy, Resolution
 from aopkit.model_agent import ModelAgent
 from aopkit.models import ModelUnavailable
@@ -229,3 +229,19 @@ def test_a_base_url_s_credentials_never_become_the_server_address(kernel):
     )
     assert kernel.model("openai:gpt", base_url="http://h:notaport/v1").server is None
     assert kernel.model("scripted:x").server is None
+
+
+async def test_the_innermost_hub_is_the_conversation_and_leaving_it_ends_that(kernel, otel):
+    exporter, _ = otel
+    agent = ReActAgent("a", kernel.model("scripted:x", responses=["1", "2", "3"]), kernel=kernel)
+    async with MsgHub([agent], name="outer", kernel=kernel):
+        async with MsgHub([agent], name="inner", kernel=kernel):
+            await agent(Msg("user", "hi", "user"))
+        await agent(Msg("user", "hi", "user"))
+    await agent(Msg("user", "hi", "user"))
+    replies = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent a"]
+    assert [s.attributes.get("gen_ai.conversation.id") for s in replies] == [
+        "inner",
+        "outer",
+        None,
+    ]
