@@ -130,6 +130,11 @@ def setup(
         from aopkit.kernel import default_kernel
 
         kernel = default_kernel()
+    if kernel.pm.get_plugin("otel") is not None:
+        raise aopkit.AopkitError(
+            "aopkit_otel.setup: this kernel is already instrumented (plugin 'otel'); close "
+            "that Telemetry first, or unregister the sink"
+        )
     # Every header value is taken for a credential: collectors name their keys freely.
     secret_headers = {name: Secret(value) for name, value in (headers or {}).items()}
     kernel.secrets.add_headers(secret_headers)

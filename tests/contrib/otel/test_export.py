@@ -197,3 +197,12 @@ def test_setup_needs_no_running_loop_and_closes_with_a_plain_with(kernel):
     with aopkit_otel.setup("http://127.0.0.1:9", kernel=kernel, set_global=False) as telemetry:
         assert kernel.pm.get_plugin("otel") is telemetry.sink
     assert telemetry.closed
+
+
+def test_a_second_setup_on_one_kernel_is_refused_until_the_first_is_closed(kernel):
+    first = aopkit_otel.setup("http://127.0.0.1:9", kernel=kernel, set_global=False)
+    with pytest.raises(AopkitError, match="already instrumented"):
+        aopkit_otel.setup("http://127.0.0.1:9", kernel=kernel, set_global=False)
+    assert kernel.pm.get_plugin("otel") is first.sink
+    first.shutdown()
+    aopkit_otel.setup("http://127.0.0.1:9", kernel=kernel, set_global=False).shutdown()
