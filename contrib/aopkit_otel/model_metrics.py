@@ -9,9 +9,18 @@ from typing import Any
 
 from aopkit import events as ev
 
+# aopkit provider prefixes whose name in the conventions' list of providers differs.
+PROVIDER_NAMES = {"gemini": "gcp.gemini"}
+
 # The bucket boundaries the conventions advise for each instrument.
 TOKEN_BUCKETS = [4**n for n in range(14)]  # 1, 4, 16, ... 67108864
 DURATION_BUCKETS = [0.01 * 2**n for n in range(14)]  # 0.01, 0.02, ... 81.92 s
+
+
+def provider_name(model: str) -> tuple[str, str]:
+    """``gen_ai.provider.name`` and ``gen_ai.request.model`` of an aopkit ``provider:model``."""
+    provider, _, name = model.partition(":")
+    return PROVIDER_NAMES.get(provider, provider), name
 
 
 class ModelCallMetrics:
@@ -34,12 +43,14 @@ class ModelCallMetrics:
         )
 
     def record(self, event: ev.ModelCallFinished) -> None:
-        provider, _, model = event.model.partition(":")
+        provider, model = provider_name(event.model)
         common: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": model,
         }
+        if event.response_model is not None:
+            common["gen_ai.response.model"] = event.response_model
         if event.agent is not None:
             common["gen_ai.agent.name"] = event.agent
         if event.error is None:

@@ -59,6 +59,7 @@ class Agent:
         self._replies: set[asyncio.Future[Any]] = set()
         self._interrupting = False
         self._sessions: dict[str, Self] | None = None
+        self.session_id: str | None = None  # set on the agents :meth:`session` returns
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -143,7 +144,9 @@ class Agent:
             msg = await self._run_hooks("pre_reply", msg)
         started = time.perf_counter()
         if kernel.observed:
-            kernel.emit(ReplyStarted(agent=self.name, inputs=_ids(msg)))
+            kernel.emit(
+                ReplyStarted(agent=self.name, inputs=_ids(msg), conversation=self.conversation)
+            )
         self._remember(msg)
         scope = kernel.usage.enter(self.name, [(h.name, h.usage) for h in self._hubs])
         entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
@@ -256,9 +259,16 @@ class Agent:
         if found is None:
             found = copy.copy(self)
             found._sessions = None
+            found.session_id = session_id
             found._reset()
             self._sessions[session_id] = found
         return found
+
+    @property
+    def conversation(self) -> str | None:
+        """The conversation this agent speaks in: its innermost hub's name, else its session id
+        (what traces correlate replies by)."""
+        return self._hubs[-1].name if self._hubs else self.session_id
 
     def _reset(self) -> None:
         """Start conversation state afresh (subclasses with more state extend this)."""

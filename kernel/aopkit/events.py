@@ -47,9 +47,13 @@ class HubLeft(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyStarted(Event):
+    """An agent began a reply; ``conversation`` is the hub it speaks in (the innermost one) or
+    else its session id, ``None`` when it has neither."""
+
     type: ClassVar[str] = "reply_started"
     agent: str
     inputs: tuple[str, ...] = ()  # ids of the messages it replies to
+    conversation: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -78,19 +82,25 @@ class Observed(Event):
 
 @attrs.frozen(kw_only=True)
 class ModelCallStarted(Event):
-    """A model call began, for ``agent`` (None: outside any agent's reply) in ``hubs``."""
+    """A model call began, for ``agent`` (None: outside any agent's reply) in ``hubs``;
+    ``server_address``/``server_port`` are where it goes (``None`` for an in-process model)."""
 
     type: ClassVar[str] = "model_call_started"
     model: str
     call_id: str
     agent: str | None = None
     hubs: tuple[str, ...] = ()
+    stream: bool = False
+    structured: bool = False  # a JSON answer was asked for
+    server_address: str | None = None
+    server_port: int | None = None
 
 
 @attrs.frozen(kw_only=True)
 class ModelCallFinished(Event):
     """A model call ended; ``usage`` is what it used (tokens, retries, cost: see
-    :class:`~aopkit.models.Usage`), ``error`` why it failed."""
+    :class:`~aopkit.models.Usage`), ``error`` why it failed; the response fields are what the
+    server reported (``None`` if it did not say, or the call failed)."""
 
     type: ClassVar[str] = "model_call_finished"
     model: str
@@ -100,6 +110,9 @@ class ModelCallFinished(Event):
     error: str | None = None
     agent: str | None = None
     hubs: tuple[str, ...] = ()
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
 from .formatting import Formatter
 from .message import Msg
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 # ``error.type`` values by which servers say the request itself is invalid, whatever the status.
 INVALID_REQUEST_TYPES = frozenset({"invalid_request_error", "BadRequestError", "bad_request"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class HTTPPool:
@@ -356,6 +358,19 @@ class HTTPChatModel(ChatModel):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} at {self.kernel.secrets.redact(self.base_url)}>"
+
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The host and port of ``base_url`` (never its credentials or path); ``None`` when it
+        names no host or an invalid port."""
+        try:
+            parts = urlsplit(self.base_url)
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            return None
+        if not parts.hostname or port is None:
+            return None
+        return self.kernel.secrets.redact(parts.hostname), port
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the key; providers override (``Authorization: Bearer`` here)."""

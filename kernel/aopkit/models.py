@@ -147,15 +147,25 @@ def reported_count(usage: Any, *path: str) -> int | None:
     return reported_tokens(usage)
 
 
+def reported_text(value: Any) -> str | None:
+    """A text a server reported (an id, a model name, a finish reason), or ``None`` when it sent
+    none: absent, null, empty, or not a string at all (a number, an object)."""
+    return value if isinstance(value, str) and value else None
+
+
 @attrs.frozen
 class ChatResponse:
     """One model answer. When streaming, each chunk holds everything received so far, so the
-    last chunk is the whole answer (with usage and finish reason)."""
+    last chunk is the whole answer (with usage and finish reason).
+
+    ``finish_reason``, ``id`` and ``model`` are what the server said (the model that answered,
+    which may name a version of the model asked for), ``None`` where it said nothing usable."""
 
     content: list[Block] = attrs.field(factory=list)
     usage: Usage | None = None
-    finish_reason: str | None = None
-    id: str | None = None  # the provider's response id
+    finish_reason: str | None = attrs.field(default=None, converter=reported_text)
+    id: str | None = attrs.field(default=None, converter=reported_text)
+    model: str | None = attrs.field(default=None, converter=reported_text)
 
     @property
     def text(self) -> str:
@@ -246,6 +256,11 @@ class ChatModel:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The host and port this model's requests go to; ``None`` for an in-process model."""
+        return None
+
     async def __call__(
         self,
         messages: Sequence[Msg],
@@ -272,7 +287,7 @@ class ChatModel:
         }
         if stream:  # a stream reserves its budget when it starts, so one never read holds none
             return self._observed_stream(request)
-        call = self._started(request)
+        call = self._started(request, stream=False)
         try:
             try:  # the first try skips the retry machinery: it costs ~50 µs a call
                 response = await self._complete(**request)
@@ -286,7 +301,7 @@ class ChatModel:
         self._finished(call, response, None)
         return response
 
-    def _started(self, request: dict[str, Any]) -> _Call:
+    def _started(self, request: dict[str, Any], *, stream: bool) -> _Call:
         """Reserve the call in every budget it counts towards (or raise BudgetExceeded), then
         announce it."""
         from .usage import current_scope
@@ -301,8 +316,18 @@ class ChatModel:
             scope.hubs if scope else (),
         )
         if kernel.observed:
+            address, port = self.server or (None, None)
             kernel.emit(
-                ModelCallStarted(model=self.name, call_id=call.id, agent=call.agent, hubs=call.hubs)
+                ModelCallStarted(
+                    model=self.name,
+                    call_id=call.id,
+                    agent=call.agent,
+                    hubs=call.hubs,
+                    stream=stream,
+                    structured=request["structured"] is not None,
+                    server_address=address,
+                    server_port=port,
+                )
             )
         return call
 
@@ -326,7 +351,7 @@ class ChatModel:
 
     async def _observed_stream(self, request: dict[str, Any]) -> AsyncIterator[ChatResponse]:
         """Stream with retries: after a cut stream the answer starts over, from the first chunk."""
-        call = self._started(request)
+        call = self._started(request, stream=True)
         last = None
         tracker = call.tracker
         try:
@@ -369,6 +394,9 @@ class ChatModel:
                     call_id=call.id,
                     seconds=time.perf_counter() - call.started,
                     usage=usage,
+                    response_id=response.id if response else None,
+                    response_model=response.model if response else None,
+                    finish_reason=response.finish_reason if response else None,
                     error=None
                     if error is None
                     else kernel.secrets.redact(f"{type(error).__name__}: {error}"),

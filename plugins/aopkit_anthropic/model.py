@@ -19,6 +19,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_text,
     reported_tokens,
     require_messages,
     thinking,
@@ -82,7 +83,7 @@ class AnthropicModel(HTTPChatModel):
                 content.append(_block(item))
         content, finish = _settle(content, data.get("stop_reason"), answer)
         usage = _usage(data.get("usage") or {}, time.perf_counter() - started)
-        return ChatResponse(content, usage, finish, data.get("id"))
+        return ChatResponse(content, usage, finish, data.get("id"), data.get("model"))
 
     async def _stream(
         self,
@@ -230,6 +231,7 @@ class _Stream:
     def __init__(self, structured: bool) -> None:
         self.structured = structured
         self.id: str | None = None
+        self.model: str | None = None
         self.usage: dict[str, Any] = {}
         self.finish: str | None = None
         self.stopped = False
@@ -242,7 +244,8 @@ class _Stream:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message") or {}
-            self.id = message.get("id")
+            self.id = reported_text(message.get("id"))
+            self.model = reported_text(message.get("model"))
             self.usage.update(_reported(message.get("usage")))
         elif kind == "content_block_start":
             return self._start(event["index"], dict(event["content_block"]))
@@ -311,11 +314,12 @@ class _Stream:
         return True
 
     def response(self) -> ChatResponse:
-        return ChatResponse([self.blocks[i] for i in sorted(self.blocks)], id=self.id)
+        blocks = [self.blocks[i] for i in sorted(self.blocks)]
+        return ChatResponse(blocks, id=self.id, model=self.model)
 
     def final(self, seconds: float) -> ChatResponse:
         order = sorted(self.blocks)
         content = [self.blocks[i] for i in order]
         answer = None if self.answer is None else order.index(self.answer)
         content, finish = _settle(content, self.finish, answer)
-        return ChatResponse(content, _usage(self.usage, seconds), finish, self.id)
+        return ChatResponse(content, _usage(self.usage, seconds), finish, self.id, self.model)

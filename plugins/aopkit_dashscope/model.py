@@ -23,6 +23,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_count,
+    reported_text,
     reported_tokens,
     require_messages,
     thinking,
@@ -262,7 +263,7 @@ class _Stream:
 
     def feed(self, event: Mapping[str, Any]) -> bool:
         """Take one event; True when the visible text changed."""
-        self.id = event.get("request_id") or self.id
+        self.id = reported_text(event.get("request_id")) or self.id
         self.usage = event.get("usage") or self.usage
         choice = _choice(event)
         if choice is None:

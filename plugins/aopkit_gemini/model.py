@@ -30,6 +30,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_text,
     reported_tokens,
     require_messages,
     thinking,
@@ -202,6 +203,7 @@ class _Reader:
         self.finish: str | None = None
         self.usage = Usage()
         self.id: str | None = None
+        self.version: str | None = None  # the model version that answered
 
     def add(self, chunk: Mapping[str, Any]) -> None:
         if "error" in chunk:  # an error sent in the middle of a stream
@@ -209,7 +211,8 @@ class _Reader:
             status = status if isinstance(status, int) else 500
             body = json.dumps(chunk)
             raise error_for_status(self.model.name, status, {}, body, self.model.kernel.secrets)
-        self.id = chunk.get("responseId", self.id)
+        self.id = reported_text(chunk.get("responseId")) or self.id
+        self.version = reported_text(chunk.get("modelVersion")) or self.version
         if isinstance(usage := chunk.get("usageMetadata"), Mapping):
             self.usage = Usage(
                 input_tokens=reported_tokens(usage.get("promptTokenCount")),
@@ -228,8 +231,8 @@ class _Reader:
         candidate = candidates[0]
         for part in (candidate.get("content") or {}).get("parts") or ():
             self._part(part)
-        if candidate.get("finishReason"):
-            self.finish = candidate["finishReason"]
+        if reason := reported_text(candidate.get("finishReason")):
+            self.finish = reason
 
     def _part(self, part: Mapping[str, Any]) -> None:
         signature = part.get(SIGNATURE)
@@ -277,11 +280,11 @@ class _Reader:
         if (block := self._run_block()) is not None:
             content.append(block)
         if seconds is None:
-            return ChatResponse(content, id=self.id)
+            return ChatResponse(content, id=self.id, model=self.version)
         if self.finish is None:
             raise ModelUnavailable(self.model.name, "the answer has no candidate")
         reason = FINISH_REASONS.get(self.finish, self.finish.lower())
         if reason == "stop" and any(isinstance(b, ToolUseBlock) for b in content):
             reason = "tool_use"
         usage = attrs.evolve(self.usage, seconds=seconds)
-        return ChatResponse(content, usage, reason, self.id)
+        return ChatResponse(content, usage, reason, self.id, self.version)

@@ -20,6 +20,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_text,
     reported_tokens,
     require_messages,
     thinking,
@@ -76,7 +77,7 @@ class OllamaModel(HTTPChatModel):
             content.append(TextBlock(message["content"]))
         content += [_tool_use(call) for call in message.get("tool_calls") or ()]
         usage = _usage(data, time.perf_counter() - started)
-        return ChatResponse(content, usage, data.get("done_reason"))
+        return ChatResponse(content, usage, data.get("done_reason"), model=data.get("model"))
 
     async def _stream(
         self,
@@ -161,10 +162,12 @@ class _Stream:
         self.calls: list[ToolUseBlock] = []
         self.done = False
         self.last: Mapping[str, Any] = {}
+        self.model: str | None = None
 
     def feed(self, event: Mapping[str, Any]) -> bool:
         """Take one object; True when the visible content changed."""
         message = event.get("message") or {}
+        self.model = self.model or reported_text(event.get("model"))
         before = (len(self.thinking), len(self.text), len(self.calls))
         self.thinking += message.get("thinking") or ""
         self.text += message.get("content") or ""
@@ -179,8 +182,9 @@ class _Stream:
             content.append(thinking(self.thinking))
         if self.text:
             content.append(TextBlock(self.text))
-        return ChatResponse([*content, *self.calls])
+        return ChatResponse([*content, *self.calls], model=self.model)
 
     def final(self, seconds: float) -> ChatResponse:
         content = self.response().content
-        return ChatResponse(content, _usage(self.last, seconds), self.last.get("done_reason"))
+        reason = self.last.get("done_reason")
+        return ChatResponse(content, _usage(self.last, seconds), reason, model=self.model)

@@ -22,6 +22,7 @@ from aopkit.models import (
     Usage,
     parse_tool_arguments,
     reported_count,
+    reported_text,
     reported_tokens,
     require_messages,
 )
@@ -105,6 +106,7 @@ class OpenAIModel(HTTPChatModel):
             usage,
             _finish(choices[0].get("finish_reason"), answered, content),
             data.get("id"),
+            data.get("model"),
         )
 
     async def _stream(
@@ -274,6 +276,7 @@ class _Stream:
     def __init__(self, forced: bool) -> None:
         self.forced = forced
         self.id: str | None = None
+        self.model: str | None = None
         self.text = ""
         self.reasoning = ""
         self.refusal = ""
@@ -283,7 +286,8 @@ class _Stream:
 
     def feed(self, chunk: Mapping[str, Any]) -> bool:
         """Take one chunk; True when the visible content changed."""
-        self.id = self.id or chunk.get("id")
+        self.id = self.id or reported_text(chunk.get("id"))
+        self.model = self.model or reported_text(chunk.get("model"))
         if chunk.get("usage"):  # the last chunk (choices empty) with stream_options.include_usage
             self.usage = chunk["usage"]
         changed = False
@@ -315,14 +319,14 @@ class _Stream:
         which grows as text."""
         calls = [(i, n, a) for i, n, a in self._calls() if self.forced and n == ANSWER_TOOL]
         content, _ = _content(self.reasoning, self.text, self.refusal, calls, self.forced)
-        return ChatResponse(content, id=self.id)
+        return ChatResponse(content, id=self.id, model=self.model)
 
     def final(self, seconds: float) -> ChatResponse:
         content, answered = _content(
             self.reasoning, self.text, self.refusal, self._calls(), self.forced
         )
         finish = _finish(self.finish, answered, content)
-        return ChatResponse(content, _usage(self.usage, seconds), finish, self.id)
+        return ChatResponse(content, _usage(self.usage, seconds), finish, self.id, self.model)
 
     def _calls(self) -> list[Call]:
         return [(c[0], c[1], c[2]) for _, c in sorted(self.calls.items())]

@@ -90,6 +90,11 @@ class ReplayModel(ChatModel):
     def __repr__(self) -> str:
         return f"<ReplayModel {self.name} {self.mode} {self.cassette.path}>"
 
+    @property
+    def server(self) -> tuple[str, int] | None:
+        """The recorded model's server while recording; none while replaying."""
+        return None if self.inner is None else self.inner.server
+
     def canonical(self, request: Mapping[str, Any], *, stream: bool) -> dict[str, Any]:
         """The request as it is fingerprinted and written: what the model would be sent,
         without the fields that change from run to run."""

@@ -72,6 +72,7 @@ class ScriptedModel(ChatModel):
             ),
             finish_reason="tool_use" if any(b.type == "tool_use" for b in content) else "stop",
             id=f"scripted-{len(self.calls)}",
+            model=self.model,
         )
 
     async def _complete(
@@ -96,7 +97,7 @@ class ScriptedModel(ChatModel):
         text = final.text
         other = [b for b in final.content if not isinstance(b, TextBlock)]
         for end in range(self.chunk_size, len(text), self.chunk_size):
-            yield ChatResponse([TextBlock(text[:end])], id=final.id)
+            yield ChatResponse([TextBlock(text[:end])], id=final.id, model=final.model)
         yield attrs.evolve(final, content=[*([TextBlock(text)] if text else []), *other])
 
 

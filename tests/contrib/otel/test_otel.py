@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import attrs
 import pytest
 
@@ -14,11 +16,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from aopkit import Msg, ReActAgent, Toolkit, ToolUseBlock, hookimpl
+from aopkit import AopkitError, Msg, MsgHub, ReActAgent, Toolkit, ToolUseBlock, hookimpl
 from aopkit.faults import FaultPolicy, Resolution
 from aopkit.model_agent import ModelAgent
 from aopkit.models import ModelUnavailable
-from aopkit_otel import instrument
+from aopkit.retry import NO_RETRY
+from aopkit_otel import OtelSink, instrument
+from tests.plugins.gemini.fake_server import FakeGemini
+from tests.plugins.gemini.fake_server import chunk as gemini_chunk
 
 
 def multiply(a: int, b: int) -> int:
@@ -150,3 +155,93 @@ async def test_nothing_is_exported_without_a_configured_provider(kernel):
     agent = ReActAgent("a", kernel.model("scripted:x", responses=["hi"]), kernel=kernel)
     await agent(Msg("user", "hi", "user"))
     assert not sink.tracer.start_span("probe").is_recording()
+
+
+def _spans(exporter):
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+async def test_a_session_agent_s_spans_carry_its_session_as_the_conversation(kernel, otel):
+    exporter, _ = otel
+    agent = ReActAgent("a", kernel.model("scripted:x", responses=["hi", "hi"]), kernel=kernel)
+    await agent.session("user-42")(Msg("user", "hi", "user"))
+    spans = _spans(exporter)
+    assert spans["invoke_agent a"].attributes["gen_ai.conversation.id"] == "user-42"
+    assert spans["chat x"].attributes["gen_ai.conversation.id"] == "user-42"
+    await agent(Msg("user", "hi", "user"))  # the definition itself is in no conversation
+    assert "gen_ai.conversation.id" not in exporter.get_finished_spans()[-1].attributes
+
+
+async def test_contents_stay_out_of_spans_unless_asked_and_then_lose_secrets(kernel):
+    kernel.secrets.add("sk-live-SECRET-77")
+    for capture in (False, True):
+        exporter, provider = InMemorySpanExporter(), TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        sink = instrument(kernel, tracer_provider=provider, capture_content=capture)
+        model = kernel.model("scripted:x", responses=["the key is sk-live-SECRET-77"])
+        await ReActAgent("a", model, kernel=kernel)(Msg("user", "key?", "user"))
+        kernel.unregister("otel")
+        spans = exporter.get_finished_spans()
+        dumped = repr([dict(s.attributes) for s in spans])
+        assert "sk-live-SECRET-77" not in dumped
+        output = spans[-1].attributes.get("gen_ai.output.messages")
+        if not capture:
+            assert output is None and "the key is" not in dumped
+        else:
+            message = json.loads(output)
+            assert message == [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": "the key is ***"}],
+                    "finish_reason": "stop",
+                }
+            ]
+        assert sink.capture_content is capture
+    with pytest.raises(AopkitError, match="needs the kernel"):
+        OtelSink(capture_content=True)
+
+
+async def test_an_http_model_s_span_names_its_server_and_the_conventions_provider(
+    kernel, otel, serve
+):
+    exporter, _ = otel
+    fake = FakeGemini(key="k")
+    base = await serve(fake.app)
+    fake.answer(gemini_chunk({"text": "Hello"}, finish="STOP", response_id="r-9"))
+    model = kernel.model("gemini:gemini-test", base_url=base, api_key="k", retry=NO_RETRY)
+    await model([Msg("user", "hi", "user")], structured={"type": "object"})
+    chat = _spans(exporter)["chat gemini-test"].attributes
+    port = int(base.rsplit(":", 1)[1])
+    assert (chat["server.address"], chat["server.port"]) == ("127.0.0.1", port)
+    assert chat["gen_ai.provider.name"] == "gcp.gemini"  # the conventions' name for Gemini
+    assert chat["gen_ai.output.type"] == "json"
+    assert chat["gen_ai.response.id"] == "r-9"
+    assert chat["gen_ai.response.model"] == "gemini-test-001"
+    assert tuple(chat["gen_ai.response.finish_reasons"]) == ("stop",)
+
+
+def test_a_base_url_s_credentials_never_become_the_server_address(kernel):
+    model = kernel.model("openai:gpt", base_url="https://user:pw-123@proxy.example:8443/v1?key=z")
+    assert model.server == ("proxy.example", 8443)
+    assert kernel.model("openai:gpt", base_url="https://api.example/v1").server == (
+        "api.example",
+        443,
+    )
+    assert kernel.model("openai:gpt", base_url="http://h:notaport/v1").server is None
+    assert kernel.model("scripted:x").server is None
+
+
+async def test_the_innermost_hub_is_the_conversation_and_leaving_it_ends_that(kernel, otel):
+    exporter, _ = otel
+    agent = ReActAgent("a", kernel.model("scripted:x", responses=["1", "2", "3"]), kernel=kernel)
+    async with MsgHub([agent], name="outer", kernel=kernel):
+        async with MsgHub([agent], name="inner", kernel=kernel):
+            await agent(Msg("user", "hi", "user"))
+        await agent(Msg("user", "hi", "user"))
+    await agent(Msg("user", "hi", "user"))
+    replies = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent a"]
+    assert [s.attributes.get("gen_ai.conversation.id") for s in replies] == [
+        "inner",
+        "outer",
+        None,
+    ]
