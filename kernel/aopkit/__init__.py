@@ -20,10 +20,12 @@ from .blocks import (
 from .codec import Codec
 from .errors import (
     AopkitError,
+    ConfigurationError,
     DecodeError,
     DuplicateRegistrationError,
     EncodeError,
     LookupFailed,
+    MessageTypeError,
     PluginError,
     ReplyError,
     StoreError,
@@ -37,7 +39,12 @@ from .model_agent import ModelAgent
 from .pipelines import fanout, sequential
 from .react import ReActAgent
 from .session import JSONFileStore, SQLiteStore, load_session, save_session
-from .sinks import CHAT, ChatLog, JsonlTrace  # importing sinks defines loguru's CHAT level
+from .sinks import (  # importing sinks defines loguru's CHAT level
+    CHAT,
+    ChatLog,
+    JsonlTrace,
+    show_chat,
+)
 from .toolkit import Tool, Toolkit, tool
 from .user import UserAgent
 
@@ -52,6 +59,7 @@ __all__ = [
     "Block",
     "ChatLog",
     "Codec",
+    "ConfigurationError",
     "DecodeError",
     "DeliveryError",
     "DuplicateRegistrationError",
@@ -62,6 +70,7 @@ __all__ = [
     "Kernel",
     "LookupFailed",
     "Memory",
+    "MessageTypeError",
     "ModelAgent",
     "Msg",
     "MsgHub",
@@ -87,5 +96,6 @@ __all__ = [
     "load_session",
     "save_session",
     "sequential",
+    "show_chat",
     "tool",
 ]

@@ -33,6 +33,8 @@ class MessageSent(Event):
 
 @attrs.frozen(kw_only=True)
 class HubJoined(Event):
+    """``agent`` joined ``hub`` (on entering the hub, or by ``hub.add``)."""
+
     type: ClassVar[str] = "hub_joined"
     hub: str
     agent: str
@@ -40,6 +42,8 @@ class HubJoined(Event):
 
 @attrs.frozen(kw_only=True)
 class HubLeft(Event):
+    """``agent`` left ``hub`` (on leaving the hub, or by ``hub.remove``)."""
+
     type: ClassVar[str] = "hub_left"
     hub: str
     agent: str
@@ -47,6 +51,8 @@ class HubLeft(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyStarted(Event):
+    """``agent`` began a reply; ``inputs`` are the ids of the messages it replies to."""
+
     type: ClassVar[str] = "reply_started"
     agent: str
     inputs: tuple[str, ...] = ()  # ids of the messages it replies to
@@ -54,6 +60,9 @@ class ReplyStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyFinished(Event):
+    """``agent`` replied with message ``msg_id`` after ``seconds``;
+    ``interrupted`` if :meth:`Agent.interrupt` cut it short."""
+
     type: ClassVar[str] = "reply_finished"
     agent: str
     msg_id: str
@@ -63,6 +72,8 @@ class ReplyFinished(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyFailed(Event):
+    """``agent``'s reply raised ``error`` (secrets scrubbed) after ``seconds``."""
+
     type: ClassVar[str] = "reply_failed"
     agent: str
     error: str
@@ -71,6 +82,8 @@ class ReplyFailed(Event):
 
 @attrs.frozen(kw_only=True)
 class Observed(Event):
+    """``agent`` took in message ``msg_id`` without replying (a hub delivery)."""
+
     type: ClassVar[str] = "observed"
     agent: str
     msg_id: str
@@ -78,6 +91,8 @@ class Observed(Event):
 
 @attrs.frozen(kw_only=True)
 class ModelCallStarted(Event):
+    """A call to ``model`` (``provider:name``) began; ``call_id`` pairs it with its end."""
+
     type: ClassVar[str] = "model_call_started"
     model: str
     call_id: str
@@ -85,6 +100,9 @@ class ModelCallStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class ModelCallFinished(Event):
+    """The call ``call_id`` ended after ``seconds``, retries included; ``usage``
+    is what the provider reported, ``error`` why it failed, if it did."""
+
     type: ClassVar[str] = "model_call_finished"
     model: str
     call_id: str
@@ -138,6 +156,8 @@ class Escalated(Event):
 
 @attrs.frozen(kw_only=True)
 class ToolStarted(Event):
+    """A tool call began; ``call_id`` is the model's id for it."""
+
     type: ClassVar[str] = "tool_started"
     tool: str
     call_id: str
@@ -145,6 +165,8 @@ class ToolStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class ToolFinished(Event):
+    """A tool call ended after ``seconds``; ``error`` says why it failed, if it did."""
+
     type: ClassVar[str] = "tool_finished"
     tool: str
     call_id: str
@@ -163,6 +185,8 @@ class ReplyChunk(Event):
 
 @attrs.frozen(kw_only=True)
 class StateSaved(Event):
+    """The state of ``agents`` was saved as session ``session``."""
+
     type: ClassVar[str] = "state_saved"
     session: str
     agents: tuple[str, ...]
@@ -170,6 +194,8 @@ class StateSaved(Event):
 
 @attrs.frozen(kw_only=True)
 class StateLoaded(Event):
+    """The state of ``agents`` was loaded from session ``session``."""
+
     type: ClassVar[str] = "state_loaded"
     session: str
     agents: tuple[str, ...]

@@ -11,7 +11,7 @@ import attrs
 from .blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
 from .errors import AopkitError
 from .events import ModelCallFinished, ModelCallStarted, Retried
-from .message import Msg, new_id
+from .message import Msg, as_input, new_id
 from .retry import RetryPolicy
 from .structured import strict_loads
 
@@ -176,13 +176,14 @@ class ChatModel:
 
     async def __call__(
         self,
-        messages: Sequence[Msg],
+        messages: Sequence[Msg | str] | str,
         *,
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         structured: Mapping[str, Any] | None = None,
         stream: bool = False,
     ) -> ChatResponse | AsyncIterator[ChatResponse]:
+        messages = _messages(messages)
         if not messages:
             raise ModelRejected(self.name, NOTHING_TO_SEND)
         specs = [ToolSpec.of(t) for t in tools or ()]
@@ -312,6 +313,13 @@ class ChatModel:
         structured: Mapping[str, Any] | None,
     ) -> AsyncIterator[ChatResponse]:
         raise NotImplementedError
+
+
+def _messages(given: Sequence[Msg | str] | str) -> list[Msg]:
+    """The conversation a model is called with; a ``str`` (alone or in the list) is a user
+    message."""
+    found = as_input(given, "messages")
+    return [] if found is None else [found] if isinstance(found, Msg) else list(found)
 
 
 class _RetryTracker:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -95,9 +96,9 @@ class Take:
         else the response; and the error, its message redacted of ``secrets``."""
         data: dict[str, Any] = {}
         if stream and (chunks or error is None):
-            data["chunks"] = [codec.dump(c) for c in chunks]
+            data["chunks"] = [_steady(codec.dump(c)) for c in chunks]
         elif chunks:
-            data["response"] = codec.dump(chunks[-1])
+            data["response"] = _steady(codec.dump(chunks[-1]))
         if error is not None:
             kind = next(c for c in ERRORS.values() if isinstance(error, c))
             data["error"] = {
@@ -106,7 +107,8 @@ class Take:
                 "status": error.status,
             }
             if isinstance(error, ModelUnavailable):
-                data["error"]["retry_after"] = error.retry_after
+                wait = error.retry_after  # from an HTTP date, it depends on the clock: whole s
+                data["error"]["retry_after"] = None if wait is None else float(math.ceil(wait))
         return cls(data, list(chunks), data.get("error"))
 
     def raise_error(self, model: str) -> None:
@@ -120,6 +122,15 @@ class Take:
                     model, e["message"], status=status, retry_after=e.get("retry_after")
                 )
             raise cls(model, e["message"], status=status)
+
+
+def _steady(response: dict[str, Any]) -> dict[str, Any]:
+    """A dumped response without what differs between two recordings of the same answer: the
+    seconds the call took (a replayed answer takes none)."""
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        response["usage"] = {k: v for k, v in usage.items() if k != "seconds"}
+    return response
 
 
 @attrs.define
@@ -240,6 +251,11 @@ class Cassette:
         return self.models[model]
 
     # -- playing ----------------------------------------------------------------------------
+    def recorded(self, key: str) -> int:
+        """How many takes of the request ``key`` are recorded."""
+        entry = self.entries.get(key)
+        return 0 if entry is None else len(entry.takes)
+
     def play(self, key: str) -> Take | None:
         """The next unplayed take of the request ``key``, or None."""
         entry = self.entries.get(key)

@@ -6,13 +6,32 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 import aopkit
+from aopkit.blocks import Block, ToolUseBlock
 from aopkit.models import Capabilities, ChatModel, ChatResponse, ModelError, ToolChoice, ToolSpec
 from aopkit.secret import Secret
 
 from .cassette import Mode, Take, check_mode, fingerprint, open_cassette
 
 VOLATILE = ("id", "timestamp")  # message fields that differ on every run
+
+
+def steady_ids(response: ChatResponse, key: str, take: int) -> ChatResponse:
+    """The response with its tool calls renamed after the request (``key``), the take and
+    their position: ids a provider or its plugin makes up differ on every run, and they come
+    back in the next request, so they would change its fingerprint."""
+    if not any(isinstance(b, ToolUseBlock) for b in response.content):
+        return response
+    content: list[Block] = []
+    calls = 0
+    for block in response.content:
+        if isinstance(block, ToolUseBlock):
+            block = attrs.evolve(block, id=f"call_{key}_{take}_{calls}")
+            calls += 1
+        content.append(block)
+    return attrs.evolve(response, content=content)
 
 
 class ReplayModel(ChatModel):
@@ -132,8 +151,9 @@ class ReplayModel(ChatModel):
         if isinstance(source, Take):
             source.raise_error(self.model)
             return source.chunks[-1]
+        take = self.cassette.recorded(key)
         try:
-            response = await source._complete(**request)
+            response = steady_ids(await source._complete(**request), key, take)
         except ModelError as exc:
             self._record(key, canonical, [], False, exc)
             raise
@@ -156,10 +176,11 @@ class ReplayModel(ChatModel):
             source.raise_error(self.model)
             return
         chunks: list[ChatResponse] = []
+        take = self.cassette.recorded(key)
         try:
             async for chunk in source._stream(**request):
-                chunks.append(chunk)
-                yield chunk
+                chunks.append(steady_ids(chunk, key, take))
+                yield chunks[-1]
         except ModelError as exc:
             self._record(key, canonical, chunks, True, exc)
             raise
