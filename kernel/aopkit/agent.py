@@ -39,6 +39,15 @@ def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]
     return accepting
 
 
+def _announce_made(kernel: Kernel, given: Incoming, original: object) -> None:
+    """Messages made from text enter the conversation here: observers (the chat view, the
+    Studio) see them as sent, as they see a hub's announcement."""
+    originals = original if isinstance(original, (list, tuple)) else [original]
+    for made in [given] if isinstance(given, Msg) else given or ():
+        if not any(made is item for item in originals):
+            kernel.emit(MessageSent(msg=made))
+
+
 def check_name(name: object, what: str) -> str:
     """A non-empty ``str`` name, or a :class:`ConfigurationError` saying so."""
     if not isinstance(name, str) or not name.strip():
@@ -166,6 +175,8 @@ class Agent:
         ``structured=SomeAttrsClass`` an instance of it is returned instead."""
         given: Incoming = as_input(msg, f"{self.name}(msg)")
         kernel = self.kernel
+        if given is not msg and kernel.observed:
+            _announce_made(kernel, given, msg)
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
             given = as_input(hooked, f"{self.name}: what a pre_reply hook returned")
@@ -235,6 +246,8 @@ class Agent:
     async def observe(self, msg: Input) -> None:
         """Take in messages without replying (hubs deliver others' replies here)."""
         given: Incoming = as_input(msg, f"{self.name}.observe(msg)")
+        if given is not msg and self.kernel.observed:
+            _announce_made(self.kernel, given, msg)
         if self._hooks:
             hooked = await self._run_hooks("pre_observe", given)
             given = as_input(hooked, f"{self.name}: what a pre_observe hook returned")

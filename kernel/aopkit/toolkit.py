@@ -63,7 +63,7 @@ class Tool:
         code = _code_of(func)
         self.is_stream = inspect.isasyncgenfunction(code)
         self.is_async = inspect.iscoroutinefunction(code)
-        summary, arg_docs = parse_docstring(func if inspect.getdoc(func) else code)
+        summary, arg_docs = parse_docstring(_documented(func, code))
         self.description = description if description is not None else summary
         self.parameters, self._types, self._variadic = self._describe(arg_docs)
         self.spec = ToolSpec(self.name, self.description, self.parameters)
@@ -87,11 +87,12 @@ class Tool:
         required: list[str] = []
         types: dict[str, Any] = {}
         variadic = False
+        fixed = set(self.func.keywords) if isinstance(self.func, functools.partial) else set()
         for param in signature.parameters.values():
             if param.kind is param.VAR_KEYWORD:
                 variadic = True
                 continue
-            if param.kind is param.VAR_POSITIONAL or param.name in self.preset:
+            if param.kind is param.VAR_POSITIONAL or param.name in {*self.preset, *fixed}:
                 continue
             annotation = hints.get(param.name, Any)
             types[param.name] = annotation
@@ -120,6 +121,8 @@ class Tool:
                 f"tool {self.name!r}: {sorted(unknown)} cannot be changed on an existing tool; "
                 "make a new Tool from the function"
             )
+        if "name" in options:
+            tool_name(self.func, options["name"])
         made = copy.copy(self)
         for key, value in options.items():
             setattr(made, key, value)
@@ -180,6 +183,14 @@ def tool_name(func: Callable[..., Any], name: str | None = None) -> str:
             + ("; pass name=, e.g. Tool(func, name='add')" if name is None else "")
         )
     return derived
+
+
+def _documented(func: Callable[..., Any], code: Callable[..., Any]) -> object:
+    """Where the tool's description is: a partial's function, a callable object's class (or
+    its ``__call__`` when the class says nothing)."""
+    if isinstance(func, functools.partial) or inspect.isroutine(func):
+        return code
+    return func if inspect.getdoc(func) else code
 
 
 def _code_of(func: Callable[..., Any]) -> Callable[..., Any]:

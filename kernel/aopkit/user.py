@@ -45,21 +45,25 @@ class UserAgent(Agent):
                 f"got {type(input).__name__}"
             )
         self.input: InputSource = input or terminal_input
-        self._seen = 0  # how much of the memory the human has been shown
+        self._seen: str | None = None  # the id of the last message the human was shown
 
     def unseen(self) -> list[str]:
         """One line per message of the others this agent took in since it was last asked
         (scrubbed of the kernel's secrets); asking again returns only newer ones."""
         messages = self.memory.messages()
-        if self._seen > len(messages):  # the memory was cleared or trimmed
-            self._seen = 0
-        new, self._seen = messages[self._seen :], len(messages)
+        start = next(
+            (i + 1 for i in range(len(messages) - 1, -1, -1) if messages[i].id == self._seen),
+            0,  # never asked, or the memory was cleared or trimmed since
+        )
+        new = messages[start:]
+        if new:
+            self._seen = new[-1].id
         redact = self.kernel.secrets.redact
         return [redact(f"{m.name}: {describe(m)}") for m in new if m.name != self.name]
 
     def _reset(self) -> None:
         super()._reset()
-        self._seen = 0
+        self._seen = None
 
     async def reply(self, msg: Incoming) -> Msg:
         said = await self.input(self, msg)

@@ -19,11 +19,10 @@ VOLATILE = ("id", "timestamp")  # message fields that differ on every run
 
 
 def steady_ids(response: ChatResponse, key: str, take: int) -> ChatResponse:
-    """The response with its tool calls renamed after the request (``key``), the take and
-    their position: ids a provider or its plugin makes up differ on every run, and they come
-    back in the next request, so they would change its fingerprint."""
-    if not any(isinstance(b, ToolUseBlock) for b in response.content):
-        return response
+    """The response as it is recorded and returned: its id and its tool calls' ids named after
+    the request (``key``), the take and their position. Providers (or their plugins) make up
+    new ids on every call, and tool-call ids come back in the next request, where they would
+    change its fingerprint: renamed, recording the same session twice gives the same file."""
     content: list[Block] = []
     calls = 0
     for block in response.content:
@@ -31,7 +30,8 @@ def steady_ids(response: ChatResponse, key: str, take: int) -> ChatResponse:
             block = attrs.evolve(block, id=f"call_{key}_{take}_{calls}")
             calls += 1
         content.append(block)
-    return attrs.evolve(response, content=content)
+    steady_id = None if response.id is None else f"resp_{key}_{take}"
+    return attrs.evolve(response, content=content, id=steady_id)
 
 
 class ReplayModel(ChatModel):
