@@ -33,7 +33,10 @@ def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]
     @functools.wraps(method)
     async def accepting(self: Agent, msg: Input = None, *args: Any, **kwargs: Any) -> Any:
         where = f"{self.name}(msg)" if name == "__call__" else f"{self.name}.{name}(msg)"
-        return await method(self, as_input(msg, where), *args, **kwargs)
+        given = as_input(msg, where)
+        if given is not msg and name != "reply" and self.kernel.observed:
+            _announce_made(self.kernel, given, msg)
+        return await method(self, given, *args, **kwargs)
 
     accepting.accepts_text = True  # type: ignore[attr-defined]
     return accepting

@@ -161,3 +161,36 @@ async def test_pipelines_and_hubs_name_what_is_not_an_agent(kernel):
     hub = MsgHub([echo])
     with pytest.raises(aopkit.ConfigurationError, match=r"MsgHub.add\(\)\[0\]"):
         hub.add(42)
+
+
+async def test_text_given_to_an_agent_is_announced_once(kernel):
+    from aopkit.events import MessageSent
+
+    class Sent:
+        def __init__(self):
+            self.texts = []
+
+        @aopkit.hookimpl
+        def event(self, event):
+            if isinstance(event, MessageSent):
+                self.texts.append(event.msg.text)
+
+    class Overriding(Echo):
+        async def __call__(self, msg=None, **kwargs):
+            return await super().__call__(msg, **kwargs)
+
+    sent = Sent()
+    kernel.register(sent, "sent")
+    await Echo("e", kernel=kernel)("plain")
+    await Overriding("o", kernel=kernel)("overridden")
+    await Echo("e2", kernel=kernel).observe("seen")
+    given = Msg("host", "a message object", "user")
+    await Echo("e3", kernel=kernel)(given)  # a message the program made is its own to announce
+    assert sent.texts == [
+        "plain",
+        "echo: plain",
+        "overridden",
+        "echo: overridden",
+        "seen",
+        "echo: a message object",
+    ]

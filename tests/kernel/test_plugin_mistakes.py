@@ -177,3 +177,22 @@ def test_a_plain_registration_after_an_override_stays_aside():
         kernel.register(contribution("register_tools", replace=False), "third")
     kernel.unregister("override")
     assert kernel.tools.owners["t"] == "plain"
+
+
+def test_an_installed_plugin_with_a_misspelled_hook_is_left_out_and_reported(distribution):
+    distribution(
+        "typo",
+        """
+        import aopkit
+
+        @aopkit.hookimpl
+        def register_tool(register):
+            register("search", object())
+        """,
+    )
+    kernel = Kernel(environ={})
+    error = kernel.plugin_errors["typo"]
+    assert "did you mean 'register_tools'?" in str(error)
+    rows = {row["name"]: row for row in kernel.plugins()}
+    assert "register_tool" in rows["typo"]["error"]
+    assert "search" not in kernel.tools and kernel.pm.get_plugin("typo") is None
