@@ -34,6 +34,10 @@ class Memory:
         return True
 
     def extend(self, messages: Iterable[Msg | str]) -> None:
+        """Store each message in turn (a single message or ``str`` is stored whole, never
+        letter by letter)."""
+        if isinstance(messages, (str, Msg)):
+            messages = [messages]
         for msg in messages:
             self.add(msg)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -107,8 +106,7 @@ class Take:
                 "status": error.status,
             }
             if isinstance(error, ModelUnavailable):
-                wait = error.retry_after  # from an HTTP date, it depends on the clock: whole s
-                data["error"]["retry_after"] = None if wait is None else float(math.ceil(wait))
+                data["error"]["retry_after"] = error.retry_after
         return cls(data, list(chunks), data.get("error"))
 
     def raise_error(self, model: str) -> None:

@@ -81,6 +81,8 @@ async def test_memory_and_models_take_a_str(kernel):
     memory = aopkit.Memory()
     memory.add("remember me")
     assert is_user_text(memory[0], "remember me")
+    memory.extend("whole")  # not five messages of one letter
+    assert is_user_text(memory[1], "whole") and len(memory) == 2
     model = kernel.model("scripted:x", responses=["fine", "also fine"])
     assert (await model("how are you?")).text == "fine"
     assert is_user_text(model.calls[0]["messages"][0], "how are you?")
