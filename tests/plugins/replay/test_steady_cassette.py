@@ -28,6 +28,8 @@ class RetryAtDate(Mapping):
     def __getitem__(self, name):
         if name != "Retry-After":
             raise KeyError(name)
+        if time.time() % 1 > 0.8:  # the client reads it milliseconds later: not across a second
+            time.sleep(0.25)
         return email.utils.formatdate(time.time() + 1, usegmt=True)
 
     def __iter__(self):
