@@ -66,7 +66,26 @@ async def test_the_example_plugin_is_its_own_distribution(kernel):
     assert counter.counts == {"model_call_started": 1, "model_call_finished": 1}
 
 
-@pytest.mark.parametrize("name", ["group_discussion", "structured_critique"])
+async def test_debate(capsys):
+    module = load("debate")
+    lines = await module.main(None)
+    assert lines == [
+        "user: Motion: a four-day work week.",
+        "pro: 368 free hours a year!",
+        "con: The work does not shrink.",
+        "judge: Pro wins: a number beats a worry.",
+    ]
+    shown = capsys.readouterr().err.splitlines()
+    assert shown[1:3] == [
+        'pro: → calculate({"a": 46, "op": "*", "b": 8})',
+        "tools: ← calculate: 368.0",
+    ]
+    assert len(shown) == 6
+    source = (EXAMPLES / "debate.py").read_text().splitlines()
+    assert len(source) <= 40, "the debate is short: the API needs no wiring"
+
+
+@pytest.mark.parametrize("name", ["group_discussion", "structured_critique", "debate"])
 def test_examples_have_a_docstring_that_says_how_to_run_them(name):
     assert "python " in (load(name).__doc__ or "")
 

@@ -251,9 +251,8 @@ class MCPClient:
             )
         for one in made:
             toolkit.add(one)
-        toolkit.kernel.secrets.add_headers(self._headers)  # the kernel's sinks scrub them too
-        if self._hide is not None:
-            toolkit.kernel.secrets.add_url(self._hide)
+        # every kernel whose agents use the toolkit scrubs them from its sinks
+        toolkit.keep_secret(headers=self._headers, url=self._hide)
         return made
 
     async def call(self, tool: str, arguments: Mapping[str, Any]) -> str | list[Block]:

@@ -14,7 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from aopkit import Agent, AopkitError, Kernel, Memory, Msg, ReplyError, default_kernel
 from aopkit.agent import Incoming
-from aopkit.message import new_id
+from aopkit.message import as_msg, new_id
 from aopkit.secret import SecretNotPortable
 from aopkit.session import Store
 
@@ -122,9 +122,11 @@ class AgentPool:
     def __getitem__(self, name: str) -> RemoteAgent:
         return self._by_name[name]
 
-    async def reply_all(self, msg: Msg | None = None) -> list[Msg]:
-        """Every agent replies to ``msg`` concurrently in the actor; replies in agent order.
-        Replies are not broadcast to hubs: this is the bulk path of simulations."""
+    async def reply_all(self, msg: Msg | str | None = None) -> list[Msg]:
+        """Every agent replies to ``msg`` (a ``str`` is a user message) concurrently in the
+        actor; replies in agent order. Replies are not broadcast to hubs: this is the bulk path
+        of simulations."""
+        msg = None if msg is None else as_msg(msg, f"pool {self.name!r}: reply_all(msg)")
         seqs = {a.key: a._next() for a in self.agents}
         dumped, events = await self._wait(
             self.actor.reply_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
@@ -134,8 +136,9 @@ class AgentPool:
         load = self.kernel.codec.load
         return [load(d) for d in dumped]
 
-    async def observe_all(self, msg: Msg) -> None:
-        """Every agent observes ``msg`` in one actor call."""
+    async def observe_all(self, msg: Msg | str) -> None:
+        """Every agent observes ``msg`` (a ``str`` is a user message) in one actor call."""
+        msg = as_msg(msg, f"pool {self.name!r}: observe_all(msg)")
         seqs = {a.key: a._next() for a in self.agents}
         events = await self._wait(
             self.actor.observe_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),

@@ -20,10 +20,12 @@ from .blocks import (
 from .codec import Codec
 from .errors import (
     AopkitError,
+    ConfigurationError,
     DecodeError,
     DuplicateRegistrationError,
     EncodeError,
     LookupFailed,
+    MessageTypeError,
     PluginError,
     ReplyError,
     StoreError,
@@ -39,7 +41,12 @@ from .pipelines import fanout, sequential
 from .prices import Price
 from .react import ReActAgent
 from .session import JSONFileStore, SQLiteStore, load_session, save_session
-from .sinks import CHAT, ChatLog, JsonlTrace  # importing sinks defines loguru's CHAT level
+from .sinks import (  # importing sinks defines loguru's CHAT level
+    CHAT,
+    ChatLog,
+    JsonlTrace,
+    show_chat,
+)
 from .toolkit import Tool, Toolkit, tool
 from .usage import Budget, BudgetExceeded
 from .user import UserAgent
@@ -57,6 +64,7 @@ __all__ = [
     "BudgetExceeded",
     "ChatLog",
     "Codec",
+    "ConfigurationError",
     "DecodeError",
     "DeliveryError",
     "DuplicateRegistrationError",
@@ -67,6 +75,7 @@ __all__ = [
     "Kernel",
     "LookupFailed",
     "Memory",
+    "MessageTypeError",
     "ModelAgent",
     "Msg",
     "MsgHub",
@@ -94,5 +103,6 @@ __all__ = [
     "load_session",
     "save_session",
     "sequential",
+    "show_chat",
     "tool",
 ]

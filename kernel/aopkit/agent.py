@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -11,10 +12,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import attrs
 
-from .errors import AopkitError, DecodeError, ReplyError
+from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .memory import Memory
-from .message import Msg
+from .message import Msg, as_input
 from .structured import Target
 from .usage import SCOPE, BudgetExceeded, checked_budget
 
@@ -26,9 +27,55 @@ if TYPE_CHECKING:
     from .usage import Account, Budget
 
 T = TypeVar("T")
-Incoming = Msg | Sequence[Msg] | None
+Incoming = Msg | Sequence[Msg] | None  # what reply() and observe() receive
+Input = Msg | str | Sequence[Msg | str] | None  # what they may be given (a str: a user message)
 HookKind = Literal["pre_reply", "post_reply", "pre_observe", "post_observe"]
 HOOK_KINDS: tuple[str, ...] = ("pre_reply", "post_reply", "pre_observe", "post_observe")
+
+
+def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+    @functools.wraps(method)
+    async def accepting(self: Agent, msg: Input = None, *args: Any, **kwargs: Any) -> Any:
+        where = f"{self.name}(msg)" if name == "__call__" else f"{self.name}.{name}(msg)"
+        given = as_input(msg, where)
+        if given is not msg and name != "reply" and self.kernel.observed:
+            _announce_made(self.kernel, given, msg)
+        return await method(self, given, *args, **kwargs)
+
+    accepting.accepts_text = True  # type: ignore[attr-defined]
+    return accepting
+
+
+def _announce_made(kernel: Kernel, given: Incoming, original: object) -> None:
+    """Messages made from text enter the conversation here: observers (the chat view, the
+    Studio) see them as sent, as they see a hub's announcement."""
+    originals = original if isinstance(original, (list, tuple)) else [original]
+    for made in [given] if isinstance(given, Msg) else given or ():
+        if not any(made is item for item in originals):
+            kernel.emit(MessageSent(msg=made))
+
+
+def check_name(name: object, what: str) -> str:
+    """A non-empty ``str`` name, or a :class:`ConfigurationError` saying so."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"{what}: name must be a non-empty str, got {name!r:.80}")
+    return name
+
+
+def check_instance(value: T, kind: type, argument: str, *, optional: bool = False) -> T:
+    """``value`` if it is a ``kind`` (or None when ``optional``), else a clear error."""
+    if (value is None and optional) or isinstance(value, kind):
+        return value
+    raise ConfigurationError(
+        f"{argument} must be a {kind.__name__}"
+        f"{' or None' if optional else ''}, got {type(value).__name__} {value!r:.80}"
+    )
+
+
+def _check_kernel(kernel: Kernel | None) -> Kernel | None:
+    from .kernel import Kernel
+
+    return check_instance(kernel, Kernel, "kernel", optional=True)
 
 
 def _ids(msg: Incoming) -> tuple[str, ...]:
@@ -50,10 +97,19 @@ class Agent:
     """True for agents whose observe does I/O (remote actors): hubs deliver to them
     concurrently instead of one after another."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every override of a method that takes messages accepts a ``str`` (a user message)
+        and rejects what is not a message with an error naming the argument."""
+        super().__init_subclass__(**kwargs)
+        for method in ("__call__", "reply", "observe"):
+            found = cls.__dict__.get(method)
+            if inspect.iscoroutinefunction(found) and not getattr(found, "accepts_text", False):
+                setattr(cls, method, _accepting_text(found, method))
+
     def __init__(self, name: str, *, memory: Memory | None = None, kernel: Kernel | None = None):
-        self.name = name
-        self.memory = Memory() if memory is None else memory
-        self._kernel = kernel
+        self.name = check_name(name, type(self).__name__)
+        self.memory = check_instance(memory, Memory, "memory", optional=True) or Memory()
+        self._kernel = _check_kernel(kernel)
         self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
         self._hubs: list[MsgHub] = []
         self._replies: set[asyncio.Future[Any]] = set()
@@ -89,7 +145,8 @@ class Agent:
 
     # -- what subclasses implement ----------------------------------------------------------
     async def reply(self, msg: Incoming) -> Msg:
-        """Produce the reply to ``msg`` (already stored in memory). Subclasses implement it."""
+        """Produce the reply to ``msg`` (already stored in memory by :meth:`__call__`, which is
+        what programs call). Subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} must implement reply()")
 
     async def handle_interrupt(self, msg: Incoming) -> Msg:
@@ -132,30 +189,35 @@ class Agent:
         return reply, await resolve_output(self.kernel, self.name, reply.text, target)
 
     @overload
-    async def __call__(self, msg: Incoming = None, *, structured: None = None) -> Msg: ...
+    async def __call__(self, msg: Input = None, *, structured: None = None) -> Msg: ...
     @overload
-    async def __call__(self, msg: Incoming = None, *, structured: type[T]) -> T: ...
-    async def __call__(self, msg: Incoming = None, *, structured: type[T] | None = None) -> Any:
-        """Reply to ``msg``: the reply is stored, broadcast to this agent's hubs, and returned.
-        With ``structured=SomeClass`` (attrs, dataclass, pydantic model) an instance of it is
+    async def __call__(self, msg: Input = None, *, structured: type[T]) -> T: ...
+    async def __call__(self, msg: Input = None, *, structured: type[T] | None = None) -> Any:
+        """Reply to ``msg`` (a message, a ``str`` — a user message —, a list, or None): the
+        reply is stored, broadcast to this agent's hubs, and returned. With
+        ``structured=SomeClass`` (attrs, dataclass, pydantic model) an instance of it is
         returned instead."""
+        given: Incoming = as_input(msg, f"{self.name}(msg)")
         kernel = self.kernel
+        if given is not msg and kernel.observed:
+            _announce_made(kernel, given, msg)
         if self._hooks:
-            msg = await self._run_hooks("pre_reply", msg)
+            hooked = await self._run_hooks("pre_reply", given)
+            given = as_input(hooked, f"{self.name}: what a pre_reply hook returned")
         started = time.perf_counter()
         if kernel.observed:
             kernel.emit(
-                ReplyStarted(agent=self.name, inputs=_ids(msg), conversation=self.conversation)
+                ReplyStarted(agent=self.name, inputs=_ids(given), conversation=self.conversation)
             )
-        self._remember(msg)
+        self._remember(given)
         scope = kernel.usage.enter(self.name, [(h.name, h.usage) for h in self._hubs])
         entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
         try:
             if structured is None:
-                task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(msg))
+                task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(given))
             else:
                 target = Target.of(structured, kernel)
-                task = asyncio.ensure_future(self.reply_structured(msg, target))
+                task = asyncio.ensure_future(self.reply_structured(given, target))
         finally:
             SCOPE.reset(entered)
         self._replies.add(task)
@@ -165,12 +227,14 @@ class Agent:
             reply = await task
             if structured is not None:
                 reply, value = reply
+            if isinstance(reply, str):  # a custom agent's reply as plain text
+                reply = Msg(self.name, reply, "assistant")
             if not isinstance(reply, Msg):
-                raise TypeError(f"reply() must return a Msg, got {reply!r:.80}")
+                raise TypeError(f"reply() must return a Msg or a str, got {reply!r:.80}")
         except asyncio.CancelledError:
             if not (self._interrupting and task.cancelled()):
                 raise
-            reply, interrupted = await self.handle_interrupt(msg), True
+            reply, interrupted = await self.handle_interrupt(given), True
         except Exception as exc:
             if kernel.observed:
                 kernel.emit(
@@ -188,7 +252,7 @@ class Agent:
             if not self._replies:
                 self._interrupting = False
         if self._hooks:
-            reply = await self._run_hooks("post_reply", reply, msg)
+            reply = await self._run_hooks("post_reply", reply, given)
         usage = scope.reply.usage
         if usage.calls:
             metadata = {**reply.metadata, "usage": kernel.codec.dump(usage)}
@@ -216,17 +280,21 @@ class Agent:
             for task in self._replies:
                 task.cancel()
 
-    async def observe(self, msg: Incoming) -> None:
+    async def observe(self, msg: Input) -> None:
         """Take in messages without replying (hubs deliver others' replies here)."""
+        given: Incoming = as_input(msg, f"{self.name}.observe(msg)")
+        if given is not msg and self.kernel.observed:
+            _announce_made(self.kernel, given, msg)
         if self._hooks:
-            msg = await self._run_hooks("pre_observe", msg)
-        self._remember(msg)
+            hooked = await self._run_hooks("pre_observe", given)
+            given = as_input(hooked, f"{self.name}: what a pre_observe hook returned")
+        self._remember(given)
         kernel = self.kernel
         if kernel.observed:
-            for msg_id in _ids(msg):
+            for msg_id in _ids(given):
                 kernel.emit(Observed(agent=self.name, msg_id=msg_id))
         if self._hooks:
-            await self._run_hooks("post_observe", msg)
+            await self._run_hooks("post_observe", given)
 
     def _remember(self, msg: Incoming) -> None:
         if msg is None:

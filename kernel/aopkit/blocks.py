@@ -63,6 +63,8 @@ class Block:
 
 @attrs.frozen
 class TextBlock(Block):
+    """Plain text, the most common block: ``TextBlock("Hello")``."""
+
     type: ClassVar[str] = "text"
     text: str
 
@@ -77,18 +79,25 @@ class ThinkingBlock(Block):
 
 @attrs.frozen
 class ImageBlock(Block):
+    """An image, by URL or path (``URLSource``) or inline (``Base64Source``);
+    formatters send it to models whose capabilities include ``"image"``."""
+
     type: ClassVar[str] = "image"
     source: Source
 
 
 @attrs.frozen
 class AudioBlock(Block):
+    """A sound clip, by URL or path or inline; sent to models that take ``"audio"``."""
+
     type: ClassVar[str] = "audio"
     source: Source
 
 
 @attrs.frozen
 class VideoBlock(Block):
+    """A video, by URL or path or inline; sent to models that take ``"video"``."""
+
     type: ClassVar[str] = "video"
     source: Source
 

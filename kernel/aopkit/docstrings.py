@@ -1,5 +1,7 @@
 """Descriptions from docstrings: the summary, and the text of each argument in Google style
-(``Args:`` / ``name (type): text``) or NumPy style (``Parameters`` / ``name : type``)."""
+(``Args:`` / ``name (type): text``), NumPy style (``Parameters`` / ``name : type``) or reST
+(``:param name: text``). The summary stops at the first section or field, so argument,
+return and exception lines never leak into it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,13 @@ import re
 _GOOGLE_SECTION = re.compile(r"^(Args|Arguments|Parameters|Params):\s*$")
 _GOOGLE_ARG = re.compile(r"^(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 _NUMPY_ARG = re.compile(r"^(\*{0,2}\w+)\s*(:.*)?$")
+_REST_FIELD = re.compile(
+    r"^:(param|parameter|arg|argument|key|keyword|type|returns?|rtype|raises?|except|exception"
+    r"|yields?|ytype|var|ivar|cvar|meta)\b[^:]*:"
+)
+_REST_PARAM = re.compile(
+    r"^:(?:param|parameter|arg|argument|key|keyword)\s+(?:[^:]*\s)?(\*{0,2}\w+)\s*:(.*)$"
+)
 _ANY_SECTION = re.compile(
     r"^(Returns?|Yields?|Raises?|Examples?|Notes?|See Also|References|Attributes|Warnings?)"
     r"\s*:?\s*$"
@@ -24,12 +33,30 @@ def parse_docstring(obj: object) -> tuple[str, dict[str, str]]:
         if (
             _GOOGLE_SECTION.match(line.strip())
             or _ANY_SECTION.match(line.strip())
+            or _REST_FIELD.match(line.strip())
             or (line.strip() == "Parameters")
         ):
             break
         summary.append(line)
     description = " ".join(" ".join(summary).split())
-    return description, _numpy_args(lines) or _google_args(lines)
+    return description, _numpy_args(lines) or _google_args(lines) or _rest_args(lines)
+
+
+def _rest_args(lines: list[str]) -> dict[str, str]:
+    """``:param name: text`` (or ``:param type name: text``), continued on indented lines."""
+    args: dict[str, str] = {}
+    current = None
+    for line in lines:
+        stripped = line.strip()
+        match = _REST_PARAM.match(stripped)
+        if match:
+            current = match.group(1).lstrip("*")
+            args[current] = match.group(2).strip()
+        elif _REST_FIELD.match(stripped) or not stripped or not line.startswith(" "):
+            current = None
+        elif current is not None:
+            args[current] = f"{args[current]} {stripped}".strip()
+    return args
 
 
 def _google_args(lines: list[str]) -> dict[str, str]:

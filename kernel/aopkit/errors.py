@@ -36,6 +36,24 @@ def join_path(prefix: str, path: str) -> str:
     return prefix + path if path.startswith("[") else f"{prefix}.{path}"
 
 
+class MessageTypeError(AopkitError, TypeError):
+    """Something that is not a message was given where one is expected; ``argument`` names
+    where (``msg``, ``announcement``, ``messages[2]``)."""
+
+    def __init__(
+        self, argument: str, value: object, expected: str = "an aopkit.Msg or a str"
+    ) -> None:
+        self.argument = argument
+        super().__init__(
+            f"{argument}: expected {expected}, got {type(value).__name__} {value!r:.80}"
+        )
+
+
+class ConfigurationError(AopkitError, ValueError):
+    """A constructor argument is wrong (a bad model name, a negative step count...); the
+    message names the argument and what it accepts."""
+
+
 class PluginError(AopkitError):
     """A plugin could not be loaded, validated or registered; ``plugin`` is its name."""
 
@@ -55,7 +73,8 @@ class DuplicateRegistrationError(PluginError):
         super().__init__(
             second,
             f"{registry} {name!r} is already registered by plugin {first!r}; "
-            f"block one of the two (AOPKIT_DISABLE_PLUGINS={second}) to resolve the conflict",
+            f"block one of the two (AOPKIT_DISABLE_PLUGINS={second} or {first}), or, to "
+            "override on purpose, register it with register(..., replace=True)",
         )
 
 

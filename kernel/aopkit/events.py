@@ -33,6 +33,8 @@ class MessageSent(Event):
 
 @attrs.frozen(kw_only=True)
 class HubJoined(Event):
+    """``agent`` joined ``hub`` (on entering the hub, or by ``hub.add``)."""
+
     type: ClassVar[str] = "hub_joined"
     hub: str
     agent: str
@@ -40,6 +42,8 @@ class HubJoined(Event):
 
 @attrs.frozen(kw_only=True)
 class HubLeft(Event):
+    """``agent`` left ``hub`` (on leaving the hub, or by ``hub.remove``)."""
+
     type: ClassVar[str] = "hub_left"
     hub: str
     agent: str
@@ -47,8 +51,9 @@ class HubLeft(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyStarted(Event):
-    """An agent began a reply; ``conversation`` is the hub it speaks in (the innermost one) or
-    else its session id, ``None`` when it has neither."""
+    """``agent`` began a reply; ``inputs`` are the ids of the messages it replies to;
+    ``conversation`` is the hub it speaks in (the innermost one) or else its session id, ``None``
+    when it has neither."""
 
     type: ClassVar[str] = "reply_started"
     agent: str
@@ -58,6 +63,9 @@ class ReplyStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyFinished(Event):
+    """``agent`` replied with message ``msg_id`` after ``seconds``;
+    ``interrupted`` if :meth:`Agent.interrupt` cut it short."""
+
     type: ClassVar[str] = "reply_finished"
     agent: str
     msg_id: str
@@ -67,6 +75,8 @@ class ReplyFinished(Event):
 
 @attrs.frozen(kw_only=True)
 class ReplyFailed(Event):
+    """``agent``'s reply raised ``error`` (secrets scrubbed) after ``seconds``."""
+
     type: ClassVar[str] = "reply_failed"
     agent: str
     error: str
@@ -75,6 +85,8 @@ class ReplyFailed(Event):
 
 @attrs.frozen(kw_only=True)
 class Observed(Event):
+    """``agent`` took in message ``msg_id`` without replying (a hub delivery)."""
+
     type: ClassVar[str] = "observed"
     agent: str
     msg_id: str
@@ -82,8 +94,9 @@ class Observed(Event):
 
 @attrs.frozen(kw_only=True)
 class ModelCallStarted(Event):
-    """A model call began, for ``agent`` (None: outside any agent's reply) in ``hubs``;
-    ``server_address``/``server_port`` are where it goes (``None`` for an in-process model)."""
+    """A call to ``model`` (``provider:name``) began, for ``agent`` (None: outside any agent's
+    reply) in ``hubs``; ``call_id`` pairs it with its end; ``server_address``/``server_port`` are
+    where it goes (``None`` for an in-process model)."""
 
     type: ClassVar[str] = "model_call_started"
     model: str
@@ -98,9 +111,10 @@ class ModelCallStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class ModelCallFinished(Event):
-    """A model call ended; ``usage`` is what it used (tokens, retries, cost: see
-    :class:`~aopkit.models.Usage`), ``error`` why it failed; the response fields are what the
-    server reported (``None`` if it did not say, or the call failed)."""
+    """The call ``call_id`` ended after ``seconds``, retries included; ``usage`` is what it used
+    (tokens, retries, cost: see :class:`~aopkit.models.Usage`), ``error`` why it failed; the
+    response fields are what the server reported (``None`` if it did not say, or the call
+    failed)."""
 
     type: ClassVar[str] = "model_call_finished"
     model: str
@@ -175,6 +189,8 @@ class Escalated(Event):
 
 @attrs.frozen(kw_only=True)
 class ToolStarted(Event):
+    """A tool call began; ``call_id`` is the model's id for it."""
+
     type: ClassVar[str] = "tool_started"
     tool: str
     call_id: str
@@ -182,6 +198,8 @@ class ToolStarted(Event):
 
 @attrs.frozen(kw_only=True)
 class ToolFinished(Event):
+    """A tool call ended after ``seconds``; ``error`` says why it failed, if it did."""
+
     type: ClassVar[str] = "tool_finished"
     tool: str
     call_id: str
@@ -200,6 +218,8 @@ class ReplyChunk(Event):
 
 @attrs.frozen(kw_only=True)
 class StateSaved(Event):
+    """The state of ``agents`` was saved as session ``session``."""
+
     type: ClassVar[str] = "state_saved"
     session: str
     agents: tuple[str, ...]
@@ -207,6 +227,8 @@ class StateSaved(Event):
 
 @attrs.frozen(kw_only=True)
 class StateLoaded(Event):
+    """The state of ``agents`` was loaded from session ``session``."""
+
     type: ClassVar[str] = "state_loaded"
     session: str
     agents: tuple[str, ...]

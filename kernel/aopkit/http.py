@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
@@ -77,7 +78,9 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    # A date is whole seconds: the wait up to it, rounded up, is never early and is the same
+    # in every run (a recorded session records it alike).
+    return float(max(0, math.ceil(when.timestamp() - time.time())))
 
 
 def provider_message(body: str, content_type: str = "") -> str:

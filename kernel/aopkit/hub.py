@@ -8,9 +8,9 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import AopkitError
+from .errors import AopkitError, ConfigurationError
 from .events import HubJoined, HubLeft, MessageSent
-from .message import Msg, new_id
+from .message import Msg, as_input, as_msg, new_id
 from .usage import Account, checked_budget
 
 if TYPE_CHECKING:
@@ -33,23 +33,27 @@ class MsgHub:
     delivered to all the others, and every participant observes messages in the order they were
     sent, even when several agents reply concurrently.
 
-    ``budget`` limits the model calls of one run (one ``async with``) of the hub: of every
-    participant's replies while it is open; :attr:`usage` is what the run used so far.
+    ``announcement`` (a message, a ``str`` — a user message —, or a list of them) is broadcast
+    to everyone on entry. ``budget`` limits the model calls of one run (one ``async with``) of
+    the hub: of every participant's replies while it is open; :attr:`usage` is what the run used
+    so far.
     """
 
     def __init__(
         self,
         participants: Iterable[Agent] = (),
-        announcement: Msg | Sequence[Msg] | None = None,
+        announcement: Msg | str | Sequence[Msg | str] | None = None,
         *,
         name: str | None = None,
         kernel: Kernel | None = None,
         budget: Budget | None = None,
     ) -> None:
-        self.participants: list[Agent] = list(participants)
-        self.announcement = announcement
-        self.name = name or f"hub-{new_id()}"
-        self._kernel = kernel
+        from .agent import _check_kernel, check_name
+
+        self.participants: list[Agent] = _agents(participants, "MsgHub(participants)")
+        self.announcement = as_input(announcement, "MsgHub(announcement)")
+        self.name = f"hub-{new_id()}" if name is None else check_name(name, "MsgHub")
+        self._kernel = _check_kernel(kernel)
         self._open = False
         self._lock = asyncio.Lock()
         self._deliverer: asyncio.Task[object] | None = None
@@ -84,7 +88,7 @@ class MsgHub:
 
     def add(self, *agents: Agent) -> None:
         """Add participants; they observe messages sent from now on."""
-        new = [a for a in agents if a not in self.participants]
+        new = [a for a in _agents(agents, "MsgHub.add()") if a not in self.participants]
         self.participants.extend(new)
         if self._open:
             self._join(new)
@@ -111,10 +115,11 @@ class MsgHub:
             if kernel.observed:
                 kernel.emit(HubLeft(hub=self.name, agent=agent.name))
 
-    async def broadcast(self, msg: Msg, *, sender: Agent | None = None) -> None:
-        """Deliver ``msg`` to every participant but ``sender``. Messages are delivered one at a
-        time, whole, in the order they were broadcast; a message broadcast by an observer while it
-        observes is delivered right after the current one."""
+    async def broadcast(self, msg: Msg | str, *, sender: Agent | None = None) -> None:
+        """Deliver ``msg`` (a ``str`` is a user message) to every participant but ``sender``.
+        Messages are delivered one at a time, whole, in the order they were broadcast; a message
+        broadcast by an observer while it observes is delivered right after the current one."""
+        msg = as_msg(msg, f"hub {self.name!r}: broadcast(msg)")
         if sender is None:
             kernel = self.kernel
             if kernel.observed:
@@ -166,6 +171,21 @@ class MsgHub:
             )
         if failures:
             raise DeliveryError(self.name, msg, failures)
+
+
+def _agents(agents: Iterable[Agent], where: str) -> list[Agent]:
+    """The agents as a list; anything else is an error naming ``where``."""
+    from .agent import Agent
+
+    if isinstance(agents, (str, bytes)) or not isinstance(agents, Iterable):
+        raise ConfigurationError(f"{where}: expected agents, got {type(agents).__name__}")
+    found = list(agents)
+    for i, agent in enumerate(found):
+        if not isinstance(agent, Agent):
+            raise ConfigurationError(
+                f"{where}[{i}]: expected an aopkit.Agent, got {type(agent).__name__} {agent!r:.80}"
+            )
+    return found
 
 
 def _default() -> Kernel:

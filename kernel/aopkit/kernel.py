@@ -14,7 +14,7 @@ import pluggy
 from . import builtins, hookspecs
 from .blocks import Block
 from .codec import Codec
-from .errors import AopkitError, PluginError
+from .errors import ConfigurationError, DuplicateRegistrationError, PluginError
 from .http import HTTPPool
 from .prices import Price, PriceTable, price_entry
 from .registry import Registry
@@ -122,12 +122,16 @@ class Kernel:
         try:
             name = self.pm.register(plugin, name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(name or _label(plugin), str(exc)) from exc
+            raise PluginError(name or _label(plugin), _one_line(self.pm, exc)) from exc
         except ValueError as exc:  # pluggy: name or object already registered
             first_line = str(exc).splitlines()[0]  # pluggy appends every plugin it knows
             raise PluginError(name or _label(plugin), first_line) from exc
         if name is None:
             return None
+        unknown = _unknown_hooks(self.pm, plugin)
+        if unknown:
+            self.pm.unregister(plugin, name)
+            raise PluginError(name, unknown)
         try:
             for hook_name, (registry, entry) in self._registrars.items():
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
@@ -167,6 +171,8 @@ class Kernel:
             try:
                 plugin = ep.load()
                 self.register(plugin, ep.name)
+            except DuplicateRegistrationError:
+                raise  # which of the two wins must be the user's choice, not load order
             except Exception as exc:
                 error = (
                     exc
@@ -184,7 +190,8 @@ class Kernel:
                 self.distributions[ep.name] = (ep.dist.name, ep.dist.version)
 
     def check_pending(self) -> None:
-        """Raise :class:`PluginError` if a plugin implements a hook no spec defines."""
+        """Raise :class:`PluginError` if a plugin implements a hook no spec defines. (Plugins
+        are checked when they are registered; this catches hooks added to one afterwards.)"""
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -311,9 +318,15 @@ class Kernel:
         policy, ``faults`` its tiers 2-4 (correctors, critics, escalation)."""
         from .config import model_options
 
+        if not isinstance(name, str):
+            raise ConfigurationError(f"a model name is a 'provider:model' str, got {name!r:.80}")
         provider, sep, model = name.partition(":")
-        if not sep or not model:
-            raise AopkitError(f"model names look like 'provider:model', got {name!r}")
+        if not sep or not model or not provider:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ConfigurationError(
+                f"model names look like 'provider:model', got {name!r}; "
+                f"the providers loaded are: {known}"
+            )
         factory = self.models[provider]
         instance = factory(model, kernel=self, **{**model_options(self.config, name), **options})
         if retry is not None:
@@ -337,11 +350,40 @@ def _label(obj: object) -> str:
     return getattr(obj, "__name__", None) or type(obj).__name__
 
 
+def _one_line(pm: pluggy.PluginManager, error: pluggy.PluginValidationError) -> str:
+    """pluggy's complaint about a hook implementation on one line, with the arguments the
+    hook takes: "hook 'event': hookimpl definition: event(evnt); Argument(s) ..."."""
+    first, *rest = str(error).splitlines()
+    hook = first.rpartition(" for ")[2] or first
+    caller = getattr(pm.hook, hook.removeprefix("hook ").strip("'"), None)
+    spec = getattr(caller, "spec", None)
+    takes = f" (the hook takes: {', '.join(spec.argnames)})" if spec is not None else ""
+    return f"{hook}: {'; '.join(rest)}{takes}"
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> str | None:
+    """What is wrong with a plugin implementing hooks no spec defines (a misspelled name),
+    with the closest real hook names; None if every hook it implements exists."""
+    import difflib
+
+    specs = [name for name in vars(hookspecs) if pm.parse_hookspec_opts(hookspecs, name)]
+    problems = []
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.has_spec() or all(i.optionalhook for i in caller.get_hookimpls()):
+            continue
+        close = difflib.get_close_matches(caller.name, specs, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        problems.append(f"implements {caller.name!r}, which is not an aopkit hook{hint}")
+    if not problems:
+        return None
+    return "; ".join(problems) + f" (the hooks are: {', '.join(sorted(specs))})"
+
+
 def _registrar(
     registry: Registry, entry: Callable[..., tuple[str, Any]], plugin: str
 ) -> Callable[..., None]:
-    def register(*args: Any, **kwargs: Any) -> None:
-        registry.add(*entry(*args, **kwargs), plugin)
+    def register(*args: Any, replace: bool = False, **kwargs: Any) -> None:
+        registry.add(*entry(*args, **kwargs), plugin, replace=replace)
 
     return register
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .errors import DecodeError
-from .message import Msg
+from .message import Msg, as_msg
 
 
 class Memory:
@@ -22,15 +22,22 @@ class Memory:
         self._ids: set[str] = set()
         self.extend(messages)
 
-    def add(self, msg: Msg) -> bool:
-        """Store ``msg``; return False if a message with its id is already stored."""
+    def add(self, msg: Msg | str) -> bool:
+        """Store ``msg`` (a ``str`` is a user message); return False if a message with its id
+        is already stored."""
+        if not isinstance(msg, Msg):
+            msg = as_msg(msg, "Memory.add(msg)")
         if msg.id in self._ids:
             return False
         self._ids.add(msg.id)
         self._messages.append(msg)
         return True
 
-    def extend(self, messages: Iterable[Msg]) -> None:
+    def extend(self, messages: Iterable[Msg | str]) -> None:
+        """Store each message in turn (a single message or ``str`` is stored whole, never
+        letter by letter)."""
+        if isinstance(messages, (str, Msg)):
+            messages = [messages]
         for msg in messages:
             self.add(msg)
 

@@ -79,3 +79,32 @@ class Msg:
         if isinstance(kind, str):
             return [b for b in content if b.type == kind]
         return [b for b in content if isinstance(b, kind)]
+
+
+def as_msg(value: object, argument: str = "msg") -> Msg:
+    """``value`` as a message: a ``str`` becomes a user message from ``"user"``; anything but a
+    :class:`Msg` or a ``str`` is a :class:`~aopkit.errors.MessageTypeError` naming ``argument``.
+    Every public entry that takes a message converts with this (or :func:`as_input`)."""
+    if isinstance(value, Msg):
+        return value
+    if isinstance(value, str):
+        return Msg("user", value, "user")
+    from .errors import MessageTypeError
+
+    raise MessageTypeError(argument, value)
+
+
+def as_input(value: object, argument: str = "msg") -> Msg | list[Msg] | None:
+    """What an agent may be given: None, a message, a ``str``, or a list (or tuple) of them;
+    each ``str`` becomes a user message. A list of messages only is returned as it was."""
+    if value is None or isinstance(value, Msg):
+        return value
+    if isinstance(value, str):
+        return Msg("user", value, "user")
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(item, Msg) for item in value):
+            return value if isinstance(value, list) else list(value)
+        return [as_msg(item, f"{argument}[{i}]") for i, item in enumerate(value)]
+    from .errors import MessageTypeError
+
+    raise MessageTypeError(argument, value, "an aopkit.Msg, a str, a list of them, or None")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .agent import Agent, Incoming
+from .agent import Agent, Incoming, check_instance
+from .errors import ConfigurationError
 from .message import Msg
 
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ T = TypeVar("T")
 class ModelAgent(Agent):
     """``ModelAgent("judge", "openai:gpt-4o-mini", sys_prompt="...")``: replies are the model's
     answers to the system prompt plus everything the agent has seen. ``model`` is a model or a
-    ``provider:model`` name; ``faults`` chooses the correctors and critics of its structured
+    ``provider:model`` name (without ``kernel=``, the agent belongs to its model's kernel);
+    ``faults`` chooses the correctors and critics of its structured
     replies (default: the model's policy)."""
 
     def __init__(
@@ -34,10 +36,29 @@ class ModelAgent(Agent):
         memory: Memory | None = None,
         kernel: Kernel | None = None,
     ) -> None:
+        from .faults import FaultPolicy
+
+        if kernel is None and not isinstance(model, str):
+            kernel = getattr(model, "kernel", None)  # the agent joins its model's kernel
         super().__init__(name, memory=memory, kernel=kernel)
+        if not isinstance(model, str) and not callable(model):
+            raise ConfigurationError(
+                f"{type(self).__name__} {name!r}: model must be a 'provider:model' name or a "
+                f"ChatModel, got {type(model).__name__} {model!r:.80}"
+            )
         self.model: ChatModel = self.kernel.model(model) if isinstance(model, str) else model
+        if getattr(self.model, "kernel", self.kernel) is not self.kernel:
+            raise ConfigurationError(
+                f"{type(self).__name__} {name!r}: its model was made by another kernel; make "
+                "it with the agent's kernel (kernel.model(...)) or pass the model's name"
+            )
+        if sys_prompt is not None and not isinstance(sys_prompt, str):
+            raise ConfigurationError(
+                f"{type(self).__name__} {name!r}: sys_prompt must be a str or None, "
+                f"got {type(sys_prompt).__name__}"
+            )
         self.sys_prompt = sys_prompt
-        self.faults = faults
+        self.faults = check_instance(faults, FaultPolicy, "faults", optional=True)
 
     def messages(self) -> list[Msg]:
         """What the model is shown: the system prompt, then the memory."""

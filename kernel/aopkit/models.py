@@ -12,7 +12,7 @@ import attrs
 from .blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
 from .errors import AopkitError
 from .events import ModelCallFinished, ModelCallStarted, Retried
-from .message import Msg, new_id
+from .message import Msg, as_input, new_id
 from .retry import RetryPolicy
 from .structured import strict_loads
 
@@ -263,13 +263,14 @@ class ChatModel:
 
     async def __call__(
         self,
-        messages: Sequence[Msg],
+        messages: Sequence[Msg | str] | str,
         *,
         tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
         tool_choice: ToolChoice | None = None,
         structured: Mapping[str, Any] | None = None,
         stream: bool = False,
     ) -> ChatResponse | AsyncIterator[ChatResponse]:
+        messages = _messages(messages)
         if not messages:
             raise ModelRejected(self.name, NOTHING_TO_SEND)
         specs = [ToolSpec.of(t) for t in tools or ()]
@@ -440,6 +441,13 @@ class _Call:
     @property
     def id(self) -> str:
         return self.tracker.call_id
+
+
+def _messages(given: Sequence[Msg | str] | str) -> list[Msg]:
+    """The conversation a model is called with; a ``str`` (alone or in the list) is a user
+    message."""
+    found = as_input(given, "messages")
+    return [] if found is None else [found] if isinstance(found, Msg) else list(found)
 
 
 class _RetryTracker:

@@ -7,26 +7,33 @@ import copy
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .message import Msg
+from .hub import _agents
+from .message import Msg, as_input
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from .agent import Agent, Input
 
 
-async def sequential(agents: Iterable[Agent], msg: Msg | None = None) -> Msg | None:
-    """Each agent replies to the previous one's reply; returns the last reply."""
-    for agent in agents:
-        msg = await agent(msg)
-    return msg
+async def sequential(agents: Iterable[Agent], msg: Input = None) -> Msg | None:
+    """Each agent replies to the previous one's reply; returns the last reply. ``msg`` may
+    be a ``str`` (a user message)."""
+    found = _agents(agents, "sequential(agents)")
+    current = as_input(msg, "sequential(msg)")
+    for agent in found:
+        current = await agent(current)
+    return current if isinstance(current, Msg) else None
 
 
-async def fanout(agents: Iterable[Agent], msg: Msg | None = None) -> list[Msg]:
-    """All agents reply to ``msg`` concurrently, each to its own copy; replies in agent order.
+async def fanout(agents: Iterable[Agent], msg: Input = None) -> list[Msg]:
+    """All agents reply to ``msg`` (a ``str`` is a user message) concurrently, each to its own
+    copy; replies in agent order.
 
     Every agent runs to completion; if some failed, the first failure is raised afterwards.
     """
+    found = _agents(agents, "fanout(agents)")
+    given = as_input(msg, "fanout(msg)")
     results = await asyncio.gather(
-        *(agent(copy.deepcopy(msg)) for agent in agents), return_exceptions=True
+        *(agent(copy.deepcopy(given)) for agent in found), return_exceptions=True
     )
     for result in results:
         if isinstance(result, BaseException):

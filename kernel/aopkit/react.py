@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from .agent import Incoming
 from .blocks import Block, ToolResultBlock, ToolUseBlock
-from .errors import DecodeError
+from .errors import ConfigurationError, DecodeError
 from .events import MessageSent, ReplyChunk
 from .message import Msg
 from .model_agent import ModelAgent
 from .structured import Target
-from .toolkit import Toolkit
+from .toolkit import Tool, Toolkit
 
 if TYPE_CHECKING:
     from .faults import Fault, FaultPolicy
@@ -34,7 +34,11 @@ CLOSING = (
 
 
 class ReActAgent(ModelAgent):
-    """``ReActAgent("helper", model, toolkit=Toolkit([search, calc]))``.
+    """``ReActAgent("helper", model, tools=[search, calc])``.
+
+    ``tools=`` (a list of functions and :class:`Tool` s) or ``toolkit=`` (a :class:`Toolkit`, or
+    such a list) are the tools; a toolkit built without ``kernel=`` reports its calls to this
+    agent's kernel, so one toolkit can serve agents of several kernels.
 
     Each step the model either calls tools — run concurrently when it asks for several — or
     answers. A step enters memory whole, the calls with one result each, whatever ends it (an
@@ -49,7 +53,8 @@ class ReActAgent(ModelAgent):
         name: str,
         model: ChatModel | str,
         *,
-        toolkit: Toolkit | None = None,
+        toolkit: Toolkit | Iterable[Tool | Callable[..., Any]] | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] | None = None,
         sys_prompt: str | None = None,
         max_iters: int = 10,
         parallel: bool = True,
@@ -62,7 +67,23 @@ class ReActAgent(ModelAgent):
         super().__init__(
             name, model, sys_prompt=sys_prompt, faults=faults, memory=memory, kernel=kernel
         )
-        self.toolkit = toolkit if toolkit is not None else Toolkit(kernel=self.kernel)
+        if toolkit is not None and tools is not None:
+            raise ConfigurationError(
+                f"ReActAgent {name!r}: give toolkit= or tools=, not both "
+                "(tools=[...] is a toolkit of those tools)"
+            )
+        self.toolkit = Toolkit.of(toolkit if tools is None else tools)
+        self.toolkit.usable_by(self.kernel, name)
+        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+            raise ConfigurationError(
+                f"ReActAgent {name!r}: max_iters must be a whole number of steps, at least 1, "
+                f"got {max_iters!r}"
+            )
+        for flag, value in (("parallel", parallel), ("stream", stream)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"ReActAgent {name!r}: {flag} must be True or False")
+        if compress is not None and not callable(compress):
+            raise ConfigurationError(f"ReActAgent {name!r}: compress must be an async function")
         self.max_iters = max_iters
         self.parallel = parallel
         self.stream = stream
@@ -219,7 +240,7 @@ class ReActAgent(ModelAgent):
 
         async def run(index: int, use: ToolUseBlock) -> None:
             started.add(index)
-            results[index] = await self.toolkit.call(use)
+            results[index] = await self.toolkit.call(use, kernel=self.kernel)
 
         try:
             if self.parallel and len(uses) > 1:

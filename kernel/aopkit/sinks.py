@@ -1,14 +1,18 @@
-"""Event sinks an application may register: the CHAT log (loguru) and a JSONL trace file.
+"""Event sinks an application may register: the conversation on a terminal
+(:func:`show_chat`), the CHAT log (loguru) and a JSONL trace file.
 
-The library adds no loguru sink: ``ChatLog`` logs at the ``CHAT`` level (defined when this
-module is imported); the application decides where it goes, for instance with
-``logger.add(sys.stderr, level="CHAT")``.
+The library adds no loguru sink: ``ChatLog`` logs at the ``CHAT`` level (number 22, defined when
+this module is imported); the application decides where it goes, for instance with
+``logger.add(sys.stderr, level=22)`` — the number works even before ``import aopkit``, the name
+``"CHAT"`` only after.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from .blocks import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
@@ -76,6 +80,48 @@ def describe(msg: Msg) -> str:
         else:
             parts.append(f"[{block.type}]")
     return " ".join(parts)
+
+
+SHOW_CHAT = "aopkit-show-chat"  # the plugin name show_chat registers its view under
+
+
+class ChatView:
+    """Writes the conversation to a text file as it happens, one line per message: what
+    :func:`show_chat` registers. No loguru involved."""
+
+    def __init__(self, kernel: Kernel, file: IO[str]) -> None:
+        self.kernel, self.file = kernel, file
+
+    @hookimpl
+    def event(self, event: Event, kernel: Kernel) -> None:
+        if isinstance(event, MessageSent):
+            line = f"{event.msg.name}: {describe(event.msg)}"
+            print(kernel.secrets.redact(line), file=self.file, flush=True)
+
+    def stop(self) -> None:
+        """Stop showing the conversation (doing it twice is harmless)."""
+        if self.kernel.pm.get_plugin(SHOW_CHAT) is self:
+            self.kernel.unregister(SHOW_CHAT)
+
+
+def show_chat(kernel: Kernel | None = None, *, file: IO[str] | None = None) -> Callable[[], None]:
+    """Show ``kernel``'s conversation (default: the default kernel's) live on ``file``
+    (default: ``sys.stderr`` at the time of the call), one line per message, secrets scrubbed.
+
+    Calling it again only changes the file: each message is shown once. Returns the function
+    that stops it."""
+    if kernel is None:
+        from .kernel import default_kernel
+
+        kernel = default_kernel()
+    target = sys.stderr if file is None else file
+    view = kernel.pm.get_plugin(SHOW_CHAT)
+    if isinstance(view, ChatView):
+        view.file = target
+    else:
+        view = ChatView(kernel, target)
+        kernel.register(view, SHOW_CHAT)
+    return view.stop
 
 
 class JsonlTrace:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import inspect
+import re
 import time
 import typing
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +24,13 @@ from .errors import AopkitError, DecodeError
 from .events import ToolFinished, ToolStarted
 from .models import ToolSpec
 from .schema import SchemaError, Schemas
-from .secret import names_a_credential
+from .secret import Secret, Secrets, names_a_credential
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
 Output = str | list[Block]
+VALID_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # what OpenAI, Anthropic and Gemini all accept
 
 
 class ToolError(AopkitError):
@@ -49,14 +53,17 @@ class Tool:
         group: str | None = None,
         thread: bool = False,
     ) -> None:
+        if not callable(func):
+            raise ToolError(f"a tool must be a function or a callable, got {func!r:.80}")
         self.func = func
         self.thread = thread  # run a blocking sync function in a worker thread
-        self.name = name or func.__name__
+        self.name = tool_name(func, name)
         self.preset = dict(preset or {})
         self.group = group
-        self.is_stream = inspect.isasyncgenfunction(func)
-        self.is_async = inspect.iscoroutinefunction(func)
-        summary, arg_docs = parse_docstring(func)
+        code = _code_of(func)
+        self.is_stream = inspect.isasyncgenfunction(code)
+        self.is_async = inspect.iscoroutinefunction(code)
+        summary, arg_docs = parse_docstring(_documented(func, code))
         self.description = description if description is not None else summary
         self.parameters, self._types, self._variadic = self._describe(arg_docs)
         self.spec = ToolSpec(self.name, self.description, self.parameters)
@@ -67,7 +74,7 @@ class Tool:
     def _describe(self, arg_docs: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], bool]:
         signature = inspect.signature(self.func)
         try:
-            hints = typing.get_type_hints(self.func)
+            hints = typing.get_type_hints(_code_of(self.func))
         except NameError as exc:
             raise ToolError(f"tool {self.name!r}: cannot resolve its type hints: {exc}") from None
         unknown = set(self.preset) - set(signature.parameters)
@@ -81,11 +88,12 @@ class Tool:
         types: dict[str, Any] = {}
         schemas = Schemas()
         variadic = False
+        fixed = set(self.func.keywords) if isinstance(self.func, functools.partial) else set()
         for param in signature.parameters.values():
             if param.kind is param.VAR_KEYWORD:
                 variadic = True
                 continue
-            if param.kind is param.VAR_POSITIONAL or param.name in self.preset:
+            if param.kind is param.VAR_POSITIONAL or param.name in {*self.preset, *fixed}:
                 continue
             annotation = hints.get(param.name, Any)
             types[param.name] = annotation
@@ -114,6 +122,8 @@ class Tool:
                 f"tool {self.name!r}: {sorted(unknown)} cannot be changed on an existing tool; "
                 "make a new Tool from the function"
             )
+        if "name" in options:
+            tool_name(self.func, options["name"])
         made = copy.copy(self)
         for key, value in options.items():
             setattr(made, key, value)
@@ -159,6 +169,42 @@ class Tool:
             yield self.func(**kwargs)
 
 
+def tool_name(func: Callable[..., Any], name: str | None = None) -> str:
+    """The name a model calls the tool by: ``name``, else the function's own name (a
+    ``functools.partial`` has its function's; a callable object its class's). It must match
+    ``[a-zA-Z0-9_-]{1,64}``, which every provider accepts: a lambda's ``<lambda>`` does not."""
+    derived = name
+    if derived is None:
+        inner = func.func if isinstance(func, functools.partial) else func
+        derived = getattr(inner, "__name__", None) or type(inner).__name__
+    if not isinstance(derived, str) or not VALID_NAME.fullmatch(derived):
+        given = "" if name is None else "name= "
+        raise ToolError(
+            f"tool {given}{derived!r} is not a valid tool name: models accept only letters, "
+            "digits, '_' and '-', 1 to 64 of them"
+            + ("; pass name=, e.g. Tool(func, name='add')" if name is None else "")
+        )
+    return derived
+
+
+def _documented(func: Callable[..., Any], code: Callable[..., Any]) -> object:
+    """Where the tool's description is: a partial's function, a callable object's class (or
+    its ``__call__`` when the class says nothing)."""
+    if isinstance(func, functools.partial) or inspect.isroutine(func):
+        return code
+    return func if inspect.getdoc(func) else code
+
+
+def _code_of(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function that runs: a partial's function, a callable object's ``__call__``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.isroutine(func) or inspect.isclass(func):
+        return func
+    call: Callable[..., Any] = type(func).__call__.__get__(func)  # a callable object's
+    return call
+
+
 def tool(
     func: Callable[..., Any] | None = None,
     *,
@@ -189,7 +235,13 @@ class Toolkit:
     def __init__(
         self, tools: Iterable[Tool | Callable[..., Any]] = (), *, kernel: Kernel | None = None
     ) -> None:
-        self._kernel = kernel
+        from .agent import _check_kernel
+
+        self._kernel = _check_kernel(kernel)
+        self._users: weakref.WeakSet[Kernel] = weakref.WeakSet()  # kernels that called it
+        self._secrets: list[Callable[[Secrets], None]] = []
+        if isinstance(tools, (str, bytes, Tool)) or not isinstance(tools, Iterable):
+            raise ToolError(f"Toolkit(tools) takes a list of tools, got {tools!r:.80}")
         self.tools: dict[str, Tool] = {}
         self.inactive: set[str] = set()  # groups switched off
         self._specs: list[ToolSpec] | None = None
@@ -198,11 +250,57 @@ class Toolkit:
 
     @property
     def kernel(self) -> Kernel:
+        """The kernel given at construction, else the default one. Agents pass their own
+        kernel to :meth:`call`, so a toolkit built without ``kernel=`` reports each call to
+        the kernel of the agent making it."""
         if self._kernel is None:
             from .kernel import default_kernel
 
-            self._kernel = default_kernel()
+            return default_kernel()
         return self._kernel
+
+    @classmethod
+    def of(cls, tools: Toolkit | Iterable[Tool | Callable[..., Any]] | None) -> Toolkit:
+        """A toolkit, or a new one holding a list of tools and functions (what agents take)."""
+        if isinstance(tools, Toolkit):
+            return tools
+        return cls(() if tools is None else tools)
+
+    def usable_by(self, kernel: Kernel, agent: str) -> None:
+        """Raise unless agents of ``kernel`` may use this toolkit: one built with ``kernel=``
+        belongs to that kernel only."""
+        if self._kernel is not None and self._kernel is not kernel:
+            raise AopkitError(
+                f"agent {agent!r}: its toolkit was built for another kernel (Toolkit(kernel=...))"
+                "; build it without kernel= to share it between kernels, or give the agent "
+                "the toolkit's kernel"
+            )
+
+    def keep_secret(
+        self,
+        *values: Secret | str | None,
+        headers: Mapping[str, str | Secret] | None = None,
+        url: str | None = None,
+    ) -> None:
+        """Credentials the tools carry (values, credential headers, a URL's password): every
+        kernel that runs this toolkit's tools scrubs them from its events, logs and traces."""
+
+        def add(secrets: Secrets) -> None:
+            secrets.add(*values)
+            if headers:
+                secrets.add_headers(headers)
+            if url:
+                secrets.add_url(url)
+
+        self._secrets.append(add)
+        for kernel in {*self._users, *([self._kernel] if self._kernel else [])}:
+            add(kernel.secrets)
+
+    def _use_by(self, kernel: Kernel) -> None:
+        if kernel not in self._users:
+            self._users.add(kernel)
+            for add in self._secrets:
+                add(kernel.secrets)
 
     def add(self, item: Tool | Callable[..., Any], **options: Any) -> Tool:
         """Add a tool (or a function, with :class:`Tool`'s options); names must be unique."""
@@ -216,10 +314,11 @@ class Toolkit:
         self._specs = None
         return made
 
-    def add_registered(self, *names: str) -> None:
-        """Add tools that plugins registered through the ``register_tools`` hook."""
+    def add_registered(self, *names: str, kernel: Kernel | None = None) -> None:
+        """Add tools that plugins registered through the ``register_tools`` hook of ``kernel``
+        (default: :attr:`kernel`)."""
         for name in names:
-            registered = self.kernel.tools[name]
+            registered = (kernel or self.kernel).tools[name]
             self.add(registered if isinstance(registered, Tool) else Tool(registered, name=name))
 
     def remove(self, name: str) -> None:
@@ -243,16 +342,20 @@ class Toolkit:
             self._specs = [t.spec for t in self.tools.values() if t.group not in self.inactive]
         return self._specs
 
-    async def call(self, use: ToolUseBlock) -> ToolResultBlock:
+    async def call(self, use: ToolUseBlock, *, kernel: Kernel | None = None) -> ToolResultBlock:
         """Run ``use`` to the end and return its result (an error result if anything failed,
-        a cancel from within the tool included); cancelling the caller cancels the tool."""
-        results = [result async for result in self.stream(use)]
+        a cancel from within the tool included); cancelling the caller cancels the tool.
+        Its events go to ``kernel`` (agents pass theirs), else to :attr:`kernel`."""
+        results = [result async for result in self.stream(use, kernel=kernel)]
         return results[-1]
 
-    async def stream(self, use: ToolUseBlock) -> AsyncIterator[ToolResultBlock]:
+    async def stream(
+        self, use: ToolUseBlock, *, kernel: Kernel | None = None
+    ) -> AsyncIterator[ToolResultBlock]:
         """Partial results of a streaming tool (each holds everything so far), then the final
         one; a plain tool yields its one result."""
-        kernel = self.kernel
+        kernel = kernel or self.kernel
+        self._use_by(kernel)
         found = self.active(use.name)
         if found is None:
             known = ", ".join(t.name for t in self.tools.values() if t.group not in self.inactive)

@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .agent import Agent, Incoming
+from .errors import ConfigurationError
 from .message import Msg
+from .sinks import describe
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -17,7 +19,10 @@ InputSource = Callable[["UserAgent", Incoming], Awaitable[str | Msg]]
 
 
 async def terminal_input(agent: UserAgent, msg: Incoming) -> str:
-    """Read one line from the terminal (in a thread, so other agents keep running)."""
+    """Show what the others said since the human's last turn, then read one line from the
+    terminal (in a thread, so other agents keep running)."""
+    for line in agent.unseen():
+        print(line, flush=True)
     return await asyncio.to_thread(input, f"{agent.name}: ")
 
 
@@ -34,7 +39,31 @@ class UserAgent(Agent):
         kernel: Kernel | None = None,
     ) -> None:
         super().__init__(name, memory=memory, kernel=kernel)
+        if input is not None and not callable(input):
+            raise ConfigurationError(
+                f"UserAgent {name!r}: input must be an async function (agent, msg) -> str, "
+                f"got {type(input).__name__}"
+            )
         self.input: InputSource = input or terminal_input
+        self._seen: str | None = None  # the id of the last message the human was shown
+
+    def unseen(self) -> list[str]:
+        """One line per message of the others this agent took in since it was last asked
+        (scrubbed of the kernel's secrets); asking again returns only newer ones."""
+        messages = self.memory.messages()
+        start = next(
+            (i + 1 for i in range(len(messages) - 1, -1, -1) if messages[i].id == self._seen),
+            0,  # never asked, or the memory was cleared or trimmed since
+        )
+        new = messages[start:]
+        if new:
+            self._seen = new[-1].id
+        redact = self.kernel.secrets.redact
+        return [redact(f"{m.name}: {describe(m)}") for m in new if m.name != self.name]
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._seen = None
 
     async def reply(self, msg: Incoming) -> Msg:
         said = await self.input(self, msg)

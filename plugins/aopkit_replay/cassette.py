@@ -95,9 +95,9 @@ class Take:
         else the response; and the error, its message redacted of ``secrets``."""
         data: dict[str, Any] = {}
         if stream and (chunks or error is None):
-            data["chunks"] = [codec.dump(c) for c in chunks]
+            data["chunks"] = [_steady(codec.dump(c)) for c in chunks]
         elif chunks:
-            data["response"] = codec.dump(chunks[-1])
+            data["response"] = _steady(codec.dump(chunks[-1]))
         if error is not None:
             kind = next(c for c in ERRORS.values() if isinstance(error, c))
             data["error"] = {
@@ -120,6 +120,15 @@ class Take:
                     model, e["message"], status=status, retry_after=e.get("retry_after")
                 )
             raise cls(model, e["message"], status=status)
+
+
+def _steady(response: dict[str, Any]) -> dict[str, Any]:
+    """A dumped response without what differs between two recordings of the same answer: the
+    seconds the call took (a replayed answer takes none)."""
+    usage = response.get("usage")
+    if isinstance(usage, dict):
+        response["usage"] = {k: v for k, v in usage.items() if k != "seconds"}
+    return response
 
 
 @attrs.define
@@ -240,6 +249,11 @@ class Cassette:
         return self.models[model]
 
     # -- playing ----------------------------------------------------------------------------
+    def recorded(self, key: str) -> int:
+        """How many takes of the request ``key`` are recorded."""
+        entry = self.entries.get(key)
+        return 0 if entry is None else len(entry.takes)
+
     def play(self, key: str) -> Take | None:
         """The next unplayed take of the request ``key``, or None."""
         entry = self.entries.get(key)

@@ -6,7 +6,10 @@ import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 import aopkit
+from aopkit.blocks import Block, ToolUseBlock
 from aopkit.models import Capabilities, ChatModel, ChatResponse, ModelError, ToolChoice, ToolSpec
 from aopkit.secret import Secret
 
@@ -24,6 +27,22 @@ def _sent(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(metadata, dict) and any(k in metadata for k in UNSENT):
         kept["metadata"] = {k: v for k, v in metadata.items() if k not in UNSENT}
     return kept
+
+
+def steady_ids(response: ChatResponse, key: str, take: int) -> ChatResponse:
+    """The response as it is recorded and returned: its id and its tool calls' ids named after
+    the request (``key``), the take and their position. Providers (or their plugins) make up
+    new ids on every call, and tool-call ids come back in the next request, where they would
+    change its fingerprint: renamed, recording the same session twice gives the same file."""
+    content: list[Block] = []
+    calls = 0
+    for block in response.content:
+        if isinstance(block, ToolUseBlock):
+            block = attrs.evolve(block, id=f"call_{key}_{take}_{calls}")
+            calls += 1
+        content.append(block)
+    steady_id = None if response.id is None else f"resp_{key}_{take}"
+    return attrs.evolve(response, content=content, id=steady_id)
 
 
 class ReplayModel(ChatModel):
@@ -148,8 +167,9 @@ class ReplayModel(ChatModel):
         if isinstance(source, Take):
             source.raise_error(self.model)
             return source.chunks[-1]
+        take = self.cassette.recorded(key)
         try:
-            response = await source._complete(**request)
+            response = steady_ids(await source._complete(**request), key, take)
         except ModelError as exc:
             self._record(key, canonical, [], False, exc)
             raise
@@ -172,10 +192,11 @@ class ReplayModel(ChatModel):
             source.raise_error(self.model)
             return
         chunks: list[ChatResponse] = []
+        take = self.cassette.recorded(key)
         try:
             async for chunk in source._stream(**request):
-                chunks.append(chunk)
-                yield chunk
+                chunks.append(steady_ids(chunk, key, take))
+                yield chunks[-1]
         except ModelError as exc:
             self._record(key, canonical, chunks, True, exc)
             raise

@@ -60,12 +60,19 @@ async def test_a_failing_reply_raises_a_clear_error_and_emits_reply_failed(kerne
     assert agent.memory.messages() == [question]
 
 
-async def test_reply_must_return_a_msg(kernel):
-    class Wrong(Agent):
+async def test_reply_must_return_a_msg_or_a_str(kernel):
+    class Plain(Agent):
         async def reply(self, msg):
             return "just a string"
 
-    with pytest.raises(ReplyError, match="reply\\(\\) must return a Msg"):
+    said = await Plain("p", kernel=kernel)()
+    assert (said.name, said.text, said.role) == ("p", "just a string", "assistant")
+
+    class Wrong(Agent):
+        async def reply(self, msg):
+            return 42
+
+    with pytest.raises(ReplyError, match="reply\\(\\) must return a Msg or a str"):
         await Wrong("w", kernel=kernel)()
 
 

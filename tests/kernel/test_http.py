@@ -19,7 +19,9 @@ def test_retry_after_in_seconds_milliseconds_and_http_dates():
     assert retry_after({"Retry-After": "7"}) == 7.0
     assert retry_after({"retry-after-ms": "1500", "Retry-After": "9"}) == 1.5
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28 <= retry_after({"Retry-After": later}) <= 31
+    assert retry_after({"Retry-After": later}) in (29.0, 30.0, 31.0)  # whole seconds, rounded up
+    past = email.utils.formatdate(time.time() - 60, usegmt=True)
+    assert retry_after({"Retry-After": past}) == 0.0
     assert retry_after({"Retry-After": "soon"}) is None
     assert retry_after({}) is None
 

@@ -129,15 +129,16 @@ def test_hookimpl_with_wrong_arguments_is_a_plugin_error(kernel):
         kernel.register(Wrong(), "wrong")
 
 
-def test_check_pending_reports_unknown_hooks(kernel):
+def test_unknown_hooks_are_reported_when_the_plugin_registers(kernel):
     class Typo:
         @hookimpl
         def register_modles(self, register):
             pass
 
-    kernel.register(Typo(), "typo")
-    with pytest.raises(PluginError, match=r"'typo'.*register_modles"):
-        kernel.check_pending()
+    with pytest.raises(PluginError, match=r"'typo'.*register_modles.*'register_models'"):
+        kernel.register(Typo(), "typo")
+    assert kernel.pm.get_plugin("typo") is None
+    kernel.check_pending()  # nothing of it stayed
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import json
 
+import attrs
 import pytest
 
 from aopkit import (
@@ -77,8 +78,15 @@ async def test_replay_returns_what_was_recorded_without_the_model(kernel, later,
 
     player = later.model("replay:scripted:x", cassette=cassette, mode="replay")
     assert player.inner is None
-    assert [await player(hi()), await player(hi("more"), tools=[SEARCH])] == answers
-    assert answers[1] == rich
+    replayed = [await player(hi()), await player(hi("more"), tools=[SEARCH])]
+    # the same answers, but a replayed call takes no time (seconds vary: they are not recorded)
+    assert replayed == [attrs.evolve(a, usage=attrs.evolve(a.usage, seconds=0.0)) for a in answers]
+    # ids are named after the request, so that recording the session again gives the same file
+    key = json.loads(cassette.read_text())["interactions"][1]["fingerprint"]
+    assert [b.id for b in answers[1].tool_uses] == [f"call_{key}_0_0", f"call_{key}_0_1"]
+    assert answers[1].id == f"resp_{key}_0"
+    steady = attrs.evolve(answers[1], id="resp-1", content=rich.content)
+    assert steady == rich
 
 
 async def test_streamed_calls_replay_the_same_chunks(kernel, later, tmp_path):
@@ -88,7 +96,9 @@ async def test_streamed_calls_replay_the_same_chunks(kernel, later, tmp_path):
         "replay:scripted:x", cassette=cassette, mode="record", responses=[final], chunk_size=5
     )
     recorded = [r async for r in await recorder(hi(), stream=True)]
-    assert len(recorded) == 4 and recorded[-1] == final
+    assert len(recorded) == 4 and attrs.evolve(recorded[-1], id="r1") == final
+    key = json.loads(cassette.read_text())["interactions"][0]["fingerprint"]
+    assert {r.id for r in recorded} == {f"resp_{key}_0"}
 
     player = later.model("replay:scripted:x", cassette=cassette)
     assert [r async for r in await player(hi(), stream=True)] == recorded
