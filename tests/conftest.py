@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).parents[1]
 # Third-party plugin distributions the tests install, each found through its entry point.
 DISTRIBUTIONS = {
@@ -47,30 +45,8 @@ def _ensure_installed() -> None:
 _ensure_installed()
 
 
-@pytest.fixture
-async def kernel(tmp_path):
-    """A kernel of its own for each test, with every installed plugin loaded, incidents kept in
-    the test's temporary directory; its HTTP pool is closed afterwards."""
-    from aopkit import Kernel
-
-    kernel = Kernel(environ={"AOPKIT_INCIDENTS": str(tmp_path / "incidents.jsonl")})
-    yield kernel
-    await kernel.aclose()
-
-
-@pytest.fixture
-async def serve():
-    """``await serve(app)`` runs an aiohttp application on loopback and returns its base URL."""
-    from aiohttp.test_utils import TestServer
-
-    servers = []
-
-    async def start(app):
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
-
-    yield start
-    for server in servers:
-        await server.close()
+# The fixtures (kernel, serve, scripted, cassette) come from aopkit's own pytest plugin, loaded
+# by its pytest11 entry point like any user's; it is named here only for an install older than
+# that entry point (naming it twice would register it twice).
+if "aopkit" not in {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}:
+    pytest_plugins = ["aopkit.testing.plugin"]
