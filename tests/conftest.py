@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,21 @@ DISTRIBUTIONS = {
 }
 
 
+def _source_version(path: Path) -> str:
+    found = re.search(r'^version = "([^"]+)"', (path / "pyproject.toml").read_text(), re.M)
+    assert found, f"{path}/pyproject.toml has no version"
+    return found[1]
+
+
 def _ensure_installed() -> None:
+    """Install what is missing or older than its source (a changed plugin bumps its version)."""
     missing = []
     for name, path in DISTRIBUTIONS.items():
         try:
-            importlib.metadata.distribution(name)
+            installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != _source_version(path):
             missing.append(str(path))
     if missing:
         subprocess.run(
