@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import json
 
 import attrs
@@ -19,6 +18,7 @@ from aopkit import (
 from aopkit.errors import AopkitError
 from aopkit.models import ModelRejected, ModelUnavailable
 from aopkit.retry import NO_RETRY
+from aopkit.testing.conformance import WEATHER, growing
 from aopkit.testing.fakes.dashscope import (
     Answer,
     Broken,
@@ -31,15 +31,6 @@ from aopkit_dashscope import MULTIMODAL_PATH, TEXT_PATH, DashScopeModel
 
 KEY = "sk-ds-FAKE-KEY-4b8e21"
 HI = [Msg("sys", "Be brief.", "system"), Msg("user", "hi", "user")]
-WEATHER = {
-    "name": "weather",
-    "description": "Weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 TIME = {"name": "time", "parameters": {"type": "object", "properties": {}}}
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
 
@@ -62,11 +53,6 @@ def model(kernel, fake):
 
 async def collect(stream):
     return [chunk async for chunk in stream]
-
-
-def growing(texts):
-    """Cumulative chunks: each text extends the one before, over several distinct steps."""
-    return len(set(texts)) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
 
 
 async def test_a_call_sends_a_generation_request_and_reads_the_answer(fake, model):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 
 import pytest
@@ -18,20 +17,12 @@ from aopkit import (
 )
 from aopkit.models import ModelRejected, ModelUnavailable
 from aopkit.retry import NO_RETRY
+from aopkit.testing.conformance import WEATHER, growing
 from aopkit.testing.fakes.ollama import Answer, Broken, Failure, FakeOllama, call
 from aopkit_ollama import DEFAULT_BASE_URL, OllamaModel
 
 KEY = "ol-proxy-FAKE-KEY-93c2aa"
 HI = [Msg("sys", "Be brief.", "system"), Msg("user", "hi", "user")]
-WEATHER = {
-    "name": "weather",
-    "description": "Weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 TIME = {"name": "time", "parameters": {"type": "object", "properties": {}}}
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
 REQUIRED = "You must answer by calling one of the tools you are given; do not answer in text."
@@ -55,11 +46,6 @@ def model(kernel, fake):
 
 async def collect(stream):
     return [chunk async for chunk in stream]
-
-
-def growing(texts):
-    """Cumulative chunks: each text extends the one before, over several distinct steps."""
-    return len(set(texts)) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
 
 
 async def test_a_call_sends_a_chat_request_and_reads_the_answer(fake, model):

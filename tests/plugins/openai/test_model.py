@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import itertools
-
 import attrs
 import pytest
 
 from aopkit import Kernel, Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from aopkit.models import ModelRejected, ModelUnavailable
 from aopkit.retry import NO_RETRY, RetryPolicy
+from aopkit.testing.conformance import WEATHER, growing
 from aopkit.testing.fakes.openai import (
     Broken,
     Failure,
@@ -20,15 +19,6 @@ from aopkit_openai import ANSWER_TOOL, DEFAULT_BASE_URL, SCHEMA_NAME, OpenAIMode
 
 KEY = "sk-proj-FAKE-KEY-3e9b1f"
 HI = [Msg("sys", "Be brief.", "system"), Msg("user", "hi", "user")]
-WEATHER = {
-    "name": "weather",
-    "description": "Weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
 FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, max_wait=0.05, jitter=0.0)
 
@@ -51,11 +41,6 @@ def model(kernel, fake):
 
 async def collect(stream):
     return [chunk async for chunk in stream]
-
-
-def growing(texts):
-    """Cumulative chunks: each text extends the one before, over several distinct steps."""
-    return len(set(texts)) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
 
 
 async def test_a_call_posts_chat_completions_and_reads_the_answer(fake, model):
