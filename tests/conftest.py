@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).parents[1]
 # Third-party plugin distributions the tests install, each found through its entry point.
@@ -20,12 +19,21 @@ DISTRIBUTIONS = {
 }
 
 
+def _source_version(path: Path) -> str:
+    found = re.search(r'^version = "([^"]+)"', (path / "pyproject.toml").read_text(), re.M)
+    assert found, f"{path}/pyproject.toml has no version"
+    return found[1]
+
+
 def _ensure_installed() -> None:
+    """Install what is missing or older than its source (a changed plugin bumps its version)."""
     missing = []
     for name, path in DISTRIBUTIONS.items():
         try:
-            importlib.metadata.distribution(name)
+            installed = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed != _source_version(path):
             missing.append(str(path))
     if missing:
         subprocess.run(
@@ -47,30 +55,8 @@ def _ensure_installed() -> None:
 _ensure_installed()
 
 
-@pytest.fixture
-async def kernel(tmp_path):
-    """A kernel of its own for each test, with every installed plugin loaded, incidents kept in
-    the test's temporary directory; its HTTP pool is closed afterwards."""
-    from aopkit import Kernel
-
-    kernel = Kernel(environ={"AOPKIT_INCIDENTS": str(tmp_path / "incidents.jsonl")})
-    yield kernel
-    await kernel.aclose()
-
-
-@pytest.fixture
-async def serve():
-    """``await serve(app)`` runs an aiohttp application on loopback and returns its base URL."""
-    from aiohttp.test_utils import TestServer
-
-    servers = []
-
-    async def start(app):
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
-
-    yield start
-    for server in servers:
-        await server.close()
+# The fixtures (kernel, serve, scripted, cassette) come from aopkit's own pytest plugin, loaded
+# by its pytest11 entry point like any user's; it is named here only for an install older than
+# that entry point (naming it twice would register it twice).
+if "aopkit" not in {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}:
+    pytest_plugins = ["aopkit.testing.plugin"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,6 +49,7 @@ async def test_the_example_plugin_is_its_own_distribution(kernel):
         "models": ["parrot"],
         "correctors": ["strip-bom"],
     }
+    assert rows["acme"]["registered"] == {"models": ["acme"], "formatters": ["acme"]}
     parrot = kernel.model("parrot:any")
     assert (await parrot([aopkit.Msg("u", "polly", "user")])).text == "polly"
     rating = kernel.block_types["example.rating"](stars=4)
@@ -96,3 +98,19 @@ async def test_react_agent_with_tools():
     assert "1250" in total
     assert computed.strip().endswith("1500")
     assert answer.endswith("that is 1500.")
+
+
+def test_the_example_plugin_passes_the_conformance_suite_as_a_third_party_would():
+    """Its own tests, run from its own folder: aopkit's fixtures (no import, through the
+    pytest11 entry point) and the conformance suite with the plugin's adapter."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"],
+        cwd=EXAMPLES / "custom_plugin",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "acme declares it lacks tools" in result.stdout
+    assert " passed, 8 skipped" in result.stdout, result.stdout

@@ -212,12 +212,17 @@ class Request:
         if failure is not None:
             raise failure  # outside the except block: the transport error is not its context
         try:
-            return json.loads(body)
+            answer = json.loads(body)
         except (ValueError, RecursionError):
             failure = ModelUnavailable(
                 self.model, f"the answer was not JSON: {provider_message(body)}", status=status
             )
-        raise failure
+            raise failure from None
+        if not isinstance(answer, dict):  # ``null``, a list: no provider answers with those
+            raise ModelUnavailable(
+                self.model, f"the answer was not a JSON object: {body[:200]!r}", status=status
+            )
+        return answer
 
     async def lines(self) -> AsyncGenerator[bytes, None]:
         """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
@@ -294,16 +299,23 @@ async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, st
     # (as the SSE specification says), so a cut stream shows as a missing final event.
 
 
-async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[Any]:
+def stream_object(data: str | bytes, model: str) -> dict[str, Any]:
+    """One event of a stream, which every provider sends as a JSON object: anything else (cut
+    midway, garbled, ``null``) is a retryable error."""
+    try:
+        event = json.loads(data)
+    except (ValueError, RecursionError):
+        event = None
+    if not isinstance(event, dict):
+        raise ModelUnavailable(model, f"stream cut or garbled: {data[:200]!r}")
+    return event
+
+
+async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[dict[str, Any]]:
     """Objects of a newline-delimited JSON stream; a line cut midway is a retryable error."""
     async for raw in lines:
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            yield json.loads(line)
-        except (ValueError, RecursionError):
-            raise ModelUnavailable(model, f"stream cut or garbled: {line[:200]!r}") from None
+        if line := raw.strip():
+            yield stream_object(line, model)
 
 
 class HTTPChatModel(ChatModel):

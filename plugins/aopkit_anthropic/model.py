@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aopkit.blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock, UnknownBlock
-from aopkit.http import HTTPChatModel, provider_message, sse_events
+from aopkit.http import HTTPChatModel, provider_message, sse_events, stream_object
 from aopkit.models import (
     Capabilities,
     ChatResponse,
@@ -97,10 +97,7 @@ class AnthropicModel(HTTPChatModel):
         payload = await self._payload(messages, tools, tool_choice, structured)
         stream = _Stream(structured is not None)
         async for _, data in sse_events(self.request(PATH, {**payload, "stream": True}).lines()):
-            try:
-                event = json.loads(data)
-            except (ValueError, RecursionError):
-                raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}") from None
+            event = stream_object(data, self.name)
             if event.get("type") == "error":
                 raise _stream_error(self.name, data, event, self.api_key)
             if stream.feed(event):

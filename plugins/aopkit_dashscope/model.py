@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aopkit.blocks import Block, TextBlock, ToolUseBlock
 from aopkit.errors import AopkitError
 from aopkit.formatting import with_instruction
-from aopkit.http import HTTPChatModel, Request, error_for_status
+from aopkit.http import HTTPChatModel, Request, error_for_status, stream_object
 from aopkit.message import new_id
 from aopkit.models import (
     Capabilities,
@@ -184,11 +184,7 @@ class DashScopeModel(HTTPChatModel):
                     raise error_for_status(
                         self.name, status if status >= 400 else 500, {}, data, self.kernel.secrets
                     )
-                try:
-                    event = json.loads(data)
-                except (ValueError, RecursionError):
-                    raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}") from None
-                yield event
+                yield stream_object(data, self.name)
             elif not line:
                 kind, status = "result", 200
 

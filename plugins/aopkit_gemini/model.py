@@ -19,7 +19,7 @@ from aopkit.blocks import (
     ToolUseBlock,
     VideoBlock,
 )
-from aopkit.http import HTTPChatModel, error_for_status, sse_events
+from aopkit.http import HTTPChatModel, error_for_status, sse_events, stream_object
 from aopkit.message import new_id
 from aopkit.models import (
     Capabilities,
@@ -177,11 +177,7 @@ class GeminiModel(HTTPChatModel):
         request = self.request(f"{self.path}:streamGenerateContent?alt=sse", payload)
         reader = _Reader(self)
         async for _, data in sse_events(request.lines()):
-            try:
-                chunk = json.loads(data)
-            except (ValueError, RecursionError):
-                raise ModelUnavailable(self.name, f"garbled stream event: {data[:200]!r}") from None
-            reader.add(chunk)
+            reader.add(stream_object(data, self.name))
             if reader.finish is None:
                 yield reader.response()
         # There is no end marker: the last chunk is the one whose candidate has a finishReason.

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aopkit.blocks import Block, TextBlock, ThinkingBlock, ToolUseBlock
-from aopkit.http import HTTPChatModel, provider_message, sse_events
+from aopkit.http import HTTPChatModel, provider_message, sse_events, stream_object
 from aopkit.message import new_id
 from aopkit.models import (
     Capabilities,
@@ -128,12 +128,7 @@ class OpenAIModel(HTTPChatModel):
             if data == DONE:
                 done = True
                 continue
-            try:
-                chunk = json.loads(data)
-            except (ValueError, RecursionError):
-                chunk = None
-            if not isinstance(chunk, dict):
-                raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}")
+            chunk = stream_object(data, self.name)
             if isinstance(chunk.get("error"), Mapping):
                 raise _error(self.name, data, chunk["error"], self.api_key)
             if stream.feed(chunk):

@@ -5,7 +5,14 @@ import time
 import pytest
 from aiohttp import web
 
-from aopkit.http import Request, ndjson, provider_message, retry_after, sse_events
+from aopkit.http import (
+    Request,
+    ndjson,
+    provider_message,
+    retry_after,
+    sse_events,
+    stream_object,
+)
 from aopkit.models import ModelRejected, ModelUnavailable
 from aopkit.secret import Secret, redact
 
@@ -75,6 +82,31 @@ async def test_ndjson_garbled_line_is_a_retryable_error():
         async for obj in ndjson(stream, "m"):
             seen.append(obj)
     assert seen == [{"a": 1}]
+
+
+@pytest.mark.parametrize("data", [b"null", b"[1, 2]", b'"text"', b"42", b'{"a": '])
+def test_a_stream_event_that_is_not_a_json_object_is_retryable(data):
+    with pytest.raises(ModelUnavailable, match="stream cut or garbled"):
+        stream_object(data, "m")
+    assert stream_object(b'{"a": [1]}', "m") == {"a": [1]}
+
+
+async def test_ndjson_null_line_is_a_retryable_error():
+    with pytest.raises(ModelUnavailable, match="stream cut or garbled: b'null'"):
+        [obj async for obj in ndjson(lines_of(b'{"a": 1}\n', b"null\n"), "m")]
+
+
+@pytest.mark.parametrize("body", ["null", "[]", '"ok"', "7"])
+async def test_an_answer_that_is_not_a_json_object_is_retryable(kernel, serve, body):
+    async def answer(request):
+        return web.Response(text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    request = Request("p:m", kernel.pool, await serve(app), {}, secrets=kernel.secrets)
+    with pytest.raises(ModelUnavailable, match="not a JSON object") as info:
+        await request.send()
+    assert info.value.status == 200
 
 
 async def test_requests_map_statuses_and_never_leak_the_key(kernel, serve):

@@ -18,8 +18,8 @@ from aopkit import (
     URLSource,
     VideoBlock,
 )
+from aopkit.testing.fakes.anthropic import text, validate_request
 from aopkit_anthropic import AnthropicModel
-from tests.plugins.anthropic.fake_server import text, validate_request
 
 CAPS = AnthropicModel.capabilities
 PNG = base64.b64decode(

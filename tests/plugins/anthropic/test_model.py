@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import json
 
 import attrs
@@ -16,9 +15,9 @@ from aopkit import (
     UnknownBlock,
 )
 from aopkit.models import ModelRejected, ModelUnavailable
-from aopkit.retry import NO_RETRY, RetryPolicy
-from aopkit_anthropic import ANSWER_TOOL, AnthropicModel
-from tests.plugins.anthropic.fake_server import (
+from aopkit.retry import NO_RETRY
+from aopkit.testing.conformance import WEATHER, growing
+from aopkit.testing.fakes.anthropic import (
     Broken,
     Failure,
     FakeAnthropic,
@@ -28,18 +27,10 @@ from tests.plugins.anthropic.fake_server import (
     thinking,
     tool_use,
 )
+from aopkit_anthropic import ANSWER_TOOL, AnthropicModel
 
 KEY = "sk-ant-FAKE-KEY-7c1d9e"
 HI = [Msg("sys", "Be brief.", "system"), Msg("user", "hi", "user")]
-WEATHER = {
-    "name": "weather",
-    "description": "Weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
 
 
@@ -61,11 +52,6 @@ def model(kernel, fake):
 
 async def collect(stream):
     return [chunk async for chunk in stream]
-
-
-def growing(texts):
-    """Cumulative chunks: each text extends the one before, over several distinct steps."""
-    return len(set(texts)) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
 
 
 async def test_a_call_sends_a_messages_request_and_reads_the_answer(fake, model):
@@ -213,19 +199,6 @@ async def test_streamed_tool_arguments_are_assembled_from_fragments(fake, model)
     assert chunks[-1].finish_reason == "tool_use"
 
 
-async def test_a_stream_cut_before_message_stop_is_retryable(fake, model):
-    fake.then(Broken(message(text("Hello there, world")), after=6))
-    with pytest.raises(ModelUnavailable, match="stream cut") as info:
-        await collect(await model()(HI, stream=True))
-    assert info.value.retryable
-
-
-async def test_a_cut_stream_is_retried_from_the_start(fake, model):
-    fake.then(Broken(message(text("Hello there")), after=5), message(text("Hello there")))
-    chunks = await collect(await model(retry=RetryPolicy(initial=0, jitter=0))(HI, stream=True))
-    assert chunks[-1].text == "Hello there" and len(fake.requests) == 2
-
-
 @pytest.mark.parametrize(
     ("kind", "error"),
     [("overloaded_error", ModelUnavailable), ("invalid_request_error", ModelRejected)],
@@ -241,42 +214,6 @@ async def test_overloaded_529_is_retryable_with_the_api_message(fake, model):
     with pytest.raises(ModelUnavailable) as info:
         await model()(HI)
     assert info.value.status == 529 and info.value.message == "overloaded_error: Overloaded"
-
-
-async def test_rate_limit_429_carries_retry_after(fake, model):
-    fake.then(Failure(429, "rate_limit_error", "Number of requests exceeded", {"retry-after": "7"}))
-    with pytest.raises(ModelUnavailable, match="rate_limit_error") as info:
-        await model()(HI)
-    assert info.value.retry_after == 7.0
-
-
-async def test_overloaded_then_fine_is_retried(fake, model):
-    fake.then(Failure(529, "overloaded_error", "Overloaded"), message(text("fine")))
-    response = await model(retry=RetryPolicy(initial=0, jitter=0))(HI)
-    assert response.text == "fine" and len(fake.requests) == 2
-
-
-async def test_bad_requests_are_rejected_with_the_api_message(fake, model):
-    fake.then(Failure(400, "invalid_request_error", "max_tokens: 100000 > 64000, the maximum"))
-    with pytest.raises(
-        ModelRejected, match="invalid_request_error: max_tokens: 100000 > 64000"
-    ) as info:
-        await model()(HI)
-    assert info.value.status == 400 and not info.value.retryable
-
-
-@pytest.mark.parametrize("stream", [False, True])
-async def test_the_key_never_shows_in_reprs_or_errors(fake, model, stream):
-    fake.then(Failure(401, "authentication_error", "invalid x-api-key: {key}"))
-    chat = model()
-    with pytest.raises(ModelRejected) as info:
-        response = await chat(HI, stream=stream)
-        if stream:
-            await collect(response)
-    assert fake.headers[0]["x-api-key"] == KEY  # the server did get it, and echoed it back
-    assert "invalid x-api-key: ***" in str(info.value)
-    assert KEY not in str(info.value) and KEY not in repr(info.value)
-    assert KEY not in repr(chat) and KEY not in repr(vars(chat))
 
 
 async def test_structured_output_through_a_forced_tool(fake, model):

@@ -17,9 +17,9 @@ from aopkit import (
     URLSource,
     VideoBlock,
 )
+from aopkit.testing.fakes.dashscope import validate_request
 from aopkit_dashscope import DashScopeModel
 from aopkit_dashscope.model import MULTIMODAL
-from tests.plugins.dashscope.fake_server import validate_request
 
 TEXT = DashScopeModel.capabilities
 PNG = base64.b64decode(

@@ -2,8 +2,8 @@ import copy
 
 import pytest
 
+from aopkit.testing.fakes.gemini import SCHEMA_FIELDS, _schema_problems
 from aopkit_gemini import SchemaError, to_gemini_schema
-from tests.plugins.gemini.fake_server import SCHEMA_FIELDS, _schema_problems
 
 STRING = {"type": "STRING"}
 

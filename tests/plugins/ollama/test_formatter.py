@@ -17,8 +17,8 @@ from aopkit import (
     URLSource,
     VideoBlock,
 )
+from aopkit.testing.fakes.ollama import validate_request
 from aopkit_ollama import OllamaModel
-from tests.plugins.ollama.fake_server import validate_request
 
 CAPS = OllamaModel.capabilities
 PNG = base64.b64decode(

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from aopkit import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock, UnknownBlock
 from aopkit.blocks import AudioBlock, Base64Source, ImageBlock, URLSource, VideoBlock
+from aopkit.testing.fakes.openai import check_request
 from aopkit_openai import OpenAIFormatter, OpenAIModel, OpenAIMultiAgentFormatter, wire_name
-from tests.plugins.openai.fake_server import check_request
 
 CAPS = OpenAIModel.capabilities
 PNG = b"\x89PNG\r\n\x1a\n fake png bytes"

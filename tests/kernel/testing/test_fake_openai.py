@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from tests.plugins.openai.fake_server import FakeOpenAI, call, chunks, completion
+from aopkit.testing.fakes.openai import FakeOpenAI, call, chunks, completion
 
 BODY = completion(
     "Hello there",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugins.anthropic.fake_server import text, validate_request
+from aopkit.testing.fakes.anthropic import text, validate_request
 
 
 def request(*messages, **fields):

@@ -18,6 +18,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from aopkit.testing.fakes.base import FakeServer
+
 PATH = "/api/chat"
 CREATED = "2025-06-01T12:00:00.000000Z"
 
@@ -36,7 +38,7 @@ class Answer:
     thinking: str = ""
     calls: tuple[dict[str, Any], ...] = ()
     done_reason: str = "stop"
-    counts: tuple[int, int] = (26, 12)  # prompt_eval_count, eval_count
+    counts: tuple[int, int] | None = (26, 12)  # prompt_eval_count, eval_count; None: left out
 
 
 @attrs.frozen
@@ -45,6 +47,7 @@ class Failure:
 
     status: int
     error: str
+    headers: dict[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -63,17 +66,21 @@ Reply = Answer | Failure | Broken
 
 
 def _stats(answer: Answer) -> dict[str, Any]:
-    prompt, output = answer.counts
-    return {
+    stats: dict[str, Any] = {
         "done_reason": answer.done_reason,
         "done": True,
         "total_duration": 4883583458,
         "load_duration": 1334875,
-        "prompt_eval_count": prompt,
-        "prompt_eval_duration": 342546000,
-        "eval_count": output,
-        "eval_duration": 4535599000,
     }
+    if answer.counts is not None:
+        prompt, output = answer.counts
+        stats.update(
+            prompt_eval_count=prompt,
+            prompt_eval_duration=342546000,
+            eval_count=output,
+            eval_duration=4535599000,
+        )
+    return stats
 
 
 def answer_body(model: str, answer: Answer) -> dict[str, Any]:
@@ -94,7 +101,7 @@ def lines(model: str, answer: Answer) -> Iterator[dict[str, Any]]:
     """The objects of a streamed answer."""
     head = {"model": model, "created_at": CREATED}
     for piece in _pieces(answer.thinking, 5):
-        message = {"role": "assistant", "content": "", "thinking": piece}
+        message: dict[str, Any] = {"role": "assistant", "content": "", "thinking": piece}
         yield {**head, "message": message, "done": False}
     for piece in _pieces(answer.text, 4):
         yield {**head, "message": {"role": "assistant", "content": piece}, "done": False}
@@ -139,34 +146,21 @@ def validate_request(body: dict[str, Any]) -> None:
 
 
 # -- the server ---------------------------------------------------------------------------------
-class FakeOllama:
-    """``base_url = await fake.start(serve)``; script answers with :meth:`then`; what it got is
-    in ``requests`` (JSON bodies) and ``headers``. ``key`` makes it require a Bearer token, as a
-    proxy in front of Ollama would; ``models`` are the models it has."""
+class FakeOllama(FakeServer):
+    """Answers with the scripted replies in order (``Answer("ok")`` once they run out). ``key``
+    makes it require a Bearer token, as a proxy in front of Ollama would; ``models`` are the
+    models it has."""
+
+    routes = (PATH,)
 
     def __init__(
         self, *replies: Reply, key: str = "", models: tuple[str, ...] = ("llama3.2", "qwen3")
     ) -> None:
-        self.replies: list[Reply] = list(replies)
+        super().__init__(*replies)
         self.key = key
         self.models = models
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
 
-    def then(self, *replies: Reply) -> FakeOllama:
-        self.replies.extend(replies)
-        return self
-
-    async def start(self, serve: Any) -> str:
-        app = web.Application()
-        app.router.add_post(PATH, self.handle)
-        base_url: str = await serve(app)
-        return base_url
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if self.key and given != self.key:
             return self.error(Failure(401, "unauthorized"))
@@ -177,7 +171,7 @@ class FakeOllama:
         model = body["model"]
         if model not in self.models:
             return self.error(Failure(404, f"model '{model}' not found"))
-        reply = self.replies.pop(0) if self.replies else Answer("ok")
+        reply = self.next_reply(Answer("ok"))
         if isinstance(reply, Failure):
             return self.error(reply, given)
         if body.get("stream", True) is False:
@@ -200,6 +194,5 @@ class FakeOllama:
 
     @staticmethod
     def error(failure: Failure, key: str = "") -> web.Response:
-        return web.json_response(
-            {"error": failure.error.replace("{key}", key)}, status=failure.status
-        )
+        body = {"error": failure.error.replace("{key}", key)}
+        return web.json_response(body, status=failure.status, headers=failure.headers)

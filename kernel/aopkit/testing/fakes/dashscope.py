@@ -21,6 +21,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from aopkit.testing.fakes.base import FakeServer
+
 TEXT_PATH = "/api/v1/services/aigc/text-generation/generation"
 MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 PART_KEYS = frozenset({"text", "image", "audio", "video"})
@@ -43,7 +45,7 @@ class Answer:
     reasoning: str = ""
     calls: tuple[dict[str, str], ...] = ()
     finish: str | None = None  # "tool_calls" when there are calls, else "stop"
-    usage: tuple[int, int] = (12, 7)
+    usage: tuple[int, int] | None = (12, 7)  # None: not reported
 
     @property
     def finish_reason(self) -> str:
@@ -100,11 +102,21 @@ def answer_body(answer: Answer, parts: bool) -> dict[str, Any]:
             }
             for i, c in enumerate(answer.calls)
         ]
-    prompt, output = answer.usage
     return {
         "output": {"choices": [{"finish_reason": answer.finish_reason, "message": message}]},
-        "usage": {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output},
+        **_usage(answer.usage, last=True, n=0),
         "request_id": _request_id(),
+    }
+
+
+def _usage(usage: tuple[int, int] | None, *, last: bool, n: int) -> dict[str, Any]:
+    """The ``usage`` of a body or of the ``n``-th frame of a stream (counting up to the end)."""
+    if usage is None:
+        return {}
+    prompt, output = usage
+    spent = output if last else min(n, output)
+    return {
+        "usage": {"input_tokens": prompt, "output_tokens": spent, "total_tokens": prompt + spent}
     }
 
 
@@ -115,7 +127,6 @@ def _pieces(text: str, size: int) -> list[str]:
 def events(answer: Answer, parts: bool) -> Iterator[dict[str, Any]]:
     """The ``data`` objects of a streamed answer, fragmented as DashScope fragments them."""
     request_id = _request_id()
-    prompt, output = answer.usage
     deltas: list[dict[str, Any]] = []
     for piece in _pieces(answer.reasoning, 5):
         deltas.append({"content": _content("", parts), "reasoning_content": piece})
@@ -143,11 +154,7 @@ def events(answer: Answer, parts: bool) -> Iterator[dict[str, Any]]:
                     }
                 ]
             },
-            "usage": {
-                "input_tokens": prompt,
-                "output_tokens": output if last else min(n, output),
-                "total_tokens": prompt + (output if last else min(n, output)),
-            },
+            **_usage(answer.usage, last=last, n=n),
             "request_id": request_id,
         }
 
@@ -224,35 +231,19 @@ def _check_media(value: str) -> None:
 
 
 # -- the server ---------------------------------------------------------------------------------
-class FakeDashScope:
-    """``base_url = await fake.start(serve)``; script answers with :meth:`then`; what it got is
-    in ``requests`` (JSON bodies), ``paths`` and ``headers``. ``blank_lines=False`` frames the
-    stream without blank lines between events (DashScope's own client copes with both)."""
+class FakeDashScope(FakeServer):
+    """Answers with the scripted replies in order (``Answer("ok")`` once they run out).
+    ``key``: the key it expects; ``blank_lines=False`` frames the stream without blank lines
+    between events (DashScope's own client copes with both)."""
+
+    routes = (TEXT_PATH, MULTIMODAL_PATH)
 
     def __init__(self, *replies: Reply, key: str = "", blank_lines: bool = True) -> None:
-        self.replies: list[Reply] = list(replies)
+        super().__init__(*replies)
         self.key = key
         self.blank_lines = blank_lines
-        self.requests: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        self.headers: list[dict[str, str]] = []
 
-    def then(self, *replies: Reply) -> FakeDashScope:
-        self.replies.extend(replies)
-        return self
-
-    async def start(self, serve: Any) -> str:
-        app = web.Application()
-        app.router.add_post(TEXT_PATH, self.handle)
-        app.router.add_post(MULTIMODAL_PATH, self.handle)
-        base_url: str = await serve(app)
-        return base_url
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        self.paths.append(request.path)
-        self.headers.append(dict(request.headers))
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         sse = request.headers.get("X-DashScope-SSE") == "enable"
         multimodal = request.path == MULTIMODAL_PATH
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -264,7 +255,7 @@ class FakeDashScope:
             validate_request(body, multimodal=multimodal, sse=sse)
         except AssertionError as exc:
             return await self.error(request, Failure(400, "InvalidParameter", str(exc)), sse)
-        reply = self.replies.pop(0) if self.replies else Answer("ok")
+        reply = self.next_reply(Answer("ok"))
         if isinstance(reply, Failure):
             return await self.error(request, reply, sse, given)
         if not sse:

@@ -10,10 +10,13 @@ error bodies.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from aopkit.testing.fakes.base import FakeServer
 
 SCHEMA_FIELDS = frozenset(
     {
@@ -76,39 +79,32 @@ class Reply:
     cut: bool = False
 
 
-@dataclass
-class Seen:
-    model: str
-    method: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    json: dict[str, Any]
+class FakeGemini(FakeServer):
+    """Answers with the scripted replies in order. ``key``: the key it expects in the
+    ``x-goog-api-key`` header; ``echo_key``: a careless proxy that echoes the key it got in its
+    error bodies."""
 
+    routes = ("/v1beta/models/{target}",)
 
-class FakeGemini:
     def __init__(self, key: str = "test-key", echo_key: bool = False) -> None:
+        super().__init__()
         self.key = key
-        self.echo_key = echo_key  # a careless proxy that echoes the key in its error bodies
-        self.base_url = ""  # set by the test once the app is served
-        self.replies: list[Reply] = []
-        self.requests: list[Seen] = []
-        self.app = web.Application()
-        self.app.router.add_post("/v1beta/models/{target}", self.handle)
+        self.echo_key = echo_key
 
-    def answer(self, *replies: Reply | dict[str, Any]) -> None:
-        self.replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
+    def answer_with(self, *replies: Reply | dict[str, Any]) -> None:
+        """Whole answers (a ``GenerateContentResponse``, or a :class:`Reply`), in order."""
+        self.then(*(r if isinstance(r, Reply) else Reply(r) for r in replies))
 
     def stream(self, *events: Any, cut: bool = False) -> None:
-        self.replies.append(Reply(events=list(events), cut=cut))
+        """A streamed answer of these events (``cut``: ended midway through one more)."""
+        self.then(Reply(events=list(events), cut=cut))
 
     @property
     def last(self) -> dict[str, Any]:
-        return self.requests[-1].json
+        return self.requests[-1]
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        model, _, method = request.match_info["target"].rpartition(":")
-        body = await request.json()
-        self.requests.append(Seen(model, method, dict(request.query), dict(request.headers), body))
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        method = request.match_info["target"].rpartition(":")[2]
         key = request.headers.get("x-goog-api-key")
         if key != self.key:
             message = "API key not valid. Please pass a valid API key."
@@ -118,7 +114,7 @@ class FakeGemini:
         if problems := list(_problems(body)):
             message = "\n".join(problems)
             return web.json_response(error_body(400, "INVALID_ARGUMENT", message), status=400)
-        reply = self.replies.pop(0)
+        reply = self.next_reply(Reply(chunk({"text": "ok"}, finish="STOP")))
         if reply.events is None:
             return web.json_response(reply.body, status=reply.status, headers=reply.headers)
         if method != "streamGenerateContent" or request.query.get("alt") != "sse":
@@ -136,7 +132,7 @@ class FakeGemini:
         return response
 
 
-def _problems(body: dict[str, Any]):
+def _problems(body: dict[str, Any]) -> Iterator[str]:
     """What the real service would reject in a request (the checks these tests rely on)."""
     for i, content in enumerate(body.get("contents", [])):
         if content.get("role") not in ("user", "model"):
@@ -156,7 +152,7 @@ def _problems(body: dict[str, Any]):
         yield from _schema_problems(schema, "generation_config.response_schema")
 
 
-def _schema_problems(schema: dict[str, Any], where: str):
+def _schema_problems(schema: dict[str, Any], where: str) -> Iterator[str]:
     for key in schema:
         if key not in SCHEMA_FIELDS:
             yield f"Invalid JSON payload received. Unknown name \"{key}\" at '{where}'"

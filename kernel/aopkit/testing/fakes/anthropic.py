@@ -18,6 +18,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from aopkit.testing.fakes.base import FakeServer
+
 API_VERSION = "2023-06-01"
 BLOCK_TYPES = frozenset(
     {"text", "image", "thinking", "redacted_thinking", "tool_use", "tool_result"}
@@ -45,11 +47,11 @@ def redacted(data: str) -> dict[str, Any]:
 def message(
     *content: dict[str, Any],
     stop_reason: str = "end_turn",
-    usage: tuple[int, int] = (12, 7),
+    usage: tuple[int, int] | None = (12, 7),
     cache_read: int = 0,
 ) -> dict[str, Any]:
-    """A Message body as the API returns it."""
-    return {
+    """A Message body as the API returns it (``usage=None``: none reported)."""
+    body: dict[str, Any] = {
         "id": f"msg_fake{next(_ids):04d}",
         "type": "message",
         "role": "assistant",
@@ -57,13 +59,15 @@ def message(
         "content": list(content),
         "stop_reason": stop_reason,
         "stop_sequence": None,
-        "usage": {
+    }
+    if usage is not None:
+        body["usage"] = {
             "input_tokens": usage[0],
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": cache_read,
             "output_tokens": usage[1],
-        },
-    }
+        }
+    return body
 
 
 @attrs.frozen
@@ -100,8 +104,10 @@ def _chunks(value: str, size: int) -> list[str]:
 
 def events(msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The SSE events of a Message, fragmented as the API fragments them."""
-    usage = msg["usage"]
-    head = {**msg, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    usage = msg.get("usage")
+    head = {**msg, "content": [], "stop_reason": None}
+    if usage is not None:
+        head["usage"] = {**usage, "output_tokens": 1}
     yield {"type": "message_start", "message": head}
     yield {"type": "ping"}
     for index, block in enumerate(msg["content"]):
@@ -128,11 +134,9 @@ def events(msg: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for delta in deltas:
             yield {"type": "content_block_delta", "index": index, "delta": delta}
         yield {"type": "content_block_stop", "index": index}
-    yield {
-        "type": "message_delta",
-        "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
-        "usage": {"output_tokens": usage["output_tokens"]},
-    }
+    delta = {"stop_reason": msg["stop_reason"], "stop_sequence": None}
+    counted = {} if usage is None else {"usage": {"output_tokens": usage["output_tokens"]}}
+    yield {"type": "message_delta", "delta": delta, **counted}
     yield {"type": "message_stop"}
 
 
@@ -233,29 +237,13 @@ def validate_request(body: dict[str, Any]) -> None:
 
 
 # -- the server --------------------------------------------------------------------------------
-class FakeAnthropic:
-    """``base_url = await fake.start(serve)``; script answers with :meth:`then`; what it got is
-    in ``requests`` (JSON bodies) and ``headers``."""
+class FakeAnthropic(FakeServer):
+    """Answers with the scripted replies in order (``message(text("ok"))`` once they run out);
+    refuses a request without a key or with another API version, as the API does."""
 
-    def __init__(self, *replies: Reply) -> None:
-        self.replies: list[Reply] = list(replies)
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
+    routes = ("/v1/messages",)
 
-    def then(self, *replies: Reply) -> FakeAnthropic:
-        self.replies.extend(replies)
-        return self
-
-    async def start(self, serve: Any) -> str:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self.handle)
-        base_url: str = await serve(app)
-        return base_url
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+    async def answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         key = request.headers.get("x-api-key")
         if not key:
             return self.error(Failure(401, "authentication_error", "x-api-key header is required"))
@@ -265,7 +253,7 @@ class FakeAnthropic:
             validate_request(body)
         except Exception as exc:  # pydantic's ValidationError or a broken turn rule
             return self.error(Failure(400, "invalid_request_error", str(exc)))
-        reply = self.replies.pop(0) if self.replies else message(text("ok"))
+        reply = self.next_reply(message(text("ok")))
         if isinstance(reply, Failure):
             return self.error(reply, key)
         if not body.get("stream"):

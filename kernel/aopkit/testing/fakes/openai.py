@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from aopkit.testing.fakes.base import FakeServer
+
 _ids = itertools.count(1)
 CREATED = 1_700_000_000
 
@@ -81,15 +83,15 @@ def completion(
     reasoning: str | None = None,
     refusal: str | None = None,
     finish_reason: str | None = None,
-    usage: tuple[int, int] = (11, 7),
+    usage: tuple[int, int] | None = (11, 7),
 ) -> dict[str, Any]:
-    """A ``chat.completion`` body as the API returns it."""
+    """A ``chat.completion`` body as the API returns it (``usage=None``: none reported)."""
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": refusal}
     if tool_calls:
         message["tool_calls"] = tool_calls
     if reasoning is not None:
         message["reasoning_content"] = reasoning  # DeepSeek's field, beside content
-    return {
+    body: dict[str, Any] = {
         "id": f"chatcmpl-fake{next(_ids):04d}",
         "object": "chat.completion",
         "created": CREATED,
@@ -103,12 +105,14 @@ def completion(
                 "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
             }
         ],
-        "usage": {
+    }
+    if usage is not None:
+        body["usage"] = {
             "prompt_tokens": usage[0],
             "completion_tokens": usage[1],
             "total_tokens": usage[0] + usage[1],
-        },
-    }
+        }
+    return body
 
 
 @attrs.frozen
@@ -186,7 +190,7 @@ def chunks(body: dict[str, Any], usage: bool, interleave: bool = False) -> Itera
     for fragment in ordered:
         yield chunk({"tool_calls": [fragment]})
     yield chunk({}, choice["finish_reason"])
-    if usage:
+    if usage and "usage" in body:
         yield {**head, "choices": [], "usage": body["usage"]}
 
 
@@ -195,31 +199,20 @@ def sse(data: Any) -> bytes:
 
 
 # -- the server --------------------------------------------------------------------------------
-class FakeOpenAI:
-    """Answers with the scripted ``replies`` in order; keeps every request's body and headers.
-    ``key``: the key it expects (401 with the API's body otherwise); None takes any or none."""
+class FakeOpenAI(FakeServer):
+    """Answers with the scripted replies in order. ``key``: the key it expects (401 with the
+    API's body otherwise); None takes any or none. ``allow``: message keys outside the official
+    types that a compatible server takes."""
+
+    routes = ("/v1/chat/completions",)
+    base_path = "/v1"
 
     def __init__(self, *replies: Reply, key: str | None = None) -> None:
-        self.replies: list[Reply] = list(replies)
+        super().__init__(*replies)
         self.key = key
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.allow: frozenset[str] = frozenset()  # message keys a compatible server takes
-        self.base_url = ""
+        self.allow: frozenset[str] = frozenset()
 
-    def add(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    async def start(self, serve: Any) -> str:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.handle)
-        self.base_url = await serve(app) + "/v1"
-        return self.base_url
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        payload = await request.json()
-        self.requests.append(payload)
-        self.headers.append(dict(request.headers))
+    async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
         given = request.headers.get("Authorization", "")
         if self.key is not None and given != f"Bearer {self.key}":
             got = given.removeprefix("Bearer ")
@@ -234,7 +227,7 @@ class FakeOpenAI:
         except ValueError as exc:
             body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, "messages")
             return web.json_response(body, status=400)
-        reply = self.replies.pop(0) if self.replies else completion("ok")
+        reply = self.next_reply(completion("ok"))
         if isinstance(reply, Failure):
             message = reply.message.format(key=given.removeprefix("Bearer "))
             body = error_body(message, reply.type, reply.code, reply.param)
