@@ -28,6 +28,7 @@ from .model_metrics import ModelCallMetrics, provider_name
 
 __all__ = ["OtelSink", "Telemetry", "instrument", "setup"]
 
+
 @attrs.define
 class _Reply:
     """A reply span and what its agent's model calls told about it."""

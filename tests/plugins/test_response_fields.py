@@ -12,14 +12,14 @@ from aiohttp import web
 from aopkit import Msg
 from aopkit.models import ChatResponse, ModelUnavailable
 from aopkit.retry import NO_RETRY
-from tests.plugins.anthropic.fake_server import FakeAnthropic, message, text
-from tests.plugins.dashscope.fake_server import Answer as DashAnswer
-from tests.plugins.dashscope.fake_server import FakeDashScope
-from tests.plugins.gemini.fake_server import FakeGemini
-from tests.plugins.gemini.fake_server import chunk as gemini_chunk
-from tests.plugins.ollama.fake_server import Answer as OllamaAnswer
-from tests.plugins.ollama.fake_server import FakeOllama
-from tests.plugins.openai.fake_server import FakeOpenAI, completion
+from aopkit.testing.fakes.anthropic import FakeAnthropic, message, text
+from aopkit.testing.fakes.dashscope import Answer as DashAnswer
+from aopkit.testing.fakes.dashscope import FakeDashScope
+from aopkit.testing.fakes.gemini import FakeGemini
+from aopkit.testing.fakes.gemini import chunk as gemini_chunk
+from aopkit.testing.fakes.ollama import Answer as OllamaAnswer
+from aopkit.testing.fakes.ollama import FakeOllama
+from aopkit.testing.fakes.openai import FakeOpenAI, completion
 
 KEY = "sk-fields-test-0b7e"
 HI = [Msg("user", "hi", "user")]
@@ -28,7 +28,7 @@ HI = [Msg("user", "hi", "user")]
 async def _openai(kernel, serve):
     fake = FakeOpenAI(key=KEY)
     await fake.start(serve)
-    fake.add(completion("Hello"), completion("Hello"))
+    fake.then(completion("Hello"), completion("Hello"))
     return kernel.model("openai:gpt-test", base_url=fake.base_url, api_key=KEY, retry=NO_RETRY)
 
 
@@ -40,8 +40,8 @@ async def _anthropic(kernel, serve):
 
 async def _gemini(kernel, serve):
     fake = FakeGemini(key=KEY)
-    base = await serve(fake.app)
-    fake.answer(gemini_chunk({"text": "Hello"}, finish="STOP", response_id="r-1"))
+    base = await serve(fake.app())
+    fake.answer_with(gemini_chunk({"text": "Hello"}, finish="STOP", response_id="r-1"))
     fake.stream(gemini_chunk({"text": "Hel"}), gemini_chunk({"text": "lo"}, finish="STOP"))
     return kernel.model("gemini:gemini-test", base_url=base, api_key=KEY, retry=NO_RETRY)
 
@@ -118,11 +118,11 @@ async def test_an_openai_server_sending_numbers_and_nulls_gives_none_not_a_crash
 
 async def test_a_gemini_finish_reason_that_is_not_text_is_not_a_crash(kernel, serve):
     fake = FakeGemini(key=KEY)
-    base = await serve(fake.app)
+    base = await serve(fake.app())
     body = gemini_chunk({"text": "Hello"}, finish="STOP")
     body["candidates"][0]["finishReason"] = 1
     body["modelVersion"] = None
-    fake.answer(body)
+    fake.answer_with(body)
     model = kernel.model("gemini:gemini-test", base_url=base, api_key=KEY, retry=NO_RETRY)
     with pytest.raises(
         ModelUnavailable, match="no candidate"

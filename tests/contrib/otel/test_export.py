@@ -133,7 +133,10 @@ async def test_setup_exports_spans_and_metrics_to_an_otlp_collector(kernel, serv
     }
     chats = [span for _, span in collector.spans if span.name == "chat brain"]
     first, second = sorted(chats, key=lambda s: s.start_time_unix_nano)
-    assert _attributes(first.attributes) == {
+    first_attributes = _attributes(first.attributes)
+    for kind in ("input", "output"):  # the scripted model reports the kernel's estimates
+        assert first_attributes.pop(f"gen_ai.usage.{kind}_tokens") > 0
+    assert first_attributes == {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "scripted",
         "gen_ai.request.model": "brain",
@@ -142,7 +145,6 @@ async def test_setup_exports_spans_and_metrics_to_an_otlp_collector(kernel, serv
         "gen_ai.response.id": "scripted-1",
         "gen_ai.response.model": "brain",
         "gen_ai.response.finish_reasons": ["tool_use"],
-        "gen_ai.usage.output_tokens": 1,
     }
     assert _attributes(second.attributes)["gen_ai.response.finish_reasons"] == ["stop"]
     tool = _attributes(spans["execute_tool multiply"][1].attributes)

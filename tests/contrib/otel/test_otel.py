@@ -21,9 +21,9 @@ from aopkit.faults import FaultPolicy, Resolution
 from aopkit.model_agent import ModelAgent
 from aopkit.models import ModelUnavailable
 from aopkit.retry import NO_RETRY
+from aopkit.testing.fakes.gemini import FakeGemini
+from aopkit.testing.fakes.gemini import chunk as gemini_chunk
 from aopkit_otel import OtelSink, instrument
-from tests.plugins.gemini.fake_server import FakeGemini
-from tests.plugins.gemini.fake_server import chunk as gemini_chunk
 
 
 def multiply(a: int, b: int) -> int:
@@ -206,8 +206,8 @@ async def test_an_http_model_s_span_names_its_server_and_the_conventions_provide
 ):
     exporter, _ = otel
     fake = FakeGemini(key="k")
-    base = await serve(fake.app)
-    fake.answer(gemini_chunk({"text": "Hello"}, finish="STOP", response_id="r-9"))
+    base = await serve(fake.app())
+    fake.answer_with(gemini_chunk({"text": "Hello"}, finish="STOP", response_id="r-9"))
     model = kernel.model("gemini:gemini-test", base_url=base, api_key="k", retry=NO_RETRY)
     await model([Msg("user", "hi", "user")], structured={"type": "object"})
     chat = _spans(exporter)["chat gemini-test"].attributes

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from aopkit import ModelAgent, Msg, ReActAgent, Toolkit
 from aopkit.retry import NO_RETRY
 from aopkit.schema import json_schema
+from aopkit.testing.fakes.gemini import FakeGemini, _schema_problems, chunk
 from aopkit_gemini import to_gemini_schema
-from tests.plugins.gemini.fake_server import FakeGemini, _schema_problems, chunk
 
 KEY = "AIza-TEST-pydantic"
 
@@ -48,7 +48,7 @@ class Invoice(BaseModel):
 @pytest.fixture
 async def gemini(serve):
     fake = FakeGemini(key=KEY)
-    fake.base_url = await serve(fake.app)
+    fake.base_url = await serve(fake.app())
     return fake
 
 
@@ -78,7 +78,7 @@ async def test_structured_output_and_a_tool_with_pydantic_reach_gemini_and_come_
         '{"invoiceNumber": 7, "total": 12.5, "payment": {"kind": "card", "last4": "4242"}, '
         '"category": {"name": "food", "parent": {"name": "living"}}}'
     )
-    gemini.answer(chunk({"text": answer}, finish="STOP"))
+    gemini.answer_with(chunk({"text": answer}, finish="STOP"))
     invoice = await ModelAgent("clerk", model, kernel=kernel)(
         Msg("user", "file it", "user"), structured=Invoice
     )
@@ -95,7 +95,7 @@ async def test_structured_output_and_a_tool_with_pydantic_reach_gemini_and_come_
         return "filed"
 
     call = {"functionCall": {"name": "file_invoice", "args": {"invoice": json.loads(answer)}}}
-    gemini.answer(chunk(call, finish="STOP"), chunk({"text": "done"}, finish="STOP"))
+    gemini.answer_with(chunk(call, finish="STOP"), chunk({"text": "done"}, finish="STOP"))
     toolkit = Toolkit([file_invoice], kernel=kernel)
     reply = await ReActAgent("clerk", model, toolkit=toolkit, kernel=kernel)(
         Msg("user", "file it", "user")

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from aopkit import ModelAgent, Msg
 from aopkit.retry import NO_RETRY
 from aopkit.schema import json_schema
+from aopkit.testing.fakes.openai import FakeOpenAI, call, completion
 from aopkit_openai import ANSWER_TOOL, OpenAIModel
-from tests.plugins.openai.fake_server import FakeOpenAI, call, completion
 
 KEY = "sk-proj-FAKE-KEY-pydantic"
 ASK = Msg("user", "Sort these.", "user")
@@ -41,7 +41,7 @@ def agent(kernel, fake, **options):
 
 
 async def test_native_structured_output_sends_the_rooted_schema(kernel, fake):
-    fake.add(completion(ANSWER))
+    fake.then(completion(ANSWER))
     step = await agent(kernel, fake)(ASK, structured=Step)
     assert step == Step(name="all", weight=1, next=Step(name="rest", weight=2))
     schema = fake.requests[0]["response_format"]["json_schema"]["schema"]
@@ -51,7 +51,7 @@ async def test_native_structured_output_sends_the_rooted_schema(kernel, fake):
 
 async def test_the_forced_tool_takes_a_recursive_model_and_its_answer(kernel, fake):
     capabilities = attrs.evolve(OpenAIModel.capabilities, structured_output=False)
-    fake.add(completion(tool_calls=[call("call_1", ANSWER_TOOL, ANSWER)]))
+    fake.then(completion(tool_calls=[call("call_1", ANSWER_TOOL, ANSWER)]))
     step = await agent(kernel, fake, capabilities=capabilities)(ASK, structured=Step)
     assert step.next == Step(name="rest", weight=2)
     parameters = fake.requests[0]["tools"][-1]["function"]["parameters"]

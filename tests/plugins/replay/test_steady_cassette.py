@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 import aopkit
 from aopkit.retry import RetryPolicy
-from tests.plugins.ollama.fake_server import Answer, FakeOllama, call
-from tests.plugins.openai.fake_server import Failure, FakeOpenAI, completion
+from aopkit.testing.fakes.ollama import Answer, FakeOllama, call
+from aopkit.testing.fakes.openai import Failure, FakeOpenAI, completion
 
 QUICK = RetryPolicy(attempts=3, initial=0, jitter=0)
 
