@@ -183,6 +183,8 @@ class _Builder:
                 await self.tool_result(block)
 
     async def assistant(self, msg: Msg) -> None:
+        """Output items in the order of the blocks; the text of one output item (or, without
+        ids, consecutive text) is one message; notes join the text around them."""
         blocks = msg.blocks()
         reasoning = {
             id(b): item
@@ -190,52 +192,56 @@ class _Builder:
             if isinstance(b, ThinkingBlock) and (item := sendable_reasoning(b, self.stored))
         }
         paired = bool(reasoning)  # ids go back only beside their reasoning
-        text: list[str] = []
-        text_id: str | None = None
+        run: list[str] = []  # the text of the message being built
+        run_id: Any = None
         own: set[str] = set()
         later: list[ToolResultBlock] = []
+        held: list[Item] = []  # media, for the next user message
 
-        def close_text() -> None:
-            nonlocal text_id
-            if text:
-                self.emit(output_message("".join(text), text_id if paired else None))
-                text.clear()
-            text_id = None
+        def close() -> None:
+            if run:
+                self.emit(output_message("\n".join(run), run_id if paired else None))
+                run.clear()
+
+        def add(text: str, item_id: Any) -> None:
+            nonlocal run_id
+            if run and item_id != run_id:
+                close()
+            run.append(text)
+            run_id = item_id
 
         for block in blocks:
             if isinstance(block, TextBlock):
-                block_id = block.extra.get(ITEM_ID)
-                if text and block_id != text_id:
-                    close_text()
                 if block.text:
-                    text.append(block.text)
-                    text_id = block_id
-                continue
-            if isinstance(block, ToolResultBlock):
-                if block.id in own:
-                    later.append(block)
-                else:
-                    await self.tool_result(block)
-                continue
-            close_text()
-            if isinstance(block, ThinkingBlock):
-                if id(block) in reasoning:
-                    self.emit(dict(reasoning[id(block)]))
-            elif isinstance(block, ToolUseBlock):
-                own.add(block.id)
-                self.emit(function_call(block, block.extra.get(ITEM_ID) if paired else None))
-            elif isinstance(block, UnknownBlock) and block.extra.get("provider") == NATIVE:
-                self.emit(dict(block.fields))
+                    add(block.text, block.extra.get(ITEM_ID))
             elif isinstance(block, MEDIA):
                 part = await self.media(block, False)
                 if part["type"] == "input_text":
-                    text.append(part["text"])
+                    add(part["text"], run_id)
                 else:
-                    text.append(f"[{block.type} shown in the next user message]")
-                    self.pending += [input_text(f"{block.type} from {msg.name}:"), part]
+                    add(f"[{block.type} shown in the next user message]", run_id)
+                    held += [input_text(f"{block.type} from {msg.name}:"), part]
+            elif isinstance(block, ToolResultBlock):
+                if block.id in own:
+                    later.append(block)
+                else:
+                    close()
+                    await self.tool_result(block)
+            elif isinstance(block, ThinkingBlock):
+                if id(block) in reasoning:
+                    close()
+                    self.emit(dict(reasoning[id(block)]))
+            elif isinstance(block, ToolUseBlock):
+                close()
+                own.add(block.id)
+                self.emit(function_call(block, block.extra.get(ITEM_ID) if paired else None))
+            elif isinstance(block, UnknownBlock) and block.extra.get("provider") == NATIVE:
+                close()
+                self.emit(dict(block.fields))
             else:
-                text.append(f"[{block.type} block not shown to the model]")
-        close_text()
+                add(f"[{block.type} block not shown to the model]", run_id)
+        close()
+        self.pending += held
         for block in later:
             await self.tool_result(block)
 
