@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
+from aiohttp import web
 
 from aopkit import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from aopkit.faults import hit_token_limit
-from aopkit.models import Capabilities, ModelRejected, ModelUnavailable
+from aopkit.models import Capabilities, ModelError, ModelRejected, ModelUnavailable
 from aopkit.retry import NO_RETRY, RetryPolicy
 from aopkit_openai import DEFAULT_BASE_URL, OpenAIResponsesModel
 from tests.plugins.openai_responses.fake_server import (
@@ -346,3 +348,82 @@ async def test_unknown_output_items_are_kept_and_sent_back_as_they_came(fake, mo
     assert first.content[0].type == "web_search_call" and first.text == "Sunny."
     await model()([*HI, first.to_msg("bot"), Msg("user", "thanks", "user")])
     assert fake.requests[1]["input"][1] == search
+
+
+def _sse(*events):
+    return "".join(
+        f"event: x\ndata: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events
+    )
+
+
+HOSTILE_STREAMS = {
+    "nulls everywhere": _sse(
+        {"type": "response.created", "response": None},
+        {"type": "response.output_item.added", "output_index": 0, "item": None},
+        {
+            "type": "response.output_text.delta",
+            "output_index": 0,
+            "content_index": None,
+            "delta": None,
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": None},
+        {"type": "response.completed", "response": None},
+    ),
+    "wrong types": _sse(
+        {"type": "response.output_item.added", "output_index": "0", "item": []},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"type": "message", "content": 5},
+        },
+        {"type": "response.output_text.delta", "output_index": 0, "content_index": -1, "delta": 7},
+        {"type": "response.output_item.done", "output_index": 1, "item": {"type": 3}},
+        {"type": "response.completed", "response": {"output": "nope", "usage": "lots", "id": 5}},
+    ),
+    "not objects": _sse("[1, 2]"),
+    "an error event of nulls": _sse({"type": "error", "code": None, "message": None}),
+    "a failed response of nulls": _sse({"type": "response.failed", "response": {"error": 5}}),
+    "half a stream": 'event: response.created\ndata: {"type": "resp',
+    "an HTML page": "<html><body>Bad gateway</body></html>",
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_STREAMS.values(), ids=HOSTILE_STREAMS.keys())
+async def test_a_hostile_stream_is_an_answer_or_a_model_error(kernel, serve, body):
+    async def handler(request):
+        return web.Response(text=body, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handler)
+    base = await serve(app)
+    model = kernel.model("openai-responses:m", base_url=base + "/v1", retry=NO_RETRY)
+    try:
+        chunks = await collect(await model(HI, stream=True))
+    except ModelError:
+        return
+    assert isinstance(chunks[-1].text, str)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"output": [None, 5, {"type": None}, {"type": "message", "content": "x"}], "usage": None},
+        {"output": [{"type": "function_call", "call_id": 1, "name": None, "arguments": 5}]},
+        {"output": "text", "status": "failed", "error": "boom"},
+        {"status": "failed", "output": [], "error": None},
+        [1, 2, 3],
+    ],
+)
+async def test_a_hostile_answer_is_an_answer_or_a_model_error(kernel, serve, body):
+    async def handler(request):
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handler)
+    base = await serve(app)
+    model = kernel.model("openai-responses:m", base_url=base + "/v1", retry=NO_RETRY)
+    try:
+        answer = await model(HI)
+    except ModelError:
+        return
+    assert isinstance(answer.text, str)
