@@ -231,10 +231,10 @@ async def test_reasoning_the_api_cannot_resolve_is_left_out_with_the_ids(kernel)
 
 async def test_blocks_of_other_kinds_are_noted_and_native_items_kept(kernel):
     search = {
-        "id": "ws_1",
-        "type": "web_search_call",
+        "id": "fs_1",
+        "type": "file_search_call",
         "status": "completed",
-        "action": {"type": "search", "query": "q"},
+        "queries": ["q"],
     }
     history = [
         Msg("user", [TextBlock("hi"), UnknownBlock("poll", fields={"q": 1})], "user"),
@@ -242,7 +242,7 @@ async def test_blocks_of_other_kinds_are_noted_and_native_items_kept(kernel):
             "bot",
             [
                 UnknownBlock(
-                    "web_search_call", fields=search, extra={"provider": "openai-responses"}
+                    "file_search_call", fields=search, extra={"provider": "openai-responses"}
                 ),
                 TextBlock("Found."),
             ],

@@ -338,14 +338,14 @@ async def test_the_key_never_shows(fake, model):
 
 async def test_unknown_output_items_are_kept_and_sent_back_as_they_came(fake, model):
     search = {
-        "id": "ws_1",
-        "type": "web_search_call",
+        "id": "fs_1",
+        "type": "file_search_call",
         "status": "completed",
-        "action": {"type": "search", "query": "weather Rome"},
+        "queries": ["weather Rome"],
     }
     fake.add(response(search, "Sunny."))
     first = await model()(HI)
-    assert first.content[0].type == "web_search_call" and first.text == "Sunny."
+    assert first.content[0].type == "file_search_call" and first.text == "Sunny."
     await model()([*HI, first.to_msg("bot"), Msg("user", "thanks", "user")])
     assert fake.requests[1]["input"][1] == search
 
