@@ -427,3 +427,25 @@ async def test_a_hostile_answer_is_an_answer_or_a_model_error(kernel, serve, bod
     except ModelError:
         return
     assert isinstance(answer.text, str)
+
+
+async def test_a_structured_answer_cut_at_max_output_tokens_is_asked_again(fake, model, kernel):
+    """Tier 3, not a repair: what a cut-off answer would have said cannot be known."""
+    import attrs
+
+    from aopkit import ModelAgent
+
+    @attrs.frozen
+    class Verdict:
+        winner: str
+        score: int
+
+    fake.add(
+        response('{"winner": "alice", "score": 1', incomplete="max_output_tokens"),
+        response('{"winner": "alice", "score": 12}'),
+    )
+    agent = ModelAgent("judge", model(), kernel=kernel)
+    assert await agent(HI[1], structured=Verdict) == Verdict("alice", 12)
+    assert len(fake.requests) == 2
+    [fault] = kernel.faults.faults
+    assert fault.tier == 3 and "max_output_tokens" in fault.detail
