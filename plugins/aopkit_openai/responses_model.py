@@ -37,7 +37,7 @@ PATH = "/responses"
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # Error codes of failed responses and ``error`` events worth retrying (their HTTP twins are 429
-# and 5xx); any other code says the request or its content is at fault.
+# and 5xx); any other code names the request or its content as the fault.
 RETRYABLE_CODES = frozenset(
     {"server_error", "rate_limit_exceeded", "vector_store_timeout", "overloaded", "timeout"}
 )
@@ -103,10 +103,11 @@ class OpenAIResponsesModel(HTTPChatModel):
                 raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}")
             kind = event.get("type")
             if kind == "error":
-                error = event.get("error")  # some servers nest it; the API's own event does not
-                raise _error(
-                    self.name, error if isinstance(error, Mapping) else event, self.api_key
-                )
+                # The API's own event is the error (its type is the event's); some servers nest it.
+                error = event.get("error")
+                if not isinstance(error, Mapping):
+                    error = {k: v for k, v in event.items() if k != "type"}
+                raise _error(self.name, error, self.api_key)
             if kind == "response.failed":
                 failed = _mapping(event.get("response")).get("error")
                 raise _error(self.name, _mapping(failed), self.api_key)
@@ -245,11 +246,12 @@ def _answer(response: Mapping[str, Any], seconds: float) -> ChatResponse:
 
 
 def _error(model: str, error: Mapping[str, Any], key: Secret | None) -> ModelError:
-    """A failed response or an ``error`` event: overload and server errors are retried, the
-    rest (an invalid request, a flagged prompt, a bad image) is rejected."""
+    """A failed response or an ``error`` event: overload and server errors, and errors that
+    name no cause, are retried; one whose code names the request or its content (an invalid
+    prompt or image, a policy) is rejected."""
     message = redact(provider_message(json.dumps({"error": dict(error)})), key)
     code = error.get("code") or error.get("type")
-    if code in RETRYABLE_CODES:
+    if code is None or code in RETRYABLE_CODES:
         return ModelUnavailable(model, message)
     return ModelRejected(model, message)
 

@@ -146,14 +146,14 @@ def response(
 
 @attrs.frozen
 class Broken:
-    """A stream that goes wrong after ``after`` events: an ``error`` event with ``code``, a
-    ``response.failed`` with ``failed`` as its error code, or (neither given) the connection
-    ends midway through the next event."""
+    """A stream that goes wrong after ``after`` events: ``"cut"`` (the connection ends midway
+    through the next event), ``"error"`` (an ``error`` event with ``code``) or ``"failed"`` (a
+    ``response.failed`` whose error has ``code``)."""
 
     body: dict[str, Any]
     after: int
+    how: str = "cut"
     code: str | None = None
-    failed: str | None = None
 
 
 Reply = dict[str, Any] | Failure | Broken
@@ -304,7 +304,7 @@ class FakeResponses:
         out = list(events(copy.deepcopy(body)))
         if isinstance(reply, Broken):
             out = out[: reply.after]
-            if reply.code is not None:
+            if reply.how == "error":
                 out.append(
                     {
                         "type": "error",
@@ -313,8 +313,8 @@ class FakeResponses:
                         "param": None,
                     }
                 )
-            elif reply.failed is not None:
-                error = {"code": reply.failed, "message": f"Failed: {reply.failed}."}
+            elif reply.how == "failed":
+                error = {"code": reply.code, "message": f"Failed: {reply.code}."}
                 out.append(
                     {
                         "type": "response.failed",
@@ -325,7 +325,7 @@ class FakeResponses:
             event = {**event, "sequence_number": number}
             check_event(event)
             await response_.write(sse(event))
-        if isinstance(reply, Broken) and reply.code is None and reply.failed is None:
+        if isinstance(reply, Broken) and reply.how == "cut":
             await response_.write(sse({"type": "response.output_text.delta", "delta": "x"})[:25])
         await response_.write_eof()
         return response_

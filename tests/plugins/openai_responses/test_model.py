@@ -293,10 +293,11 @@ async def test_a_cut_stream_is_retried_from_the_start(fake, model):
         ("server_error", ModelUnavailable),
         ("rate_limit_exceeded", ModelUnavailable),
         ("invalid_prompt", ModelRejected),
+        (None, ModelUnavailable),
     ],
 )
 async def test_an_error_event_is_mapped(fake, model, code, error):
-    fake.add(Broken(response("x"), after=3, code=code))
+    fake.add(Broken(response("x"), after=3, how="error", code=code))
     with pytest.raises(error, match="The server had an error"):
         await collect(await model()(HI, stream=True))
 
@@ -306,7 +307,7 @@ async def test_an_error_event_is_mapped(fake, model, code, error):
     [("server_error", ModelUnavailable), ("invalid_image", ModelRejected)],
 )
 async def test_a_failed_response_is_mapped(fake, model, code, error):
-    fake.add(Broken(response("x"), after=2, failed=code))
+    fake.add(Broken(response("x"), after=2, how="failed", code=code))
     with pytest.raises(error, match=f"Failed: {code}"):
         await collect(await model()(HI, stream=True))
     fake.add(response(status="failed", error={"code": code, "message": f"Failed: {code}."}))
