@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aopkit import Msg
 from aopkit.blocks import (
     AudioBlock,
+    Block,
     ImageBlock,
     TextBlock,
     ThinkingBlock,
@@ -68,6 +69,16 @@ def sendable_reasoning(block: ThinkingBlock, stored: bool) -> Item | None:
     if not stored and not item.get("encrypted_content"):
         return None
     return item
+
+
+def makes_output(block: Block) -> bool:
+    """Whether ``block`` of an assistant message becomes an output item: what a reasoning item
+    needs after it (the API refuses one with nothing following)."""
+    if isinstance(block, TextBlock):
+        return bool(block.text)
+    if isinstance(block, UnknownBlock):
+        return block.extra.get("provider") == NATIVE
+    return isinstance(block, (ToolUseBlock, *MEDIA))
 
 
 class ResponsesFormatter(Formatter):
@@ -188,8 +199,10 @@ class _Builder:
         blocks = msg.blocks()
         reasoning = {
             id(b): item
-            for b in blocks
-            if isinstance(b, ThinkingBlock) and (item := sendable_reasoning(b, self.stored))
+            for n, b in enumerate(blocks)
+            if isinstance(b, ThinkingBlock)
+            and (item := sendable_reasoning(b, self.stored))
+            and any(makes_output(later) for later in blocks[n + 1 :])
         }
         paired = bool(reasoning)  # ids go back only beside their reasoning
         run: list[str] = []  # the text of the message being built

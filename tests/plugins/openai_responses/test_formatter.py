@@ -270,3 +270,16 @@ async def test_multi_agent_names_are_folded_into_a_transcript(kernel):
     assert first["content"][1]["type"] == "input_image"
     assert call["type"] == "function_call" and output["type"] == "function_call_output"
     assert last == {"role": "user", "content": [{"type": "input_text", "text": "carol: Both."}]}
+
+
+async def test_reasoning_with_nothing_after_it_is_left_out(kernel):
+    """An answer cut off while reasoning: the API refuses a reasoning item without the item
+    that follows it."""
+    item = {"id": "rs_1", "type": "reasoning", "summary": [], "encrypted_content": "gAAA"}
+    history = [
+        Msg("user", "hi", "user"),
+        Msg("bot", [TextBlock(""), ThinkingBlock("", extra={"reasoning_item": item})], "assistant"),
+        Msg("user", "Go on.", "user"),
+    ]
+    items = (await formatted(kernel, history))["input"]
+    assert items == [{"role": "user", "content": "hi"}, {"role": "user", "content": "Go on."}]
