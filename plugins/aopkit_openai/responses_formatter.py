@@ -78,7 +78,7 @@ def makes_output(block: Block) -> bool:
         return bool(block.text)
     if isinstance(block, UnknownBlock):
         return block.extra.get("provider") == NATIVE
-    return isinstance(block, (ToolUseBlock, *MEDIA))
+    return isinstance(block, ToolUseBlock)  # (media become notes, which the model never made)
 
 
 class ResponsesFormatter(Formatter):
@@ -195,7 +195,9 @@ class _Builder:
 
     async def assistant(self, msg: Msg) -> None:
         """Output items in the order of the blocks; the text of one output item (or, without
-        ids, consecutive text) is one message; notes join the text around them."""
+        ids, consecutive text) is one message. Notes join the text before them, or else come
+        last, so that nothing the model never made stands between a reasoning item and what
+        follows it."""
         blocks = msg.blocks()
         reasoning = {
             id(b): item
@@ -210,6 +212,7 @@ class _Builder:
         own: set[str] = set()
         later: list[ToolResultBlock] = []
         held: list[Item] = []  # media, for the next user message
+        tail: list[str] = []  # notes with no text before them
 
         def close() -> None:
             if run:
@@ -223,6 +226,9 @@ class _Builder:
             run.append(text)
             run_id = item_id
 
+        def note(text: str) -> None:
+            (run if run else tail).append(text)
+
         for block in blocks:
             if isinstance(block, TextBlock):
                 if block.text:
@@ -230,9 +236,9 @@ class _Builder:
             elif isinstance(block, MEDIA):
                 part = await self.media(block, False)
                 if part["type"] == "input_text":
-                    add(part["text"], run_id)
+                    note(part["text"])
                 else:
-                    add(f"[{block.type} shown in the next user message]", run_id)
+                    note(f"[{block.type} shown in the next user message]")
                     held += [input_text(f"{block.type} from {msg.name}:"), part]
             elif isinstance(block, ToolResultBlock):
                 if block.id in own:
@@ -252,8 +258,10 @@ class _Builder:
                 close()
                 self.emit(dict(block.fields))
             else:
-                add(f"[{block.type} block not shown to the model]", run_id)
+                note(f"[{block.type} block not shown to the model]")
         close()
+        if tail:
+            self.emit(output_message("\n".join(tail), None))
         self.pending += held
         for block in later:
             await self.tool_result(block)

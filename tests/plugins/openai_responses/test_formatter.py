@@ -283,3 +283,75 @@ async def test_reasoning_with_nothing_after_it_is_left_out(kernel):
     ]
     items = (await formatted(kernel, history))["input"]
     assert items == [{"role": "user", "content": "hi"}, {"role": "user", "content": "Go on."}]
+
+
+def _assistant_blocks():
+    """Blocks an assistant message may hold: this API's text, calls and reasoning (with and
+    without encrypted content), another provider's thinking, media, unknown blocks."""
+    from hypothesis import strategies as st
+
+    reasoning = st.builds(
+        lambda n, enc: ThinkingBlock(
+            "",
+            extra={
+                "reasoning_item": {
+                    "id": f"rs_{n}",
+                    "type": "reasoning",
+                    "summary": [],
+                    **({"encrypted_content": "gAAA"} if enc else {}),
+                }
+            },
+        ),
+        st.integers(0, 99),
+        st.booleans(),
+    )
+    return st.one_of(
+        reasoning,
+        st.builds(
+            lambda t, n: TextBlock(t, extra={"item_id": f"msg_{n}"} if n else {}),
+            st.sampled_from(["", "ok", "more"]),
+            st.integers(0, 2),
+        ),
+        st.builds(
+            lambda n: ToolUseBlock(f"call_{n}", "t", {}, extra={"item_id": f"fc_{n}"}),
+            st.integers(0, 99),
+        ),
+        st.just(ThinkingBlock("other", extra={"signature": "sig"})),
+        st.just(ImageBlock(Base64Source("image/png", PNG))),
+        st.just(UnknownBlock("poll", fields={})),
+    )
+
+
+def test_any_assistant_turn_is_a_valid_request_with_reasoning_paired(kernel):
+    """Whatever an assistant message holds, the request is valid by the official types, each
+    reasoning item is directly followed by an item it produced, and item ids go back only in
+    a turn whose reasoning went back."""
+    import asyncio
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(_assistant_blocks(), max_size=6, unique_by=lambda b: repr(b)))
+    def check(blocks):
+        calls = [b for b in blocks if isinstance(b, ToolUseBlock)]
+        history = [Msg("user", "hi", "user"), Msg("bot", blocks, "assistant")]
+        if calls:
+            results = [ToolResultBlock(c.id, "t", "ok") for c in calls]
+            history.append(Msg("tools", results, "user"))
+        history.append(Msg("user", "next", "user"))
+        payload = asyncio.run(formatted(kernel, history))
+        items = payload["input"]
+        turn = items[1:-1]
+        sent_reasoning = any(i.get("type") == "reasoning" for i in turn)
+        for n, item in enumerate(turn):
+            if item.get("type") == "reasoning":
+                follower = turn[n + 1] if n + 1 < len(turn) else {}
+                assert follower.get("type", "message") in ("message", "function_call", "reasoning")
+                assert follower.get("role", "assistant") == "assistant"
+                assert "[image" not in str(follower.get("content")), "a note follows reasoning"
+            if "id" in item and item.get("type") != "reasoning":
+                assert sent_reasoning, f"an item id without its reasoning: {item}"
+        assert sum(i.get("type") == "function_call" for i in items) == len(calls)
+
+    check()
