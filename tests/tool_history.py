@@ -15,7 +15,7 @@ from typing import Any
 from aopkit import Msg, ToolResultBlock, ToolUseBlock
 from aopkit.models import Capabilities
 
-PROVIDERS = ("openai", "anthropic", "gemini", "dashscope", "ollama")
+PROVIDERS = ("openai", "anthropic", "gemini", "dashscope", "ollama", "openai-responses")
 FORMATTERS = tuple(f"{p}{suffix}" for p in PROVIDERS for suffix in ("", "-multiagent"))
 CAPABILITIES = Capabilities(media=frozenset({"image"}))
 
@@ -43,7 +43,7 @@ async def assert_answered(
     calls = sum(len(m.blocks(ToolUseBlock)) for m in messages)
     for name in formatters:
         payload = await kernel.formatters[name].format(messages, capabilities=CAPABILITIES)
-        check = CHECKS[name.partition("-")[0]]
+        check = CHECKS[name.removesuffix("-multiagent")]
         try:
             sent = check(payload)
         except AssertionError as exc:
@@ -124,10 +124,36 @@ def _gemini(payload: dict[str, Any]) -> int:
     return sent
 
 
+def _responses(payload: dict[str, Any]) -> int:
+    """Each function_call item is answered by one function_call_output after it, before any
+    user or system message (items of the same assistant turn may come between); and the
+    request is valid by the official types."""
+    from tests.plugins.openai_responses.fake_server import check_request
+
+    check_request({"model": "m", **payload})
+    pending: list[str] = []
+    sent = 0
+    for n, item in enumerate(payload["input"]):
+        kind = item.get("type", "message")
+        if kind == "function_call_output":
+            assert item["call_id"] in pending, (
+                f"[{n}] {item['call_id']!r} answers none of {pending}"
+            )
+            pending.remove(item["call_id"])
+        elif kind == "function_call":
+            pending.append(item["call_id"])
+            sent += 1
+        elif kind == "message" and item["role"] != "assistant":
+            assert not pending, f"[{n}] calls {pending} unanswered before a {item['role']} message"
+    assert not pending, f"calls {pending} have no function_call_output"
+    return sent
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], int]] = {
     "openai": lambda payload: _openai_like(payload["messages"]),
     "anthropic": _anthropic,
     "gemini": _gemini,
     "dashscope": lambda payload: _openai_like(payload["messages"]),
     "ollama": lambda payload: _openai_like(payload["messages"], key="tool_name"),
+    "openai-responses": _responses,
 }

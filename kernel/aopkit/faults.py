@@ -108,12 +108,15 @@ class CutOff(CannotCorrect):
     have said cannot be known, so no corrector may complete it; tier 3 can ask again."""
 
 
-TOKEN_LIMIT = frozenset({"length", "max_tokens", "model_context_window_exceeded"})
+TOKEN_LIMIT = frozenset(
+    {"length", "max_tokens", "max_output_tokens", "model_context_window_exceeded"}
+)
 
 
 def hit_token_limit(finish_reason: str | None) -> bool:
     """Whether a provider's finish reason says the answer stopped at the token limit (OpenAI,
-    DashScope, Ollama and Gemini ``length``, Anthropic ``max_tokens``...)."""
+    DashScope, Ollama and Gemini ``length``, Anthropic ``max_tokens``, the Responses API's
+    ``max_output_tokens``...)."""
     return finish_reason is not None and finish_reason.lower() in TOKEN_LIMIT
 
 

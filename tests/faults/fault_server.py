@@ -201,7 +201,69 @@ class Anthropic:
         return {"type": "error", "error": {"type": kind, "message": f"injected {status}"}}
 
 
-Dialect = OpenAI | Anthropic
+class Responses:
+    path = "/v1/responses"
+
+    def body(self, answer: Answer) -> dict[str, Any]:
+        output: list[dict[str, Any]] = []
+        if answer.text:
+            output.append(self._message(answer.text))
+        for i, (name, args) in enumerate(answer.tools):
+            output.append(
+                {
+                    "id": f"fc_{i}",
+                    "type": "function_call",
+                    "status": "completed",
+                    "call_id": f"call_{i}",
+                    "name": name,
+                    "arguments": args,
+                }
+            )
+        return {
+            "id": "resp_fault",
+            "object": "response",
+            "created_at": 0,
+            "model": "m",
+            "status": "completed",
+            "output": output,
+            "usage": {"input_tokens": 9, "output_tokens": 3, "total_tokens": 12},
+        }
+
+    def _message(self, text: str) -> dict[str, Any]:
+        part = {"type": "output_text", "text": text, "annotations": []}
+        return {"id": "msg_fault", "type": "message", "role": "assistant", "content": [part]}
+
+    def events(self, answer: Answer) -> list[str]:
+        """SSE events (``event:`` and ``data:`` lines): the text in two deltas, then
+        ``response.completed``."""
+        half = len(answer.text) // 2
+        body = self.body(answer)
+        where = {"output_index": 0, "item_id": "msg_fault", "content_index": 0}
+        out: list[dict[str, Any]] = [
+            {"type": "response.created", "response": {**body, "output": [], "usage": None}},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**self._message(""), "content": []},
+            },
+        ]
+        for part in (answer.text[:half], answer.text[half:]):
+            out.append({**where, "type": "response.output_text.delta", "delta": part})
+        out.append(
+            {
+                "type": "response.output_item.done",
+                "output_index": 0,
+                "item": self._message(answer.text),
+            }
+        )
+        out.append({"type": "response.completed", "response": body})
+        return [f"event: {e['type']}\ndata: {json.dumps(e)}" for e in out]
+
+    def error(self, status: int) -> dict[str, Any]:
+        return OpenAI().error(status)
+
+
+Dialect = OpenAI | Anthropic | Responses
 
 
 class FaultServer:

@@ -19,6 +19,7 @@ from .fault_server import (
     HTMLPage,
     OpenAI,
     Reset,
+    Responses,
     Slow,
     Status,
 )
@@ -30,6 +31,7 @@ ASK = Msg("host", "Who won the debate?", "user")
 DIALECTS = {
     "openai": (OpenAI, "openai:gpt-test", "/v1"),
     "anthropic": (Anthropic, "anthropic:claude-test", ""),
+    "openai-responses": (Responses, "openai-responses:gpt-test", "/v1"),
 }
 
 
@@ -151,7 +153,8 @@ async def test_malformed_tool_arguments_are_fixed_by_tier_2_before_the_tool_runs
     assert len(server.requests) == 2, "the tool call, then the answer: no extra call"
     fault = only_fault(kernel)
     assert (fault.tier, fault.saved) == (2, 1)
-    tool_result = server.requests[1]["messages"][-1]
+    second = server.requests[1]
+    tool_result = (second.get("messages") or second["input"])[-1]
     assert "42" in str(tool_result)
     assert_memory_holds_each_message_once(agent, 4)
 
@@ -172,16 +175,22 @@ async def test_unresolvable_output_becomes_an_incident(setup, kernel):
     assert_memory_holds_each_message_once(agent, 1)
 
 
-async def test_unparseable_tool_argument_text_is_repaired_by_tier_2(kernel, serve):
+@pytest.mark.parametrize("provider", ["openai", "openai-responses"])
+async def test_unparseable_tool_argument_text_is_repaired_by_tier_2(kernel, serve, provider):
     """OpenAI-style APIs send arguments as text, which can be broken JSON."""
-    server = FaultServer(OpenAI())
+    dialect, name, suffix = DIALECTS[provider]
+    server = FaultServer(dialect())
     base = await serve(server.app())
-    model = kernel.model("openai:gpt-test", base_url=base + "/v1", api_key="k", retry=FAST)
+    model = kernel.model(name, base_url=base + suffix, api_key="k", retry=FAST)
     server.queue(Answer(tools=(("multiply", "{'a': 6, 'b': 7,}"),)), Answer("42"))
     agent = ReActAgent("calc", model, toolkit=Toolkit([multiply], kernel=kernel), kernel=kernel)
     assert (await agent(ASK)).text == "42"
     assert len(server.requests) == 2
     fault = only_fault(kernel)
     assert (fault.kind, fault.tier, fault.resolver) == ("malformed", 2, "json-repair")
-    sent_back = server.requests[1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    second = server.requests[1]
+    if provider == "openai":
+        sent_back = second["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    else:
+        sent_back = second["input"][1]["arguments"]
     assert sent_back == '{"a": 6, "b": 7}', "the repaired call is what the history keeps"

@@ -123,7 +123,8 @@ async def test_output_cut_off_is_never_completed_and_the_report_says_why(kernel)
 
 
 @pytest.mark.parametrize(
-    "finish", ["length", "max_tokens", "MAX_TOKENS", "model_context_window_exceeded"]
+    "finish",
+    ["length", "max_tokens", "MAX_TOKENS", "max_output_tokens", "model_context_window_exceeded"],
 )
 async def test_an_answer_at_the_token_limit_is_never_repaired(kernel, finish):
     recorder = Recorder()

@@ -25,6 +25,8 @@ FORMATTERS = [
     "anthropic-multiagent",
     "gemini",
     "gemini-multiagent",
+    "openai-responses",
+    "openai-responses-multiagent",
 ]
 CALL = ToolUseBlock("call_1", "clock", {})
 TEXT_ONLY = Capabilities(media=frozenset())
@@ -124,7 +126,7 @@ async def test_an_anthropic_error_result_without_text_says_it_failed(kernel):
     assert "failed" in result["content"]
 
 
-PROVIDERS = ["openai", "anthropic", "gemini", "dashscope", "ollama"]
+PROVIDERS = ["openai", "anthropic", "gemini", "dashscope", "ollama", "openai-responses"]
 CLOCK = {"type": "object", "properties": {"tz": {"type": "string"}}}
 
 

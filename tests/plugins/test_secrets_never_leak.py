@@ -57,6 +57,7 @@ AUTH_HEADER = {  # the header each provider sends its key in (api_key wins over 
     "ollama": "authorization",
     "anthropic": "x-api-key",
     "gemini": "x-goog-api-key",
+    "openai-responses": "authorization",
 }
 
 
@@ -81,6 +82,10 @@ def answer(provider: str, text: str) -> dict[str, Any]:
     if provider == "openai":
         message = {"role": "assistant", "content": text}
         return {"id": "c1", "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    if provider == "openai-responses":
+        part = {"type": "output_text", "text": text, "annotations": []}
+        item = {"id": "m1", "type": "message", "role": "assistant", "content": [part]}
+        return {"id": "r1", "object": "response", "status": "completed", "output": [item]}
     if provider == "anthropic":
         return {
             "id": "m1",
@@ -109,6 +114,15 @@ def stream(provider: str, text: str) -> bytes:
         choices[1][0]["finish_reason"] = "stop"
         frames = [f"data: {json.dumps({'id': 'c1', 'choices': c})}\n\n" for c in choices]
         return "".join([*frames, "data: [DONE]\n\n"]).encode()
+    if provider == "openai-responses":
+        whole = answer(provider, text)
+        item = whole["output"][0]
+        events = [
+            {"type": "response.created", "response": {**whole, "output": []}},
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": whole},
+        ]
+        return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
     if provider == "anthropic":
         message = {**answer(provider, ""), "content": [], "stop_reason": None}
         block, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": text}

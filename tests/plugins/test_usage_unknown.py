@@ -94,6 +94,35 @@ def ollama(usage: Any, stream: bool) -> tuple[str, bytes]:
     return "application/x-ndjson", f"{json.dumps(first)}\n{json.dumps(last)}\n".encode()
 
 
+def openai_responses(usage: Any, stream: bool) -> tuple[str, bytes]:
+    extra = {} if usage is attrs.NOTHING else {"usage": usage}
+    item = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "hi", "annotations": []}],
+    }
+    body = {"id": "resp_1", "object": "response", "status": "completed", "output": [item]}
+    if not stream:
+        return "application/json", json.dumps({**body, **extra}).encode()
+    events = [
+        {"type": "response.created", "response": {**body, "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+        {
+            "type": "response.output_text.delta",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "hi",
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": {**body, **extra}},
+    ]
+    return "text/event-stream", b"".join(
+        f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events
+    )
+
+
 def sse(events: list[Any]) -> bytes:
     return b"".join(
         f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events
@@ -111,6 +140,11 @@ PROVIDERS = {
     ),
     "dashscope": (dashscope, {"input_tokens": 5, "output_tokens": 3}, {"input_tokens": None}),
     "ollama": (ollama, {"prompt_eval_count": 5, "eval_count": 3}, {"eval_count": None}),
+    "openai-responses": (
+        openai_responses,
+        {"input_tokens": 5, "output_tokens": 3},
+        {"input_tokens": None},
+    ),
 }
 
 

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 import pytest
 
-from aopkit import Msg, ReActAgent, Toolkit, ToolResultBlock
+from aopkit import (
+    Msg,
+    ReActAgent,
+    TextBlock,
+    ThinkingBlock,
+    Toolkit,
+    ToolResultBlock,
+    ToolUseBlock,
+)
 from aopkit.models import ChatResponse, ToolSpec
 from aopkit.retry import NO_RETRY
 from tests.realservers.conftest import LITELLM_KEY
@@ -36,7 +44,7 @@ def model(kernel, litellm_server):
     kernel.register(Meter(litellm_server), "meter")
 
     def make(name: str = "mock-chat", provider: str = "openai", **options):
-        base = litellm_server.base_url + ("/v1" if provider == "openai" else "")
+        base = litellm_server.base_url + ("/v1" if provider.startswith("openai") else "")
         return kernel.model(
             f"{provider}:{name}", base_url=base, api_key=LITELLM_KEY, retry=NO_RETRY, **options
         )
@@ -118,3 +126,45 @@ async def test_the_anthropic_provider_with_tools_and_a_tool_history(model, choic
     by the proxy from the Messages API to the chat completions of its (mock) model."""
     response = await model(provider="anthropic")(history(), tools=[CITY], tool_choice=choice)
     assert response.text == MOCK_TEXT
+
+
+# The Responses API: the proxy serves /v1/responses and answers with its mock. What its mocks do
+# not do there (seen with litellm 1.108): a streamed call is answered with an error event
+# ("Error processing stream start", HTTP 500), and mock_tool_calls are ignored (the proxy calls
+# the upstream). So the streamed and tool-calling answers are tested against the fake server
+# only (tests/plugins/openai_responses); here, that the proxy accepts every kind of request.
+
+
+async def test_the_responses_provider(model):
+    response = await model(provider="openai-responses")([Msg("system", "Be brief.", "system"), ASK])
+    assert response.text == MOCK_TEXT
+    assert response.finish_reason == "completed" and response.id.startswith("resp_")
+    assert response.usage.input_tokens and response.usage.output_tokens
+
+
+@pytest.mark.parametrize("choice", [None, "auto", "required", "none", "pick"])
+async def test_the_responses_provider_with_tools_and_a_tool_history(model, choice):
+    response = await model(provider="openai-responses")(history(), tools=[CITY], tool_choice=choice)
+    assert response.text == MOCK_TEXT
+
+
+async def test_the_responses_provider_sends_reasoning_back_with_its_items_ids(model):
+    reasoning = {"id": "rs_1", "type": "reasoning", "summary": [], "encrypted_content": "gAAAA"}
+    turn = [
+        ThinkingBlock("", extra={"reasoning_item": reasoning}),
+        TextBlock("Let me pick.", extra={"item_id": "msg_1"}),
+        ToolUseBlock("call_1", "pick", {"city": "Rome"}, extra={"item_id": "fc_1"}),
+    ]
+    messages = [
+        *history()[:2],
+        Msg("helper", turn, "assistant"),
+        Msg("tools", [ToolResultBlock("call_1", "pick", "picked Rome")], "user"),
+    ]
+    response = await model(provider="openai-responses")(messages, tools=[CITY])
+    assert response.text == MOCK_TEXT
+
+
+async def test_the_responses_provider_with_structured_output(model):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    response = await model(provider="openai-responses")([ASK], structured=schema)
+    assert response.text == MOCK_TEXT  # the mock's text: what is checked is the request

@@ -1,0 +1,452 @@
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from aiohttp import web
+
+from aopkit import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from aopkit.faults import hit_token_limit
+from aopkit.models import Capabilities, ModelError, ModelRejected, ModelUnavailable
+from aopkit.retry import NO_RETRY, RetryPolicy
+from aopkit_openai import DEFAULT_BASE_URL, OpenAIResponsesModel
+from tests.plugins.openai_responses.fake_server import (
+    Broken,
+    Failure,
+    FakeResponses,
+    function_call,
+    message,
+    reasoning,
+    response,
+)
+
+KEY = "sk-proj-FAKE-RESPONSES-KEY-77a1"
+HI = [Msg("sys", "Be brief.", "system"), Msg("user", "hi", "user")]
+WEATHER = {
+    "name": "weather",
+    "description": "Weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, max_wait=0.05, jitter=0.0)
+
+
+@pytest.fixture
+async def fake(serve):
+    server = FakeResponses(key=KEY)
+    await server.start(serve)
+    return server
+
+
+@pytest.fixture
+def model(kernel, fake):
+    def make(**options):
+        options = {"base_url": fake.base_url, "api_key": KEY, "retry": NO_RETRY, **options}
+        return kernel.model("openai-responses:gpt-test", **options)
+
+    return make
+
+
+async def collect(stream):
+    return [chunk async for chunk in stream]
+
+
+def growing(texts):
+    return len(set(texts)) > 3 and all(b.startswith(a) for a, b in itertools.pairwise(texts))
+
+
+async def test_a_call_posts_to_responses_and_reads_the_answer(fake, model):
+    fake.add(response("Hello there.", usage=(12, 3), cached=8, reasoning_tokens=1))
+    answer = await model()(HI)
+    assert answer.text == "Hello there."
+    assert answer.finish_reason == "completed"
+    assert answer.id.startswith("resp_")
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (12, 3)
+    (sent,) = fake.requests
+    assert sent["model"] == "gpt-test"
+    assert sent["instructions"] == "Be brief."
+    assert sent["input"] == [{"role": "user", "content": "hi"}]
+    assert sent["store"] is False
+    assert sent["include"] == ["reasoning.encrypted_content"]
+    assert fake.headers[0]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_the_default_endpoint_and_capabilities(kernel):
+    model = kernel.model("openai-responses:gpt-5-mini", api_key="k")
+    assert isinstance(model, OpenAIResponsesModel)
+    assert model.base_url == DEFAULT_BASE_URL
+    caps = model.capabilities
+    assert caps.structured_output and caps.thinking and caps.media == {"image"}
+
+
+async def test_store_true_asks_for_no_encrypted_reasoning(fake, model):
+    await model(store=True)(HI)
+    assert fake.requests[0]["store"] is True and "include" not in fake.requests[0]
+
+
+async def test_a_model_declared_without_thinking_asks_for_no_encrypted_reasoning(fake, model):
+    await model(capabilities=Capabilities(thinking=False))(HI)
+    assert "include" not in fake.requests[0]
+
+
+async def test_tools_tool_choice_and_parallel_calls(fake, model):
+    fake.add(
+        response(
+            function_call("call_a", "weather", {"city": "Rome"}),
+            function_call("call_b", "weather", '{"city": "Oslo"}'),
+        )
+    )
+    answer = await model()(HI, tools=[WEATHER], tool_choice="weather")
+    assert [(u.id, u.name, u.input) for u in answer.tool_uses] == [
+        ("call_a", "weather", {"city": "Rome"}),
+        ("call_b", "weather", {"city": "Oslo"}),
+    ]
+    sent = fake.requests[0]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "name": "weather",
+            "description": "Weather in a city.",
+            "parameters": WEATHER["parameters"],
+            "strict": False,
+        }
+    ]
+    assert sent["tool_choice"] == {"type": "function", "name": "weather"}
+    assert "parallel_tool_calls" not in sent
+
+
+@pytest.mark.parametrize("choice", ["auto", "none", "required"])
+async def test_tool_choice_modes(fake, model, choice):
+    await model()(HI, tools=[WEATHER], tool_choice=choice)
+    assert fake.requests[0]["tool_choice"] == choice
+
+
+async def test_one_call_at_a_time_when_capabilities_say_so(fake, model):
+    await model(capabilities=Capabilities(parallel_tool_calls=False))(HI, tools=[WEATHER])
+    assert fake.requests[0]["parallel_tool_calls"] is False
+
+
+async def test_required_tool_choice_without_tools_is_refused(fake, model):
+    with pytest.raises(ModelRejected, match="at least one tool"):
+        await model()(HI, tool_choice="required")
+    assert fake.requests == []
+
+
+async def test_arguments_that_are_not_a_json_object_are_kept_verbatim(fake, model):
+    fake.add(response(function_call("call_a", "weather", "{'city': Rome")))
+    (use,) = (await model()(HI, tools=[WEATHER])).tool_uses
+    assert use.input == {} and use.raw_input == "{'city': Rome"
+
+
+async def test_structured_output_goes_through_text_format(fake, model):
+    fake.add(response('{"answer": 42}'))
+    answer = await model()(HI, structured=SCHEMA)
+    assert answer.text == '{"answer": 42}'
+    fmt = fake.requests[0]["text"]["format"]
+    assert fmt == {"type": "json_schema", "name": "response", "schema": SCHEMA}
+
+
+async def test_strict_structured_output_through_extra_body(fake, model):
+    await model(extra_body={"text": {"format": {"strict": True}}})(HI, structured=SCHEMA)
+    assert fake.requests[0]["text"]["format"]["strict"] is True
+    assert fake.requests[0]["text"]["format"]["schema"] == SCHEMA
+
+
+async def test_reasoning_is_kept_and_sent_back_unchanged_with_its_items_ids(fake, model):
+    thought = reasoning("Rome is likely.", "Check the weather.", encrypted="gAAAA-secret-1")
+    call = function_call("call_a", "weather", {"city": "Rome"})
+    fake.add(response(thought, call), response("Sunny in Rome."))
+    first = await model()(HI, tools=[WEATHER])
+    think, use = first.content
+    assert isinstance(think, ThinkingBlock)
+    assert think.thinking == "Rome is likely.\n\nCheck the weather."
+    assert think.extra["reasoning_item"] == thought
+    history = [
+        *HI,
+        first.to_msg("bot"),
+        Msg("tools", [ToolResultBlock(use.id, "weather", "sunny")], "user"),
+    ]
+    second = await model()(history, tools=[WEATHER])
+    assert second.text == "Sunny in Rome."
+    sent = fake.requests[1]["input"]
+    assert sent[1] == thought  # encrypted_content and all, as it came
+    assert sent[2] == {
+        "type": "function_call",
+        "id": call["id"],  # paired with its reasoning
+        "call_id": "call_a",
+        "name": "weather",
+        "arguments": '{"city": "Rome"}',
+    }
+    assert sent[3] == {"type": "function_call_output", "call_id": "call_a", "output": "sunny"}
+
+
+async def test_reasoning_without_encrypted_content_is_left_out_when_nothing_is_stored(fake, model):
+    fake.add(response(reasoning("hmm", encrypted=None), function_call("c1", "weather", {})))
+    first = await model()(HI, tools=[WEATHER])
+    history = [*HI, first.to_msg("bot"), Msg("t", [ToolResultBlock("c1", "weather", "x")], "user")]
+    await model()(history, tools=[WEATHER])
+    sent = fake.requests[1]["input"]
+    assert [i.get("type") for i in sent] == [None, "function_call", "function_call_output"]
+    assert "id" not in sent[1], "no fc_ id without its reasoning item"
+    await model(store=True)(history, tools=[WEATHER])  # stored: the server finds it by id
+    assert fake.requests[2]["input"][1]["type"] == "reasoning"
+
+
+async def test_a_history_from_another_provider_is_valid(fake, model):
+    history = [
+        *HI,
+        Msg(
+            "bot",
+            [
+                ThinkingBlock("let me see", extra={"signature": "anthropic-sig"}),
+                TextBlock("Checking."),
+                ToolUseBlock("toolu_1", "weather", {"city": "Rome"}),
+            ],
+            "assistant",
+        ),
+        Msg("tools", [ToolResultBlock("toolu_1", "weather", "rain", is_error=True)], "user"),
+    ]
+    answer = await model()(history, tools=[WEATHER])
+    assert answer.text == "ok"  # the fake server checked the request against the official types
+    assert fake.requests[0]["input"][1:] == [
+        {"role": "assistant", "content": "Checking."},
+        {
+            "type": "function_call",
+            "call_id": "toolu_1",
+            "name": "weather",
+            "arguments": '{"city": "Rome"}',
+        },
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "Error: rain"},
+    ]
+
+
+async def test_a_refusal_is_text_marked_as_such(fake, model):
+    fake.add(response(message("", refusal="I can't help with that.")))
+    (block,) = (await model()(HI)).content
+    assert block.text == "I can't help with that." and block.extra["refusal"] is True
+
+
+async def test_an_incomplete_answer_is_a_cut_off(fake, model):
+    fake.add(response("The answer is 12", incomplete="max_output_tokens"))
+    answer = await model()(HI)
+    assert answer.text == "The answer is 12"
+    assert answer.finish_reason == "max_output_tokens" and hit_token_limit(answer.finish_reason)
+
+
+async def test_streaming_is_cumulative_with_usage_finish_reason_and_id(fake, model):
+    fake.add(response(reasoning("Thinking it over."), "Hello there, how are you?"))
+    chunks = await collect(await model()(HI, stream=True))
+    assert growing([c.text for c in chunks if c.text])
+    assert growing([c.content[0].thinking for c in chunks if c.content])
+    last = chunks[-1]
+    assert last.text == "Hello there, how are you?"
+    assert last.finish_reason == "completed" and last.id.startswith("resp_")
+    assert (last.usage.input_tokens, last.usage.output_tokens) == (11, 7)
+    assert last.content[0].extra["reasoning_item"]["encrypted_content"]
+    assert fake.requests[0]["stream"] is True
+
+
+async def test_streamed_calls_show_only_when_whole(fake, model):
+    fake.add(
+        response(
+            function_call("call_a", "weather", {"city": "Rome, Lazio, Italy"}),
+            function_call("call_b", "weather", {"city": "Oslo"}),
+        )
+    )
+    chunks = await collect(await model()(HI, tools=[WEATHER], stream=True))
+    for chunk in chunks:
+        for use in chunk.tool_uses:
+            assert use.raw_input is None, "a fragment never shows as a call"
+    assert [u.input for u in chunks[-1].tool_uses] == [
+        {"city": "Rome, Lazio, Italy"},
+        {"city": "Oslo"},
+    ]
+    assert [len(c.tool_uses) for c in chunks[:-1]] == [1, 2]
+
+
+async def test_a_streamed_incomplete_answer_is_a_cut_off(fake, model):
+    fake.add(response("Partial", incomplete="max_output_tokens"))
+    last = (await collect(await model()(HI, stream=True)))[-1]
+    assert last.text == "Partial" and hit_token_limit(last.finish_reason)
+
+
+async def test_a_stream_cut_before_the_last_event_is_retryable(fake, model):
+    fake.add(Broken(response("never finished"), after=6))
+    with pytest.raises(ModelUnavailable, match="stream cut"):
+        await collect(await model()(HI, stream=True))
+
+
+async def test_a_cut_stream_is_retried_from_the_start(fake, model):
+    fake.add(Broken(response("half"), after=5), response("whole answer"))
+    chunks = await collect(await model(retry=FAST_RETRY)(HI, stream=True))
+    assert chunks[-1].text == "whole answer" and len(fake.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("server_error", ModelUnavailable),
+        ("rate_limit_exceeded", ModelUnavailable),
+        ("invalid_prompt", ModelRejected),
+        (None, ModelUnavailable),
+    ],
+)
+async def test_an_error_event_is_mapped(fake, model, code, error):
+    fake.add(Broken(response("x"), after=3, how="error", code=code))
+    with pytest.raises(error, match="The server had an error"):
+        await collect(await model()(HI, stream=True))
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [("server_error", ModelUnavailable), ("invalid_image", ModelRejected)],
+)
+async def test_a_failed_response_is_mapped(fake, model, code, error):
+    fake.add(Broken(response("x"), after=2, how="failed", code=code))
+    with pytest.raises(error, match=f"Failed: {code}"):
+        await collect(await model()(HI, stream=True))
+    fake.add(response(status="failed", error={"code": code, "message": f"Failed: {code}."}))
+    with pytest.raises(error, match=f"Failed: {code}"):
+        await model()(HI)
+
+
+async def test_a_bad_request_is_rejected_with_the_apis_message(fake, model):
+    fake.add(Failure(400, "Invalid 'input[0]': unknown role.", param="input"))
+    with pytest.raises(ModelRejected, match="unknown role") as caught:
+        await model()(HI)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_rate_limits_and_server_errors_are_retried(fake, model, status):
+    fake.add(Failure(status, "busy", type="server_error", headers={"retry-after-ms": "5"}))
+    answer = await model(retry=FAST_RETRY)(HI)
+    assert answer.text == "ok" and len(fake.requests) == 2
+
+
+async def test_the_key_never_shows(fake, model):
+    fake.add(Failure(401, "Incorrect API key provided: {key}.", code="invalid_api_key"))
+    bad = model(api_key=KEY + "-wrong")
+    with pytest.raises(ModelRejected) as caught:
+        await bad(HI)
+    assert KEY not in str(caught.value) and KEY not in repr(bad)
+
+
+async def test_unknown_output_items_are_kept_and_sent_back_as_they_came(fake, model):
+    search = {
+        "id": "fs_1",
+        "type": "file_search_call",
+        "status": "completed",
+        "queries": ["weather Rome"],
+    }
+    fake.add(response(search, "Sunny."))
+    first = await model()(HI)
+    assert first.content[0].type == "file_search_call" and first.text == "Sunny."
+    await model()([*HI, first.to_msg("bot"), Msg("user", "thanks", "user")])
+    assert fake.requests[1]["input"][1] == search
+
+
+def _sse(*events):
+    return "".join(
+        f"event: x\ndata: {e if isinstance(e, str) else json.dumps(e)}\n\n" for e in events
+    )
+
+
+HOSTILE_STREAMS = {
+    "nulls everywhere": _sse(
+        {"type": "response.created", "response": None},
+        {"type": "response.output_item.added", "output_index": 0, "item": None},
+        {
+            "type": "response.output_text.delta",
+            "output_index": 0,
+            "content_index": None,
+            "delta": None,
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": None},
+        {"type": "response.completed", "response": None},
+    ),
+    "wrong types": _sse(
+        {"type": "response.output_item.added", "output_index": "0", "item": []},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"type": "message", "content": 5},
+        },
+        {"type": "response.output_text.delta", "output_index": 0, "content_index": -1, "delta": 7},
+        {"type": "response.output_item.done", "output_index": 1, "item": {"type": 3}},
+        {"type": "response.completed", "response": {"output": "nope", "usage": "lots", "id": 5}},
+    ),
+    "not objects": _sse("[1, 2]"),
+    "an error event of nulls": _sse({"type": "error", "code": None, "message": None}),
+    "a failed response of nulls": _sse({"type": "response.failed", "response": {"error": 5}}),
+    "half a stream": 'event: response.created\ndata: {"type": "resp',
+    "an HTML page": "<html><body>Bad gateway</body></html>",
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_STREAMS.values(), ids=HOSTILE_STREAMS.keys())
+async def test_a_hostile_stream_is_an_answer_or_a_model_error(kernel, serve, body):
+    async def handler(request):
+        return web.Response(text=body, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handler)
+    base = await serve(app)
+    model = kernel.model("openai-responses:m", base_url=base + "/v1", retry=NO_RETRY)
+    try:
+        chunks = await collect(await model(HI, stream=True))
+    except ModelError:
+        return
+    assert isinstance(chunks[-1].text, str)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"output": [None, 5, {"type": None}, {"type": "message", "content": "x"}], "usage": None},
+        {"output": [{"type": "function_call", "call_id": 1, "name": None, "arguments": 5}]},
+        {"output": "text", "status": "failed", "error": "boom"},
+        {"status": "failed", "output": [], "error": None},
+        [1, 2, 3],
+    ],
+)
+async def test_a_hostile_answer_is_an_answer_or_a_model_error(kernel, serve, body):
+    async def handler(request):
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handler)
+    base = await serve(app)
+    model = kernel.model("openai-responses:m", base_url=base + "/v1", retry=NO_RETRY)
+    try:
+        answer = await model(HI)
+    except ModelError:
+        return
+    assert isinstance(answer.text, str)
+
+
+async def test_a_structured_answer_cut_at_max_output_tokens_is_asked_again(fake, model, kernel):
+    """Tier 3, not a repair: what a cut-off answer would have said cannot be known."""
+    import attrs
+
+    from aopkit import ModelAgent
+
+    @attrs.frozen
+    class Verdict:
+        winner: str
+        score: int
+
+    fake.add(
+        response('{"winner": "alice", "score": 1', incomplete="max_output_tokens"),
+        response('{"winner": "alice", "score": 12}'),
+    )
+    agent = ModelAgent("judge", model(), kernel=kernel)
+    assert await agent(HI[1], structured=Verdict) == Verdict("alice", 12)
+    assert len(fake.requests) == 2
+    [fault] = kernel.faults.faults
+    assert fault.tier == 3 and "max_output_tokens" in fault.detail
