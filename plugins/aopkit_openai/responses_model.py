@@ -21,6 +21,7 @@ from aopkit.models import (
     ToolSpec,
     Usage,
     parse_tool_arguments,
+    reported_count,
     reported_tokens,
     require_messages,
     thinking,
@@ -231,6 +232,8 @@ def _usage(usage: Any, seconds: float) -> Usage:
         input_tokens=reported_tokens(usage.get("input_tokens")),
         output_tokens=reported_tokens(usage.get("output_tokens")),
         seconds=seconds,
+        cached_input_tokens=reported_count(usage, "input_tokens_details", "cached_tokens"),
+        reasoning_tokens=reported_count(usage, "output_tokens_details", "reasoning_tokens"),
     )
 
 
@@ -242,7 +245,9 @@ def _answer(response: Mapping[str, Any], seconds: float) -> ChatResponse:
         for b in _blocks(item)
     ]
     usage = _usage(response.get("usage"), seconds)
-    return ChatResponse(content, usage, _finish(response), _text(response.get("id")) or None)
+    return ChatResponse(
+        content, usage, _finish(response), response.get("id"), response.get("model")
+    )
 
 
 def _error(model: str, error: Mapping[str, Any], key: Secret | None) -> ModelError:

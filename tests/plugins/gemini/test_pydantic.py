@@ -101,5 +101,5 @@ async def test_structured_output_and_a_tool_with_pydantic_reach_gemini_and_come_
         Msg("user", "file it", "user")
     )
     assert reply.text == "done" and filed == [invoice]
-    declaration = gemini.requests[-2].json["tools"][0]["functionDeclarations"][0]
+    declaration = gemini.requests[-2]["tools"][0]["functionDeclarations"][0]
     assert declaration["parameters"]["properties"]["invoice"]["type"] == "OBJECT"
