@@ -1,0 +1,228 @@
+"""The docs a user builds from: every Python block runs as shown, and every page is reachable.
+
+Each page's blocks run in order in a fresh interpreter that may reach only loopback, with
+ResourceWarnings as errors (see ``tests/docrun.py``); a block after ``<!-- not-run: reason -->``
+is only compiled. README.md and every ``docs/**/*.md`` page can be reached from the README, and
+no relative link (or its ``#anchor``) is broken.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from tests import docrun
+
+ROOT = docrun.ROOT
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(
+    r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)|src=\"(?P<src>[^\"]+)\""
+)
+IMAGE = re.compile(r"!\[[^\]]*\]\((?P<target>[^)\s]+)\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=docrun.relative)
+def test_every_python_block_of_the_page_runs(page: Path) -> None:
+    if not docrun.blocks(page):
+        pytest.skip("no python blocks")
+    outcome = docrun.run_page(page)
+    assert outcome.ok, outcome.report
+
+
+# --- the runner itself: each guard fails when it should -----------------------------------------
+
+
+def test_a_failing_block_names_its_page_and_line(tmp_path: Path) -> None:
+    page = _page(
+        tmp_path, "# t\n\n```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2\n```\n"
+    )
+    outcome = docrun.run_page(page)
+    assert not outcome.ok
+    assert f"{docrun.relative(page)}, the block at line 10" in outcome.report
+    assert "assert x == 2" in outcome.report  # the traceback shows the page's own line
+
+
+def test_blocks_of_a_page_share_names_and_may_await(tmp_path: Path) -> None:
+    page = _page(
+        tmp_path,
+        "```python\nimport asyncio\nasync def two():\n    return 2\n```\n"
+        "```python\nvalue = await two()\nprint('value', value)\n```\n",
+    )
+    outcome = docrun.run_page(page)
+    assert outcome.ok, outcome.report
+    assert "value 2" in outcome.report
+
+
+def test_an_unclosed_client_session_fails_even_if_still_referenced() -> None:
+    kept = "import aiohttp\nasync def main():\n    return aiohttp.ClientSession()\n"
+    outcome = docrun.run_source(kept + "session = await main()\n")
+    assert not outcome.ok
+    assert "Unclosed client session" in outcome.report
+
+
+def test_a_kernel_left_open_after_a_model_call_fails() -> None:
+    """The class of leak the docs must avoid: a kernel whose HTTP pool was used, never closed."""
+    source = (
+        "import aopkit\n"
+        "kernel = aopkit.Kernel()\n"
+        "async def main():\n"
+        "    kernel.pool.session()\n"
+        "await main()\n"
+    )
+    outcome = docrun.run_source(source)
+    assert not outcome.ok
+    assert "Unclosed client session" in outcome.report
+    closed = source + "await kernel.aclose()\n"
+    assert docrun.run_source(closed).ok
+
+
+def test_a_resource_warning_on_stderr_fails() -> None:
+    source = "import gc\nopen(__import__('os').devnull)\ngc.collect()\n"
+    outcome = docrun.run_source(source)
+    assert not outcome.ok
+    assert "ResourceWarning" in outcome.report
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "example.com", "10.0.0.1", "[2001:db8::1]"], ids=str)
+def test_only_loopback_is_reachable(host: str) -> None:
+    source = (
+        "import aiohttp\n"
+        "async def main():\n"
+        "    async with aiohttp.ClientSession() as s:\n"
+        f"        await s.get('http://{host}:9/')\n"
+        "await main()\n"
+    )
+    outcome = docrun.run_source(source, timeout=30)
+    assert not outcome.ok
+    assert "may reach only loopback" in outcome.report
+
+
+def test_loopback_is_reachable() -> None:
+    source = (
+        "import socket\n"
+        "server = socket.socket()\nserver.bind(('127.0.0.1', 0))\nserver.listen()\n"
+        "client = socket.create_connection(server.getsockname())\n"
+        "client.close()\nserver.close()\n"
+    )
+    outcome = docrun.run_source(source)
+    assert outcome.ok, outcome.report
+
+
+def test_a_not_run_block_is_compiled_not_run(tmp_path: Path) -> None:
+    runs = _page(tmp_path, "<!-- not-run: needs a key -->\n```python\nraise SystemExit(3)\n```\n")
+    assert docrun.run_page(runs).ok
+    broken = _page(tmp_path, "<!-- not-run: needs a key -->\n```python\ndef (:\n```\n", "b.md")
+    outcome = docrun.run_page(broken)
+    assert not outcome.ok
+    assert "SyntaxError" in outcome.report and "line 3" in outcome.report
+
+
+def test_a_not_run_block_must_say_why(tmp_path: Path) -> None:
+    page = _page(tmp_path, "<!-- not-run -->\n```python\npass\n```\n")
+    with pytest.raises(docrun.DocError, match=r":2: a not-run block must say why"):
+        docrun.blocks(page)
+
+
+def test_an_unclosed_fence_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(docrun.DocError, match="never closed"):
+        docrun.blocks(_page(tmp_path, "```python\npass\n"))
+
+
+def test_a_block_inside_another_fence_is_not_run(tmp_path: Path) -> None:
+    page = _page(tmp_path, "````markdown\n```python\nraise SystemExit(1)\n```\n````\n")
+    assert docrun.blocks(page) == []
+
+
+def test_a_page_that_hangs_times_out_naming_the_block(tmp_path: Path) -> None:
+    page = _page(tmp_path, "```python\nx = 1\n```\n\n```python\nimport time\ntime.sleep(60)\n```\n")
+    outcome = docrun.run_page(page, timeout=10)
+    assert not outcome.ok
+    assert "timed out" in outcome.report and "the block at line 6" in outcome.report
+
+
+def test_secrets_of_the_environment_do_not_reach_the_docs(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-should-not-leak")
+    outcome = docrun.run_source("import os\nprint(sorted(os.environ))\n")
+    assert outcome.ok, outcome.report
+    assert "OPENAI_API_KEY" not in outcome.report
+
+
+def _page(folder: Path, text: str, name: str = "a.md") -> Path:
+    page = folder / name
+    page.write_text(text)
+    return page
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def _links(page: Path) -> list[tuple[int, str]]:
+    found = []
+    text = _without_code(page.read_text(encoding="utf-8"))
+    for number, line in enumerate(text.splitlines(), 1):
+        for match in [*LINK.finditer(line), *IMAGE.finditer(line)]:
+            target = match["target"] or match.groupdict().get("src")
+            if target and not re.match(r"[a-z][a-z0-9+.-]*:", target):
+                found.append((number, target))
+    return found
+
+
+def _without_code(text: str, inline: bool = True) -> str:
+    """The page with its code blocks (and inline code) blanked, line numbers kept."""
+    out, fence = [], None
+    for line in text.splitlines():
+        opening = docrun.FENCE.match(line)
+        if fence is None and opening:
+            fence = opening["fence"]
+            out.append("")
+        elif fence is not None:
+            fence = None if line.strip() == fence else fence
+            out.append("")
+        else:
+            out.append(re.sub(r"`[^`]*`", "", line) if inline else line)
+    return "\n".join(out)
+
+
+def _anchors(page: Path) -> set[str]:
+    anchors, seen = set(), {}
+    for line in _without_code(page.read_text(encoding="utf-8"), inline=False).splitlines():
+        heading = re.match(r"#{1,6}\s+(.*?)\s*#*$", line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading[1].lower()).replace(" ", "-")
+            count = seen.get(slug, 0)
+            seen[slug] = count + 1
+            anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+@pytest.mark.parametrize("page", PAGES, ids=docrun.relative)
+def test_no_relative_link_is_broken(page: Path) -> None:
+    broken = []
+    for number, target in _links(page):
+        path, _, anchor = unquote(target).partition("#")
+        destination = (page.parent / path).resolve() if path else page
+        if not destination.exists():
+            broken.append(f"{docrun.relative(page)}:{number}: {target} (no such file)")
+        elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
+            broken.append(f"{docrun.relative(page)}:{number}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
+
+
+def test_no_docs_page_is_orphaned() -> None:
+    """Every page can be reached from the README by following links."""
+    reached, todo = set(), [ROOT / "README.md"]
+    while todo:
+        page = todo.pop()
+        if page in reached:
+            continue
+        reached.add(page)
+        for _, target in _links(page):
+            path = unquote(target).partition("#")[0]
+            destination = (page.parent / path).resolve() if path else page
+            if destination.suffix == ".md" and destination.exists():
+                todo.append(destination)
+    orphans = [docrun.relative(p) for p in PAGES if p.resolve() not in reached]
+    assert not orphans, f"no link leads to: {orphans}"
