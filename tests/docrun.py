@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -124,24 +125,31 @@ def _run(args: list[str], name: str, timeout: float) -> Outcome:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-W", "error::ResourceWarning", str(Path(__file__)), *args]
-        try:
-            done = subprocess.run(
-                command, cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as exc:
-            started = _text(exc.stderr).rpartition("aopkit-docrun: running ")[2].split("\n")[0]
-            return Outcome(False, f"{name}: timed out after {timeout}s in the block at {started}")
-    shown = done.stderr.replace("aopkit-docrun: running ", "")
-    leaks = [marker for marker in LEAKS if marker in done.stderr]
-    if done.returncode != 0:
-        return Outcome(False, f"{name}: failed (exit {done.returncode})\n{shown}")
+        # A session of its own: on a timeout the page's whole process group is killed, servers
+        # and other children it started included.
+        with subprocess.Popen(
+            command,
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                stderr = process.communicate()[1]
+                started = stderr.rpartition("aopkit-docrun: running ")[2].split("\n")[0]
+                return Outcome(False, f"{name}: timed out after {timeout}s in {started}")
+    shown = stderr.replace("aopkit-docrun: running ", "")
+    leaks = [marker for marker in LEAKS if marker in stderr]
+    if process.returncode != 0:
+        return Outcome(False, f"{name}: failed (exit {process.returncode})\n{shown}")
     if leaks:
         return Outcome(False, f"{name}: stderr reports {', '.join(leaks)}\n{shown}")
-    return Outcome(True, done.stdout)
-
-
-def _text(data: str | bytes | None) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
+    return Outcome(True, stdout)
 
 
 # --- what runs inside the fresh interpreter ----------------------------------------------------

@@ -1,14 +1,15 @@
 """The docs a user builds from: every Python block runs as shown, and every page is reachable.
 
-Each page's blocks run in order in a fresh interpreter that may reach only loopback, with
-ResourceWarnings as errors (see ``tests/docrun.py``); a block after ``<!-- not-run: reason -->``
-is only compiled. README.md and every ``docs/**/*.md`` page can be reached from the README, and
-no relative link (or its ``#anchor``) is broken.
+The pages are README.md, ``docs/**/*.md`` and ``examples/**/*.md``. Each page's blocks run
+in order in a fresh interpreter that may reach only loopback, with ResourceWarnings as errors
+(see ``tests/docrun.py``); a block after ``<!-- not-run: reason -->`` is only compiled. Every
+docs page can be reached from the README, and no relative link (or its ``#anchor``) is broken.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -18,13 +19,15 @@ from tests import docrun
 
 ROOT = docrun.ROOT
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# Pages beside the examples are read too: their blocks run and their links hold.
+READ = [*PAGES, *sorted((ROOT / "examples").rglob("*.md"))]
 LINK = re.compile(
     r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)|src=\"(?P<src>[^\"]+)\""
 )
 IMAGE = re.compile(r"!\[[^\]]*\]\((?P<target>[^)\s]+)\)")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=docrun.relative)
+@pytest.mark.parametrize("page", READ, ids=docrun.relative)
 def test_every_python_block_of_the_page_runs(page: Path) -> None:
     if not docrun.blocks(page):
         pytest.skip("no python blocks")
@@ -143,6 +146,33 @@ def test_a_page_that_hangs_times_out_naming_the_block(tmp_path: Path) -> None:
     assert "timed out" in outcome.report and "the block at line 6" in outcome.report
 
 
+def test_a_timeout_kills_what_the_page_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    source = (
+        "import subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '300'], stdout=subprocess.DEVNULL,\n"
+        "                         stderr=subprocess.DEVNULL)  # holds none of the page's pipes\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(300)\n"
+    )
+    outcome = docrun.run_source(source, timeout=10)
+    assert not outcome.ok and "timed out" in outcome.report
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie nobody reaped yet."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 def test_secrets_of_the_environment_do_not_reach_the_docs(monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-live-should-not-leak")
     outcome = docrun.run_source("import os\nprint(sorted(os.environ))\n")
@@ -198,7 +228,7 @@ def _anchors(page: Path) -> set[str]:
     return anchors
 
 
-@pytest.mark.parametrize("page", PAGES, ids=docrun.relative)
+@pytest.mark.parametrize("page", READ, ids=docrun.relative)
 def test_no_relative_link_is_broken(page: Path) -> None:
     broken = []
     for number, target in _links(page):
