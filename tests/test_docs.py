@@ -228,8 +228,8 @@ def _anchors(page: Path) -> set[str]:
     return anchors
 
 
-@pytest.mark.parametrize("page", READ, ids=docrun.relative)
-def test_no_relative_link_is_broken(page: Path) -> None:
+def _broken(page: Path) -> list[str]:
+    """The page's relative links to no file, or to no heading of a Markdown page."""
     broken = []
     for number, target in _links(page):
         path, _, anchor = unquote(target).partition("#")
@@ -238,12 +238,13 @@ def test_no_relative_link_is_broken(page: Path) -> None:
             broken.append(f"{docrun.relative(page)}:{number}: {target} (no such file)")
         elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
             broken.append(f"{docrun.relative(page)}:{number}: {target} (no such heading)")
-    assert not broken, "\n".join(broken)
+    return broken
 
 
-def test_no_docs_page_is_orphaned() -> None:
-    """Every page can be reached from the README by following links."""
-    reached, todo = set(), [ROOT / "README.md"]
+def _reachable(start: Path) -> set[Path]:
+    """The Markdown pages that links lead to from ``start`` (itself included)."""
+    reached: set[Path] = set()
+    todo = [start.resolve()]
     while todo:
         page = todo.pop()
         if page in reached:
@@ -254,5 +255,34 @@ def test_no_docs_page_is_orphaned() -> None:
             destination = (page.parent / path).resolve() if path else page
             if destination.suffix == ".md" and destination.exists():
                 todo.append(destination)
+    return reached
+
+
+@pytest.mark.parametrize("page", READ, ids=docrun.relative)
+def test_no_relative_link_is_broken(page: Path) -> None:
+    broken = _broken(page)
+    assert not broken, "\n".join(broken)
+
+
+def test_no_docs_page_is_orphaned() -> None:
+    """Every page can be reached from the README by following links."""
+    reached = _reachable(ROOT / "README.md")
     orphans = [docrun.relative(p) for p in PAGES if p.resolve() not in reached]
     assert not orphans, f"no link leads to: {orphans}"
+
+
+def test_the_link_checks_catch_what_they_should(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    _page(tmp_path, "# Start\n\n[b](sub/b.md#a-heading-with-code) and [c](c.md)\n", "a.md")
+    _page(tmp_path, "# Other\n\n## A heading with `code`\n\n[back](../a.md#start)\n", "sub/b.md")
+    _page(tmp_path, "# C\n\n[gone](missing.md) [nope](a.md#no-such) `[code](x.md)`\n", "c.md")
+    _page(tmp_path, "# Lonely\n", "orphan.md")
+    _page(tmp_path, "```markdown\n[in a code block](nowhere.md)\n```\n", "fenced.md")
+    assert _broken(tmp_path / "a.md") == _broken(tmp_path / "sub" / "b.md") == []
+    assert [line.rpartition(": ")[2] for line in _broken(tmp_path / "c.md")] == [
+        "missing.md (no such file)",
+        "a.md#no-such (no such heading)",
+    ]
+    assert _broken(tmp_path / "fenced.md") == []
+    names = {p.name for p in _reachable(tmp_path / "a.md")}
+    assert names == {"a.md", "b.md", "c.md"}
