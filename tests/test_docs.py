@@ -139,6 +139,14 @@ def test_a_block_inside_another_fence_is_not_run(tmp_path: Path) -> None:
     assert docrun.blocks(page) == []
 
 
+def test_a_block_indented_in_a_list_runs_dedented(tmp_path: Path) -> None:
+    page = _page(tmp_path, "- a step:\n\n  ```python\n  if True:\n      print('ran')\n  ```\n")
+    [block] = docrun.blocks(page)
+    assert block.source == "if True:\n    print('ran')\n"
+    outcome = docrun.run_page(page)
+    assert outcome.ok and "ran" in outcome.report
+
+
 def test_a_page_that_hangs_times_out_naming_the_block(tmp_path: Path) -> None:
     page = _page(tmp_path, "```python\nx = 1\n```\n\n```python\nimport time\ntime.sleep(60)\n```\n")
     outcome = docrun.run_page(page, timeout=10)
