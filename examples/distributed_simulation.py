@@ -41,32 +41,32 @@ async def play(
     count: int, rounds: int, *, distributed: bool, pool_size: int = 500, **placement: object
 ) -> list[tuple[float, str]]:
     """The averages and winners of each round."""
-    kernel = aopkit.Kernel()
-    players = agents(count, kernel)
-    if distributed:
-        from aopkit_ray import pools
-
-        groups = pools(players, pool_size, kernel=kernel, **placement)
-    average, results = 50.0, []
-    for r in range(rounds):
-        announcement = Msg(
-            "host",
-            f"round {r}: the average was {average:.2f}",
-            "user",
-            metadata={"average": average},
-        )
+    async with aopkit.Kernel() as kernel:  # closing it releases its HTTP session
+        players = agents(count, kernel)
         if distributed:
-            answers = await asyncio.gather(*(g.reply_all(announcement) for g in groups))
-            replies = [m for answer in answers for m in answer]
-        else:
-            replies = list(await asyncio.gather(*(p(announcement) for p in players)))
-        average = statistics.fmean(m.metadata["guess"] for m in replies)
-        target = average * 2 / 3
-        winner = min(replies, key=lambda m: abs(m.metadata["guess"] - target)).name
-        results.append((round(average, 6), winner))
-    if distributed:
-        for group in groups:
-            group.kill()
+            from aopkit_ray import pools
+
+            groups = pools(players, pool_size, kernel=kernel, **placement)
+        average, results = 50.0, []
+        for r in range(rounds):
+            announcement = Msg(
+                "host",
+                f"round {r}: the average was {average:.2f}",
+                "user",
+                metadata={"average": average},
+            )
+            if distributed:
+                answers = await asyncio.gather(*(g.reply_all(announcement) for g in groups))
+                replies = [m for answer in answers for m in answer]
+            else:
+                replies = list(await asyncio.gather(*(p(announcement) for p in players)))
+            average = statistics.fmean(m.metadata["guess"] for m in replies)
+            target = average * 2 / 3
+            winner = min(replies, key=lambda m: abs(m.metadata["guess"] - target)).name
+            results.append((round(average, 6), winner))
+        if distributed:
+            for group in groups:
+                group.kill()
     return results
 
 

@@ -32,23 +32,23 @@ async def scripted_human(agent: aopkit.UserAgent, msg: object) -> str:
 
 
 async def main(model_name: str | None) -> list[str]:
-    kernel = aopkit.Kernel()
-    kernel.register(aopkit.ChatLog(), "chat")
+    async with aopkit.Kernel() as kernel:  # closing it releases its HTTP session
+        kernel.register(aopkit.ChatLog(), "chat")
 
-    def model(name: str) -> object:
-        if model_name:
-            return kernel.model(model_name, formatter=f"{model_name.split(':')[0]}-multiagent")
-        return kernel.model("scripted:" + name, responses=SCRIPTED[name])
+        def model(name: str) -> object:
+            if model_name:
+                formatter = f"{model_name.split(':')[0]}-multiagent"
+                return kernel.model(model_name, formatter=formatter)
+            return kernel.model("scripted:" + name, responses=SCRIPTED[name])
 
-    prompt = "You are {} in a short group discussion. Answer in one sentence."
-    ada = aopkit.ModelAgent("ada", model("ada"), sys_prompt=prompt.format("Ada"), kernel=kernel)
-    bob = aopkit.ModelAgent("bob", model("bob"), sys_prompt=prompt.format("Bob"), kernel=kernel)
-    you = aopkit.UserAgent("you", input=None if model_name else scripted_human, kernel=kernel)
-    question = aopkit.Msg("host", "Tea or coffee for the afternoon break?", "system")
-    async with aopkit.MsgHub([ada, bob, you], announcement=question):
-        for _ in range(2):
-            await aopkit.sequential([ada, bob, you])
-    await kernel.aclose()
+        prompt = "You are {} in a short group discussion. Answer in one sentence."
+        ada = aopkit.ModelAgent("ada", model("ada"), sys_prompt=prompt.format("Ada"), kernel=kernel)
+        bob = aopkit.ModelAgent("bob", model("bob"), sys_prompt=prompt.format("Bob"), kernel=kernel)
+        you = aopkit.UserAgent("you", input=None if model_name else scripted_human, kernel=kernel)
+        question = aopkit.Msg("host", "Tea or coffee for the afternoon break?", "system")
+        async with aopkit.MsgHub([ada, bob, you], announcement=question):
+            for _ in range(2):
+                await aopkit.sequential([ada, bob, you])
     return [f"{m.name}: {m.text}" for m in you.memory]
 
 

@@ -51,33 +51,32 @@ async def main(model_name: str | None) -> list[str]:
     """The tools' results and the answer, in order."""
     with tempfile.TemporaryDirectory() as tmp:
         workspace, db = prepare(Path(tmp))
-        kernel = aopkit.Kernel()
-        kernel.register(aopkit.ChatLog(), "chat")
-        toolkit = aopkit.Toolkit(
-            [
-                *Workspace(workspace).tools(),
-                *Database(db).tools(),
-                *CodeExecutor(enabled=True, timeout=20).tools(),
-            ],
-            kernel=kernel,
-        )
-        model = (
-            kernel.model(model_name)
-            if model_name
-            else kernel.model("scripted:analyst", responses=SCRIPT)
-        )
-        analyst = aopkit.ReActAgent(
-            "analyst",
-            model,
-            toolkit=toolkit,
-            kernel=kernel,
-            sys_prompt="Answer with the tools: read note.txt, query the orders table "
-            "(region, amount), and compute with Python.",
-        )
-        reply = await analyst(
-            aopkit.Msg("user", "What will the north region sell next quarter?", "user")
-        )
-        await kernel.aclose()
+        async with aopkit.Kernel() as kernel:  # closing it releases its HTTP session
+            kernel.register(aopkit.ChatLog(), "chat")
+            toolkit = aopkit.Toolkit(
+                [
+                    *Workspace(workspace).tools(),
+                    *Database(db).tools(),
+                    *CodeExecutor(enabled=True, timeout=20).tools(),
+                ],
+                kernel=kernel,
+            )
+            model = (
+                kernel.model(model_name)
+                if model_name
+                else kernel.model("scripted:analyst", responses=SCRIPT)
+            )
+            analyst = aopkit.ReActAgent(
+                "analyst",
+                model,
+                toolkit=toolkit,
+                kernel=kernel,
+                sys_prompt="Answer with the tools: read note.txt, query the orders table "
+                "(region, amount), and compute with Python.",
+            )
+            reply = await analyst(
+                aopkit.Msg("user", "What will the north region sell next quarter?", "user")
+            )
         results = [b.output for m in analyst.memory for b in m.blocks(ToolResultBlock)]
         return [*map(str, results), reply.text]
 

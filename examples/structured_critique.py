@@ -41,26 +41,25 @@ REVIEWER = ["The total is wrong: 120 + 300 is 420, not 400.", "APPROVE"]
 
 
 async def main(model_name: str | None) -> Budget:
-    kernel = aopkit.Kernel()
-    if model_name:
-        analyst_model = kernel.model(model_name)
-        reviewer = kernel.model(model_name)
-    else:
-        analyst_model = kernel.model("scripted:analyst", responses=ANALYST)
-        reviewer = kernel.model("scripted:reviewer", responses=REVIEWER)
-    policy = FaultPolicy(critics=(PairwiseCritique(reviewer),), review=True)
-    analyst = aopkit.ModelAgent(
-        "analyst",
-        analyst_model,
-        faults=policy,
-        kernel=kernel,
-        sys_prompt="You draft travel budgets.",
-    )
-    ask = aopkit.Msg("user", "Budget a weekend: train 120, hotel 300.", "user")
-    budget = await analyst(ask, structured=Budget)
-    print(budget)
-    print(kernel.faults.render())
-    await kernel.aclose()
+    async with aopkit.Kernel() as kernel:  # closing it releases its HTTP session
+        if model_name:
+            analyst_model = kernel.model(model_name)
+            reviewer = kernel.model(model_name)
+        else:
+            analyst_model = kernel.model("scripted:analyst", responses=ANALYST)
+            reviewer = kernel.model("scripted:reviewer", responses=REVIEWER)
+        policy = FaultPolicy(critics=(PairwiseCritique(reviewer),), review=True)
+        analyst = aopkit.ModelAgent(
+            "analyst",
+            analyst_model,
+            faults=policy,
+            kernel=kernel,
+            sys_prompt="You draft travel budgets.",
+        )
+        ask = aopkit.Msg("user", "Budget a weekend: train 120, hotel 300.", "user")
+        budget = await analyst(ask, structured=Budget)
+        print(budget)
+        print(kernel.faults.render())
     return budget
 
 

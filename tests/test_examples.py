@@ -12,8 +12,11 @@ import pytest
 import aopkit
 from aopkit.faults import FaultPolicy, resolve
 from aopkit.structured import Target
+from tests import docrun
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
+# Arguments for a quick offline run; an example not listed runs with none.
+QUICK_RUN = {"distributed_simulation": ["--agents", "40", "--rounds", "2"]}
 
 
 def load(name: str):
@@ -114,3 +117,23 @@ def test_the_example_plugin_passes_the_conformance_suite_as_a_third_party_would(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "acme declares it lacks tools" in result.stdout
     assert " passed, 8 skipped" in result.stdout, result.stdout
+@pytest.mark.parametrize("script", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
+def test_every_example_runs_as_a_script_and_closes_what_it_opens(script: Path):
+    """As a user runs it (``python examples/x.py``), offline: no traceback, no unclosed client
+    session, no ResourceWarning (see tests/docrun.py)."""
+    outcome = docrun.run_script(script, *QUICK_RUN.get(script.stem, []), timeout=180)
+    assert outcome.ok, outcome.report
+
+
+def test_an_example_that_leaves_its_kernel_open_fails(tmp_path: Path):
+    leaky = tmp_path / "leaky.py"
+    leaky.write_text(
+        "import asyncio, aopkit\n"
+        "kernel = aopkit.Kernel()\n"
+        "async def main():\n"
+        "    kernel.pool.session()  # what the first call of an HTTP model does\n"
+        "asyncio.run(main())\n"
+    )
+    outcome = docrun.run_script(leaky)
+    assert not outcome.ok
+    assert "Unclosed client session" in outcome.report
