@@ -228,7 +228,9 @@ def _run_each(specs: list[dict[str, object]], loop: asyncio.AbstractEventLoop) -
         print(f"aopkit-docrun: running {where}", file=sys.stderr, flush=True)
         padded = "\n" * (block.line - 1) + block.source  # tracebacks show the page's own lines
         try:
-            code = compile(padded, block.page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            code = compile(
+                padded, block.page, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+            )
             if block.run:
                 result = eval(code, namespace)
                 if asyncio.iscoroutine(result):

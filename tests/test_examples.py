@@ -117,6 +117,8 @@ def test_the_example_plugin_passes_the_conformance_suite_as_a_third_party_would(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "acme declares it lacks tools" in result.stdout
     assert " passed, 8 skipped" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("script", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
 def test_every_example_runs_as_a_script_and_closes_what_it_opens(script: Path):
     """As a user runs it (``python examples/x.py``), offline: no traceback, no unclosed client
