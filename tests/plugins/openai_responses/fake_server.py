@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from tests.plugins.openai.fake_server import Failure, _force, error_body
+from aopkit.testing.fakes.openai import Failure, _force, error_body
 
 _ids = itertools.count(1)
 CREATED = 1_700_000_000
