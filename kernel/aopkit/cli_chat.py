@@ -1,0 +1,209 @@
+"""``aopkit chat PROVIDER:MODEL``: a conversation with a model in the terminal, its answers
+streamed as they come, tools from modules, the fault and usage reports on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .blocks import ToolResultBlock, ToolUseBlock
+from .cli import UsageError, usage_report, wrong_usage
+from .errors import AopkitError
+from .events import Event, MessageSent, ModelCallStarted, ReplyChunk
+from .hookspecs import hookimpl
+from .kernel import Kernel
+from .message import Msg
+from .sinks import describe
+from .toolkit import Tool, Toolkit
+
+AGENT = "assistant"
+
+
+def arguments(parser: Any) -> None:
+    parser.add_argument("model", metavar="PROVIDER:MODEL", help="the model to talk to")
+    parser.add_argument("--system", metavar="TEXT", help="the system prompt")
+    parser.add_argument(
+        "--tools",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="a module (or FILE.py) whose @tool functions and Toolkits the model may call; "
+        "repeat for more",
+    )
+
+
+async def run(args: Any, kernel: Kernel) -> int:
+    """Talk to a model in the terminal; Ctrl-D (end of input) or Ctrl-C ends the chat."""
+    from .react import ReActAgent
+
+    try:
+        model = kernel.model(args.model)
+        tools = [found for module in args.tools for found in tools_in(_import(module))]
+        agent = ReActAgent(
+            AGENT,
+            model,
+            toolkit=Toolkit(tools, kernel=kernel),
+            sys_prompt=args.system,
+            stream=model.capabilities.streaming,
+            kernel=kernel,
+        )
+    except AopkitError as exc:
+        raise UsageError(f"aopkit chat: {exc}") from exc
+    screen = _Screen(sys.stdout)
+    kernel.register(screen, "aopkit-chat-screen")
+    prompt = "you> " if os.isatty(0) else ""
+    lines = Lines()
+    failed = False
+    report = True  # not after a refused key: the one line saying so is the whole story
+    try:
+        while (line := await lines.next(prompt)) is not None:
+            if not line.strip():
+                continue
+            try:
+                reply = await agent(Msg("user", line, "user"))
+            except AopkitError as exc:
+                screen.end_line()
+                if wrong_usage(exc):
+                    report = False
+                    raise
+                print(kernel.secrets.redact(f"aopkit chat: error: {exc}"), file=sys.stderr)
+                failed = True
+                continue
+            screen.finish(reply.text)
+    finally:
+        screen.end_line()
+        if report:
+            print(usage_report(kernel), file=sys.stderr)
+        await kernel.aclose()
+    return 1 if failed else 0
+
+
+def tools_in(module: ModuleType) -> list[Tool]:
+    """The module's ``@tool`` functions and the tools of its ``Toolkit`` attributes."""
+    found: dict[str, Tool] = {}
+    for value in vars(module).values():
+        tools = value.tools.values() if isinstance(value, Toolkit) else [value]
+        found.update((t.name, t) for t in tools if isinstance(t, Tool))
+    if not found:
+        raise UsageError(f"aopkit chat: module {module.__name__!r} has no @tool or Toolkit")
+    return list(found.values())
+
+
+def _import(name: str) -> ModuleType:
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise UsageError(f"aopkit chat: no such file: {name}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as ``python -m`` does
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            raise UsageError(f"aopkit chat: no module named {name!r}") from None
+        raise
+
+
+class Lines:
+    """The lines of a file descriptor (standard input), read on the event loop: no thread sits
+    blocked in a read, so Ctrl-C ends the chat at once, even mid-line."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd = fd
+        self.pending = b""
+        self.ended = False
+
+    async def next(self, prompt: str = "") -> str | None:
+        """The next line without its line break, or None once the input has ended."""
+        if prompt:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        while b"\n" not in self.pending and not self.ended:
+            data = await self._read()
+            self.pending += data
+            self.ended = not data
+        if not self.pending:
+            return None
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode("utf-8", "replace").removesuffix("\r")
+
+    async def _read(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        try:
+            loop.add_reader(self.fd, wake)
+        except (OSError, ValueError):  # a regular file or /dev/null: reading never waits
+            return self._read_now()
+        try:
+            await ready
+        finally:
+            loop.remove_reader(self.fd)
+        return self._read_now()
+
+    def _read_now(self) -> bytes:
+        try:
+            return os.read(self.fd, 65536)
+        except OSError:  # closed under us: the input has ended
+            return b""
+
+
+class _Screen:
+    """Writes the assistant's words as they stream in (each ``reply_chunk`` is the whole text
+    so far: only what is new is written)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.shown = ""  # the text of the current model call written so far
+        self.open = False  # a line is being written
+
+    @hookimpl
+    def event(self, event: Event) -> None:
+        if isinstance(event, ModelCallStarted):
+            self.end_line()  # a new call (after a tool step) streams its text from the start
+        elif isinstance(event, ReplyChunk) and event.agent == AGENT:
+            self._show(event.text)
+        elif isinstance(event, MessageSent) and _tool_step(event.msg):
+            self.end_line()  # a tool step: its calls (→) and their results (←) on a line
+            self.out.write(f"  {event.msg.name}: {describe(event.msg)}\n")
+            self.out.flush()
+
+    def _show(self, text: str) -> None:
+        if not text.startswith(self.shown):
+            self.end_line()
+            self.shown = ""
+        self.out.write(text[len(self.shown) :])
+        self.out.flush()
+        self.shown, self.open = text, bool(text) or self.open
+
+    def finish(self, text: str) -> None:
+        """The reply is complete: write whatever did not stream, and end its line."""
+        if not (self.shown and text.startswith(self.shown)):
+            self.end_line()
+            self.shown = ""
+        self._show(text)
+        self.end_line()
+
+    def end_line(self) -> None:
+        if self.open:
+            self.out.write("\n")
+            self.out.flush()
+        self.open, self.shown = False, ""
+
+
+def _tool_step(msg: Msg) -> bool:
+    return any(isinstance(b, (ToolUseBlock, ToolResultBlock)) for b in msg.blocks())
