@@ -41,7 +41,7 @@ class StudioRun:
         try:
             if self.studios and self.interactive:
                 input("\nThe run is over. Press Enter to stop the Studio. ")
-        except (EOFError, KeyboardInterrupt):
+        except (EOFError, OSError, KeyboardInterrupt):  # no more input, or Ctrl-C: stop
             pass
         finally:
             for studio in self.studios:
