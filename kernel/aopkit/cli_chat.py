@@ -3,7 +3,6 @@ streamed as they come, tools from modules, the fault and usage reports on exit."
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import os
@@ -20,6 +19,7 @@ from .hookspecs import hookimpl
 from .kernel import Kernel
 from .message import Msg
 from .sinks import describe
+from .terminal import read_line
 from .toolkit import Tool, Toolkit
 
 AGENT = "assistant"
@@ -58,11 +58,10 @@ async def run(args: Any, kernel: Kernel) -> int:
     screen = _Screen(sys.stdout)
     kernel.register(screen, "aopkit-chat-screen")
     prompt = "you> " if os.isatty(0) else ""
-    lines = Lines()
     failed = False
     report = True  # not after a refused key: the one line saying so is the whole story
     try:
-        while (line := await lines.next(prompt)) is not None:
+        while (line := await read_line(prompt)) is not None:
             if not line.strip():
                 continue
             try:
@@ -112,54 +111,6 @@ def _import(name: str) -> ModuleType:
         if exc.name is not None and name.startswith(exc.name):
             raise UsageError(f"aopkit chat: no module named {name!r}") from None
         raise
-
-
-class Lines:
-    """The lines of a file descriptor (standard input), read on the event loop: no thread sits
-    blocked in a read, so Ctrl-C ends the chat at once, even mid-line."""
-
-    def __init__(self, fd: int = 0) -> None:
-        self.fd = fd
-        self.pending = b""
-        self.ended = False
-
-    async def next(self, prompt: str = "") -> str | None:
-        """The next line without its line break, or None once the input has ended."""
-        if prompt:
-            sys.stdout.write(prompt)
-            sys.stdout.flush()
-        while b"\n" not in self.pending and not self.ended:
-            data = await self._read()
-            self.pending += data
-            self.ended = not data
-        if not self.pending:
-            return None
-        line, _, self.pending = self.pending.partition(b"\n")
-        return line.decode("utf-8", "replace").removesuffix("\r")
-
-    async def _read(self) -> bytes:
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not ready.done():
-                ready.set_result(None)
-
-        try:
-            loop.add_reader(self.fd, wake)
-        except (OSError, ValueError):  # a regular file or /dev/null: reading never waits
-            return self._read_now()
-        try:
-            await ready
-        finally:
-            loop.remove_reader(self.fd)
-        return self._read_now()
-
-    def _read_now(self) -> bytes:
-        try:
-            return os.read(self.fd, 65536)
-        except OSError:  # closed under us: the input has ended
-            return b""
 
 
 class _Screen:

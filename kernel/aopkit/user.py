@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -17,8 +16,11 @@ InputSource = Callable[["UserAgent", Incoming], Awaitable[str | Msg]]
 
 
 async def terminal_input(agent: UserAgent, msg: Incoming) -> str:
-    """Read one line from the terminal (in a thread, so other agents keep running)."""
-    return await asyncio.to_thread(input, f"{agent.name}: ")
+    """Read one line from the terminal (on the event loop, so other agents keep running and
+    Ctrl-C ends the program at once)."""
+    from .terminal import ask
+
+    return await ask(f"{agent.name}: ")
 
 
 class UserAgent(Agent):

@@ -5,6 +5,7 @@ file) and the openai provider against a loopback fake server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -427,3 +428,66 @@ async def test_a_demo_model_that_never_complies_ends_with_the_fault_report(tmp_p
     assert "Traceback" not in out + err
     assert "No verdict: the debate failed." in out and "Fault report:" in out
     assert "unresolved" in out and "aopkit demo: error:" in err
+
+
+# -- reading the terminal ----------------------------------------------------------------------
+HUMAN = """
+import asyncio, aopkit
+
+async def main():
+    ann = aopkit.UserAgent("ann")
+    for _ in range(3):
+        said = await ann(aopkit.Msg("host", "your turn", "user"))
+        print("ann said:", said.text, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_user_agent_reads_piped_lines_and_none_is_lost(tmp_path):
+    (tmp_path / "human.py").write_text(HUMAN)
+    code, out, err = await cli(
+        "run", "human.py", env=env_for(tmp_path), cwd=tmp_path, stdin="one\ntwo\nthree\n"
+    )
+    assert code == 0, err
+    assert out.replace("ann: ", "") == "ann said: one\nann said: two\nann said: three\n"
+
+
+async def test_ctrl_c_ends_a_run_whose_user_agent_waits_for_input(tmp_path):
+    (tmp_path / "human.py").write_text(HUMAN)
+    code, out, err = await interrupt(
+        ["run", "human.py"], env_for(tmp_path), tmp_path, ready="ann: "
+    )  # stdin stays open: the user agent waits for a line that never comes
+    assert code == 130 and "Traceback" not in err, err
+    assert out == "ann: " and "aopkit run: interrupted" in err
+
+
+async def test_chat_on_a_terminal_prompts_and_ends_on_ctrl_c(tmp_path):
+    import pty
+
+    env = env_for(tmp_path, {"scripted:bot": ["Hello, terminal."]})
+    leader, follower = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        AOPKIT, "chat", "scripted:bot", stdin=follower, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    seen = b""
+
+    async def until(text: bytes) -> None:
+        nonlocal seen
+        while text not in seen:
+            seen += await asyncio.wait_for(asyncio.to_thread(os.read, leader, 1000), 60)
+
+    try:
+        await until(b"you> ")
+        os.write(leader, b"hi\n")
+        await until(b"Hello, terminal.")
+        await until(b"you> ")
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 30)
+        with contextlib.suppress(OSError):  # the terminal is gone with its last reader
+            await until(b"aopkit chat: interrupted")
+    finally:
+        os.close(leader)
+    assert proc.returncode == 130
+    assert b"Traceback" not in seen and b"Fault report: no faults." in seen

@@ -61,12 +61,15 @@ async def test_run_with_the_studio_shows_the_programs_conversation(tmp_path):
         url = line.split(": ", 1)[1].strip()
         base, token = url.split("/?token=")
         seen = []
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-            async with http.ws_connect(f"{base}/ws?since=0") as ws:
-                while not any("Hello from inside the program." in s for s in seen):
-                    message = await ws.receive(timeout=30)
-                    assert message.type == aiohttp.WSMsgType.TEXT, message
-                    seen.append(message.data)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with (
+            aiohttp.ClientSession(headers=auth) as http,
+            http.ws_connect(f"{base}/ws?since=0") as ws,
+        ):
+            while not any("Hello from inside the program." in s for s in seen):
+                message = await ws.receive(timeout=30)
+                assert message.type == aiohttp.WSMsgType.TEXT, message
+                seen.append(message.data)
         events = [e for s in seen for e in json.loads(s).get("events", [])]
         assert {"reply_started", "model_call_finished", "message_sent"} <= {
             e["type"] for e in events
@@ -88,16 +91,22 @@ async def test_an_incident_crosses_from_the_programs_loop_to_the_page(tmp_path):
         run.attach(kernel)
         (studio,) = run.studios
         schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-        asked = asyncio.ensure_future(kernel.escalate(Incident("m", "T", "bad", "q", schema=schema)))
+        asked = asyncio.ensure_future(
+            kernel.escalate(Incident("m", "T", "bad", "q", schema=schema))
+        )
         for _ in range(100):
             if studio._incidents:
                 break
             await asyncio.sleep(0.05)
         (incident,) = studio._incidents
         url = f"http://127.0.0.1:{studio.port}/api/incidents/{incident}"
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {studio.token}"}) as h:
-            async with h.post(url, json={"action": "answer", "answer": '{"n": 7}'}) as response:
-                assert response.status == 200, await response.text()
+        answer = {"action": "answer", "answer": '{"n": 7}'}
+        auth = {"Authorization": f"Bearer {studio.token}"}
+        async with (
+            aiohttp.ClientSession(headers=auth) as http,
+            http.post(url, json=answer) as response,
+        ):
+            assert response.status == 200, await response.text()
         resolution = await asyncio.wait_for(asked, 10)
         assert (resolution.action, resolution.answer) == ("answer", '{"n": 7}')
     finally:
@@ -133,4 +142,3 @@ async def test_a_program_that_cancels_its_question_leaves_the_page_clean(tmp_pat
         run.interactive = False  # nobody to press Enter
         await asyncio.to_thread(run.finish)
         await kernel.aclose()
-

@@ -1,0 +1,58 @@
+"""How ``aopkit run`` reaches a program's kernels: ``each_kernel`` and ``model_wrappers``."""
+
+from __future__ import annotations
+
+import pytest
+
+import aopkit
+from aopkit import kernel as kernel_module
+from aopkit.kernel import each_kernel
+from aopkit.retry import RetryPolicy
+
+
+def test_each_kernel_sets_up_the_default_and_every_new_kernel_only_inside_the_block(
+    monkeypatch,
+):
+    default = aopkit.Kernel(load_entrypoints=False)
+    monkeypatch.setattr(kernel_module, "_default", default)
+    seen: list[aopkit.Kernel] = []
+    with each_kernel(seen.append):
+        assert seen == [default]
+        made = aopkit.Kernel(load_entrypoints=False)
+        assert seen == [default, made]
+    aopkit.Kernel(load_entrypoints=False)
+    assert seen == [default, made]
+
+
+def test_each_kernel_is_undone_when_the_block_fails(monkeypatch):
+    monkeypatch.setattr(kernel_module, "_default", None)
+    seen: list[aopkit.Kernel] = []
+    with pytest.raises(RuntimeError), each_kernel(seen.append):
+        raise RuntimeError("the program failed")
+    aopkit.Kernel(load_entrypoints=False)
+    assert seen == [] and kernel_module._setups == []
+
+
+async def test_model_wrappers_wrap_in_order_and_the_policies_reach_the_outermost(kernel):
+    calls = []
+
+    def outer_of(label):
+        def wrap(name, build):
+            calls.append((label, name))
+            inner = build()
+            return ("wrapped", label, inner)
+
+        return wrap
+
+    kernel.model_wrappers.append(outer_of("first"))
+    model = kernel.model("scripted:x")
+    assert model[:2] == ("wrapped", "first") and model[2].name == "scripted:x"
+
+    kernel.model_wrappers[:] = [lambda name, build: build()]
+    retry = RetryPolicy(attempts=1)
+    assert kernel.model("scripted:x", retry=retry).retry is retry
+    kernel.model_wrappers[:] = [outer_of("a"), outer_of("b")]
+    calls.clear()
+    nested = kernel.model("scripted:y")
+    assert calls == [("b", "scripted:y"), ("a", "scripted:y")], "the last added is outermost"
+    assert nested[1] == "b" and nested[2][1] == "a"
