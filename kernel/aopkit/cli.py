@@ -61,12 +61,12 @@ def console_sink(stream: IO[str]) -> Callable[[Message], None]:
             stream.write(message)
             stream.flush()
         except BrokenPipeError:
-            _discard(stream)
+            discard(stream)
 
     return write
 
 
-def _discard(stream: IO[str]) -> None:
+def discard(stream: IO[str]) -> None:
     """Point ``stream``'s descriptor at /dev/null: the closed pipe is never written again, not
     even by the interpreter's last flush."""
     try:
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None, kernel: Kernel | None = None) -> int
     try:
         return _main(argv, kernel)
     except BrokenPipeError:
-        _discard(sys.stdout)
+        discard(sys.stdout)
         return PIPE_CLOSED
 
 
@@ -173,7 +173,7 @@ def _main(argv: Sequence[str] | None, kernel: Kernel | None) -> int:
         return INTERRUPTED
     except BaseException as exc:
         if any(isinstance(cause, BrokenPipeError) for cause in causes(exc)):
-            _discard(sys.stdout)
+            discard(sys.stdout)
             return PIPE_CLOSED
         if wrong_usage(exc):
             return _fail(kernel, exc, 2, prog)

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from .blocks import ToolResultBlock, ToolUseBlock
-from .cli import UsageError, usage_report, wrong_usage
+from .cli import UsageError, discard, usage_report, wrong_usage
 from .errors import AopkitError
 from .events import Event, MessageSent, ModelCallStarted, ReplyChunk
 from .hookspecs import hookimpl
@@ -75,6 +75,8 @@ async def run(args: Any, kernel: Kernel) -> int:
                 failed = True
                 continue
             screen.finish(reply.text)
+            if screen.closed:
+                raise BrokenPipeError("the reader closed standard output")
     finally:
         screen.end_line()
         if report:
@@ -115,45 +117,52 @@ def _import(name: str) -> ModuleType:
 
 class _Screen:
     """Writes the assistant's words as they stream in (each ``reply_chunk`` is the whole text
-    so far: only what is new is written)."""
+    so far: only what is new is written). If the reader closes the pipe, the rest is dropped
+    and ``closed`` says so: the chat then ends quietly."""
 
     def __init__(self, out: Any) -> None:
         self.out = out
         self.shown = ""  # the text of the current model call written so far
         self.open = False  # a line is being written
+        self.closed = False
 
     @hookimpl
-    def event(self, event: Event) -> None:
+    def event(self, event: Event, kernel: Kernel) -> None:
         if isinstance(event, ModelCallStarted):
             self.end_line()  # a new call (after a tool step) streams its text from the start
         elif isinstance(event, ReplyChunk) and event.agent == AGENT:
             self._show(event.text)
         elif isinstance(event, MessageSent) and _tool_step(event.msg):
             self.end_line()  # a tool step: its calls (→) and their results (←) on a line
-            self.out.write(f"  {event.msg.name}: {describe(event.msg)}\n")
-            self.out.flush()
+            self._write(kernel.secrets.redact(f"  {event.msg.name}: {describe(event.msg)}\n"))
 
     def _show(self, text: str) -> None:
         if not text.startswith(self.shown):
             self.end_line()
-            self.shown = ""
-        self.out.write(text[len(self.shown) :])
-        self.out.flush()
+        self._write(text[len(self.shown) :])
         self.shown, self.open = text, bool(text) or self.open
 
     def finish(self, text: str) -> None:
         """The reply is complete: write whatever did not stream, and end its line."""
         if not (self.shown and text.startswith(self.shown)):
             self.end_line()
-            self.shown = ""
         self._show(text)
         self.end_line()
 
     def end_line(self) -> None:
         if self.open:
-            self.out.write("\n")
-            self.out.flush()
+            self._write("\n")
         self.open, self.shown = False, ""
+
+    def _write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self.closed = True
+            discard(self.out)
 
 
 def _tool_step(msg: Msg) -> bool:

@@ -123,7 +123,9 @@ async def test_secrets_do_not_reach_the_error_line(tmp_path, serve):
 
 
 # -- closed pipes ------------------------------------------------------------------------------
-def run_into_closed_pipe(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+def run_into_closed_pipe(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str = ""
+) -> tuple[int, str]:
     """Run with stdout a pipe whose reader has already gone (``| head`` after its line)."""
     read, write = os.pipe()
     os.close(read)
@@ -132,7 +134,7 @@ def run_into_closed_pipe(args: list[str], env: dict[str, str], cwd: Path) -> tup
             [AOPKIT, *args],
             stdout=write,
             stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
+            input=stdin.encode(),
             env=env,
             cwd=cwd,
             timeout=120,
@@ -163,6 +165,12 @@ def test_a_program_printing_into_a_closed_pipe_ends_quietly(tmp_path):
     (tmp_path / "chatty.py").write_text("for i in range(100_000):\n    print('line', i)\n")
     code, err = run_into_closed_pipe(["run", "chatty.py"], env_for(tmp_path), tmp_path)
     assert (code, err) == (141, "")
+
+
+def test_a_chat_into_a_closed_pipe_ends_quietly_after_its_first_answer(tmp_path):
+    env = env_for(tmp_path, {"scripted:bot": ["A long streamed answer, " * 20, "never asked"]})
+    code, err = run_into_closed_pipe(["chat", "scripted:bot"], env, tmp_path, "one\ntwo\n")
+    assert code == 141 and "Traceback" not in err and "Error" not in err, err
 
 
 def test_the_demo_into_a_closed_pipe_ends_quietly(tmp_path):
