@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .errors import AopkitError, LookupFailed
@@ -114,25 +114,24 @@ def build_parser(kernel: Kernel) -> argparse.ArgumentParser:
 @contextmanager
 def run_options(args: Any, kernel: Kernel, *kernels: Kernel) -> Iterator[list[RunPart]]:
     """Start the run options given in ``args`` (from ``kernel``'s plugins) and wire ``kernels``
-    and every kernel created inside the block; finish them at its end, last started first."""
-    parts: list[RunPart] = []
-    try:
+    and every kernel created inside the block; at its end finish each of them (even when
+    another's finish fails), last started first."""
+    with ExitStack() as stack:
+        parts: list[RunPart] = []
         for option in kernel.run_options.objects.values():
             part = option.start(args)
             if part is not None:
                 parts.append(part)
+                stack.callback(part.finish)
 
         def attach(created: Kernel) -> None:
             for part in parts:
                 part.attach(created)
 
-        with each_kernel(attach):
-            for given in kernels:
-                attach(given)
-            yield parts
-    finally:
-        for part in reversed(parts):
-            part.finish()
+        stack.enter_context(each_kernel(attach))
+        for given in kernels:
+            attach(given)
+        yield parts
 
 
 def main(argv: Sequence[str] | None = None, kernel: Kernel | None = None) -> int:

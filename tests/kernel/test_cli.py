@@ -499,3 +499,43 @@ async def test_chat_on_a_terminal_prompts_and_ends_on_ctrl_c(tmp_path):
         os.close(leader)
     assert proc.returncode == 130
     assert b"Traceback" not in seen and b"Fault report: no faults." in seen
+
+
+async def test_ctrl_c_mid_answer_ends_a_chat_at_once(tmp_path, serve):
+    from aiohttp import web
+
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "gpt-test",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Half an"}}],
+        }
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await asyncio.sleep(120)  # the rest never comes
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stalls)
+    base = await serve(app) + "/v1"
+    proc = await asyncio.create_subprocess_exec(
+        AOPKIT,
+        "chat",
+        "openai:gpt-test",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=openai_env(tmp_path, base),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"tell me everything\n")
+    await proc.stdin.drain()
+    assert await asyncio.wait_for(proc.stdout.readexactly(7), 60) == b"Half an"
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 130 and "Traceback" not in err.decode(), err
+    assert out == b"\n", "the half line is ended"
+    assert "aopkit chat: interrupted" in err.decode() and "Fault report" in err.decode()

@@ -56,3 +56,35 @@ async def test_model_wrappers_wrap_in_order_and_the_policies_reach_the_outermost
     nested = kernel.model("scripted:y")
     assert calls == [("b", "scripted:y"), ("a", "scripted:y")], "the last added is outermost"
     assert nested[1] == "b" and nested[2][1] == "a"
+
+
+def test_every_run_part_finishes_even_when_another_fails(kernel):
+    import argparse
+
+    from aopkit.cli import run_options
+
+    finished = []
+
+    class Part:
+        def __init__(self, name):
+            self.name = name
+
+        def attach(self, kernel):
+            pass
+
+        def finish(self):
+            finished.append(self.name)
+            if self.name == "broken":
+                raise OSError("disk full")
+
+    class Plugin:
+        @aopkit.hookimpl
+        def register_run_options(self, register):
+            for name in ("first", "broken", "last"):
+                register(name, lambda parser: None, lambda args, name=name: Part(name))
+
+    kernel.register(Plugin(), "parts")
+    with pytest.raises(OSError, match="disk full"), run_options(argparse.Namespace(), kernel):
+        pass
+    assert finished == ["last", "broken", "first"]
+    assert kernel_module._setups == []
