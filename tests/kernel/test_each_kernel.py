@@ -59,9 +59,7 @@ async def test_model_wrappers_wrap_in_order_and_the_policies_reach_the_outermost
 
 
 def test_every_run_part_finishes_even_when_another_fails(kernel):
-    import argparse
-
-    from aopkit.cli import run_options
+    from aopkit.cli import build_parser, run_options
 
     finished = []
 
@@ -84,7 +82,8 @@ def test_every_run_part_finishes_even_when_another_fails(kernel):
                 register(name, lambda parser: None, lambda args, name=name: Part(name))
 
     kernel.register(Plugin(), "parts")
-    with pytest.raises(OSError, match="disk full"), run_options(argparse.Namespace(), kernel):
+    args = build_parser(kernel).parse_args(["run", "program.py"])  # no flags given
+    with pytest.raises(OSError, match="disk full"), run_options(args, kernel):
         pass
     assert finished == ["last", "broken", "first"]
     assert kernel_module._setups == []
