@@ -3,16 +3,14 @@ streamed as they come, tools from modules, the fault and usage reports on exit."
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .blocks import ToolResultBlock, ToolUseBlock
 from .cli import UsageError, discard, usage_report, wrong_usage
+from .cli_run import import_module
 from .errors import AopkitError
 from .events import Event, MessageSent, ModelCallStarted, ReplyChunk
 from .hookspecs import hookimpl
@@ -23,6 +21,7 @@ from .terminal import read_line
 from .toolkit import Tool, Toolkit
 
 AGENT = "assistant"
+PROG = "aopkit chat"
 
 
 def arguments(parser: Any) -> None:
@@ -44,7 +43,7 @@ async def run(args: Any, kernel: Kernel) -> int:
 
     try:
         model = kernel.model(args.model)
-        tools = [found for module in args.tools for found in tools_in(_import(module))]
+        tools = [found for module in args.tools for found in tools_in(import_module(module, PROG))]
         agent = ReActAgent(
             AGENT,
             model,
@@ -53,8 +52,10 @@ async def run(args: Any, kernel: Kernel) -> int:
             stream=model.capabilities.streaming,
             kernel=kernel,
         )
-    except AopkitError as exc:
-        raise UsageError(f"aopkit chat: {exc}") from exc
+    except UsageError:
+        raise
+    except AopkitError as exc:  # an unknown provider, a bad option
+        raise UsageError(f"{PROG}: {exc}") from exc
     screen = _Screen(sys.stdout)
     kernel.register(screen, "aopkit-chat-screen")
     prompt = "you> " if os.isatty(0) else ""
@@ -92,27 +93,8 @@ def tools_in(module: ModuleType) -> list[Tool]:
         tools = value.tools.values() if isinstance(value, Toolkit) else [value]
         found.update((t.name, t) for t in tools if isinstance(t, Tool))
     if not found:
-        raise UsageError(f"aopkit chat: module {module.__name__!r} has no @tool or Toolkit")
+        raise UsageError(f"{PROG}: module {module.__name__!r} has no @tool or Toolkit")
     return list(found.values())
-
-
-def _import(name: str) -> ModuleType:
-    if name.endswith(".py") or os.sep in name:
-        path = Path(name)
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None or not path.is_file():
-            raise UsageError(f"aopkit chat: no such file: {name}")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as ``python -m`` does
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            raise UsageError(f"aopkit chat: no module named {name!r}") from None
-        raise
 
 
 class _Screen:

@@ -15,9 +15,12 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .cli import UsageError, causes
+
+PROG = "aopkit run"
 
 
 def arguments(parser: Any) -> None:
@@ -52,37 +55,61 @@ def run(args: Any, kernel: Any) -> int:
 def load(target: str) -> Callable[[], Any]:
     """What running ``target`` means, checked before anything runs: a :class:`UsageError` if
     the file, module or callable is not there."""
-    module, sep, name = target.partition(":")
-    if target.endswith(".py") or os.sep in target or (os.altsep and os.altsep in target):
+    module, sep, name = target.rpartition(":")
+    if sep:  # MODULE:CALLABLE, or FILE.py:CALLABLE
+        if not module or not name:
+            raise UsageError(f"{PROG}: expected FILE.py, MODULE or MODULE:CALLABLE, got {target!r}")
+        obj: Any = import_module(module, PROG)
+        for part in name.split("."):
+            if not hasattr(obj, part):
+                raise UsageError(f"{PROG}: {module!r} has no attribute {name!r}")
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise UsageError(f"{PROG}: {target} is a {type(obj).__name__}, not a callable")
+        return obj  # type: ignore[no-any-return]
+    if _is_path(target):
         path = Path(target)
         if not path.is_file():
-            raise UsageError(f"aopkit run: no such file: {target}")
+            raise UsageError(f"{PROG}: no such file: {target}")
         return lambda: _run_path(path)
-    if not module or (sep and not name):
-        raise UsageError(f"aopkit run: expected FILE.py, MODULE or MODULE:CALLABLE, got {target!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as ``python -m`` does: modules of the current folder
-    if not sep:
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            found = None
-        if found is None:
-            raise UsageError(f"aopkit run: no module named {module!r}")
-        return lambda: runpy.run_module(module, run_name="__main__", alter_sys=True)
+    _search_current_folder()
     try:
-        obj: Any = importlib.import_module(module)
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise UsageError(f"{PROG}: no module named {target!r}")
+    return lambda: runpy.run_module(target, run_name="__main__", alter_sys=True)
+
+
+def import_module(name: str, prog: str) -> ModuleType:
+    """The module ``name``, found as ``python -m`` finds it (the current folder first), or a
+    ``FILE.py`` loaded from its path. A :class:`UsageError` (said by ``prog``) if it is not
+    there; an error raised by the module's own code is left as it is."""
+    if _is_path(name):
+        path = Path(name)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None or not path.is_file():
+            raise UsageError(f"{prog}: no such file: {name}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    _search_current_folder()
+    try:
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            raise UsageError(f"aopkit run: no module named {module!r}") from None
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(f"{prog}: no module named {name!r}") from None
         raise
-    for part in name.split("."):
-        if not hasattr(obj, part):
-            raise UsageError(f"aopkit run: {module!r} has no attribute {name!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UsageError(f"aopkit run: {target} is a {type(obj).__name__}, not a callable")
-    return obj  # type: ignore[no-any-return]
+
+
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or os.sep in target or bool(os.altsep and os.altsep in target)
+
+
+def _search_current_folder() -> None:
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as ``python -m`` does
 
 
 def _run_path(path: Path) -> None:

@@ -87,6 +87,8 @@ async def test_version_and_python_m_aopkit_are_the_same_cli(tmp_path):
         (["chat", "nope:model"], "no model provider named 'nope'"),
         (["chat", "scripted"], "model names look like 'provider:model'"),
         (["chat", "scripted:x", "--tools", "no_such_module_here"], "no module named"),
+        (["chat", "scripted:x", "--tools", "json"], "module 'json' has no @tool or Toolkit"),
+        (["chat", "scripted:x", "--tools", "missing.py"], "aopkit chat: no such file"),
         (["run", "missing.py"], "no such file: missing.py"),
         (["run", "os.path:no_such_function"], "has no attribute 'no_such_function'"),
         (["run", "os:sep"], "is a str, not a callable"),
@@ -347,6 +349,7 @@ def exits():
         ("mod:sync_main", 0, "sync True\n", ""),
         ("mod:fails", 1, "", "ValueError: the program's own bug"),
         ("mod:exits", 1, "", "exiting with a message"),
+        ("mod.py:main", 3, "Hi from the module.\n", "bot: Hi from the module."),
     ],
 )
 async def test_run_a_callable(tmp_path, target, code, out, err):
