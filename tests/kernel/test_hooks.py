@@ -133,6 +133,7 @@ def test_hook_register_run_options(kernel, capsys, monkeypatch):
 
     kernel.register(_plugin("register_run_options", register_run_options), "stamper")
     assert kernel.run_options.names_of("stamper") == ["stamp"]
+    monkeypatch.setattr(aopkit.kernel, "_default", None)  # else it is attached too
     made: list[aopkit.Kernel] = []
 
     def two_kernels():
