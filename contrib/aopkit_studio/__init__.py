@@ -28,6 +28,27 @@ def register_commands(register: Callable[..., None]) -> None:
     register("studio", _serve, help="serve the Studio web UI", arguments=_arguments)
 
 
+@aopkit.hookimpl
+def register_run_options(register: Callable[..., None]) -> None:
+    register("studio", _run_arguments, _start_run)
+
+
+def _run_arguments(parser: Any) -> None:
+    parser.add_argument("--studio", action="store_true", help="watch the run in the Studio")
+    parser.add_argument(
+        "--port", type=int, default=0, help="the Studio's port (default: any free port)"
+    )
+
+
+def _start_run(args: Any) -> Any:
+    """The Studio of ``aopkit run --studio``; the server loads only when asked for."""
+    if not args.studio:
+        return None
+    from .run import StudioRun
+
+    return StudioRun(args.port)
+
+
 def _arguments(parser: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free port)")

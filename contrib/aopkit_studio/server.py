@@ -181,12 +181,16 @@ class Studio:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        self._name = self.kernel.register(self, f"studio-{self.port}")
+        self._name = self.kernel.register(self.hooks(), f"studio-{self.port}")
         self._pump_task = asyncio.create_task(self._pump())
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             logger.warning("aopkit studio: listening on {}: reachable from the network", self.host)
         print(f"aopkit studio: {self.url}", file=sys.stderr, flush=True)
         return self.url
+
+    def hooks(self) -> object:
+        """What :meth:`start` registers in the kernel for its events and incidents."""
+        return self
 
     async def stop(self) -> None:
         """Stop serving; incidents still waiting are declined, typed input is refused."""

@@ -637,17 +637,17 @@ def _terminal_attached() -> bool:
 
 async def ask_on_terminal(incident: Incident) -> Resolution:
     """The default resolver when a terminal is attached: show the incident and ask."""
-    import asyncio
+    from .terminal import ask
 
     print(incident.describe(), flush=True)
     while True:
-        choice = (await asyncio.to_thread(input, "[r]etry, [a]nswer, or a[b]ort? ")).strip()
+        choice = (await ask("[r]etry, [a]nswer, or a[b]ort? ")).strip()
         if choice[:1].lower() == "r":
             return Resolution("retry")
         if choice[:1].lower() == "b":
             return Resolution("abort")
         if choice[:1].lower() == "a":
-            answer = await asyncio.to_thread(input, "answer (JSON): ")
+            answer = await ask("answer (JSON): ")
             try:
                 return Resolution("answer", json.loads(answer))
             except ValueError as exc:

@@ -61,6 +61,12 @@ def register_prices(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+def register_run_options(register: Callable[..., None]) -> None:
+    """Add flags to ``aopkit run`` (and ``chat``, ``demo``) that wire every kernel of the run:
+    ``register(name, arguments, start)``; see :class:`aopkit.kernel.RunOption`."""
+
+
+@hookspec
 def event(event: Event, kernel: Kernel) -> None:
     """Observe every event of ``kernel``, in order; keep it fast, buffer any I/O."""
 

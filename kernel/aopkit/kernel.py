@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import traceback
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import pluggy
@@ -38,6 +40,30 @@ class Command:
     run: Callable[..., Any]
     help: str = ""
     arguments: Callable[[Any], None] | None = None  # configures its argparse parser
+    run_options: bool = False  # takes the flags of ``register_run_options`` (--trace, ...)
+
+
+class RunPart(Protocol):
+    """One run option switched on for one run: it wires each kernel of the run, then ends."""
+
+    def attach(self, kernel: Kernel) -> None:
+        """Wire ``kernel`` (called for every kernel of the run, as it is created)."""
+
+    def finish(self) -> None:
+        """The run is over: report, close files, stop servers."""
+
+
+@attrs.frozen
+class RunOption:
+    """Flags a plugin adds to ``aopkit run``: ``arguments(parser)`` adds them; ``start(args)``
+    returns a :class:`RunPart` when they were given, else None."""
+
+    name: str
+    arguments: Callable[[Any], None]
+    start: Callable[[Any], RunPart | None]
+
+
+ModelWrapper = Callable[[str, Callable[[], Any]], Any]
 
 
 def _names(value: str | Iterable[str] | None) -> set[str] | None:
@@ -82,6 +108,7 @@ class Kernel:
         self.tools = Registry("tool")
         self.commands = Registry("command")
         self.registered_prices = Registry("price")
+        self.run_options = Registry("run option")
         self._registrars: dict[str, tuple[Registry, Callable[..., tuple[str, Any]]]] = {
             "register_block_types": (self.block_types, _block_type_entry),
             "register_models": (self.models, _named_entry),
@@ -91,6 +118,7 @@ class Kernel:
             "register_tools": (self.tools, _named_entry),
             "register_commands": (self.commands, _command_entry),
             "register_prices": (self.registered_prices, price_entry),
+            "register_run_options": (self.run_options, _run_option_entry),
         }
         self.environ = env
         self.secrets = Secrets()  # every secret value this kernel knows, to scrub from text
@@ -109,11 +137,16 @@ class Kernel:
         self.observed = False  # is anyone listening to events?
         self._listeners: list[tuple[Callable[..., Any], bool]] = []  # (function, wants kernel)
         self._pending: set[Any] = set()  # tasks of async event listeners, kept alive
+        # ``wrapper(name, build)`` returns the model ``kernel.model(name)`` gives out; ``build()``
+        # makes it as usual. How ``aopkit run --record/--replay`` puts cassettes under a program.
+        self.model_wrappers: list[ModelWrapper] = []
         self.register(builtins, BUILTIN)
         for name in self.disabled - {BUILTIN}:
             self.pm.set_blocked(name)
         if load_entrypoints:
             self.load_entrypoints()
+        for setup in list(_setups):
+            setup(self)
 
     # -- plugins ----------------------------------------------------------------------------
     def register(self, plugin: object, name: str | None = None) -> str | None:
@@ -328,7 +361,13 @@ class Kernel:
                 f"the providers loaded are: {known}"
             )
         factory = self.models[provider]
-        instance = factory(model, kernel=self, **{**model_options(self.config, name), **options})
+
+        def build() -> Any:
+            return factory(model, kernel=self, **{**model_options(self.config, name), **options})
+
+        for wrapper in self.model_wrappers:
+            build = functools.partial(wrapper, name, build)
+        instance = build()
         if retry is not None:
             instance.retry = retry
         if faults is not None:
@@ -406,11 +445,33 @@ def _command_entry(
     run: Callable[..., Any],
     help: str = "",
     arguments: Callable[[Any], None] | None = None,
+    run_options: bool = False,
 ) -> tuple[str, Command]:
-    return name, Command(name, run, help or (inspect.getdoc(run) or "").split("\n")[0], arguments)
+    summary = help or (inspect.getdoc(run) or "").split("\n")[0]
+    return name, Command(name, run, summary, arguments, run_options)
+
+
+def _run_option_entry(
+    name: str, arguments: Callable[[Any], None], start: Callable[[Any], RunPart | None]
+) -> tuple[str, RunOption]:
+    return name, RunOption(name, arguments, start)
 
 
 _default: Kernel | None = None
+_setups: list[Callable[[Kernel], None]] = []
+
+
+@contextmanager
+def each_kernel(setup: Callable[[Kernel], None]) -> Iterator[None]:
+    """Call ``setup(kernel)`` on the default kernel if it exists and on every kernel created
+    until the block ends: how ``aopkit run`` wires kernels a program makes for itself."""
+    _setups.append(setup)
+    try:
+        if _default is not None:
+            setup(_default)
+        yield
+    finally:
+        _setups.remove(setup)
 
 
 def default_kernel() -> Kernel:

@@ -90,13 +90,17 @@ class ChatView:
     :func:`show_chat` registers. No loguru involved."""
 
     def __init__(self, kernel: Kernel, file: IO[str]) -> None:
-        self.kernel, self.file = kernel, file
+        self.kernel = kernel
+        self.file: IO[str] | None = file
 
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:
-        if isinstance(event, MessageSent):
+        if isinstance(event, MessageSent) and self.file is not None:
             line = f"{event.msg.name}: {describe(event.msg)}"
-            print(kernel.secrets.redact(line), file=self.file, flush=True)
+            try:
+                print(kernel.secrets.redact(line), file=self.file, flush=True)
+            except BrokenPipeError:  # the reader went away (``| head``): stop, quietly
+                self.file = None
 
     def stop(self) -> None:
         """Stop showing the conversation (doing it twice is harmless)."""

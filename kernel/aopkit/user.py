@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -20,10 +19,13 @@ InputSource = Callable[["UserAgent", Incoming], Awaitable[str | Msg]]
 
 async def terminal_input(agent: UserAgent, msg: Incoming) -> str:
     """Show what the others said since the human's last turn, then read one line from the
-    terminal (in a thread, so other agents keep running)."""
+    terminal (on the event loop, so other agents keep running and Ctrl-C ends the program at
+    once)."""
+    from .terminal import ask
+
     for line in agent.unseen():
         print(line, flush=True)
-    return await asyncio.to_thread(input, f"{agent.name}: ")
+    return await ask(f"{agent.name}: ")
 
 
 class UserAgent(Agent):

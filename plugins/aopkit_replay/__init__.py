@@ -17,3 +17,10 @@ __all__ = ["VERSION", "CassetteError", "CassetteMiss", "ReplayModel", "fingerpri
 @aopkit.hookimpl
 def register_models(register: Callable[[str, Any], None]) -> None:
     register("replay", replay_model)
+
+
+@aopkit.hookimpl
+def register_run_options(register: Callable[..., None]) -> None:
+    from . import run
+
+    register("cassette", run.arguments, run.start)

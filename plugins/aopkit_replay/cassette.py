@@ -353,3 +353,9 @@ def open_cassette(kernel: Kernel, path: str | os.PathLike[str], mode: Mode) -> C
     if key not in opened:
         opened[key] = Cassette(key[0], mode, kernel.codec, kernel.secrets.redact)
     return opened[key]
+
+
+def share_cassette(kernel: Kernel, cassette: Cassette) -> None:
+    """Make ``cassette`` the one ``kernel``'s replay models open for its path and mode: the
+    kernels of one run then share one recording instead of overwriting each other's."""
+    _open.setdefault(kernel, {})[(cassette.path, cassette.mode)] = cassette

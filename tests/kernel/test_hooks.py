@@ -136,6 +136,60 @@ def test_hook_register_prices(kernel):
     assert isinstance(PluginError("p", "x"), AopkitError)
 
 
+def test_hook_register_run_options(kernel, capsys, monkeypatch):
+    """A plugin's run option: its flag reaches ``aopkit run``, the run's kernels are attached as
+    they are created, and the part finishes when the run ends, even when the program fails."""
+    import types
+
+    from aopkit.cli import main
+
+    attached: list[aopkit.Kernel] = []
+    finished: list[str] = []
+
+    class Stamp:
+        def __init__(self, label):
+            self.label = label
+
+        def attach(self, kernel):
+            attached.append(kernel)
+
+        def finish(self):
+            finished.append(self.label)
+
+    def register_run_options(self, register):
+        register(
+            "stamp",
+            lambda parser: parser.add_argument("--stamp", metavar="LABEL"),
+            lambda args: Stamp(args.stamp) if args.stamp else None,
+        )
+
+    kernel.register(_plugin("register_run_options", register_run_options), "stamper")
+    assert kernel.run_options.names_of("stamper") == ["stamp"]
+    monkeypatch.setattr(aopkit.kernel, "_default", None)  # else it is attached too
+    made: list[aopkit.Kernel] = []
+
+    def two_kernels():
+        made.extend([aopkit.Kernel(load_entrypoints=False) for _ in range(2)])
+
+    def failing():
+        made.append(aopkit.Kernel(load_entrypoints=False))
+        raise RuntimeError("the program's bug")
+
+    program = types.ModuleType("stamp_program")
+    program.two_kernels, program.failing = two_kernels, failing  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "stamp_program", program)
+
+    assert main(["run", "--stamp", "blue", "stamp_program:two_kernels"], kernel=kernel) == 0
+    assert attached == made and finished == ["blue"], "every kernel of the run, then finish"
+    assert main(["run", "stamp_program:two_kernels"], kernel=kernel) == 0
+    assert finished == ["blue"] and len(attached) == 2, "no flag: the part never starts"
+    assert main(["run", "--stamp", "red", "stamp_program:failing"], kernel=kernel) == 1
+    assert finished == ["blue", "red"] and attached[-1] is made[-1]
+    assert "RuntimeError: the program's bug" in capsys.readouterr().err
+    aopkit.Kernel(load_entrypoints=False)
+    assert len(attached) == 3, "kernels made after the run are left alone"
+
+
 def test_hook_event(kernel):
     seen: list[Event] = []
 

@@ -51,11 +51,12 @@ async def test_the_offline_demo_shows_tools_every_tier_and_the_report(tmp_path):
 async def test_the_shipped_cassette_is_what_the_script_records(tmp_path):
     fresh = tmp_path / "cassette.json"
     code, out = await run(
-        "--record", str(fresh), env={"AOPKIT_INCIDENTS": str(tmp_path / "incidents.jsonl")}
+        "--record-script", str(fresh), env={"AOPKIT_INCIDENTS": str(tmp_path / "incidents.jsonl")}
     )
     assert code == 0, out
     assert json.loads(fresh.read_text()) == json.loads(CASSETTE.read_text()), (
-        "the cassette is out of date: run `aopkit demo --record plugins/aopkit_demo/cassette.json`"
+        "the cassette is out of date: run "
+        "`aopkit demo --record-script plugins/aopkit_demo/cassette.json`"
     )
 
 
@@ -130,4 +131,4 @@ async def test_the_same_script_runs_against_a_model_over_http(serve, tmp_path):
 async def test_the_demo_opens_the_studio(tmp_path):
     code, out = await run("--studio", env={"AOPKIT_INCIDENTS": str(tmp_path / "i.jsonl")})
     assert code == 0, out
-    assert "Studio: http://127.0.0.1:" in out and "token=" in out
+    assert "aopkit studio: http://127.0.0.1:" in out and "token=" in out
