@@ -13,9 +13,7 @@ from .kernel import Kernel, RunPart
 
 
 def chat_arguments(parser: Any) -> None:
-    parser.add_argument(
-        "--chat", action="store_true", help="show the conversation live on stderr"
-    )
+    parser.add_argument("--chat", action="store_true", help="show the conversation live on stderr")
 
 
 def start_chat(args: Any) -> RunPart | None:

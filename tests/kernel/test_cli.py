@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.openai.fake_server import Failure, FakeOpenAI, call, completion
+from aopkit.testing.fakes.openai import Failure, FakeOpenAI, call, completion
 
 AOPKIT = str(Path(sys.executable).with_name("aopkit"))
 
@@ -461,7 +461,9 @@ async def test_a_user_agent_reads_piped_lines_and_none_is_lost(tmp_path):
         "run", "human.py", env=env_for(tmp_path), cwd=tmp_path, stdin="one\ntwo\nthree\n"
     )
     assert code == 0, err
-    assert out.replace("ann: ", "") == "ann said: one\nann said: two\nann said: three\n"
+    # before each prompt the human is shown what the others said since its last turn
+    turns = "host: your turn\nann: "
+    assert out.replace(turns, "") == "ann said: one\nann said: two\nann said: three\n"
 
 
 async def test_ctrl_c_ends_a_run_whose_user_agent_waits_for_input(tmp_path):
@@ -470,7 +472,7 @@ async def test_ctrl_c_ends_a_run_whose_user_agent_waits_for_input(tmp_path):
         ["run", "human.py"], env_for(tmp_path), tmp_path, ready="ann: "
     )  # stdin stays open: the user agent waits for a line that never comes
     assert code == 130 and "Traceback" not in err, err
-    assert out == "ann: " and "aopkit run: interrupted" in err
+    assert out == "host: your turn\nann: " and "aopkit run: interrupted" in err
 
 
 async def test_chat_on_a_terminal_prompts_and_ends_on_ctrl_c(tmp_path):

@@ -122,7 +122,11 @@ async def test_a_terminal_user_sees_what_the_others_said_since_its_last_turn(
     kernel, monkeypatch, capsys
 ):
     answers = iter(["I prefer tea.", "Agreed."])
-    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+
+    async def ask(prompt):
+        return next(answers)
+
+    monkeypatch.setattr("aopkit.terminal.ask", ask)
     you = UserAgent("you", kernel=kernel)
     ada, bob = Parrot("ada", kernel=kernel), Parrot("bob", kernel=kernel)
     async with MsgHub([ada, bob, you], announcement="Tea or coffee?"):
