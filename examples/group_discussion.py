@@ -1,16 +1,15 @@
 """A group discussion in a MsgHub with a human in it.
 
 Two model agents and a user agent discuss a question; every reply reaches everyone. Run it with
-a real model (`python group_discussion.py openai:gpt-4o-mini`) and type your turns, or with no
-argument to watch a scripted run whose "human" answers from a script.
+a real model (`python group_discussion.py openai:gpt-4o-mini`) and type your turns (you are shown
+what the others said before each of them), or with no argument to watch a scripted run whose
+"human" answers from a script.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-
-from loguru import logger
 
 import aopkit
 
@@ -32,27 +31,25 @@ async def scripted_human(agent: aopkit.UserAgent, msg: object) -> str:
 
 
 async def main(model_name: str | None) -> list[str]:
-    async with aopkit.Kernel() as kernel:  # closing it releases its HTTP session
-        kernel.register(aopkit.ChatLog(), "chat")
-
-        def model(name: str) -> object:
-            if model_name:
-                formatter = f"{model_name.split(':')[0]}-multiagent"
-                return kernel.model(model_name, formatter=formatter)
-            return kernel.model("scripted:" + name, responses=SCRIPTED[name])
-
+    async with aopkit.Kernel() as kernel:
+        if model_name is None:  # a human at the terminal is shown the others' words anyway
+            aopkit.show_chat(kernel)
         prompt = "You are {} in a short group discussion. Answer in one sentence."
-        ada = aopkit.ModelAgent("ada", model("ada"), sys_prompt=prompt.format("Ada"), kernel=kernel)
-        bob = aopkit.ModelAgent("bob", model("bob"), sys_prompt=prompt.format("Bob"), kernel=kernel)
+        agents = []
+        for name in SCRIPTED:
+            model = (  # a multi-agent formatter tells the model who said what
+                kernel.model(model_name, formatter=f"{model_name.split(':')[0]}-multiagent")
+                if model_name
+                else kernel.model(f"scripted:{name}", responses=SCRIPTED[name])
+            )
+            agents.append(aopkit.ModelAgent(name, model, sys_prompt=prompt.format(name.title())))
         you = aopkit.UserAgent("you", input=None if model_name else scripted_human, kernel=kernel)
         question = aopkit.Msg("host", "Tea or coffee for the afternoon break?", "system")
-        async with aopkit.MsgHub([ada, bob, you], announcement=question):
+        async with aopkit.MsgHub([*agents, you], announcement=question):
             for _ in range(2):
-                await aopkit.sequential([ada, bob, you])
+                await aopkit.sequential([*agents, you])
     return [f"{m.name}: {m.text}" for m in you.memory]
 
 
 if __name__ == "__main__":
-    logger.remove()
-    logger.add(sys.stderr, level="CHAT", format="{message}")
     asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else None))

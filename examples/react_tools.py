@@ -2,7 +2,8 @@
 
 The workspace holds a note, the database holds orders, and code execution is switched on for
 this run (it is off by default). Run it with a real model
-(`python react_tools.py openai:gpt-4o-mini`) or with no argument for a scripted run.
+(`python react_tools.py openai:gpt-4o-mini`) or with no argument for a scripted run. The
+conversation, tool calls included, is shown as it happens.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import sqlite3
 import sys
 import tempfile
 from pathlib import Path
-
-from loguru import logger
 
 import aopkit
 from aopkit.blocks import ToolResultBlock, ToolUseBlock
@@ -51,37 +50,26 @@ async def main(model_name: str | None) -> list[str]:
     """The tools' results and the answer, in order."""
     with tempfile.TemporaryDirectory() as tmp:
         workspace, db = prepare(Path(tmp))
-        async with aopkit.Kernel() as kernel:  # closing it releases its HTTP session
-            kernel.register(aopkit.ChatLog(), "chat")
-            toolkit = aopkit.Toolkit(
-                [
-                    *Workspace(workspace).tools(),
-                    *Database(db).tools(),
-                    *CodeExecutor(enabled=True, timeout=20).tools(),
-                ],
-                kernel=kernel,
-            )
-            model = (
-                kernel.model(model_name)
-                if model_name
-                else kernel.model("scripted:analyst", responses=SCRIPT)
-            )
+        async with aopkit.Kernel() as kernel:
+            aopkit.show_chat(kernel)
+            tools = [
+                *Workspace(workspace).tools(),
+                *Database(db).tools(),
+                *CodeExecutor(enabled=True, timeout=20).tools(),
+            ]
+            scripted = {} if model_name else {"responses": SCRIPT}  # it says what it is given
+            model = kernel.model(model_name or "scripted:analyst", **scripted)
             analyst = aopkit.ReActAgent(
                 "analyst",
                 model,
-                toolkit=toolkit,
-                kernel=kernel,
+                tools=tools,
                 sys_prompt="Answer with the tools: read note.txt, query the orders table "
                 "(region, amount), and compute with Python.",
             )
-            reply = await analyst(
-                aopkit.Msg("user", "What will the north region sell next quarter?", "user")
-            )
+            reply = await analyst("What will the north region sell next quarter?")
         results = [b.output for m in analyst.memory for b in m.blocks(ToolResultBlock)]
         return [*map(str, results), reply.text]
 
 
 if __name__ == "__main__":
-    logger.remove()
-    logger.add(sys.stderr, level="CHAT", format="{message}")
     print(asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else None))[-1])

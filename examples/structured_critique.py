@@ -50,14 +50,9 @@ async def main(model_name: str | None) -> Budget:
             reviewer = kernel.model("scripted:reviewer", responses=REVIEWER)
         policy = FaultPolicy(critics=(PairwiseCritique(reviewer),), review=True)
         analyst = aopkit.ModelAgent(
-            "analyst",
-            analyst_model,
-            faults=policy,
-            kernel=kernel,
-            sys_prompt="You draft travel budgets.",
+            "analyst", analyst_model, faults=policy, sys_prompt="You draft travel budgets."
         )
-        ask = aopkit.Msg("user", "Budget a weekend: train 120, hotel 300.", "user")
-        budget = await analyst(ask, structured=Budget)
+        budget = await analyst("Budget a weekend: train 120, hotel 300.", structured=Budget)
         print(budget)
         print(kernel.faults.render())
     return budget
