@@ -126,7 +126,7 @@ class AgentPool:
         """Every agent replies to ``msg`` (a ``str`` is a user message) concurrently in the
         actor; replies in agent order. Replies are not broadcast to hubs: this is the bulk path
         of simulations."""
-        msg = None if msg is None else as_msg(msg, f"pool {self.name!r}: reply_all(msg)")
+        msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
         seqs = {a.key: a._next() for a in self.agents}
         dumped, events = await self._wait(
             self.actor.reply_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
@@ -138,7 +138,7 @@ class AgentPool:
 
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message) in one actor call."""
-        msg = as_msg(msg, f"pool {self.name!r}: observe_all(msg)")
+        msg = as_msg(msg, "pool {!r}: observe_all(msg)", self.name)
         seqs = {a.key: a._next() for a in self.agents}
         events = await self._wait(
             self.actor.observe_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),

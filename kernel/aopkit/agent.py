@@ -14,6 +14,7 @@ import attrs
 
 from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
+from .kernel import Kernel
 from .memory import Memory
 from .message import Msg, as_input
 from .structured import Target
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .hub import MsgHub
-    from .kernel import Kernel
     from .usage import Account, Budget
 
 T = TypeVar("T")
@@ -34,15 +34,23 @@ HOOK_KINDS: tuple[str, ...] = ("pre_reply", "post_reply", "pre_observe", "post_o
 
 
 def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]:
-    @functools.wraps(method)
-    async def accepting(self: Agent, msg: Input = None, *args: Any, **kwargs: Any) -> Any:
-        where = f"{self.name}(msg)" if name == "__call__" else f"{self.name}.{name}(msg)"
-        given = as_input(msg, where)
+    where = "{}(msg)" if name == "__call__" else f"{{}}.{name}(msg)"  # filled on error only
+
+    async def converting(self: Agent, msg: Input, *args: Any, **kwargs: Any) -> Any:
+        given = as_input(msg, where, self.name)
         if given is not msg and name != "reply" and self.kernel.observed:
             _announce_made(self.kernel, given, msg)
         return await method(self, given, *args, **kwargs)
 
+    @functools.wraps(method)
+    def accepting(self: Agent, msg: Input = None, *args: Any, **kwargs: Any) -> Any:
+        if msg is None or type(msg) is Msg:  # the common case: no coroutine of its own
+            return method(self, msg, *args, **kwargs)
+        return converting(self, msg, *args, **kwargs)
+
     accepting.accepts_text = True  # type: ignore[attr-defined]
+    if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+: still an async method
+        inspect.markcoroutinefunction(accepting)
     return accepting
 
 
@@ -73,8 +81,6 @@ def check_instance(value: T, kind: type, argument: str, *, optional: bool = Fals
 
 
 def _check_kernel(kernel: Kernel | None) -> Kernel | None:
-    from .kernel import Kernel
-
     return check_instance(kernel, Kernel, "kernel", optional=True)
 
 
@@ -197,20 +203,22 @@ class Agent:
         reply is stored, broadcast to this agent's hubs, and returned. With
         ``structured=SomeClass`` (attrs, dataclass, pydantic model) an instance of it is
         returned instead."""
-        given: Incoming = as_input(msg, f"{self.name}(msg)")
+        given: Incoming = (
+            msg if msg is None or type(msg) is Msg else as_input(msg, "{}(msg)", self.name)
+        )
         kernel = self.kernel
         if given is not msg and kernel.observed:
             _announce_made(kernel, given, msg)
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
-            given = as_input(hooked, f"{self.name}: what a pre_reply hook returned")
+            given = as_input(hooked, "{}: what a pre_reply hook returned", self.name)
         started = time.perf_counter()
         if kernel.observed:
             kernel.emit(
                 ReplyStarted(agent=self.name, inputs=_ids(given), conversation=self.conversation)
             )
         self._remember(given)
-        scope = kernel.usage.enter(self.name, [(h.name, h.usage) for h in self._hubs])
+        scope = kernel.usage.enter(self.name, self._hubs)
         entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
         try:
             if structured is None:
@@ -253,8 +261,8 @@ class Agent:
                 self._interrupting = False
         if self._hooks:
             reply = await self._run_hooks("post_reply", reply, given)
-        usage = scope.reply.usage
-        if usage.calls:
+        usage = scope.used()
+        if usage is not None:
             metadata = {**reply.metadata, "usage": kernel.codec.dump(usage)}
             reply = attrs.evolve(reply, metadata=metadata)
         self.memory.add(reply)
@@ -282,12 +290,12 @@ class Agent:
 
     async def observe(self, msg: Input) -> None:
         """Take in messages without replying (hubs deliver others' replies here)."""
-        given: Incoming = as_input(msg, f"{self.name}.observe(msg)")
+        given: Incoming = msg if type(msg) is Msg else as_input(msg, "{}.observe(msg)", self.name)
         if given is not msg and self.kernel.observed:
             _announce_made(self.kernel, given, msg)
         if self._hooks:
             hooked = await self._run_hooks("pre_observe", given)
-            given = as_input(hooked, f"{self.name}: what a pre_observe hook returned")
+            given = as_input(hooked, "{}: what a pre_observe hook returned", self.name)
         self._remember(given)
         kernel = self.kernel
         if kernel.observed:

@@ -51,8 +51,17 @@ def _chat_arguments(parser: Any) -> None:
 
 @hookimpl
 def register_run_options(register: Callable[..., None]) -> None:
-    from . import run_options as options
+    register("chat", _options("chat_arguments"), _options("start_chat"))
+    register("trace", _options("trace_arguments"), _options("start_trace"))
+    register("usage", _options("usage_arguments"), _options("start_usage"))
 
-    register("chat", options.chat_arguments, options.start_chat)
-    register("trace", options.trace_arguments, options.start_trace)
-    register("usage", options.usage_arguments, options.start_usage)
+
+def _options(name: str) -> Callable[[Any], Any]:
+    """``run_options.<name>``, loaded when a command uses it, not by every kernel."""
+
+    def call(given: Any) -> Any:
+        from . import run_options
+
+        return getattr(run_options, name)(given)
+
+    return call

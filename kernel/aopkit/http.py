@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import math
 import os
@@ -318,6 +319,18 @@ async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[dict[
             yield stream_object(line, model)
 
 
+@functools.lru_cache(maxsize=256)
+def _server_of(base_url: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if not parts.hostname or port is None:
+        return None
+    return parts.hostname, port
+
+
 class HTTPChatModel(ChatModel):
     """A chat model behind an HTTP API: base URL, key, timeout, extra body fields and headers,
     from arguments, else ``<ENV_PREFIX>_BASE_URL`` / ``<ENV_PREFIX>_API_KEY``, else defaults.
@@ -377,15 +390,9 @@ class HTTPChatModel(ChatModel):
     @property
     def server(self) -> tuple[str, int] | None:
         """The host and port of ``base_url`` (never its credentials or path); ``None`` when it
-        names no host or an invalid port."""
-        try:
-            parts = urlsplit(self.base_url)
-            port = parts.port or DEFAULT_PORTS.get(parts.scheme)
-        except ValueError:
-            return None
-        if not parts.hostname or port is None:
-            return None
-        return self.kernel.secrets.redact(parts.hostname), port
+        names no host or an invalid port. Parsed once per ``base_url``, not per call."""
+        parsed = _server_of(self.base_url)
+        return None if parsed is None else (self.kernel.secrets.redact(parsed[0]), parsed[1])
 
     def auth_headers(self) -> dict[str, str]:
         """Headers that carry the key; providers override (``Authorization: Bearer`` here)."""

@@ -119,7 +119,7 @@ class MsgHub:
         """Deliver ``msg`` (a ``str`` is a user message) to every participant but ``sender``.
         Messages are delivered one at a time, whole, in the order they were broadcast; a message
         broadcast by an observer while it observes is delivered right after the current one."""
-        msg = as_msg(msg, f"hub {self.name!r}: broadcast(msg)")
+        msg = as_msg(msg, "hub {!r}: broadcast(msg)", self.name)
         if sender is None:
             kernel = self.kernel
             if kernel.observed:

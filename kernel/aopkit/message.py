@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import os
 import time
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar, overload
 
 import attrs
 
-from .blocks import Block, TextBlock
+from .blocks import Block, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 
 Role = Literal["user", "assistant", "system"]
 ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
@@ -65,6 +68,14 @@ class Msg:
             return self.content
         return "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
 
+    @functools.cached_property
+    def _chars(self) -> int:
+        """The characters of its text, thinking, tool calls and tool results (media count
+        nothing): what token estimates count. Counted once, as messages are immutable, so an
+        estimate of a long history does not count it all again on every call."""
+        content = self.content
+        return len(content) if isinstance(content, str) else _chars(content)
+
     @overload
     def blocks(self, kind: None = None) -> list[Block]: ...
     @overload
@@ -81,9 +92,26 @@ class Msg:
         return [b for b in content if isinstance(b, kind)]
 
 
-def as_msg(value: object, argument: str = "msg") -> Msg:
+def _chars(blocks: Iterable[Any]) -> int:
+    chars = 0
+    for block in blocks:
+        if isinstance(block, TextBlock):
+            chars += len(block.text)
+        elif isinstance(block, ThinkingBlock):
+            chars += len(block.thinking)
+        elif isinstance(block, ToolUseBlock):
+            chars += len(block.name) + len(block.raw_input or json.dumps(block.input, default=str))
+        elif isinstance(block, ToolResultBlock):
+            output = block.output
+            chars += len(output) if isinstance(output, str) else _chars(output)
+    return chars
+
+
+def as_msg(value: object, argument: str = "msg", *names: object) -> Msg:
     """``value`` as a message: a ``str`` becomes a user message from ``"user"``; anything but a
-    :class:`Msg` or a ``str`` is a :class:`~aopkit.errors.MessageTypeError` naming ``argument``.
+    :class:`Msg` or a ``str`` is a :class:`~aopkit.errors.MessageTypeError` naming ``argument``
+    (a ``str.format`` template filled with ``names`` only then: hot paths pass names, not
+    texts made for an error that almost never happens).
     Every public entry that takes a message converts with this (or :func:`as_input`)."""
     if isinstance(value, Msg):
         return value
@@ -91,20 +119,28 @@ def as_msg(value: object, argument: str = "msg") -> Msg:
         return Msg("user", value, "user")
     from .errors import MessageTypeError
 
-    raise MessageTypeError(argument, value)
+    raise MessageTypeError(_where(argument, names), value)
 
 
-def as_input(value: object, argument: str = "msg") -> Msg | list[Msg] | None:
+def as_input(value: object, argument: str = "msg", *names: object) -> Msg | list[Msg] | None:
     """What an agent may be given: None, a message, a ``str``, or a list (or tuple) of them;
-    each ``str`` becomes a user message. A list of messages only is returned as it was."""
+    each ``str`` becomes a user message. A list of messages only is returned as it was.
+    ``argument`` and ``names`` as for :func:`as_msg`."""
     if value is None or isinstance(value, Msg):
         return value
     if isinstance(value, str):
         return Msg("user", value, "user")
     if isinstance(value, (list, tuple)):
-        if all(isinstance(item, Msg) for item in value):
+        if set(map(type, value)) <= {Msg} or all(isinstance(item, Msg) for item in value):
             return value if isinstance(value, list) else list(value)
-        return [as_msg(item, f"{argument}[{i}]") for i, item in enumerate(value)]
+        where = _where(argument, names)
+        return [as_msg(item, f"{where}[{i}]") for i, item in enumerate(value)]
     from .errors import MessageTypeError
 
-    raise MessageTypeError(argument, value, "an aopkit.Msg, a str, a list of them, or None")
+    raise MessageTypeError(
+        _where(argument, names), value, "an aopkit.Msg, a str, a list of them, or None"
+    )
+
+
+def _where(argument: str, names: tuple[object, ...]) -> str:
+    return argument.format(*names) if names else argument

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, Incoming, check_instance
 from .errors import ConfigurationError
+from .faults import FaultPolicy
 from .message import Msg
 
 if TYPE_CHECKING:
-    from .faults import FaultPolicy
     from .kernel import Kernel
     from .memory import Memory
     from .models import ChatModel
@@ -36,8 +36,6 @@ class ModelAgent(Agent):
         memory: Memory | None = None,
         kernel: Kernel | None = None,
     ) -> None:
-        from .faults import FaultPolicy
-
         if kernel is None and not isinstance(model, str):
             kernel = getattr(model, "kernel", None)  # the agent joins its model's kernel
         super().__init__(name, memory=memory, kernel=kernel)

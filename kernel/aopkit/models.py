@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -46,6 +47,11 @@ class ToolSpec:
     name: str
     description: str = ""
     parameters: dict[str, Any] = attrs.field(factory=lambda: {"type": "object", "properties": {}})
+
+    @functools.cached_property
+    def _chars(self) -> int:
+        """Its characters as a call's input counts them (see ``usage.estimate_tokens``)."""
+        return len(self.name) + len(self.description) + len(json.dumps(self.parameters))
 
     @classmethod
     def of(cls, tool: ToolSpec | Mapping[str, Any]) -> ToolSpec:
@@ -281,7 +287,7 @@ class ChatModel:
         if stream and not self.capabilities.streaming:
             raise ModelRejected(self.name, "this model does not stream")
         request: dict[str, Any] = {
-            "messages": list(messages),
+            "messages": messages,  # a list of its own already
             "tools": specs,
             "tool_choice": tool_choice,
             "structured": structured,
@@ -305,11 +311,9 @@ class ChatModel:
     def _started(self, request: dict[str, Any], *, stream: bool) -> _Call:
         """Reserve the call in every budget it counts towards (or raise BudgetExceeded), then
         announce it."""
-        from .usage import current_scope
-
         kernel = self.kernel
         ticket = kernel.usage.reserve(self.name, request["messages"], request["tools"])
-        scope = current_scope()
+        scope = ticket.scope
         call = _Call(
             _RetryTracker(self, new_id()),
             ticket,
@@ -387,14 +391,15 @@ class ChatModel:
         """Charge the call as made (a failed one counts as a call of unknown tokens)."""
         kernel = self.kernel
         reported = response.usage if response is not None and error is None else None
-        usage = kernel.usage.settle(call.ticket, reported, call.tracker.retries)
-        if kernel.observed:
+        observed = kernel.observed
+        usage = kernel.usage.settle(call.ticket, reported, call.tracker.retries, report=observed)
+        if observed:
             kernel.emit(
                 ModelCallFinished(
                     model=self.name,
                     call_id=call.id,
                     seconds=time.perf_counter() - call.started,
-                    usage=usage,
+                    usage=usage or {},
                     response_id=response.id if response else None,
                     response_model=response.model if response else None,
                     finish_reason=response.finish_reason if response else None,

@@ -297,7 +297,7 @@ class Toolkit:
             add(kernel.secrets)
 
     def _use_by(self, kernel: Kernel) -> None:
-        if kernel not in self._users:
+        if kernel is not self._kernel and kernel not in self._users:  # its own has them all
             self._users.add(kernel)
             for add in self._secrets:
                 add(kernel.secrets)

@@ -10,21 +10,21 @@ when it would exceed a budget; see :func:`estimate_tokens` for what a call is ex
 
 from __future__ import annotations
 
-import json
 import math
+import operator
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .blocks import TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from .errors import AopkitError
 from .events import BudgetReached
 from .models import Usage
 
 if TYPE_CHECKING:
+    from .hub import MsgHub
     from .kernel import Kernel
     from .message import Msg
     from .models import ToolSpec
@@ -110,7 +110,7 @@ class Account:
         self.refused = 0  # calls a budget refused
         self.unreported = 0  # calls whose server did not say how many tokens they used
         self.unpriced = 0  # calls with no price
-        self._sums: list[Any] = [getattr(EMPTY, name) for name in FIELDS]
+        self._sums: list[Any] = list(ZERO)
         self._held = [0, 0, 0.0]  # calls, tokens, cost reserved by calls under way
 
     def __repr__(self) -> str:
@@ -168,18 +168,37 @@ class Account:
 
 
 EMPTY = Usage()
+ZERO = tuple(getattr(EMPTY, name) for name in FIELDS)  # a new account's sums
 
 
 class Scope:
-    """Who a model call is made for: the agent, its hubs, and every account it is charged to
-    besides the kernel's and its model's (the last one is the reply's own)."""
+    """Who a model call is made for: the agent, its hubs, and the accounts it is charged to
+    besides the kernel's and its model's: ``charged`` (the agent's, its hubs', the enclosing
+    replies') and the reply's own, made at the reply's first call (most replies make none)."""
 
-    __slots__ = ("accounts", "agent", "hubs", "reply")
+    __slots__ = ("_accounts", "agent", "charged", "hubs", "reply")
 
     def __init__(
-        self, agent: str | None, hubs: tuple[str, ...], accounts: tuple[Account, ...]
+        self, agent: str | None, hubs: tuple[str, ...], charged: tuple[Account, ...]
     ) -> None:
-        self.agent, self.hubs, self.accounts, self.reply = agent, hubs, accounts, accounts[-1]
+        self.agent, self.hubs, self.charged = agent, hubs, charged
+        self.reply: Account | None = None
+        self._accounts: tuple[Account, ...] | None = None
+
+    @property
+    def accounts(self) -> tuple[Account, ...]:
+        """Every account a call in this scope is charged to, the reply's own last."""
+        if self._accounts is None:
+            with _LOCK:  # tools in worker threads may share the scope
+                if self._accounts is None:
+                    self.reply = Account(f"reply of {self.agent!r}")
+                    self._accounts = (*self.charged, self.reply)
+        return self._accounts
+
+    def used(self) -> Usage | None:
+        """What the reply's model calls used; None if it made none."""
+        reply = self.reply
+        return reply.usage if reply is not None and reply._sums[CALLS] else None
 
 
 SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
@@ -191,21 +210,22 @@ def current_scope() -> Scope | None:
 
 
 class Ticket:
-    """A call admitted: the accounts it is charged to and what it reserved (if a budget
-    applied when it started), released when it ends."""
+    """A call admitted: the scope it was made in, the accounts it is charged to and what it
+    reserved (if a budget applied when it started), released when it ends."""
 
-    __slots__ = ("accounts", "cost", "held", "model", "tokens")
+    __slots__ = ("accounts", "cost", "held", "model", "scope", "tokens")
 
     def __init__(
-        self, model: str, accounts: tuple[Account, ...], held: bool, tokens: int, cost: float
+        self,
+        model: str,
+        scope: Scope | None,
+        accounts: tuple[Account, ...],
+        held: bool = False,
+        tokens: int = 0,
+        cost: float = 0.0,
     ) -> None:
-        self.model, self.accounts, self.held, self.tokens, self.cost = (
-            model,
-            accounts,
-            held,
-            tokens,
-            cost,
-        )
+        self.model, self.scope, self.accounts = model, scope, accounts
+        self.held, self.tokens, self.cost = held, tokens, cost
 
 
 class UsageLedger:
@@ -252,20 +272,19 @@ class UsageLedger:
             self.outside = Account(self.outside.label)
 
     # -- the scope of a reply -------------------------------------------------------------------
-    def enter(self, agent: str, hubs: Sequence[tuple[str, Account]]) -> Scope:
+    def enter(self, agent: str, hubs: Sequence[MsgHub]) -> Scope:
         """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
         its calls count towards the enclosing replies too."""
         outer = SCOPE.get()
-        reply = Account(f"reply of {agent!r}")
         if outer is None and not hubs:  # the common case, kept short
-            return Scope(agent, (), (self.agent(agent), reply))
+            return Scope(agent, (), (self.agents.get(agent) or self.agent(agent),))
         accounts = list(outer.accounts) if outer is not None else []
         names = list(outer.hubs) if outer is not None else []
-        for account in (self.agent(agent), *(account for _, account in hubs)):
+        for account in (self.agent(agent), *(hub.usage for hub in hubs)):
             if account not in accounts:
                 accounts.append(account)
-        names.extend(name for name, _ in hubs if name not in names)
-        return Scope(agent, tuple(names), (*accounts, reply))
+        names.extend(hub.name for hub in hubs if hub.name not in names)
+        return Scope(agent, tuple(names), tuple(accounts))
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(
@@ -278,7 +297,7 @@ class UsageLedger:
         accounts = (self.total, self._model(model), *(scope.accounts if scope else (self.outside,)))
         budgets = [a.budget for a in accounts if a.budget is not None]
         if not budgets:
-            return Ticket(model, accounts, False, 0, 0.0)
+            return Ticket(model, scope, accounts)
         tokens = 0
         if any(b.tokens is not None or b.cost is not None for b in budgets):
             tokens = estimate_tokens(messages, tools)
@@ -297,7 +316,7 @@ class UsageLedger:
                 for account in accounts:
                     account._hold(1, tokens, expected or 0.0)
         if refusal is None:
-            return Ticket(model, accounts, True, tokens, expected or 0.0)
+            return Ticket(model, scope, accounts, True, tokens, expected or 0.0)
         kernel = self.kernel
         if kernel.observed:
             kernel.emit(
@@ -313,9 +332,11 @@ class UsageLedger:
             )
         raise refusal
 
-    def settle(self, ticket: Ticket, reported: Usage | None, retries: int) -> dict[str, Any]:
+    def settle(
+        self, ticket: Ticket, reported: Usage | None, retries: int, *, report: bool = True
+    ) -> dict[str, Any] | None:
         """Release ``ticket`` and charge the call as made: its usage, priced. Returns that one
-        call's usage as data (for its ``model_call_finished`` event)."""
+        call's usage as data (for its ``model_call_finished`` event) if ``report``."""
         u = reported or EMPTY
         price = self.kernel.prices.get(ticket.model)
         cost = price.cost(u) if price is not None else None
@@ -337,7 +358,7 @@ class UsageLedger:
                 if ticket.held:
                     account._hold(-1, ticket.tokens, ticket.cost)
                 account._add(known, unreported, unpriced)
-        return dict(zip(FIELDS, call, strict=True))
+        return dict(zip(FIELDS, call, strict=True)) if report else None
 
     # -- reports ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
@@ -424,27 +445,14 @@ def _budget_line(account: Account) -> str:
     return (", ".join(parts) or "no limits") + refused
 
 
+CHARS = operator.attrgetter("_chars")  # each message's and tool's, counted once
+
+
 def estimate_tokens(messages: Sequence[Msg], tools: Sequence[ToolSpec] = ()) -> int:
     """What a call's input is expected to use, for budgets: a token per four characters of its
     text, tool calls, tool results and tool schemas; media count nothing. A rough floor, not
-    a promise: a call that passes may still use more, and then the next call is refused."""
-    chars = sum(len(spec.name) + len(spec.description) for spec in tools)
-    chars += sum(len(json.dumps(spec.parameters)) for spec in tools)
-    for msg in messages:
-        chars += len(msg.content) if isinstance(msg.content, str) else _chars(msg.content)
+    a promise: a call that passes may still use more, and then the next call is refused.
+    Each message and tool is counted once and remembered, so a call costs an addition per
+    message of its history."""
+    chars: int = sum(map(CHARS, tools)) + sum(map(CHARS, messages))
     return math.ceil(chars / 4)
-
-
-def _chars(blocks: Iterable[Any]) -> int:
-    chars = 0
-    for block in blocks:
-        if isinstance(block, TextBlock):
-            chars += len(block.text)
-        elif isinstance(block, ThinkingBlock):
-            chars += len(block.thinking)
-        elif isinstance(block, ToolUseBlock):
-            chars += len(block.name) + len(block.raw_input or json.dumps(block.input, default=str))
-        elif isinstance(block, ToolResultBlock):
-            output = block.output
-            chars += len(output) if isinstance(output, str) else _chars(output)
-    return chars

@@ -21,6 +21,16 @@ def register_models(register: Callable[[str, Any], None]) -> None:
 
 @aopkit.hookimpl
 def register_run_options(register: Callable[..., None]) -> None:
+    register("cassette", _arguments, _start)
+
+
+def _arguments(parser: Any) -> None:  # the run module loads when a command uses it
     from . import run
 
-    register("cassette", run.arguments, run.start)
+    run.arguments(parser)
+
+
+def _start(args: Any) -> Any:
+    from . import run
+
+    return run.start(args)
