@@ -10,6 +10,8 @@ from typing import Any, Literal, TypeVar, overload
 import attrs
 
 from .blocks import Block, TextBlock
+from .errors import EncodeError
+from .jsontext import problem
 
 Role = Literal["user", "assistant", "system"]
 ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
@@ -88,10 +90,19 @@ def as_msg(value: object, argument: str = "msg") -> Msg:
     if isinstance(value, Msg):
         return value
     if isinstance(value, str):
-        return Msg("user", value, "user")
+        return _user_msg(value, argument)
     from .errors import MessageTypeError
 
     raise MessageTypeError(argument, value)
+
+
+def _user_msg(text: str, argument: str) -> Msg:
+    """``text`` as a user message, refused if it could never be stored or sent (a lone
+    surrogate, which UTF-8 cannot encode, would fail later at a save, a trace or a request)."""
+    found = problem(text)
+    if found is not None:
+        raise EncodeError(argument, found[1])
+    return Msg("user", text, "user")
 
 
 def as_input(value: object, argument: str = "msg") -> Msg | list[Msg] | None:
@@ -100,7 +111,7 @@ def as_input(value: object, argument: str = "msg") -> Msg | list[Msg] | None:
     if value is None or isinstance(value, Msg):
         return value
     if isinstance(value, str):
-        return Msg("user", value, "user")
+        return _user_msg(value, argument)
     if isinstance(value, (list, tuple)):
         if all(isinstance(item, Msg) for item in value):
             return value if isinstance(value, list) else list(value)
