@@ -77,3 +77,10 @@ async def test_the_usage_report_shows_hostile_names_escaped_on_one_short_line(ke
     row = report.splitlines()[3]  # the report title, the header, its rule, then the agent
     assert row.split()[1:3] == ["1", "0"]  # calls and retries in their columns
     assert max(map(len, report.splitlines())) < 200
+
+
+@pytest.mark.parametrize("field", ["input_tokens", "calls", "retries", "cost", "seconds"])
+def test_a_stored_usage_with_a_negative_count_is_a_decode_error(field):
+    usage = {"input_tokens": 1, "output_tokens": 1, field: -1}
+    with pytest.raises(DecodeError, match=f"metadata.usage.{field}: negative"):
+        Usage.of(Msg("a", "x", "assistant", metadata={"usage": usage}))
