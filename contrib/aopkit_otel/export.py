@@ -7,6 +7,7 @@ OpenTelemetry API alone.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -109,6 +110,7 @@ def setup(
     process wins), so your own spans and other instrumentations export too.
     """
     base = _check_endpoint(endpoint)
+    _check_options(service_name, headers, timeout, metric_interval)
     try:
         from opentelemetry import metrics, trace
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -179,6 +181,47 @@ def _check_endpoint(endpoint: str) -> str:
             "OTLP/HTTP collector, e.g. 'http://127.0.0.1:4318'"
         )
     return endpoint.rstrip("/")
+
+
+def _check_options(
+    service_name: object, headers: object, timeout: object, metric_interval: object
+) -> None:
+    """Refuse bad options before anything starts (the span exporter starts a thread)."""
+    problems = []
+    if not isinstance(service_name, str) or not service_name.strip():
+        problems.append(f"service_name must be a non-empty str, got {service_name!r:.60}")
+    if headers is not None and not (
+        isinstance(headers, Mapping)
+        and all(
+            isinstance(k, str) and k.strip() and k.isprintable() and _header_value(v)
+            for k, v in headers.items()
+        )
+    ):
+        problems.append(
+            "headers must be a mapping of header names to str or Secret values, got "
+            f"{type(headers).__name__}"  # not the values: they are credentials
+        )
+    for name, value in (("timeout", timeout), ("metric_interval", metric_interval)):
+        if not _positive(value):
+            problems.append(f"{name} must be a positive number of seconds, got {value!r:.40}")
+    if problems:
+        raise aopkit.AopkitError(f"aopkit_otel.setup: {'; '.join(problems)}")
+
+
+def _header_value(value: object) -> bool:
+    """A str or Secret with no line break or control character (the HTTP client would refuse
+    it later, on the exporter's thread, quoting the value in its log)."""
+    text = value.reveal() if isinstance(value, Secret) else value
+    return isinstance(text, str) and text.isprintable()
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _shown(endpoint: object) -> str:

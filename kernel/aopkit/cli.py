@@ -155,8 +155,8 @@ def _main(argv: Sequence[str] | None, kernel: Kernel | None) -> int:
                 code = _finish(args.run(args, kernel))
         finally:
             if args.fault_report:
-                print(kernel.faults.render())
-        sys.stdout.flush()
+                print(kernel.faults.render(), file=_open_stdout())
+        _open_stdout().flush()
         return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -170,6 +170,11 @@ def _main(argv: Sequence[str] | None, kernel: Kernel | None) -> int:
         if isinstance(exc, AopkitError):
             return _fail(kernel, exc, 1, prog)
         raise
+
+
+def _open_stdout() -> IO[str]:
+    """Standard output, or standard error if the program run closed it."""
+    return sys.stderr if sys.stdout is None or sys.stdout.closed else sys.stdout
 
 
 def _finish(result: Any) -> int:

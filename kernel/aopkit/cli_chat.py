@@ -16,7 +16,8 @@ from .events import Event, MessageSent, ModelCallStarted, ReplyChunk
 from .hookspecs import hookimpl
 from .kernel import Kernel
 from .message import Msg
-from .sinks import describe
+from .printable import printable
+from .sinks import chat_line
 from .terminal import read_line
 from .toolkit import Tool, Toolkit
 
@@ -116,7 +117,7 @@ class _Screen:
             self._show(event.text)
         elif isinstance(event, MessageSent) and _tool_step(event.msg):
             self.end_line()  # a tool step: its calls (→) and their results (←) on a line
-            self._write(kernel.secrets.redact(f"  {event.msg.name}: {describe(event.msg)}\n"))
+            self._write(kernel.secrets.redact(f"  {chat_line(event.msg)}\n"))
 
     def _show(self, text: str) -> None:
         if not text.startswith(self.shown):
@@ -140,7 +141,7 @@ class _Screen:
         if self.closed:
             return
         try:
-            self.out.write(text)
+            self.out.write(printable(text))  # streamed model text, control characters escaped
             self.out.flush()
         except BrokenPipeError:
             self.closed = True

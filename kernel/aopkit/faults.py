@@ -28,6 +28,7 @@ from .errors import AopkitError, DecodeError, StoreError
 from .events import Corrected, CritiqueRound, Escalated
 from .message import Msg, new_id
 from .models import ModelError
+from .printable import cell
 from .structured import NotJSON, Target
 
 if TYPE_CHECKING:
@@ -74,11 +75,14 @@ class FaultReport:
         """A plain-text table for the end of a run."""
         if not self.faults:
             return "Fault report: no faults."
-        rows = [("#", "kind", "model", "resolved by", "extra calls", "calls saved", "detail")]
+        rows: list[tuple[str, ...]] = [
+            ("#", "kind", "model", "resolved by", "extra calls", "calls saved", "detail")
+        ]
         for i, f in enumerate(self.faults, 1):
             by = f"tier {f.tier}" if f.tier else "unresolved"
             by += f" ({f.resolver})" if f.resolver else ""
-            rows.append((str(i), f.kind, f.model, by, str(f.calls), str(f.saved), f.detail[:60]))
+            cells = (f.kind, f.model, by, str(f.calls), str(f.saved), f.detail)
+            rows.append((str(i), *map(cell, cells)))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = [
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

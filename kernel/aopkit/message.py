@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeVar, overload
 import attrs
 
 from .blocks import Block, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from .errors import EncodeError
+from .jsontext import problem
 
 Role = Literal["user", "assistant", "system"]
 ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
@@ -116,10 +118,19 @@ def as_msg(value: object, argument: str = "msg", *names: object) -> Msg:
     if isinstance(value, Msg):
         return value
     if isinstance(value, str):
-        return Msg("user", value, "user")
+        return _user_msg(value, argument, names)
     from .errors import MessageTypeError
 
     raise MessageTypeError(_where(argument, names), value)
+
+
+def _user_msg(text: str, argument: str, names: tuple[object, ...]) -> Msg:
+    """``text`` as a user message, refused if it could never be stored or sent (a lone
+    surrogate, which UTF-8 cannot encode, would fail later at a save, a trace or a request)."""
+    found = problem(text)
+    if found is not None:
+        raise EncodeError(_where(argument, names), found[1])
+    return Msg("user", text, "user")
 
 
 def as_input(value: object, argument: str = "msg", *names: object) -> Msg | list[Msg] | None:
@@ -129,7 +140,7 @@ def as_input(value: object, argument: str = "msg", *names: object) -> Msg | list
     if value is None or isinstance(value, Msg):
         return value
     if isinstance(value, str):
-        return Msg("user", value, "user")
+        return _user_msg(value, argument, names)
     if isinstance(value, (list, tuple)):
         if set(map(type, value)) <= {Msg} or all(isinstance(item, Msg) for item in value):
             return value if isinstance(value, list) else list(value)

@@ -118,9 +118,14 @@ class Usage:
         from .errors import DecodeError
 
         try:
-            return _usage_codec().load(data, cls)
+            usage = _usage_codec().load(data, cls)
         except DecodeError as exc:
             raise exc.under("metadata.usage") from None
+        for field in attrs.fields(cls):
+            value = getattr(usage, field.name)
+            if value is not None and value < 0:  # a stored reply someone edited: not a count
+                raise DecodeError(f"metadata.usage.{field.name}", f"negative: {value}")
+        return usage
 
 
 @functools.cache

@@ -3,7 +3,6 @@ program. aopkit ships no figures: prices change, and a wrong one is worse than n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,15 +15,21 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 PER = 1_000_000
+MAX_RATE = 1e9  # far above any real price, low enough that no total can overflow to infinity
 
 
 def _rate(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None and attribute.name not in ("input", "output"):
         return
-    if type(value) is bool or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if type(value) is bool or not isinstance(value, (int, float)) or value != value:
         raise AopkitError(f"price {attribute.name}: expected a number, got {value!r:.40}")
     if value < 0:
         raise AopkitError(f"price {attribute.name}: a price cannot be negative, got {value}")
+    if value > MAX_RATE:
+        raise AopkitError(
+            f"price {attribute.name}: at most {MAX_RATE:,.0f} dollars per million tokens, "
+            f"got {value!r:.40} (a cost must stay a finite number to be stored and traced)"
+        )
 
 
 @attrs.frozen
@@ -103,6 +108,10 @@ class PriceTable:
         del self._own[model]
 
     def update(self, prices: Mapping[str, Price | Mapping[str, Any]]) -> None:
+        if not isinstance(prices, Mapping):
+            raise AopkitError(
+                f"prices are a mapping of 'provider:model' names to prices, got {prices!r:.60}"
+            )
         checked = {_model_name(name): Price.of(price) for name, price in prices.items()}
         self._own.update(checked)
 

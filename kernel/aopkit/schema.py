@@ -24,6 +24,7 @@ import attrs
 import cattrs
 
 from .errors import AopkitError, DecodeError, join_path
+from .jsontext import problem
 
 _SCALARS: dict[Any, dict[str, Any]] = {
     str: {"type": "string"},
@@ -61,8 +62,12 @@ class Schemas:
 
     def of(self, tp: Any) -> dict[str, Any]:
         """The schema of ``tp``, possibly referring to :attr:`defs`."""
-        if tp in _SCALARS:
-            return dict(_SCALARS[tp])
+        try:
+            scalar = _SCALARS.get(tp)
+        except TypeError:  # unhashable, so not a type at all (``x: [int]``): refused below
+            scalar = None
+        if scalar is not None:
+            return dict(scalar)
         if _is_pydantic(tp):
             return self._pydantic(tp)
         origin, args = get_origin(tp), get_args(tp)
@@ -114,7 +119,7 @@ class Schemas:
             return {"$ref": _REF + self._key(tp)}
         try:
             hints = typing.get_type_hints(tp)
-        except NameError as exc:
+        except Exception as exc:  # an undefined name, an annotation that is not Python
             raise SchemaError(
                 f"cannot resolve the annotations of {tp.__name__}: {exc}; define "
                 "the classes it uses at module level"
@@ -133,7 +138,9 @@ class Schemas:
                 if default is _REQUIRED:
                     required.append(name)
                 elif default is not _NO_DEFAULT:
-                    prop["default"] = default.value if isinstance(default, enum.Enum) else default
+                    default = default.value if isinstance(default, enum.Enum) else default
+                    if json_default(default):
+                        prop["default"] = default
                 properties[name] = prop
         finally:
             self._building.pop()
@@ -229,7 +236,16 @@ def _fields_of(tp: type) -> list[tuple[str, Any, str | None]] | None:
     return None
 
 
+def json_default(value: Any) -> bool:
+    """Whether ``value`` can be shown as a default in a schema: plain JSON data (a default
+    such as NaN, a set or a datetime would make the schema unsendable)."""
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        return False
+    return problem(value) is None
+
+
 def _choices(values: list[Any]) -> dict[str, Any]:
+    values = [v.value if isinstance(v, enum.Enum) else v for v in values]
     kinds = {type(v) for v in values}
     base = _SCALARS.get(next(iter(kinds)), {}) if len(kinds) == 1 else {}
     return {**base, "enum": values}

@@ -20,6 +20,7 @@ from .events import Event, MessageSent
 from .files import start_on_a_new_line
 from .hookspecs import hookimpl
 from .message import Msg
+from .printable import cell, printable
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -55,7 +56,7 @@ class ChatLog:
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:
         if isinstance(event, MessageSent):
-            line = f"{event.msg.name}: {describe(event.msg)}"
+            line = chat_line(event.msg)
             self._log(self._level, "{}", kernel.secrets.redact(line))
 
 
@@ -82,6 +83,12 @@ def describe(msg: Msg) -> str:
     return " ".join(parts)
 
 
+def chat_line(msg: Msg) -> str:
+    """``name: what was said`` for a terminal: the name on one short line, and no control
+    character of a program or a model reaches the terminal."""
+    return f"{cell(msg.name)}: {printable(describe(msg))}"
+
+
 SHOW_CHAT = "aopkit-show-chat"  # the plugin name show_chat registers its view under
 
 
@@ -96,7 +103,7 @@ class ChatView:
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:
         if isinstance(event, MessageSent) and self.file is not None:
-            line = f"{event.msg.name}: {describe(event.msg)}"
+            line = chat_line(event.msg)
             try:
                 print(kernel.secrets.redact(line), file=self.file, flush=True)
             except BrokenPipeError:  # the reader went away (``| head``): stop, quietly

@@ -23,7 +23,7 @@ from .docstrings import parse_docstring
 from .errors import AopkitError, DecodeError
 from .events import ToolFinished, ToolStarted
 from .models import ToolSpec
-from .schema import SchemaError, Schemas
+from .schema import SchemaError, Schemas, json_default
 from .secret import Secret, Secrets, names_a_credential
 
 if TYPE_CHECKING:
@@ -72,10 +72,13 @@ class Tool:
         return f"<Tool {self.name}>"
 
     def _describe(self, arg_docs: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], bool]:
-        signature = inspect.signature(self.func)
+        try:
+            signature = inspect.signature(self.func)
+        except (TypeError, ValueError) as exc:  # a class or builtin Python cannot inspect
+            raise ToolError(f"tool {self.name!r}: cannot read its signature: {exc}") from None
         try:
             hints = typing.get_type_hints(_code_of(self.func))
-        except NameError as exc:
+        except Exception as exc:  # an undefined name, a hint that is not Python, a bad type
             raise ToolError(f"tool {self.name!r}: cannot resolve its type hints: {exc}") from None
         unknown = set(self.preset) - set(signature.parameters)
         if unknown and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
@@ -105,7 +108,7 @@ class Tool:
                 prop["description"] = arg_docs[param.name]
             if param.default is param.empty:
                 required.append(param.name)
-            elif isinstance(param.default, (str, int, float, bool, type(None))):
+            elif json_default(param.default):
                 prop["default"] = param.default
             properties[param.name] = prop
         schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required}

@@ -22,6 +22,7 @@ import attrs
 from .errors import AopkitError
 from .events import BudgetReached
 from .models import Usage
+from .printable import cell
 
 if TYPE_CHECKING:
     from .hub import MsgHub
@@ -37,11 +38,10 @@ def _limit(kind: type | tuple[type, ...]) -> Any:
         if value is None:
             return
         ok = isinstance(value, kind) and type(value) is not bool
-        number = float(value) if ok else math.nan
-        if not math.isfinite(number):
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
             wanted = "a whole number" if kind is int else "a number"
             raise AopkitError(f"budget {attribute.name}: expected {wanted}, got {value!r:.40}")
-        if number < 0:
+        if value < 0:
             raise AopkitError(f"budget {attribute.name}: cannot be negative, got {value}")
 
     return check
@@ -421,7 +421,7 @@ def _cells(u: Usage) -> tuple[str, ...]:
 
 
 def _table(first: str, usages: Sequence[tuple[str, Usage]]) -> list[str]:
-    rows = [(first, *COLUMNS)] + [(name, *_cells(u)) for name, u in usages]
+    rows = [(first, *COLUMNS)] + [(cell(name), *_cells(u)) for name, u in usages]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

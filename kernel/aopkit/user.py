@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .agent import Agent, Incoming
 from .errors import ConfigurationError
 from .message import Msg
-from .sinks import describe
+from .sinks import chat_line
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -61,7 +61,7 @@ class UserAgent(Agent):
         if new:
             self._seen = new[-1].id
         redact = self.kernel.secrets.redact
-        return [redact(f"{m.name}: {describe(m)}") for m in new if m.name != self.name]
+        return [redact(chat_line(m)) for m in new if m.name != self.name]
 
     def _reset(self) -> None:
         super()._reset()

@@ -137,6 +137,32 @@ class Entry:
     takes: list[Take] = attrs.field(factory=list)
 
 
+def read_cassette_file(path: Path, mode: Mode) -> dict[str, Any] | None:
+    """The JSON object of the cassette at ``path`` (None: no file, which ``auto`` allows), or
+    a :class:`CassetteError` saying why it is not a cassette."""
+    try:
+        with files.locked(path, shared=True, by_directory=True):
+            raw = path.read_bytes()
+    except FileNotFoundError:
+        if mode == "auto":
+            return None
+        raise CassetteError(
+            f"no cassette at {path}: record one first with mode='record' (or 'auto')"
+        ) from None
+    except OSError as exc:
+        raise CassetteError(f"cannot read cassette {path}: {exc.strerror}") from exc
+    try:
+        data = jsontext.loads(raw, check_depth=False)
+    except DecodeError as exc:
+        raise CassetteError(f"cassette {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("aopkit_cassette") != VERSION:
+        raise CassetteError(
+            f"cassette {path}: not an aopkit cassette of version {VERSION} "
+            '(expected a JSON object with "aopkit_cassette": 1)'
+        )
+    return data
+
+
 class Cassette:
     """One cassette file, shared by every replay model of a kernel that opens it in one mode.
 
@@ -161,26 +187,9 @@ class Cassette:
 
     # -- reading ----------------------------------------------------------------------------
     def _load(self) -> None:
-        try:
-            with files.locked(self.path, shared=True, by_directory=True):
-                raw = self.path.read_bytes()
-        except FileNotFoundError:
-            if self.mode == "auto":
-                return
-            raise CassetteError(
-                f"no cassette at {self.path}: record one first with mode='record' (or 'auto')"
-            ) from None
-        except OSError as exc:
-            raise CassetteError(f"cannot read cassette {self.path}: {exc.strerror}") from exc
-        try:
-            data = jsontext.loads(raw, check_depth=False)
-        except DecodeError as exc:
-            raise CassetteError(f"cassette {self.path} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("aopkit_cassette") != VERSION:
-            raise CassetteError(
-                f"cassette {self.path}: not an aopkit cassette of version {VERSION} "
-                '(expected a JSON object with "aopkit_cassette": 1)'
-            )
+        data = read_cassette_file(self.path, self.mode)
+        if data is None:
+            return
         try:
             self._read(data)
         except DecodeError as exc:

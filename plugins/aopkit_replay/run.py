@@ -14,7 +14,7 @@ import attrs
 import aopkit
 from aopkit.cli import UsageError
 
-from .cassette import Cassette, Mode, share_cassette
+from .cassette import Cassette, CassetteError, Mode, read_cassette_file, share_cassette
 from .model import ReplayModel, replay_model
 
 
@@ -34,6 +34,11 @@ def start(args: Any) -> Cassettes | None:
         raise UsageError("--record and --replay: give one of the two")
     if args.replay and not Path(args.replay).is_file():
         raise UsageError(f"--replay {args.replay}: no such cassette")
+    if args.replay:  # a file that is no cassette is the user's to fix, before the program runs
+        try:
+            read_cassette_file(Path(args.replay).resolve(), "replay")
+        except CassetteError as exc:
+            raise UsageError(f"--replay {args.replay}: {exc}") from None
     if args.record:
         return Cassettes(args.record, "record")
     return Cassettes(args.replay, "replay") if args.replay else None
