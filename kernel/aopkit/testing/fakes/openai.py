@@ -51,22 +51,27 @@ def _force(value: Any) -> Any:
     return [_force(v) for v in value]  # lists, tuples and pydantic's ValidatorIterator
 
 
+def check_exactly(adapter: Any, payload: dict[str, Any]) -> None:
+    """Raise if ``payload`` (plain JSON values) is not valid by the pydantic ``adapter`` down to
+    every nested list, or if anything is dropped or coerced on the way (pydantic ignores
+    unknown keys of typed dicts, so an unknown key shows as a difference)."""
+    validated = _force(adapter.validate_python(payload))
+    if validated != payload:
+        raise ValueError(f"unknown or coerced fields: sent {payload!r}, valid {validated!r}")
+
+
 def check_request(payload: dict[str, Any], *, allow: frozenset[str] = frozenset()) -> None:
-    """Raise if ``payload`` is not a valid chat-completions request: validated against the
-    official types down to every nested list, and nothing may be dropped on the way (pydantic
-    ignores unknown keys of typed dicts, so an unknown key shows as a difference). ``allow``
-    names message keys outside the official types that a compatible server takes (DeepSeek's
-    ``reasoning_content``); they are checked to be strings and left out of the comparison."""
+    """Raise if ``payload`` is not a valid chat-completions request by the official types
+    (:func:`check_exactly`). ``allow`` names message keys outside the official types that a
+    compatible server takes (DeepSeek's ``reasoning_content``); they are checked to be strings
+    and left out of the comparison."""
     payload = json.loads(json.dumps(payload))  # as it goes on the wire
     for message in payload.get("messages", ()):
         for key in allow & message.keys():
             if not isinstance(message.pop(key), str):
                 raise ValueError(f"{key} must be a string")
-    streaming, plain = _adapters()[1], _adapters()[0]
-    adapter = streaming if payload.get("stream") else plain
-    validated = _force(adapter.validate_python(payload))
-    if validated != payload:
-        raise ValueError(f"unknown or coerced fields: sent {payload!r}, valid {validated!r}")
+    plain, streaming = _adapters()
+    check_exactly(streaming if payload.get("stream") else plain, payload)
 
 
 # -- what the server answers -------------------------------------------------------------------
@@ -125,6 +130,12 @@ class Failure:
     code: str | None = None
     param: str | None = None
     headers: dict[str, str] = attrs.field(factory=dict)
+
+    def response(self, request: web.Request) -> web.Response:
+        """The error answer to ``request``, whose key ``{key}`` echoes."""
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = error_body(self.message.format(key=given), self.type, self.code, self.param)
+        return web.json_response(body, status=self.status, headers=self.headers)
 
 
 @attrs.frozen
@@ -199,6 +210,20 @@ def sse(data: Any) -> bytes:
 
 
 # -- the server --------------------------------------------------------------------------------
+def refuse_key(request: web.Request, key: str | None) -> web.Response | None:
+    """The API's 401 when the request does not bear ``key`` (None takes any or none)."""
+    given = request.headers.get("Authorization", "")
+    if key is None or given == f"Bearer {key}":
+        return None
+    body = error_body(
+        f"Incorrect API key provided: {given.removeprefix('Bearer ')}. "
+        "You can find your API key at the dashboard.",
+        "invalid_request_error",
+        "invalid_api_key",
+    )
+    return web.json_response(body, status=401)
+
+
 class FakeOpenAI(FakeServer):
     """Answers with the scripted replies in order. ``key``: the key it expects (401 with the
     API's body otherwise); None takes any or none. ``allow``: message keys outside the official
@@ -213,15 +238,8 @@ class FakeOpenAI(FakeServer):
         self.allow: frozenset[str] = frozenset()
 
     async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "")
-        if self.key is not None and given != f"Bearer {self.key}":
-            got = given.removeprefix("Bearer ")
-            body = error_body(
-                f"Incorrect API key provided: {got}. You can find your API key at the dashboard.",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
-            return web.json_response(body, status=401)
+        if refused := refuse_key(request, self.key):
+            return refused
         try:
             check_request(payload, allow=self.allow)
         except ValueError as exc:
@@ -229,9 +247,7 @@ class FakeOpenAI(FakeServer):
             return web.json_response(body, status=400)
         reply = self.next_reply(completion("ok"))
         if isinstance(reply, Failure):
-            message = reply.message.format(key=given.removeprefix("Bearer "))
-            body = error_body(message, reply.type, reply.code, reply.param)
-            return web.json_response(body, status=reply.status, headers=reply.headers)
+            return reply.response(request)
         if not payload.get("stream"):
             body = reply.body if isinstance(reply, (Broken, Interleaved)) else reply
             return web.json_response(body)
