@@ -227,6 +227,18 @@ async def test_a_streamed_reasoning_item_is_kept_whole_with_its_encrypted_conten
     assert fake.requests[0]["stream"] is True
 
 
+async def test_argument_fragments_make_no_chunk_of_their_own(fake, model):
+    """A chunk is sent when a call is whole, not once per fragment of its arguments."""
+    fake.then(
+        response(
+            function_call("call_a", "weather", {"city": "Rome, Lazio, Italy"}),
+            function_call("call_b", "weather", {"city": "Oslo"}),
+        )
+    )
+    chunks = await collect(await model()(HI, tools=[WEATHER], stream=True))
+    assert [len(c.tool_uses) for c in chunks[:-1]] == [1, 2]
+
+
 async def test_a_streamed_incomplete_answer_is_a_cut_off(fake, model):
     fake.then(response("Partial", incomplete="max_output_tokens"))
     last = (await collect(await model()(HI, stream=True)))[-1]
@@ -259,6 +271,21 @@ async def test_a_failed_response_is_mapped(fake, model, code, error):
     fake.then(response(status="failed", error={"code": code, "message": f"Failed: {code}."}))
     with pytest.raises(error, match=f"Failed: {code}"):
         await model()(HI)
+
+
+async def test_a_failure_echoing_the_key_does_not_show_it(fake, model):
+    """The suite checks HTTP errors; a failed response and a stream's failure are the
+    Responses API's own ways to fail, with the API's message."""
+    echo = f"Key {KEY} may not ask that."
+    fake.then(
+        response(status="failed", error={"code": "invalid_prompt", "message": echo}),
+        Broken(response("x"), 2, "failed", "invalid_prompt", echo),
+        Broken(response("x"), 2, "error", "invalid_prompt", echo),
+    )
+    for stream in (False, True, True):
+        with pytest.raises(ModelRejected, match="may not ask that") as caught:
+            await collect(await model()(HI, stream=True)) if stream else await model()(HI)
+        assert KEY not in str(caught.value) and KEY not in caught.value.message
 
 
 async def test_a_rate_limit_waits_as_its_retry_after_ms_says(fake, model):

@@ -167,12 +167,14 @@ def response(
 class Broken:
     """A stream that goes wrong after ``after`` events: ``"cut"`` (the connection ends midway
     through the next event), ``"error"`` (an ``error`` event with ``code``) or ``"failed"`` (a
-    ``response.failed`` whose error has ``code``)."""
+    ``response.failed`` whose error has ``code``); ``message``: the error's, if not the
+    default."""
 
     body: dict[str, Any]
     after: int
     how: Literal["cut", "error", "failed"] = "cut"
     code: str | None = None
+    message: str | None = None
 
 
 Reply = dict[str, Any] | Failure | Broken
@@ -306,12 +308,13 @@ class FakeResponses(FakeServer):
                     {
                         "type": "error",
                         "code": reply.code,
-                        "message": "The server had an error while processing your request.",
+                        "message": reply.message
+                        or "The server had an error while processing your request.",
                         "param": None,
                     }
                 )
             elif reply.how == "failed":
-                error = {"code": reply.code, "message": f"Failed: {reply.code}."}
+                error = {"code": reply.code, "message": reply.message or f"Failed: {reply.code}."}
                 out.append(
                     {
                         "type": "response.failed",
