@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -210,18 +210,26 @@ def sse(data: Any) -> bytes:
 
 
 # -- the server --------------------------------------------------------------------------------
-def refuse_key(request: web.Request, key: str | None) -> web.Response | None:
-    """The API's 401 when the request does not bear ``key`` (None takes any or none)."""
+def refuse(
+    request: web.Request, key: str | None, check: Callable[[], None], param: str
+) -> web.Response | None:
+    """The API's refusal of ``request``, or None when it is taken: 401 when it does not bear
+    ``key`` (None takes any or none), 400 naming ``param`` when ``check`` raises."""
     given = request.headers.get("Authorization", "")
-    if key is None or given == f"Bearer {key}":
-        return None
-    body = error_body(
-        f"Incorrect API key provided: {given.removeprefix('Bearer ')}. "
-        "You can find your API key at the dashboard.",
-        "invalid_request_error",
-        "invalid_api_key",
-    )
-    return web.json_response(body, status=401)
+    if key is not None and given != f"Bearer {key}":
+        body = error_body(
+            f"Incorrect API key provided: {given.removeprefix('Bearer ')}. "
+            "You can find your API key at the dashboard.",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+        return web.json_response(body, status=401)
+    try:
+        check()
+    except ValueError as exc:
+        body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, param)
+        return web.json_response(body, status=400)
+    return None
 
 
 class FakeOpenAI(FakeServer):
@@ -238,13 +246,9 @@ class FakeOpenAI(FakeServer):
         self.allow: frozenset[str] = frozenset()
 
     async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        if refused := refuse_key(request, self.key):
+        check = functools.partial(check_request, payload, allow=self.allow)
+        if refused := refuse(request, self.key, check, "messages"):
             return refused
-        try:
-            check_request(payload, allow=self.allow)
-        except ValueError as exc:
-            body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, "messages")
-            return web.json_response(body, status=400)
         reply = self.next_reply(completion("ok"))
         if isinstance(reply, Failure):
             return reply.response(request)

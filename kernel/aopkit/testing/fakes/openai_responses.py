@@ -27,7 +27,7 @@ import attrs
 from aiohttp import web
 
 from aopkit.testing.fakes.base import FakeServer
-from aopkit.testing.fakes.openai import Failure, check_exactly, error_body, refuse_key
+from aopkit.testing.fakes.openai import Failure, check_exactly, refuse
 
 __all__ = [
     "Broken",
@@ -281,13 +281,8 @@ class FakeResponses(FakeServer):
         self.key = key
 
     async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        if refused := refuse_key(request, self.key):
+        if refused := refuse(request, self.key, functools.partial(check_request, payload), "input"):
             return refused
-        try:
-            check_request(payload)
-        except ValueError as exc:
-            body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, "input")
-            return web.json_response(body, status=400)
         reply = self.next_reply(response("ok"))
         if isinstance(reply, Failure):
             return reply.response(request)
