@@ -128,7 +128,7 @@ def _responses(payload: dict[str, Any]) -> int:
     """Each function_call item is answered by one function_call_output after it, before any
     user or system message (items of the same assistant turn may come between); and the
     request is valid by the official types."""
-    from tests.plugins.openai_responses.fake_server import check_request
+    from aopkit.testing.fakes.openai_responses import check_request
 
     check_request({"model": "m", **payload})
     pending: list[str] = []

@@ -20,6 +20,8 @@ from aopkit.testing.fakes.gemini import chunk as gemini_chunk
 from aopkit.testing.fakes.ollama import Answer as OllamaAnswer
 from aopkit.testing.fakes.ollama import FakeOllama
 from aopkit.testing.fakes.openai import FakeOpenAI, completion
+from aopkit.testing.fakes.openai_responses import FakeResponses
+from aopkit.testing.fakes.openai_responses import response as responses_body
 
 KEY = "sk-fields-test-0b7e"
 HI = [Msg("user", "hi", "user")]
@@ -58,6 +60,12 @@ async def _dashscope(kernel, serve):
     return kernel.model("dashscope:qwen-plus", base_url=base, api_key=KEY, retry=NO_RETRY)
 
 
+async def _openai_responses(kernel, serve):
+    fake = FakeResponses(responses_body("Hello"), responses_body("Hello"), key=KEY)
+    base = await fake.start(serve)
+    return kernel.model("openai-responses:gpt-test", base_url=base, api_key=KEY, retry=NO_RETRY)
+
+
 # provider -> (its fake server, how its ids look, the model its server names, finish reason)
 PROVIDERS = {
     "openai": (_openai, "chatcmpl-fake", "gpt-fake", "stop"),
@@ -65,6 +73,7 @@ PROVIDERS = {
     "gemini": (_gemini, "r", "gemini-test-001", "stop"),
     "ollama": (_ollama, None, "llama3.2", "stop"),  # Ollama's answers carry no id
     "dashscope": (_dashscope, "", None, "stop"),  # its native API names no model
+    "openai-responses": (_openai_responses, "resp_fake", "gpt-fake", "completed"),
 }
 
 

@@ -267,6 +267,15 @@ DETAILS = {
         (100, 30, 40, None, 12),
     ),
     "ollama": ({"prompt_eval_count": 100, "eval_count": 30}, (100, 30, None, None, None)),
+    "openai-responses": (
+        {
+            "input_tokens": 100,
+            "output_tokens": 30,
+            "input_tokens_details": {"cached_tokens": 40},
+            "output_tokens_details": {"reasoning_tokens": 12},
+        },
+        (100, 30, 40, None, 12),
+    ),
 }
 
 
@@ -288,7 +297,7 @@ async def test_cached_and_reasoning_tokens_come_through(serve_answer, provider, 
     assert parts(response.usage) == expected
 
 
-@pytest.mark.parametrize("provider", ["openai", "dashscope"])
+@pytest.mark.parametrize("provider", ["openai", "dashscope", "openai-responses"])
 async def test_garbled_details_are_unknown_not_zero(serve_answer, provider):
     reported = dict(DETAILS[provider][0])
     details = [k for k in reported if k.endswith("_details")]

@@ -132,7 +132,7 @@ async def test_the_anthropic_provider_with_tools_and_a_tool_history(model, choic
 # not do there (seen with litellm 1.108): a streamed call is answered with an error event
 # ("Error processing stream start", HTTP 500), and mock_tool_calls are ignored (the proxy calls
 # the upstream). So the streamed and tool-calling answers are tested against the fake server
-# only (tests/plugins/openai_responses); here, that the proxy accepts every kind of request.
+# only (aopkit.testing.fakes.openai_responses); here, that the proxy accepts every kind of request.
 
 
 async def test_the_responses_provider(model):

@@ -32,10 +32,13 @@ def run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedP
     )
 
 
-def test_importing_aopkit_or_its_fake_servers_does_not_import_pytest():
+def test_importing_aopkit_or_its_fake_servers_does_not_import_pytest_or_openai():
+    """The ``openai`` package is needed only when an OpenAI fake checks a request."""
     code = (
-        "import sys, aopkit, aopkit.testing.fakes.openai, aopkit.testing.fakes.gemini; "
-        "assert 'pytest' not in sys.modules, 'pytest was imported'"
+        "import sys, aopkit, aopkit.testing.fakes.openai, aopkit.testing.fakes.gemini, "
+        "aopkit.testing.fakes.openai_responses; "
+        "assert 'pytest' not in sys.modules, 'pytest was imported'; "
+        "assert 'openai' not in sys.modules, 'openai was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

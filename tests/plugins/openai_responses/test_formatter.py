@@ -21,7 +21,7 @@ from aopkit import (
 )
 from aopkit.blocks import UnknownBlock
 from aopkit.models import Capabilities
-from tests.plugins.openai_responses.fake_server import check_request
+from aopkit.testing.fakes.openai_responses import check_request
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(32))).decode()
 CAPS = Capabilities(media=frozenset({"image"}))

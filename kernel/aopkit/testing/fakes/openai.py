@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -51,22 +51,27 @@ def _force(value: Any) -> Any:
     return [_force(v) for v in value]  # lists, tuples and pydantic's ValidatorIterator
 
 
+def check_exactly(adapter: Any, payload: dict[str, Any]) -> None:
+    """Raise if ``payload`` (plain JSON values) is not valid by the pydantic ``adapter`` down to
+    every nested list, or if anything is dropped or coerced on the way (pydantic ignores
+    unknown keys of typed dicts, so an unknown key shows as a difference)."""
+    validated = _force(adapter.validate_python(payload))
+    if validated != payload:
+        raise ValueError(f"unknown or coerced fields: sent {payload!r}, valid {validated!r}")
+
+
 def check_request(payload: dict[str, Any], *, allow: frozenset[str] = frozenset()) -> None:
-    """Raise if ``payload`` is not a valid chat-completions request: validated against the
-    official types down to every nested list, and nothing may be dropped on the way (pydantic
-    ignores unknown keys of typed dicts, so an unknown key shows as a difference). ``allow``
-    names message keys outside the official types that a compatible server takes (DeepSeek's
-    ``reasoning_content``); they are checked to be strings and left out of the comparison."""
+    """Raise if ``payload`` is not a valid chat-completions request by the official types
+    (:func:`check_exactly`). ``allow`` names message keys outside the official types that a
+    compatible server takes (DeepSeek's ``reasoning_content``); they are checked to be strings
+    and left out of the comparison."""
     payload = json.loads(json.dumps(payload))  # as it goes on the wire
     for message in payload.get("messages", ()):
         for key in allow & message.keys():
             if not isinstance(message.pop(key), str):
                 raise ValueError(f"{key} must be a string")
-    streaming, plain = _adapters()[1], _adapters()[0]
-    adapter = streaming if payload.get("stream") else plain
-    validated = _force(adapter.validate_python(payload))
-    if validated != payload:
-        raise ValueError(f"unknown or coerced fields: sent {payload!r}, valid {validated!r}")
+    plain, streaming = _adapters()
+    check_exactly(streaming if payload.get("stream") else plain, payload)
 
 
 # -- what the server answers -------------------------------------------------------------------
@@ -125,6 +130,12 @@ class Failure:
     code: str | None = None
     param: str | None = None
     headers: dict[str, str] = attrs.field(factory=dict)
+
+    def response(self, request: web.Request) -> web.Response:
+        """The error answer to ``request``, whose key ``{key}`` echoes."""
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = error_body(self.message.format(key=given), self.type, self.code, self.param)
+        return web.json_response(body, status=self.status, headers=self.headers)
 
 
 @attrs.frozen
@@ -199,6 +210,28 @@ def sse(data: Any) -> bytes:
 
 
 # -- the server --------------------------------------------------------------------------------
+def refuse(
+    request: web.Request, key: str | None, check: Callable[[], None], param: str
+) -> web.Response | None:
+    """The API's refusal of ``request``, or None when it is taken: 401 when it does not bear
+    ``key`` (None takes any or none), 400 naming ``param`` when ``check`` raises."""
+    given = request.headers.get("Authorization", "")
+    if key is not None and given != f"Bearer {key}":
+        body = error_body(
+            f"Incorrect API key provided: {given.removeprefix('Bearer ')}. "
+            "You can find your API key at the dashboard.",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
+        return web.json_response(body, status=401)
+    try:
+        check()
+    except ValueError as exc:
+        body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, param)
+        return web.json_response(body, status=400)
+    return None
+
+
 class FakeOpenAI(FakeServer):
     """Answers with the scripted replies in order. ``key``: the key it expects (401 with the
     API's body otherwise); None takes any or none. ``allow``: message keys outside the official
@@ -213,25 +246,12 @@ class FakeOpenAI(FakeServer):
         self.allow: frozenset[str] = frozenset()
 
     async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "")
-        if self.key is not None and given != f"Bearer {self.key}":
-            got = given.removeprefix("Bearer ")
-            body = error_body(
-                f"Incorrect API key provided: {got}. You can find your API key at the dashboard.",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
-            return web.json_response(body, status=401)
-        try:
-            check_request(payload, allow=self.allow)
-        except ValueError as exc:
-            body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, "messages")
-            return web.json_response(body, status=400)
+        check = functools.partial(check_request, payload, allow=self.allow)
+        if refused := refuse(request, self.key, check, "messages"):
+            return refused
         reply = self.next_reply(completion("ok"))
         if isinstance(reply, Failure):
-            message = reply.message.format(key=given.removeprefix("Bearer "))
-            body = error_body(message, reply.type, reply.code, reply.param)
-            return web.json_response(body, status=reply.status, headers=reply.headers)
+            return reply.response(request)
         if not payload.get("stream"):
             body = reply.body if isinstance(reply, (Broken, Interleaved)) else reply
             return web.json_response(body)

@@ -8,7 +8,10 @@ arguments in fragments, reasoning summaries), ``response.output_item.done`` with
 then ``response.completed`` / ``response.incomplete`` / ``response.failed``; no ``[DONE]``.
 Every event it sends is checked against the official ``openai`` stream-event types, and every
 request against the official request types (:func:`check_request`): one that fails gets the 400
-the API would send. Errors have the API's own bodies and headers. Requests are kept.
+the API would send. Errors have the API's own bodies and headers (:class:`Failure`, shared
+with :mod:`aopkit.testing.fakes.openai`). Requests are kept.
+
+The ``openai`` package is needed only when a request or event is checked, not to import this.
 """
 
 from __future__ import annotations
@@ -18,17 +21,29 @@ import functools
 import itertools
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from aiohttp import web
 
-from aopkit.testing.fakes.openai import Failure, _force, error_body
+from aopkit.testing.fakes.base import FakeServer
+from aopkit.testing.fakes.openai import Failure, check_exactly, refuse
+
+__all__ = [
+    "Broken",
+    "Failure",
+    "FakeResponses",
+    "check_event",
+    "check_request",
+    "events",
+    "function_call",
+    "message",
+    "reasoning",
+    "response",
+]
 
 _ids = itertools.count(1)
 CREATED = 1_700_000_000
-
-__all__ = ["Failure", "FakeResponses", "check_request", "response"]
 
 
 # -- checking against the official types -------------------------------------------------------
@@ -49,15 +64,11 @@ def _adapters() -> tuple[Any, Any, Any]:
 
 
 def check_request(payload: dict[str, Any]) -> None:
-    """Raise if ``payload`` is not a valid Responses request: validated against the official
-    types down to every nested list, and nothing may be dropped on the way (pydantic ignores
-    unknown keys of typed dicts, so an unknown key shows as a difference)."""
+    """Raise if ``payload`` is not a valid Responses request by the official types
+    (:func:`~aopkit.testing.fakes.openai.check_exactly`: nothing unknown may pass)."""
     payload = json.loads(json.dumps(payload))  # as it goes on the wire
     plain, streaming, _ = _adapters()
-    adapter = streaming if payload.get("stream") else plain
-    validated = _force(adapter.validate_python(payload))
-    if validated != payload:
-        raise ValueError(f"unknown or coerced fields: sent {payload!r}, valid {validated!r}")
+    check_exactly(streaming if payload.get("stream") else plain, payload)
 
 
 def check_event(event: dict[str, Any]) -> None:
@@ -69,6 +80,7 @@ def check_event(event: dict[str, Any]) -> None:
 
 # -- what the server answers -------------------------------------------------------------------
 def message(text: str, *, refusal: str | None = None) -> dict[str, Any]:
+    """An assistant ``message`` output item: its text, and a refusal part if given."""
     content: list[dict[str, Any]] = []
     if text:
         content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
@@ -85,6 +97,7 @@ def message(text: str, *, refusal: str | None = None) -> dict[str, Any]:
 
 
 def function_call(call_id: str, name: str, arguments: str | dict[str, Any]) -> dict[str, Any]:
+    """A ``function_call`` output item (arguments are JSON text)."""
     text = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return {
         "id": f"fc_fake{next(_ids):04d}",
@@ -97,6 +110,7 @@ def function_call(call_id: str, name: str, arguments: str | dict[str, Any]) -> d
 
 
 def reasoning(*summary: str, encrypted: str | None = "gAAAA-opaque-reasoning") -> dict[str, Any]:
+    """A ``reasoning`` item with these summaries and its opaque ``encrypted_content``."""
     item: dict[str, Any] = {
         "id": f"rs_fake{next(_ids):04d}",
         "type": "reasoning",
@@ -112,13 +126,15 @@ def response(
     status: str = "completed",
     incomplete: str | None = None,
     error: dict[str, Any] | None = None,
-    usage: tuple[int, int] = (11, 7),
+    usage: tuple[int, int] | None = (11, 7),
     cached: int = 0,
     reasoning_tokens: int = 0,
 ) -> dict[str, Any]:
-    """A ``response`` object; a string in ``output`` is a message with that text."""
+    """A ``response`` object; a string in ``output`` is a message with that text. ``usage``
+    is (input, output) tokens, ``cached`` and ``reasoning_tokens`` within them; None: none
+    reported."""
     items = [message(o) if isinstance(o, str) else o for o in output]
-    return {
+    body: dict[str, Any] = {
         "id": f"resp_fake{next(_ids):04d}",
         "object": "response",
         "created_at": CREATED,
@@ -134,26 +150,31 @@ def response(
         "temperature": 1.0,
         "top_p": 1.0,
         "metadata": {},
-        "usage": {
+        "usage": None,
+    }
+    if usage is not None:
+        body["usage"] = {
             "input_tokens": usage[0],
             "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": usage[1],
             "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": usage[0] + usage[1],
-        },
-    }
+        }
+    return body
 
 
 @attrs.frozen
 class Broken:
     """A stream that goes wrong after ``after`` events: ``"cut"`` (the connection ends midway
     through the next event), ``"error"`` (an ``error`` event with ``code``) or ``"failed"`` (a
-    ``response.failed`` whose error has ``code``)."""
+    ``response.failed`` whose error has ``code``); ``message``: the error's, if not the
+    default."""
 
     body: dict[str, Any]
     after: int
-    how: str = "cut"
+    how: Literal["cut", "error", "failed"] = "cut"
     code: str | None = None
+    message: str | None = None
 
 
 Reply = dict[str, Any] | Failure | Broken
@@ -248,52 +269,25 @@ def sse(event: dict[str, Any]) -> bytes:
 
 
 # -- the server --------------------------------------------------------------------------------
-class FakeResponses:
-    """Answers with the scripted ``replies`` in order; keeps every request's body and headers.
+class FakeResponses(FakeServer):
+    """Answers with the scripted replies in order (``response("ok")`` when none is left).
     ``key``: the key it expects (401 with the API's body otherwise); None takes any or none."""
 
+    routes = ("/v1/responses",)
+    base_path = "/v1"
+
     def __init__(self, *replies: Reply, key: str | None = None) -> None:
-        self.replies: list[Reply] = list(replies)
+        super().__init__(*replies)
         self.key = key
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.base_url = ""
 
-    def add(self, *replies: Reply) -> None:
-        self.replies.extend(replies)
-
-    async def start(self, serve: Any) -> str:
-        app = web.Application()
-        app.router.add_post("/v1/responses", self.handle)
-        self.base_url = await serve(app) + "/v1"
-        return self.base_url
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        payload = await request.json()
-        self.requests.append(payload)
-        self.headers.append(dict(request.headers))
-        given = request.headers.get("Authorization", "")
-        if self.key is not None and given != f"Bearer {self.key}":
-            got = given.removeprefix("Bearer ")
-            body = error_body(
-                f"Incorrect API key provided: {got}. You can find your API key at the dashboard.",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
-            return web.json_response(body, status=401)
-        try:
-            check_request(payload)
-        except ValueError as exc:
-            body = error_body(f"Invalid request: {exc}", "invalid_request_error", None, "input")
-            return web.json_response(body, status=400)
-        reply = self.replies.pop(0) if self.replies else response("ok")
+    async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        if refused := refuse(request, self.key, functools.partial(check_request, payload), "input"):
+            return refused
+        reply = self.next_reply(response("ok"))
         if isinstance(reply, Failure):
-            message = reply.message.format(key=given.removeprefix("Bearer "))
-            body = error_body(message, reply.type, reply.code, reply.param)
-            return web.json_response(body, status=reply.status, headers=reply.headers)
-        body = reply.body if isinstance(reply, Broken) else reply
+            return reply.response(request)
         if not payload.get("stream"):
-            return web.json_response(body)
+            return web.json_response(reply.body if isinstance(reply, Broken) else reply)
         return await self.stream(request, reply)
 
     async def stream(self, request: web.Request, reply: Reply) -> web.StreamResponse:
@@ -309,12 +303,13 @@ class FakeResponses:
                     {
                         "type": "error",
                         "code": reply.code,
-                        "message": "The server had an error while processing your request.",
+                        "message": reply.message
+                        or "The server had an error while processing your request.",
                         "param": None,
                     }
                 )
             elif reply.how == "failed":
-                error = {"code": reply.code, "message": f"Failed: {reply.code}."}
+                error = {"code": reply.code, "message": reply.message or f"Failed: {reply.code}."}
                 out.append(
                     {
                         "type": "response.failed",

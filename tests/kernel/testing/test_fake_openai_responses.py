@@ -7,7 +7,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.plugins.openai_responses.fake_server import (
+from aopkit.testing.fakes.openai_responses import (
     Failure,
     FakeResponses,
     check_request,
@@ -38,7 +38,7 @@ def answer():
 
 async def test_the_sdk_parses_a_plain_answer(client):
     server, sdk = client
-    server.add(answer())
+    server.then(answer())
     parsed = await sdk.responses.create(model="gpt-fake", input="Weather in Rome?")
     assert parsed.output_text == "It is sunny in Rome."
     assert [item.type for item in parsed.output] == ["reasoning", "function_call", "message"]
@@ -48,7 +48,7 @@ async def test_the_sdk_parses_a_plain_answer(client):
 async def test_the_sdk_parses_every_streamed_event(client):
     server, sdk = client
     body = answer()
-    server.add(body)
+    server.then(body)
     stream = await sdk.responses.create(model="gpt-fake", input="Weather?", stream=True)
     kinds = [event.type async for event in stream]
     assert kinds[:2] == ["response.created", "response.in_progress"]
@@ -66,7 +66,7 @@ async def test_the_sdk_parses_every_streamed_event(client):
 
 async def test_the_sdks_own_accumulation_agrees_with_the_final_response(client):
     server, sdk = client
-    server.add(answer())
+    server.then(answer())
     async with sdk.responses.stream(model="gpt-fake", input="Weather?") as stream:
         async for _ in stream:
             pass
@@ -77,7 +77,7 @@ async def test_the_sdks_own_accumulation_agrees_with_the_final_response(client):
 
 async def test_the_sdk_sees_the_apis_errors(client):
     server, sdk = client
-    server.add(Failure(429, "Rate limit reached.", type="requests", code="rate_limit_exceeded"))
+    server.then(Failure(429, "Rate limit reached.", type="requests", code="rate_limit_exceeded"))
     with pytest.raises(openai.RateLimitError, match="Rate limit reached"):
         await sdk.responses.create(model="gpt-fake", input="hi")
 
