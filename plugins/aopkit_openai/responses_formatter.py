@@ -227,7 +227,9 @@ class _Builder:
             run_id = item_id
 
         def note(text: str) -> None:
-            (run if run else tail).append(text)
+            # a note never joins an output item that goes back beside its reasoning: the
+            # item must be what the model produced
+            (run if run and not paired else tail).append(text)
 
         for block in blocks:
             if isinstance(block, TextBlock):
