@@ -86,6 +86,12 @@ async def test_a_dead_actor_gives_a_clear_error_not_a_hang(kernel, cluster):
     agent = to_dist(Counter("once", kernel=kernel), resources=A, timeout=20)
     await agent(Msg("user", "u1: hi", "user"))
     agent.pool.kill()
+    for _ in range(100):  # ray.kill only asks: a call sent at once may still be served
+        try:
+            await agent.pool.location()
+        except RemoteAgentError:
+            break
+        await asyncio.sleep(0.1)
     with pytest.raises(RemoteAgentError, match=r"'once'.*unavailable"):
         await agent(Msg("user", "u2: hi", "user"))
 
