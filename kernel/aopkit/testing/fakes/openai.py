@@ -247,7 +247,7 @@ class FakeOpenAI(FakeServer):
 
     async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
         check = functools.partial(check_request, payload, allow=self.allow)
-        if refused := refuse(request, self.key, check, "messages"):
+        if (refused := refuse(request, self.key, check, "messages")) is not None:
             return refused
         reply = self.next_reply(completion("ok"))
         if isinstance(reply, Failure):

@@ -281,7 +281,9 @@ class FakeResponses(FakeServer):
         self.key = key
 
     async def answer(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        if refused := refuse(request, self.key, functools.partial(check_request, payload), "input"):
+        if (
+            refused := refuse(request, self.key, functools.partial(check_request, payload), "input")
+        ) is not None:
             return refused
         reply = self.next_reply(response("ok"))
         if isinstance(reply, Failure):
