@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aopkit.blocks import Block, TextBlock, UnknownBlock
-from aopkit.http import HTTPChatModel, provider_message, sse_events
+from aopkit.http import HTTPChatModel, provider_message, sse_events, stream_object
 from aopkit.models import (
     Capabilities,
     ChatResponse,
@@ -96,12 +96,7 @@ class OpenAIResponsesModel(HTTPChatModel):
         async for _, data in sse_events(self.request(PATH, {**payload, "stream": True}).lines()):
             if stream.done or data == "[DONE]":
                 continue  # nothing comes after the last event; read on to release the connection
-            try:
-                event = json.loads(data)
-            except (ValueError, RecursionError):
-                event = None
-            if not isinstance(event, dict):
-                raise ModelUnavailable(self.name, f"stream garbled: {data[:200]!r}")
+            event = stream_object(data, self.name)
             kind = event.get("type")
             if kind == "error":
                 # The API's own event is the error (its type is the event's); some servers nest it.

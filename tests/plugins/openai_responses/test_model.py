@@ -365,6 +365,29 @@ async def test_a_hostile_stream_is_an_answer_or_a_model_error(kernel, serve, bod
 
 @pytest.mark.parametrize(
     "body",
+    [_sse("[1, 2]"), _sse("null"), _sse('{"type": "response.output_text.delta", "del')],
+    ids=["a list", "null", "an event cut midway"],
+)
+async def test_a_garbled_stream_event_is_retried(kernel, serve, body):
+    """A stream event that is not a JSON object is the transport's fault, not the request's:
+    the call is tried again (here it stays garbled, so the last try fails)."""
+    tries = []
+
+    async def handler(request):
+        tries.append(request)
+        return web.Response(text=body, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", handler)
+    base = await serve(app)
+    model = kernel.model("openai-responses:m", base_url=base + "/v1", retry=FAST_RETRY)
+    with pytest.raises(ModelUnavailable, match="stream cut or garbled"):
+        await collect(await model(HI, stream=True))
+    assert len(tries) == FAST_RETRY.attempts
+
+
+@pytest.mark.parametrize(
+    "body",
     [
         {"output": [None, 5, {"type": None}, {"type": "message", "content": "x"}], "usage": None},
         {"output": [{"type": "function_call", "call_id": 1, "name": None, "arguments": 5}]},
