@@ -192,8 +192,8 @@ class Request:
         self.secrets = Secrets() if secrets is None else secrets
         self.retry_after_in_body = retry_after_in_body
 
-    async def send(self) -> Any:
-        """POST the payload and return the decoded JSON answer."""
+    async def send(self) -> dict[str, Any]:
+        """POST the payload and return the decoded JSON answer (always an object)."""
         failure: ModelError | None = None
         try:
             async with self._post() as response:

@@ -71,8 +71,6 @@ class AnthropicModel(HTTPChatModel):
         started = time.perf_counter()
         payload = await self._payload(messages, tools, tool_choice, structured)
         data = await self.request(PATH, payload).send()
-        if not isinstance(data, dict):
-            raise ModelUnavailable(self.name, f"unexpected answer: {str(data)[:200]}")
         content: list[Block] = []
         answer = None
         for item in data.get("content") or ():

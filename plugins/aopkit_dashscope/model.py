@@ -207,9 +207,7 @@ def _schema_instruction(schema: Mapping[str, Any]) -> str:
     )
 
 
-def _choice(data: Any) -> dict[str, Any] | None:
-    if not isinstance(data, dict):
-        return None
+def _choice(data: Mapping[str, Any]) -> dict[str, Any] | None:
     choices = (data.get("output") or {}).get("choices")
     if not choices or not isinstance(choices[0], dict):
         return None

@@ -67,7 +67,7 @@ class OllamaModel(HTTPChatModel):
         started = time.perf_counter()
         payload = await self._payload(messages, tools, tool_choice, structured, stream=False)
         data = await self.request(PATH, payload).send()
-        if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        if not isinstance(data.get("message"), dict):
             raise ModelUnavailable(self.name, f"unexpected answer: {str(data)[:200]}")
         message = data["message"]
         content: list[Block] = []

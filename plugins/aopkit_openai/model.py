@@ -83,9 +83,9 @@ class OpenAIModel(HTTPChatModel):
         started = time.perf_counter()
         payload, forced = await self._payload(messages, tools, tool_choice, structured)
         data = await self.request(PATH, payload).send()
-        choices = data.get("choices") if isinstance(data, dict) else None
+        choices = data.get("choices")
         if not choices or not isinstance(choices[0], dict):
-            if isinstance(data, dict) and isinstance(data.get("error"), Mapping):
+            if isinstance(data.get("error"), Mapping):
                 raise _error(self.name, json.dumps(data), data["error"], self.api_key)
             raise ModelUnavailable(self.name, f"unexpected answer: {str(data)[:200]}")
         message = choices[0].get("message") or {}
