@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aopkit import Msg
@@ -71,16 +71,64 @@ def text_part(text: str) -> Item:
     return {"type": "text", "text": text}
 
 
+def call_arguments(block: ToolUseBlock) -> str:
+    """A tool call's arguments as JSON text; arguments that did not parse go back verbatim."""
+    if block.raw_input is not None:
+        return block.raw_input
+    return json.dumps(block.input, ensure_ascii=False)
+
+
 def tool_call(block: ToolUseBlock) -> Item:
-    """A tool call as the API takes it back; arguments that did not parse go back verbatim."""
-    arguments = block.raw_input
-    if arguments is None:
-        arguments = json.dumps(block.input, ensure_ascii=False)
+    """A tool call as the API takes it back."""
     return {
         "id": block.id,
         "type": "function",
-        "function": {"name": block.name, "arguments": arguments},
+        "function": {"name": block.name, "arguments": call_arguments(block)},
     }
+
+
+async def image_url(
+    block: MediaBlock, capabilities: Capabilities, pool: HTTPPool | None
+) -> tuple[str, str | None]:
+    """The URL an image goes as (its own http URL where the model fetches URLs, else a
+    ``data:`` URL), or why it cannot go: an image type the API does not take."""
+    source = block.source
+    if capabilities.media_urls and isinstance(source, URLSource) and is_http(source):
+        return source.url, None
+    media_type, data = await inline(source, pool)
+    if media_type not in IMAGE_TYPES:
+        return "", f"the API takes PNG, JPEG, GIF and WebP images, not {media_type}"
+    return f"data:{media_type};base64,{data}", None
+
+
+async def tool_output(
+    block: ToolResultBlock, media: Callable[[MediaBlock], Awaitable[Item]], text_type: str
+) -> tuple[str, list[Item]]:
+    """A tool result as the text both APIs take for it, and the parts that go in a user
+    message after the results: media a tool returned that ``media`` made a part of (tool
+    outputs take text only), each after a label. ``text_type``: the type of a text part."""
+    if isinstance(block.output, str):
+        text, held = block.output, []
+    else:
+        pieces: list[str] = []
+        held = []
+        for part in block.output:
+            if isinstance(part, TextBlock):
+                pieces.append(part.text)
+            elif isinstance(part, MEDIA):
+                item = await media(part)
+                if item["type"] == text_type:
+                    pieces.append(item["text"])
+                else:
+                    pieces.append(f"[{part.type} shown in the next user message]")
+                    label = f"{part.type} returned by tool {block.name} (call {block.id}):"
+                    held += [{"type": text_type, "text": label}, item]
+            else:
+                pieces.append(f"[{part.type} block not shown to the model]")
+        text = "\n".join(pieces)
+    if block.is_error:
+        text = f"Error: {text}"
+    return text, held
 
 
 class OpenAIFormatter(Formatter):
@@ -241,26 +289,8 @@ class _Converter:
         self.emit(item)
 
     async def tool_result(self, block: ToolResultBlock) -> None:
-        if isinstance(block.output, str):
-            text = block.output
-        else:
-            pieces = []
-            for part in block.output:
-                if isinstance(part, TextBlock):
-                    pieces.append(part.text)
-                elif isinstance(part, MEDIA):
-                    item = await self.media(part)
-                    if item["type"] == "text":
-                        pieces.append(item["text"])
-                    else:
-                        pieces.append(f"[{part.type} shown in the next user message]")
-                        label = f"{part.type} returned by tool {block.name} (call {block.id}):"
-                        self.pending += [text_part(label), item]
-                else:
-                    pieces.append(f"[{part.type} block not shown to the model]")
-            text = "\n".join(pieces)
-        if block.is_error:
-            text = f"Error: {text}"
+        text, held = await tool_output(block, self.media, "text")
+        self.pending += held
         self.emit({"role": "tool", "tool_call_id": block.id, "content": text})
 
     async def transcript(self, segment: list[Msg]) -> None:
@@ -282,18 +312,12 @@ class _Converter:
             reason = "the OpenAI chat API does not take video"
         if reason is not None:
             return text_part(media_note(block, reason))
-        source = block.source
         if isinstance(block, ImageBlock):
-            if self.capabilities.media_urls and isinstance(source, URLSource) and is_http(source):
-                url = source.url
-            else:
-                media_type, data = await inline(source, self.pool)
-                if media_type not in IMAGE_TYPES:
-                    why = f"the API takes PNG, JPEG, GIF and WebP images, not {media_type}"
-                    return text_part(media_note(block, why))
-                url = f"data:{media_type};base64,{data}"
+            url, why = await image_url(block, self.capabilities, self.pool)
+            if why is not None:
+                return text_part(media_note(block, why))
             return {"type": "image_url", "image_url": {"url": url}}
-        media_type, data = await inline(source, self.pool)
+        media_type, data = await inline(block.source, self.pool)
         audio_format = AUDIO_FORMATS.get(media_type)
         if audio_format is None:
             return text_part(

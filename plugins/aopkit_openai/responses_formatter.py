@@ -13,7 +13,6 @@ of an assistant message (the API takes images from users only).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,20 +26,17 @@ from aopkit.blocks import (
     ToolResultBlock,
     ToolUseBlock,
     UnknownBlock,
-    URLSource,
     VideoBlock,
 )
 from aopkit.formatting import (
     Formatter,
-    inline,
-    is_http,
     media_note,
     transcript_segments,
     transcript_text,
     unsupported_media_reason,
 )
 
-from .formatter import IMAGE_TYPES
+from .formatter import call_arguments, image_url, tool_output
 
 if TYPE_CHECKING:
     from aopkit.formatting import MediaBlock
@@ -269,26 +265,8 @@ class _Builder:
             await self.tool_result(block)
 
     async def tool_result(self, block: ToolResultBlock) -> None:
-        if isinstance(block.output, str):
-            text = block.output
-        else:
-            pieces = []
-            for part in block.output:
-                if isinstance(part, TextBlock):
-                    pieces.append(part.text)
-                elif isinstance(part, MEDIA):
-                    item = await self.media(part, False)
-                    if item["type"] == "input_text":
-                        pieces.append(item["text"])
-                    else:
-                        pieces.append(f"[{part.type} shown in the next user message]")
-                        label = f"{part.type} returned by tool {block.name} (call {block.id}):"
-                        self.pending += [input_text(label), item]
-                else:
-                    pieces.append(f"[{part.type} block not shown to the model]")
-            text = "\n".join(pieces)
-        if block.is_error:
-            text = f"Error: {text}"
+        text, held = await tool_output(block, self.media, "input_text")
+        self.pending += held
         self.emit({"type": "function_call_output", "call_id": block.id, "output": text})
 
     async def transcript(self, segment: list[Msg]) -> None:
@@ -300,24 +278,17 @@ class _Builder:
                     parts.append(await self.media(block, False))
         self.emit({"role": "user", "content": parts})
 
-    async def media(self, block: MediaBlock, system: bool) -> Item:
+    async def media(self, block: MediaBlock, system: bool = False) -> Item:
         """The content part for a media block, or a text part noting why it cannot go."""
         reason = unsupported_media_reason(block, self.capabilities)
         if reason is None and system:
             reason = "system messages take text only here"
         if reason is None and not isinstance(block, ImageBlock):
             reason = f"the Responses API does not take {block.type}"
+        if reason is None:
+            url, reason = await image_url(block, self.capabilities, self.pool)
         if reason is not None:
             return input_text(media_note(block, reason))
-        source = block.source
-        if self.capabilities.media_urls and isinstance(source, URLSource) and is_http(source):
-            url = source.url
-        else:
-            media_type, data = await inline(source, self.pool)
-            if media_type not in IMAGE_TYPES:
-                why = f"the API takes PNG, JPEG, GIF and WebP images, not {media_type}"
-                return input_text(media_note(block, why))
-            url = f"data:{media_type};base64,{data}"
         return {"type": "input_image", "image_url": url, "detail": "auto"}
 
 
@@ -336,15 +307,12 @@ def output_message(text: str, item_id: str | None) -> Item:
 
 
 def function_call(block: ToolUseBlock, item_id: Any) -> Item:
-    """A tool call as the API takes it back; arguments that did not parse go back verbatim."""
-    arguments = block.raw_input
-    if arguments is None:
-        arguments = json.dumps(block.input, ensure_ascii=False)
+    """A tool call as the API takes it back."""
     item: Item = {
         "type": "function_call",
         "call_id": block.id,
         "name": block.name,
-        "arguments": arguments,
+        "arguments": call_arguments(block),
     }
     if isinstance(item_id, str) and item_id:
         item["id"] = item_id

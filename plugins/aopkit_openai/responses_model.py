@@ -74,8 +74,8 @@ class OpenAIResponsesModel(HTTPChatModel):
         started = time.perf_counter()
         payload = await self._payload(messages, tools, tool_choice, structured)
         data = await self.request(PATH, payload).send()
-        if not isinstance(data, dict) or not isinstance(data.get("output"), list):
-            if isinstance(data, dict) and isinstance(data.get("error"), Mapping):
+        if not isinstance(data.get("output"), list):
+            if isinstance(data.get("error"), Mapping):
                 raise _error(self.name, data["error"], self.api_key)
             raise ModelUnavailable(self.name, f"unexpected answer: {str(data)[:200]}")
         if data.get("status") == "failed":
