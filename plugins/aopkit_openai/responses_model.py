@@ -37,6 +37,14 @@ if TYPE_CHECKING:
 PATH = "/responses"
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Delta events that grow a part of an output item: the item's list of parts, the event's index
+# into it, and the type and growing field of a part.
+GROWING = {
+    "response.output_text.delta": ("content", "content_index", "output_text", "text"),
+    "response.refusal.delta": ("content", "content_index", "refusal", "refusal"),
+    "response.reasoning_summary_text.delta": ("summary", "summary_index", "summary_text", "text"),
+    "response.reasoning_text.delta": ("content", "content_index", "reasoning_text", "text"),
+}
 # Error codes of failed responses and ``error`` events worth retrying (their HTTP twins are 429
 # and 5xx); any other code names the request or its content as the fault.
 RETRYABLE_CODES = frozenset(
@@ -299,17 +307,11 @@ class _Stream:
         if kind == "response.function_call_arguments.delta":
             item["arguments"] = (item.get("arguments") or "") + delta
             return False
-        if kind in ("response.output_text.delta", "response.refusal.delta"):
-            part = "output_text" if kind.endswith("output_text.delta") else "refusal"
-            key = "text" if part == "output_text" else "refusal"
-            return _grow(item, "content", event.get("content_index", 0), part, key, delta)
-        if kind == "response.reasoning_summary_text.delta":
-            index = event.get("summary_index", 0)
-            return _grow(item, "summary", index, "summary_text", "text", delta)
-        if kind == "response.reasoning_text.delta":
-            index = event.get("content_index", 0)
-            return _grow(item, "content", index, "reasoning_text", "text", delta)
-        return False
+        grows = GROWING.get(kind)
+        if grows is None:
+            return False
+        key, at, part, field = grows
+        return _grow(item, key, event.get(at, 0), part, field, delta)
 
     def response(self) -> ChatResponse:
         content = [
