@@ -281,7 +281,7 @@ class _Stream:
 
     def feed(self, event: Mapping[str, Any]) -> bool:
         """Take one event; True when the visible content changed."""
-        kind = event.get("type")
+        kind = _text(event.get("type"))  # a list or an object would not even hash
         if kind in ("response.created", "response.in_progress"):
             self.id = _text(_mapping(event.get("response")).get("id")) or self.id
             return False

@@ -340,6 +340,11 @@ HOSTILE_STREAMS = {
         {"type": "response.completed", "response": {"output": "nope", "usage": "lots", "id": 5}},
     ),
     "not objects": _sse("[1, 2]"),
+    "types that are not text": _sse(
+        {"type": ["response.completed"]},
+        {"type": {"a": 1}, "output_index": 0, "delta": "x"},
+        {"type": "response.completed", "response": {"output": []}},
+    ),
     "an error event of nulls": _sse({"type": "error", "code": None, "message": None}),
     "a failed response of nulls": _sse({"type": "response.failed", "response": {"error": 5}}),
     "half a stream": 'event: response.created\ndata: {"type": "resp',
