@@ -305,7 +305,7 @@ class _Stream:
         if not isinstance(delta, str) or not delta:
             return False
         if kind == "response.function_call_arguments.delta":
-            item["arguments"] = (item.get("arguments") or "") + delta
+            item["arguments"] = _text(item.get("arguments")) + delta
             return False
         grows = GROWING.get(kind)
         if grows is None:
@@ -339,5 +339,7 @@ def _grow(item: dict[str, Any], key: str, index: Any, kind: str, field: str, del
     while len(parts) <= index:
         parts.append({"type": kind, field: ""})
     part = parts[index]
-    part[field] = (part.get(field) or "") + delta
+    if not isinstance(part, dict):
+        return False
+    part[field] = _text(part.get(field)) + delta
     return True

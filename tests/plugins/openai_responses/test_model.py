@@ -340,6 +340,15 @@ HOSTILE_STREAMS = {
         {"type": "response.completed", "response": {"output": "nope", "usage": "lots", "id": 5}},
     ),
     "not objects": _sse("[1, 2]"),
+    "items whose parts are not objects": _sse(
+        {"type": "response.output_item.added", "output_index": 0, "item": {"content": [5]}},
+        {"type": "response.output_text.delta", "output_index": 0, "delta": "x"},
+        {"type": "response.output_item.added", "output_index": 1, "item": {"summary": [{}]}},
+        {"type": "response.reasoning_summary_text.delta", "output_index": 1, "delta": "y"},
+        {"type": "response.output_item.added", "output_index": 2, "item": {"arguments": 5}},
+        {"type": "response.function_call_arguments.delta", "output_index": 2, "delta": "{"},
+        {"type": "response.completed", "response": {"output": []}},
+    ),
     "types that are not text": _sse(
         {"type": ["response.completed"]},
         {"type": {"a": 1}, "output_index": 0, "delta": "x"},
