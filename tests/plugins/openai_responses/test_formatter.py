@@ -159,6 +159,33 @@ async def test_an_image_a_tool_returned_follows_the_outputs_in_a_user_message(ke
     assert items[5]["content"][1]["image_url"].endswith(PNG)
 
 
+async def test_media_a_tool_returned_that_cannot_go_are_noted_in_the_output_only(kernel):
+    """An image type the API does not take, audio and video: a note in the tool output, and
+    no user message after it (nothing is held back)."""
+    result = ToolResultBlock(
+        "c1",
+        "snap",
+        [
+            ImageBlock(Base64Source("image/tiff", "AAAA")),
+            AudioBlock(Base64Source("audio/wav", "AAAA")),
+            VideoBlock(URLSource("https://example.com/v.mp4")),
+            UnknownBlock("chart", fields={}),
+        ],
+        is_error=True,
+    )
+    caps = Capabilities(media=frozenset({"image", "audio", "video"}))
+    history = [
+        Msg("bot", [ToolUseBlock("c1", "snap", {})], "assistant"),
+        Msg("tools", [result], "user"),
+    ]
+    items = (await formatted(kernel, history, capabilities=caps))["input"]
+    assert [i.get("type") for i in items] == ["function_call", "function_call_output"]
+    lines = items[1]["output"].split("\n")
+    assert lines[0].startswith("Error: ") and "not image/tiff" in lines[0]
+    assert "does not take audio" in lines[1] and "does not take video" in lines[2]
+    assert lines[3] == "[chart block not shown to the model]"
+
+
 async def test_an_assistants_image_is_shown_in_the_next_user_message(kernel):
     history = [
         Msg("user", "Draw.", "user"),
