@@ -208,8 +208,11 @@ def _schema_instruction(schema: Mapping[str, Any]) -> str:
 
 
 def _choice(data: Mapping[str, Any]) -> dict[str, Any] | None:
-    choices = (data.get("output") or {}).get("choices")
-    if not choices or not isinstance(choices[0], dict):
+    """The first choice of an answer or a stream event; None when it has none that is usable
+    (``output`` or ``choices`` missing, null, or of another shape)."""
+    output = data.get("output")
+    choices = output.get("choices") if isinstance(output, Mapping) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return None
     return choices[0]
 

@@ -366,3 +366,21 @@ async def test_instructions_join_a_multimodal_system_message(fake, model):
     system = fake.requests[0]["input"]["messages"][0]
     [part] = system["content"]  # the multimodal form: a list of parts
     assert part["text"].startswith("Be brief.\n\nAnswer with one JSON object")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"output": [1]}, {"output": "text"}, {"output": {"choices": {"a": 1}}}, {"output": None}],
+)
+async def test_an_answer_of_the_wrong_shape_is_a_retryable_error_not_a_crash(kernel, serve, body):
+    from aiohttp import web
+
+    async def handler(request):
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post(TEXT_PATH, handler)
+    base = await serve(app)
+    model = kernel.model("dashscope:qwen-plus", base_url=base, api_key=KEY, retry=NO_RETRY)
+    with pytest.raises(ModelUnavailable, match="unexpected answer"):
+        await model(HI)
