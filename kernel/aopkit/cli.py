@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .errors import AopkitError, LookupFailed
@@ -146,12 +146,9 @@ def _main(argv: Sequence[str] | None, kernel: Kernel | None) -> int:
     prog = f"aopkit {args.command}"
     try:
         try:
-            if args.run_options:
-                # ``run`` wires the program's kernels only; other commands work in this one
-                given = () if args.command == "run" else (kernel,)
-                with run_options(args, kernel, *given):
-                    code = _finish(args.run(args, kernel))
-            else:
+            # ``run`` wires the program's kernels only; other commands work in this one
+            given = () if args.command == "run" else (kernel,)
+            with run_options(args, kernel, *given) if args.run_options else nullcontext():
                 code = _finish(args.run(args, kernel))
         finally:
             if args.fault_report:
@@ -178,9 +175,15 @@ def _open_stdout() -> IO[str]:
 
 
 def _finish(result: Any) -> int:
+    return int(completed(result) or 0)
+
+
+def completed(result: Any) -> Any:
+    """``result``, run to its end with ``asyncio.run`` if it is awaitable (an async command's
+    or program's coroutine)."""
     if inspect.isawaitable(result):
-        result = asyncio.run(_awaited(result))
-    return int(result or 0)
+        return asyncio.run(_awaited(result))
+    return result
 
 
 async def _awaited(awaitable: Any) -> Any:

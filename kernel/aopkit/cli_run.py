@@ -4,10 +4,8 @@ into every kernel it uses, so the program itself carries none of that wiring."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
-import inspect
 import os
 import runpy
 import sys
@@ -18,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .cli import UsageError, causes
+from .cli import UsageError, causes, completed
 
 PROG = "aopkit run"
 
@@ -38,9 +36,7 @@ def run(args: Any, kernel: Any) -> int:
     program = load(args.target)
     with _argv([args.target, *args.args]):
         try:
-            result = program()
-            if inspect.isawaitable(result):
-                result = asyncio.run(_awaited(result))
+            result = completed(program())
         except SystemExit as exc:
             return _exit_status(exc.code)
         except Exception as exc:
@@ -125,10 +121,6 @@ def _argv(argv: list[str]) -> Iterator[None]:
         yield
     finally:
         sys.argv = saved
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _exit_status(code: object) -> int:
