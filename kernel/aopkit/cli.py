@@ -106,7 +106,8 @@ def build_parser(kernel: Kernel) -> argparse.ArgumentParser:
 def run_options(args: Any, kernel: Kernel, *kernels: Kernel) -> Iterator[list[RunPart]]:
     """Start the run options given in ``args`` (from ``kernel``'s plugins) and wire ``kernels``
     and every kernel created inside the block; at its end finish each of them (even when
-    another's finish fails), last started first."""
+    another's finish fails), last started first. A kernel is wired once, even when it is
+    both given and the default one."""
     with ExitStack() as stack:
         parts: list[RunPart] = []
         for option in kernel.run_options.objects.values():
@@ -114,8 +115,12 @@ def run_options(args: Any, kernel: Kernel, *kernels: Kernel) -> Iterator[list[Ru
             if part is not None:
                 parts.append(part)
                 stack.callback(part.finish)
+        wired: list[Kernel] = []
 
         def attach(created: Kernel) -> None:
+            if any(created is known for known in wired):
+                return
+            wired.append(created)
             for part in parts:
                 part.attach(created)
 
