@@ -70,7 +70,11 @@ def load(target: str) -> Callable[[], Any]:
         return lambda: _run_path(path)
     _search_current_folder()
     try:
-        found = importlib.util.find_spec(target)
+        found = importlib.util.find_spec(target)  # imports the parent packages
+    except ModuleNotFoundError as exc:
+        if not _is_missing(exc, target):
+            raise  # a parent package is there but fails on an import of its own
+        found = None
     except (ImportError, ValueError):
         found = None
     if found is None:
@@ -94,9 +98,15 @@ def import_module(name: str, prog: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+        if _is_missing(exc, name):
             raise UsageError(f"{prog}: no module named {name!r}") from None
         raise
+
+
+def _is_missing(exc: ModuleNotFoundError, name: str) -> bool:
+    """Is ``exc`` about ``name`` (or a package of its path) itself, not about something its
+    code imports?"""
+    return exc.name is not None and (name == exc.name or name.startswith(exc.name + "."))
 
 
 def _is_path(target: str) -> bool:
