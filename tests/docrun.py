@@ -188,9 +188,19 @@ def _guard_network() -> None:
 
         return connect
 
+    def guarded_send(method):  # type: ignore[no-untyped-def]
+        def sendto(self, data, *flags_and_address):  # type: ignore[no-untyped-def]
+            address = flags_and_address[-1]  # sendto(data, address) or (data, flags, address)
+            if self.family in (socket.AF_INET, socket.AF_INET6) and not loopback(address[0]):
+                raise refuse(address[0])
+            return method(self, data, *flags_and_address)
+
+        return sendto
+
     socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
     socket.socket.connect = guarded(socket.socket.connect)  # type: ignore[method-assign]
     socket.socket.connect_ex = guarded(socket.socket.connect_ex)  # type: ignore[method-assign]
+    socket.socket.sendto = guarded_send(socket.socket.sendto)  # type: ignore[method-assign]
 
 
 def _unclosed_sessions() -> list[str]:

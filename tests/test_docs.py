@@ -103,6 +103,32 @@ def test_only_loopback_is_reachable(host: str) -> None:
     assert "may reach only loopback" in outcome.report
 
 
+@pytest.mark.parametrize("host", ["192.0.2.1", "2001:db8::1"], ids=str)
+def test_a_datagram_reaches_only_loopback_too(host: str) -> None:
+    family = "AF_INET6" if ":" in host else "AF_INET"
+    source = (
+        "import socket\n"
+        f"with socket.socket(socket.{family}, socket.SOCK_DGRAM) as s:\n"
+        f"    s.sendto(b'x', ('{host}', 9))\n"
+    )
+    outcome = docrun.run_source(source, timeout=30)
+    assert not outcome.ok
+    assert "may reach only loopback" in outcome.report
+
+
+def test_a_datagram_to_loopback_is_sent() -> None:
+    source = (
+        "import socket\n"
+        "with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as r, "
+        "socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:\n"
+        "    r.bind(('127.0.0.1', 0))\n"
+        "    s.sendto(b'x', 0, r.getsockname())\n"
+        "    assert r.recv(1) == b'x'\n"
+    )
+    outcome = docrun.run_source(source)
+    assert outcome.ok, outcome.report
+
+
 def test_loopback_is_reachable() -> None:
     source = (
         "import socket\n"

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from .errors import AopkitError, LookupFailed
@@ -106,7 +106,8 @@ def build_parser(kernel: Kernel) -> argparse.ArgumentParser:
 def run_options(args: Any, kernel: Kernel, *kernels: Kernel) -> Iterator[list[RunPart]]:
     """Start the run options given in ``args`` (from ``kernel``'s plugins) and wire ``kernels``
     and every kernel created inside the block; at its end finish each of them (even when
-    another's finish fails), last started first."""
+    another's finish fails), last started first. A kernel is wired once, even when it is
+    both given and the default one."""
     with ExitStack() as stack:
         parts: list[RunPart] = []
         for option in kernel.run_options.objects.values():
@@ -114,8 +115,12 @@ def run_options(args: Any, kernel: Kernel, *kernels: Kernel) -> Iterator[list[Ru
             if part is not None:
                 parts.append(part)
                 stack.callback(part.finish)
+        wired: list[Kernel] = []
 
         def attach(created: Kernel) -> None:
+            if any(created is known for known in wired):
+                return
+            wired.append(created)
             for part in parts:
                 part.attach(created)
 
@@ -146,12 +151,9 @@ def _main(argv: Sequence[str] | None, kernel: Kernel | None) -> int:
     prog = f"aopkit {args.command}"
     try:
         try:
-            if args.run_options:
-                # ``run`` wires the program's kernels only; other commands work in this one
-                given = () if args.command == "run" else (kernel,)
-                with run_options(args, kernel, *given):
-                    code = _finish(args.run(args, kernel))
-            else:
+            # ``run`` wires the program's kernels only; other commands work in this one
+            given = () if args.command == "run" else (kernel,)
+            with run_options(args, kernel, *given) if args.run_options else nullcontext():
                 code = _finish(args.run(args, kernel))
         finally:
             if args.fault_report:
@@ -178,9 +180,15 @@ def _open_stdout() -> IO[str]:
 
 
 def _finish(result: Any) -> int:
+    return int(completed(result) or 0)
+
+
+def completed(result: Any) -> Any:
+    """``result``, run to its end with ``asyncio.run`` if it is awaitable (an async command's
+    or program's coroutine)."""
     if inspect.isawaitable(result):
-        result = asyncio.run(_awaited(result))
-    return int(result or 0)
+        return asyncio.run(_awaited(result))
+    return result
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -4,10 +4,8 @@ into every kernel it uses, so the program itself carries none of that wiring."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
-import inspect
 import os
 import runpy
 import sys
@@ -18,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .cli import UsageError, causes
+from .cli import UsageError, causes, completed
 
 PROG = "aopkit run"
 
@@ -38,9 +36,7 @@ def run(args: Any, kernel: Any) -> int:
     program = load(args.target)
     with _argv([args.target, *args.args]):
         try:
-            result = program()
-            if inspect.isawaitable(result):
-                result = asyncio.run(_awaited(result))
+            result = completed(program())
         except SystemExit as exc:
             return _exit_status(exc.code)
         except Exception as exc:
@@ -74,7 +70,11 @@ def load(target: str) -> Callable[[], Any]:
         return lambda: _run_path(path)
     _search_current_folder()
     try:
-        found = importlib.util.find_spec(target)
+        found = importlib.util.find_spec(target)  # imports the parent packages
+    except ModuleNotFoundError as exc:
+        if not _is_missing(exc, target):
+            raise  # a parent package is there but fails on an import of its own
+        found = None
     except (ImportError, ValueError):
         found = None
     if found is None:
@@ -98,9 +98,15 @@ def import_module(name: str, prog: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+        if _is_missing(exc, name):
             raise UsageError(f"{prog}: no module named {name!r}") from None
         raise
+
+
+def _is_missing(exc: ModuleNotFoundError, name: str) -> bool:
+    """Is ``exc`` about ``name`` (or a package of its path) itself, not about something its
+    code imports?"""
+    return exc.name is not None and (name == exc.name or name.startswith(exc.name + "."))
 
 
 def _is_path(target: str) -> bool:
@@ -125,10 +131,6 @@ def _argv(argv: list[str]) -> Iterator[None]:
         yield
     finally:
         sys.argv = saved
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
 
 
 def _exit_status(code: object) -> int:

@@ -39,9 +39,11 @@ def start(args: Any) -> Cassettes | None:
             read_cassette_file(Path(args.replay).resolve(), "replay")
         except CassetteError as exc:
             raise UsageError(f"--replay {args.replay}: {exc}") from None
+    # resolved now: a path given on the command line is relative to where it was typed, even
+    # if the program changes its working folder before it makes a kernel
     if args.record:
-        return Cassettes(args.record, "record")
-    return Cassettes(args.replay, "replay") if args.replay else None
+        return Cassettes(str(Path(args.record).resolve()), "record")
+    return Cassettes(str(Path(args.replay).resolve()), "replay") if args.replay else None
 
 
 @attrs.define

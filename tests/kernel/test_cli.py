@@ -368,6 +368,19 @@ async def test_run_a_module_as_python_m_does(tmp_path):
     assert (code, out) == (0, "main of pkg ['--flag']\n"), err
 
 
+async def test_a_module_whose_package_fails_to_import_shows_why_not_no_such_module(tmp_path):
+    """``aopkit run pkg.tool`` where pkg's own import needs a missing dependency: the missing
+    dependency is the story (as ``python -m pkg.tool`` tells it), not "no module pkg.tool"."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import no_such_dependency_here\n")
+    (pkg / "tool.py").write_text("print('ran')\n")
+    code, out, err = await cli("run", "pkg.tool", env=env_for(tmp_path), cwd=tmp_path)
+    assert code != 0 and out == ""
+    assert "no_such_dependency_here" in err, err
+    assert "no module named 'pkg.tool'" not in err, err
+
+
 # -- Ctrl-C ------------------------------------------------------------------------------------
 async def interrupt(args: list[str], env: dict[str, str], cwd: Path, ready: str) -> tuple:
     """Start the command, wait until it prints ``ready``, send SIGINT, collect the ending."""

@@ -87,3 +87,19 @@ def test_every_run_part_finishes_even_when_another_fails(kernel):
         pass
     assert finished == ["last", "broken", "first"]
     assert kernel_module._setups == []
+
+
+def test_a_command_run_in_the_default_kernel_is_wired_once(kernel, monkeypatch, tmp_path):
+    """``main(argv, kernel=aopkit.default_kernel())``: the kernel given is also the default
+    one each_kernel wires; wired twice, its trace would be registered twice (an error) and
+    its usage reported twice."""
+    from aopkit.cli import build_parser, run_options
+    from aopkit.run_options import _Usage
+
+    monkeypatch.setattr(kernel_module, "_default", kernel)
+    trace = tmp_path / "t.jsonl"
+    args = build_parser(kernel).parse_args(["chat", "--trace", str(trace), "--usage", "scripted:x"])
+    with run_options(args, kernel, kernel) as parts:
+        pass
+    usage = [part for part in parts if isinstance(part, _Usage)]
+    assert [len(part.kernels) for part in usage] == [1]

@@ -31,6 +31,18 @@ def test_every_hook_has_a_docstring_a_docs_entry_and_a_test():
     )
 
 
+def test_the_hook_check_sees_every_hook_the_kernel_has_and_no_stale_test():
+    """The check above loops over HOOKS: it proves nothing if HOOKS missed a spec the kernel
+    has (or were empty), or if a test_hook_ test outlived its hook."""
+    pm = aopkit.Kernel(load_entrypoints=False).pm
+    specs = {name for name, caller in vars(pm.hook).items() if caller.has_spec()}
+    assert HOOKS and set(HOOKS) == specs
+    tested = {
+        name.removeprefix("test_hook_") for name in globals() if name.startswith("test_hook_")
+    }
+    assert tested <= specs, f"tests of unknown hooks: {tested - specs}"
+
+
 def _plugin(hook_name, body):
     return type("Plugin", (), {hook_name: hookimpl(body)})()
 
