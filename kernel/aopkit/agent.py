@@ -37,9 +37,7 @@ def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]
     where = "{}(msg)" if name == "__call__" else f"{{}}.{name}(msg)"  # filled on error only
 
     async def converting(self: Agent, msg: Input, *args: Any, **kwargs: Any) -> Any:
-        given = as_input(msg, where, self.name)
-        if given is not msg and name != "reply" and self.kernel.observed:
-            _announce_made(self.kernel, given, msg)
+        given = as_input(msg, where, self.name) if name == "reply" else self._given(msg, where)
         return await method(self, given, *args, **kwargs)
 
     @functools.wraps(method)
@@ -203,12 +201,8 @@ class Agent:
         reply is stored, broadcast to this agent's hubs, and returned. With
         ``structured=SomeClass`` (attrs, dataclass, pydantic model) an instance of it is
         returned instead."""
-        given: Incoming = (
-            msg if msg is None or type(msg) is Msg else as_input(msg, "{}(msg)", self.name)
-        )
+        given = msg if msg is None or type(msg) is Msg else self._given(msg, "{}(msg)")
         kernel = self.kernel
-        if given is not msg and kernel.observed:
-            _announce_made(kernel, given, msg)
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
             given = as_input(hooked, "{}: what a pre_reply hook returned", self.name)
@@ -290,9 +284,7 @@ class Agent:
 
     async def observe(self, msg: Input) -> None:
         """Take in messages without replying (hubs deliver others' replies here)."""
-        given: Incoming = msg if type(msg) is Msg else as_input(msg, "{}.observe(msg)", self.name)
-        if given is not msg and self.kernel.observed:
-            _announce_made(self.kernel, given, msg)
+        given = msg if type(msg) is Msg else self._given(msg, "{}.observe(msg)")
         if self._hooks:
             hooked = await self._run_hooks("pre_observe", given)
             given = as_input(hooked, "{}: what a pre_observe hook returned", self.name)
@@ -303,6 +295,14 @@ class Agent:
                 kernel.emit(Observed(agent=self.name, msg_id=msg_id))
         if self._hooks:
             await self._run_hooks("post_observe", given)
+
+    def _given(self, msg: Input, where: str) -> Incoming:
+        """``msg`` as messages (``where`` names the argument in an error); messages made from
+        text are announced to observers as sent."""
+        given = as_input(msg, where, self.name)
+        if given is not msg and self.kernel.observed:
+            _announce_made(self.kernel, given, msg)
+        return given
 
     def _remember(self, msg: Incoming) -> None:
         if msg is None:

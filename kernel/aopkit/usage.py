@@ -172,28 +172,48 @@ ZERO = tuple(getattr(EMPTY, name) for name in FIELDS)  # a new account's sums
 
 
 class Scope:
-    """Who a model call is made for: the agent, its hubs, and the accounts it is charged to
-    besides the kernel's and its model's: ``charged`` (the agent's, its hubs', the enclosing
-    replies') and the reply's own, made at the reply's first call (most replies make none)."""
+    """Who a model call is made for: the agent, the hubs it speaks in (:attr:`hubs`), and the
+    :attr:`accounts` the call is charged to besides the kernel's and its model's. Both are
+    derived at the reply's first model call, as most replies make none: a reply only records
+    its agent's account, its hubs and the enclosing reply's scope."""
 
-    __slots__ = ("_accounts", "agent", "charged", "hubs", "reply")
+    __slots__ = ("_accounts", "_hubs", "_names", "_outer", "agent", "own", "reply")
 
     def __init__(
-        self, agent: str | None, hubs: tuple[str, ...], charged: tuple[Account, ...]
+        self, agent: str, own: Account, hubs: tuple[MsgHub, ...] = (), outer: Scope | None = None
     ) -> None:
-        self.agent, self.hubs, self.charged = agent, hubs, charged
-        self.reply: Account | None = None
+        self.agent, self.own, self._hubs, self._outer = agent, own, hubs, outer
+        self.reply: Account | None = None  # the reply's own account, made at its first call
         self._accounts: tuple[Account, ...] | None = None
+        self._names: tuple[str, ...] | None = None if hubs or outer is not None else ()
+
+    @property
+    def hubs(self) -> tuple[str, ...]:
+        """The names of the hubs the reply is in, the enclosing replies' first."""
+        names = self._names
+        if names is None:
+            found = list(self._outer.hubs) if self._outer is not None else []
+            found.extend(hub.name for hub in self._hubs if hub.name not in found)
+            names = self._names = tuple(found)
+        return names
 
     @property
     def accounts(self) -> tuple[Account, ...]:
-        """Every account a call in this scope is charged to, the reply's own last."""
-        if self._accounts is None:
+        """Every account a call in this scope is charged to: the enclosing replies', the
+        agent's, its hubs' (each once), and the reply's own last."""
+        found = self._accounts
+        if found is None:
+            outer = self._outer  # its accounts first, outside the lock: they take it
+            charged = list(outer.accounts) if outer is not None else []
+            for account in (self.own, *(hub.usage for hub in self._hubs)):
+                if account not in charged:
+                    charged.append(account)
             with _LOCK:  # tools in worker threads may share the scope
                 if self._accounts is None:
                     self.reply = Account(f"reply of {self.agent!r}")
-                    self._accounts = (*self.charged, self.reply)
-        return self._accounts
+                    self._accounts = (*charged, self.reply)
+                found = self._accounts
+        return found
 
     def used(self) -> Usage | None:
         """What the reply's model calls used; None if it made none."""
@@ -275,16 +295,8 @@ class UsageLedger:
     def enter(self, agent: str, hubs: Sequence[MsgHub]) -> Scope:
         """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
         its calls count towards the enclosing replies too."""
-        outer = SCOPE.get()
-        if outer is None and not hubs:  # the common case, kept short
-            return Scope(agent, (), (self.agents.get(agent) or self.agent(agent),))
-        accounts = list(outer.accounts) if outer is not None else []
-        names = list(outer.hubs) if outer is not None else []
-        for account in (self.agent(agent), *(hub.usage for hub in hubs)):
-            if account not in accounts:
-                accounts.append(account)
-        names.extend(hub.name for hub in hubs if hub.name not in names)
-        return Scope(agent, tuple(names), tuple(accounts))
+        own = self.agents.get(agent) or self.agent(agent)
+        return Scope(agent, own, tuple(hubs) if hubs else (), SCOPE.get())
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(

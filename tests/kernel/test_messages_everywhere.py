@@ -196,3 +196,32 @@ async def test_text_given_to_an_agent_is_announced_once(kernel):
         "seen",
         "echo: a message object",
     ]
+
+
+async def test_text_given_to_overrides_is_announced_only_where_it_enters(kernel):
+    """An observe override announces text once; reply() is not an entry into the conversation
+    and announces nothing; of a list, only the messages made from text are announced."""
+    from aopkit.events import MessageSent
+
+    class Sent:
+        def __init__(self):
+            self.texts = []
+
+        @aopkit.hookimpl
+        def event(self, event):
+            if isinstance(event, MessageSent):
+                self.texts.append(event.msg.text)
+
+    class Watching(Echo):
+        async def observe(self, msg):
+            await super().observe(msg)
+
+    sent = Sent()
+    kernel.register(sent, "sent")
+    watcher = Watching("w", kernel=kernel)
+    await watcher.observe("watched")
+    own = Msg("host", "made by the program", "user")
+    await watcher.observe([own, "typed"])
+    await Echo("r", kernel=kernel).reply("direct")  # not stored, not announced
+    assert sent.texts == ["watched", "typed"]
+    assert [m.text for m in watcher.memory.messages()] == ["watched", own.text, "typed"]

@@ -162,6 +162,67 @@ async def test_an_agent_inside_another_counts_towards_both(kernel):
     assert kernel.usage.total.usage.calls == 3
 
 
+async def test_an_agent_inside_another_across_hubs_is_charged_once_everywhere(kernel):
+    """The inner agent's call counts once towards each account: both agents', both replies',
+    and each hub's, even the hub both agents are in; its events name each hub once."""
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    inner = ModelAgent("inner", kernel.model("scripted:i", responses=["inner says"]), kernel=kernel)
+
+    async def ask_inner() -> str:
+        """Ask the inner agent."""
+        return (await inner(Msg("outer", "help", "user"))).text
+
+    outer = ReActAgent(
+        "outer",
+        kernel.model("scripted:o", responses=[[ToolUseBlock("t", "ask_inner", {})], "done"]),
+        toolkit=Toolkit([ask_inner], kernel=kernel),
+        kernel=kernel,
+    )
+    shared = MsgHub([outer, inner], name="shared", kernel=kernel)
+    side = MsgHub([inner], name="side", kernel=kernel)
+    async with shared, side:
+        reply = await outer(HI)
+    assert Usage.of(reply).calls == 3
+    assert (outer.usage.usage.calls, inner.usage.usage.calls) == (3, 1)
+    assert (shared.usage.usage.calls, side.usage.usage.calls) == (3, 1)
+    assert kernel.usage.total.usage.calls == 3
+    hubs = [(e.agent, e.hubs) for e in recorder.of(ModelCallStarted)]
+    assert hubs == [
+        ("outer", ("shared",)),
+        ("inner", ("shared", "side")),
+        ("outer", ("shared",)),
+    ]
+
+
+async def test_an_agent_asking_itself_is_charged_once_per_call(kernel):
+    model = kernel.model("scripted:r", responses=[[ToolUseBlock("t", "again", {})], "deep", "top"])
+
+    async def again() -> str:
+        """Ask yourself."""
+        return (await agent(Msg("self", "again", "user"))).text
+
+    agent = ReActAgent("self", model, toolkit=Toolkit([again], kernel=kernel), kernel=kernel)
+    agent.budget = Budget(calls=3)
+    reply = await agent(HI)
+    assert reply.text == "top" and Usage.of(reply).calls == 3
+    assert agent.usage.usage.calls == 3 and agent.usage.refused == 0
+
+
+async def test_a_reply_in_a_hub_without_model_calls_charges_nothing(kernel):
+    from aopkit import Agent
+
+    class Echo(Agent):
+        async def reply(self, msg):
+            return Msg(self.name, "ok", "assistant")
+
+    echo = Echo("echo", kernel=kernel)
+    async with MsgHub([echo], name="quiet", budget=Budget(calls=0), kernel=kernel) as hub:
+        reply = await echo(HI)
+    assert "usage" not in reply.metadata and hub.usage.usage.calls == 0
+    assert "echo" not in kernel.usage.agents or echo.usage.usage.calls == 0
+
+
 # -- totals and the report ----------------------------------------------------------------------
 async def test_totals_per_agent_model_and_kernel_and_the_report(kernel):
     kernel.prices["scripted:priced"] = {"input": 1.0, "output": 1.0}
