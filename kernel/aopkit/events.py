@@ -234,6 +234,21 @@ class StateLoaded(Event):
     agents: tuple[str, ...]
 
 
+@attrs.frozen(kw_only=True)
+class RoundFinished(Event):
+    """A round of a many-agent run ended: ``replied`` of ``agents`` answered (``failed`` raised)
+    in ``seconds``; ``aggregates`` are the numbers the program reported for the round."""
+
+    type: ClassVar[str] = "round_finished"
+    run: str
+    round: int
+    agents: int
+    replied: int
+    failed: int = 0
+    seconds: float = 0.0
+    aggregates: dict[str, float] = attrs.field(factory=dict)
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -256,5 +271,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ReplyChunk,
         StateSaved,
         StateLoaded,
+        RoundFinished,
     )
 }

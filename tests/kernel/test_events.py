@@ -96,6 +96,15 @@ def test_every_event_type_round_trips(kernel):
         "reply_chunk": {"agent": "a", "text": "Hel"},
         "state_saved": {"session": "s", "agents": ("a",)},
         "state_loaded": {"session": "s", "agents": ("a",)},
+        "round_finished": {
+            "run": "guess",
+            "round": 3,
+            "agents": 10,
+            "replied": 9,
+            "failed": 1,
+            "seconds": 0.5,
+            "aggregates": {"average": 33.3},
+        },
     }
     assert set(samples) == set(EVENT_TYPES)
     for tag, fields in samples.items():
