@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import secrets
 import sys
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -19,7 +21,7 @@ from loguru import logger
 
 import aopkit
 from aopkit import jsontext
-from aopkit.events import Event
+from aopkit.events import Event, RoundFinished
 from aopkit.faults import Incident, Resolution
 from aopkit.message import Msg, new_id
 
@@ -77,7 +79,9 @@ class Studio:
 
     Events go into a buffer of ``buffer`` events (when full, new ones are dropped and counted);
     a background task sends them to every page and keeps the last ``keep`` for pages that
-    reconnect. ``traces`` is a folder of JSONL traces to browse.
+    reconnect. ``traces`` is a folder of JSONL traces to browse. For the charts, the last
+    ``points`` rounds of many-agent runs (never dropped) and samples of the token totals are kept
+    apart from the events.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Studio:
         traces: str | Path | None = None,
         buffer: int = 50_000,
         keep: int = 100_000,
+        points: int = 10_000,
         flush: float = 0.05,
         incidents: bool = True,
     ) -> None:
@@ -101,6 +106,8 @@ class Studio:
         self._reported = 0
         self._buffer: deque[Event] = deque()
         self._log: deque[tuple[int, str]] = deque(maxlen=keep)
+        self._rounds: deque[dict[str, Any]] = deque(maxlen=points)
+        self._tokens: deque[tuple[float, int, int]] = deque(maxlen=points)
         self._seq = 0
         self._wake = asyncio.Event()
         self._clients: set[_Client] = set()
@@ -110,6 +117,7 @@ class Studio:
         self._runner: web.AppRunner | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._name: str | None = None
+        self._charted: float = 0  # when the last round the charts were told of ended
 
     @property
     def url(self) -> str:
@@ -119,6 +127,9 @@ class Studio:
     # -- the kernel's side ------------------------------------------------------------------
     @aopkit.hookimpl
     def event(self, event: Event) -> None:
+        if isinstance(event, RoundFinished):  # one a round: the charts never miss it
+            self._rounds.append(self.kernel.codec.dump_event(event))
+            self._wake.set()
         if len(self._buffer) >= self.buffer_size:
             self.dropped += 1
             if self.dropped == 1:
@@ -220,6 +231,7 @@ class Studio:
         app.router.add_get("/api/runs", self._runs)
         app.router.add_get("/api/runs/{name}", self._run)
         app.router.add_get("/api/usage", self._usage)
+        app.router.add_get("/api/series", self._series)
         return app
 
     def _authorised(self, request: web.Request) -> bool:
@@ -280,15 +292,15 @@ class Studio:
                     except Exception as exc:
                         data = {"type": event.type, "unserialisable": type(exc).__name__}
                     data["seq"] = self._seq
-                    line = self.kernel.secrets.redact(
-                        json.dumps(data, ensure_ascii=False, default=str)
-                    )
+                    line = self.kernel.secrets.redact(_json(data))
                     self._log.append((self._seq, line))
                     lines.append(line)
                 frame = '{"kind":"events","events":[' + ",".join(lines) + "]}"
                 for client in list(self._clients):
                     client.send(frame)
                 await asyncio.sleep(0)
+            if self._sample():
+                self._control({"kind": "series"})
             if self.dropped > self._reported:
                 logger.warning(
                     "aopkit studio: dropped {} events so far (buffer of {} full)",
@@ -297,6 +309,20 @@ class Studio:
                 )
                 self._reported = self.dropped
                 self._control({"kind": "dropped", "count": self.dropped})
+
+    def _sample(self) -> bool:
+        """Add a point to the token series if the totals moved (or a round ended) since the
+        last one; say whether the charts have something new."""
+        total = self.kernel.usage.total.usage
+        point = (time.time(), total.input_tokens or 0, total.output_tokens or 0)
+        last = self._tokens[-1] if self._tokens else (0.0, 0, 0)
+        moved = point[1:] != last[1:]
+        if moved:
+            self._tokens.append(point)
+        rounds = len(self._rounds) and self._rounds[-1]["time"]
+        fresh = moved or rounds != self._charted
+        self._charted = rounds
+        return bool(fresh)
 
     def _control(self, message: dict[str, Any]) -> None:
         frame = self.kernel.secrets.redact(json.dumps(message, ensure_ascii=False))
@@ -387,6 +413,14 @@ class Studio:
         text = json.dumps(self.kernel.usage.as_dict(), ensure_ascii=False)
         return web.Response(text=self.kernel.secrets.redact(text), content_type="application/json")
 
+    async def _series(self, request: web.Request) -> web.StreamResponse:
+        """What the charts draw: the rounds kept (with the program's aggregates) and the token
+        totals over time."""
+        data = {"rounds": list(self._rounds), "tokens": [list(p) for p in self._tokens]}
+        return web.Response(
+            text=self.kernel.secrets.redact(_json(data)), content_type="application/json"
+        )
+
     # -- past runs --------------------------------------------------------------------------
     async def _runs(self, request: web.Request) -> web.StreamResponse:
         if self.traces is None:
@@ -407,6 +441,24 @@ class Studio:
         text = self.kernel.secrets.redact(path.read_text(encoding="utf-8", errors="replace"))
         events, bad = _read_trace(text.splitlines())
         return web.json_response({"events": events, "bad": bad})
+
+
+def _json(data: Any) -> str:
+    """JSON a browser can parse: NaN and infinities (an average of nothing) become null."""
+    try:
+        return json.dumps(data, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(data), ensure_ascii=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _read_trace(lines: Iterable[str]) -> tuple[list[Any], int]:

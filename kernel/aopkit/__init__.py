@@ -39,6 +39,7 @@ from .model_agent import ModelAgent
 from .models import Usage
 from .pipelines import fanout, sequential
 from .prices import Price
+from .progress import show_progress
 from .react import ReActAgent
 from .session import JSONFileStore, SQLiteStore, load_session, save_session
 from .sinks import (  # importing sinks defines loguru's CHAT level
@@ -104,5 +105,6 @@ __all__ = [
     "save_session",
     "sequential",
     "show_chat",
+    "show_progress",
     "tool",
 ]

@@ -52,6 +52,7 @@ def _chat_arguments(parser: Any) -> None:
 @hookimpl
 def register_run_options(register: Callable[..., None]) -> None:
     register("chat", _options("chat_arguments"), _options("start_chat"))
+    register("progress", _options("progress_arguments"), _options("start_progress"))
     register("trace", _options("trace_arguments"), _options("start_trace"))
     register("usage", _options("usage_arguments"), _options("start_usage"))
 

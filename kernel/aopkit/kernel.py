@@ -19,6 +19,7 @@ from .codec import Codec
 from .errors import ConfigurationError, DuplicateRegistrationError, PluginError
 from .http import HTTPPool
 from .prices import Price, PriceTable, price_entry
+from .progress import Progress
 from .registry import Registry
 from .secret import Secrets
 
@@ -125,6 +126,7 @@ class Kernel:
         self.pool = HTTPPool()
         self._config: dict[str, Any] | None = None
         self._faults: FaultReport | None = None
+        self.progress = Progress(self)
         self._incidents: IncidentStore | None = None
         self.prices = PriceTable(self.registered_prices)  # the program's over the plugins'
         self.prices.update(prices or {})

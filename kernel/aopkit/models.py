@@ -319,6 +319,10 @@ class ChatModel:
         kernel = self.kernel
         ticket = kernel.usage.reserve(self.name, request["messages"], request["tools"])
         scope = ticket.scope
+        progress = kernel.progress
+        progress.in_flight += 1
+        if progress.view is not None:
+            progress.changed()
         call = _Call(
             _RetryTracker(self, new_id()),
             ticket,
@@ -395,6 +399,10 @@ class ChatModel:
     ) -> None:
         """Charge the call as made (a failed one counts as a call of unknown tokens)."""
         kernel = self.kernel
+        progress = kernel.progress
+        progress.in_flight -= 1
+        if progress.view is not None:
+            progress.changed()
         reported = response.usage if response is not None and error is None else None
         observed = kernel.observed
         usage = kernel.usage.settle(call.ticket, reported, call.tracker.retries, report=observed)

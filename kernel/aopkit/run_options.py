@@ -1,5 +1,6 @@
 """The kernel's own flags of ``aopkit run`` (``register_run_options``): ``--chat`` shows the
-conversation, ``--trace FILE`` writes every event as JSONL, ``--usage`` prints the reports."""
+conversation, ``--progress`` where a long run is, ``--trace FILE`` writes every event as JSONL,
+``--usage`` prints the reports."""
 
 from __future__ import annotations
 
@@ -30,6 +31,34 @@ class _Chat:
         from .sinks import show_chat
 
         self.stops.append(show_chat(kernel, file=sys.stderr))
+
+    def finish(self) -> None:
+        for stop in self.stops:
+            stop()
+
+
+def progress_arguments(parser: Any) -> None:
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show rounds, replies, calls in flight and faults on stderr (a terminal only)",
+    )
+
+
+def start_progress(args: Any) -> RunPart | None:
+    return _Progress() if args.progress else None
+
+
+@attrs.define
+class _Progress:
+    """``aopkit.show_progress`` on every kernel of the run."""
+
+    stops: list[Callable[[], None]] = attrs.Factory(list)
+
+    def attach(self, kernel: Kernel) -> None:
+        from .progress import show_progress
+
+        self.stops.append(show_progress(kernel, file=sys.stderr))
 
     def finish(self) -> None:
         for stop in self.stops:

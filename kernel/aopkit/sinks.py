@@ -21,6 +21,7 @@ from .files import start_on_a_new_line
 from .hookspecs import hookimpl
 from .message import Msg
 from .printable import cell, printable
+from .progress import ProgressBar
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -104,6 +105,9 @@ class ChatView:
     def event(self, event: Event, kernel: Kernel) -> None:
         if isinstance(event, MessageSent) and self.file is not None:
             line = chat_line(event.msg)
+            bar = kernel.progress.view
+            if isinstance(bar, ProgressBar) and bar.file is self.file:
+                bar.clear()  # the message goes above the progress line, which redraws below it
             try:
                 print(kernel.secrets.redact(line), file=self.file, flush=True)
             except BrokenPipeError:  # the reader went away (``| head``): stop, quietly

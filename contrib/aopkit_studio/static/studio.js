@@ -174,6 +174,110 @@ function refreshUsageSoon() {
   if (usageTimer === null && !$("view-usage").hidden) usageTimer = setTimeout(() => loadUsage().catch(() => {}), 300);
 }
 
+// -- charts ---------------------------------------------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+const MAX_CHARTS = 24; // per run: a program reporting more aggregates sees the first ones
+const PLOT_W = 480;
+const PLOT_H = 140;
+const PAD = 4;
+
+function svg(tag, attributes) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function finite(v) {
+  return typeof v === "number" && Number.isFinite(v);
+}
+
+function figure(v) {
+  if (!finite(v)) return "?";
+  return Math.abs(v) >= 1000 || Number.isInteger(v) ? Math.round(v).toLocaleString() : v.toPrecision(4);
+}
+
+// One chart: a title, a polyline per series (points [x, y]), each series' last value, the range.
+function chart(title, xName, series) {
+  const box = el("figure", "chart");
+  box.dataset.title = title;
+  const caption = el("figcaption");
+  caption.append(el("b", null, title));
+  box.append(caption);
+  const clean = series.map((s) => ({ name: s.name, points: s.points.filter(([x, y]) => finite(x) && finite(y)) }));
+  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (const s of clean) for (const [x, y] of s.points) {
+    x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+  }
+  if (x0 === Infinity) {
+    caption.append(el("span", "muted", " no numbers yet"));
+    return box;
+  }
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 === y0) { y0 -= 1; y1 += 1; }
+  const plot = svg("svg", { viewBox: `0 0 ${PLOT_W} ${PLOT_H}`, class: "plot", role: "img" });
+  clean.forEach((s, i) => {
+    const at = ([x, y]) => (PAD + ((x - x0) / (x1 - x0)) * (PLOT_W - 2 * PAD)).toFixed(1) + "," + (PLOT_H - PAD - ((y - y0) / (y1 - y0)) * (PLOT_H - 2 * PAD)).toFixed(1);
+    const line = svg("polyline", { points: s.points.map(at).join(" "), class: "series s" + (i % 6) });
+    line.dataset.series = s.name;
+    line.dataset.count = s.points.length;
+    plot.append(line);
+  });
+  box.append(plot);
+  const legend = el("div", "legend");
+  clean.forEach((s, i) => {
+    const last = s.points.length ? s.points[s.points.length - 1][1] : NaN;
+    const item = el("span", "key s" + (i % 6), s.name + ": " + figure(last));
+    item.dataset.series = s.name;
+    legend.append(item);
+  });
+  legend.append(el("span", "range muted", figure(y0) + " to " + figure(y1) + " over " + xName));
+  box.append(legend);
+  return box;
+}
+
+function renderCharts(data) {
+  const byRun = new Map();
+  for (const r of data.rounds) {
+    if (!byRun.has(r.run)) byRun.set(r.run, []);
+    byRun.get(r.run).push(r);
+  }
+  const charts = [];
+  for (const [run, rounds] of byRun) {
+    const keys = [...new Set(rounds.flatMap((r) => Object.keys(r.aggregates || {})))];
+    for (const key of keys.slice(0, MAX_CHARTS)) {
+      charts.push(chart(run + " · " + key, "rounds", [{ name: key, points: rounds.map((r) => [r.round, (r.aggregates || {})[key]]) }]));
+    }
+    if (keys.length > MAX_CHARTS) charts.push(el("p", "muted", run + ": " + (keys.length - MAX_CHARTS) + " more aggregates not drawn"));
+    charts.push(chart(run + " · agents", "rounds", [
+      { name: "replied", points: rounds.map((r) => [r.round, r.replied]) },
+      { name: "failed", points: rounds.map((r) => [r.round, r.failed]) },
+    ]));
+    charts.push(chart(run + " · seconds per round", "rounds", [{ name: "seconds", points: rounds.map((r) => [r.round, r.seconds]) }]));
+  }
+  $("round-charts").replaceChildren(...charts);
+  const start = data.tokens.length ? data.tokens[0][0] : 0;
+  const tokens = data.tokens.length
+    ? [chart("tokens used", "seconds", [
+        { name: "input", points: data.tokens.map(([t, i]) => [t - start, i]) },
+        { name: "output", points: data.tokens.map(([t, , o]) => [t - start, o]) },
+      ])]
+    : [];
+  $("token-chart").replaceChildren(...tokens);
+  $("charts-empty").hidden = data.rounds.length > 0 || data.tokens.length > 0;
+}
+
+let chartsTimer = null;
+async function loadCharts() {
+  chartsTimer = null;
+  const response = await fetch("/api/series", { credentials: "same-origin" });
+  if (!response.ok) throw new Error(await response.text());
+  renderCharts(await response.json());
+}
+
+function refreshChartsSoon() {
+  if (chartsTimer === null && !$("view-charts").hidden) chartsTimer = setTimeout(() => loadCharts().catch(() => {}), 300);
+}
+
 // -- rendering events -----------------------------------------------------------------------
 function summary(ev) {
   switch (ev.type) {
@@ -452,6 +556,9 @@ function handle(frame) {
     case "dropped":
       showDropped(frame.count);
       break;
+    case "series":
+      refreshChartsSoon();
+      break;
   }
 }
 
@@ -508,6 +615,7 @@ function show(view) {
   for (const button of document.querySelectorAll("nav button")) button.classList.toggle("active", button.dataset.view === view);
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== "view-" + view;
   if (view === "runs") loadRuns().catch((e) => $("runs").replaceChildren(el("li", "error", e.message)));
+  if (view === "charts") loadCharts().catch((e) => $("round-charts").replaceChildren(el("p", "error", e.message)));
   if (view === "usage") loadUsage().catch((e) => $("usage-notes").replaceChildren(el("li", "error", e.message)));
 }
 
