@@ -208,18 +208,17 @@ class Events:
         task = self.task = asyncio.ensure_future(work)
         try:
             while True:
+                while not self.queue.empty():
+                    yield self.queue.get_nowait()
+                if task.done():
+                    return
                 getting = asyncio.ensure_future(self.queue.get())
                 try:
                     await asyncio.wait({getting, task}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    if not getting.done():
-                        getting.cancel()
+                    getting.cancel()  # if still waiting, it took nothing: the item stays queued
                 if getting.done() and not getting.cancelled():
                     yield getting.result()
-                elif task.done():
-                    while not self.queue.empty():
-                        yield self.queue.get_nowait()
-                    return
         finally:
             if not task.done():
                 task.cancel()

@@ -172,3 +172,23 @@ async def test_cancelling_a_stream_cancels_its_work(kernel):
         await asyncio.wait_for(seen.__anext__(), 5)  # the run began
         await seen.aclose()
         assert events.task is not None and events.task.cancelled()
+
+
+async def test_a_stream_loses_no_event_and_keeps_their_order(kernel):
+    class Chatty(aopkit.Agent):
+        async def reply(self, msg):
+            for i in range(500):
+                self.kernel.emit(ReplyChunk(agent=self.name, text=str(i)))
+                if i % 7 == 0:
+                    await asyncio.sleep(0)
+            return "done"
+
+    service = Service(Chatty("a", kernel=kernel))
+
+    async def stream(conversation: str) -> list[str]:
+        async with service.conversation(conversation) as conv, conv.events() as events:
+            seen = events.during(conv.agent("a")("go"))
+            return [e.text async for e in seen if isinstance(e, ReplyChunk)]
+
+    for chunks in await asyncio.gather(*(stream(f"c{n}") for n in range(5))):
+        assert chunks == [str(i) for i in range(500)]
