@@ -243,13 +243,18 @@ class _MemoryStore:
 
 
 async def _finish(work: Awaitable[T]) -> T:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile (then re-raise)."""
+    """Await ``work`` to its end however often the caller is cancelled meanwhile, then
+    re-raise the cancellation: a turn's lock is not released before its state is saved."""
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.gather(task, return_exceptions=True)
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _is_factory(target: object) -> bool:
