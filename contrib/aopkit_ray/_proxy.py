@@ -302,7 +302,7 @@ class RemoteAgent(Agent):
         ref = self.pool.actor.load_state.remote(self.key, self._next(), self._resyncing(), state)
         self.pool._get_now(ref, "load_state_dict", self)
 
-    def session(self, session_id: str) -> Self:
+    def session(self, session_id: str, *, keep: bool = True) -> Self:
         raise AopkitError(
             f"{self!r}: take the session before going remote: to_dist(agent.session(id))"
         )

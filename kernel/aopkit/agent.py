@@ -325,19 +325,21 @@ class Agent:
         return remote
 
     # -- conversations ----------------------------------------------------------------------
-    def session(self, session_id: str) -> Self:
+    def session(self, session_id: str, *, keep: bool = True) -> Self:
         """This agent for one conversation: the same definition (model, tools, hooks), its own
         memory and state. The same id returns the same agent, so concurrent conversations with
-        one definition never share memory."""
+        one definition never share memory. ``keep=False`` makes a new one each time and keeps
+        no reference to it (a server that loads each conversation from a store)."""
         if self._sessions is None:
             self._sessions = {}
-        found = self._sessions.get(session_id)
+        found = self._sessions.get(session_id) if keep else None
         if found is None:
             found = copy.copy(self)
             found._sessions = None
             found.session_id = session_id
             found._reset()
-            self._sessions[session_id] = found
+            if keep:
+                self._sessions[session_id] = found
         return found
 
     @property

@@ -51,15 +51,8 @@ def run(args: Any, kernel: Any) -> int:
 def load(target: str) -> Callable[[], Any]:
     """What running ``target`` means, checked before anything runs: a :class:`UsageError` if
     the file, module or callable is not there."""
-    module, sep, name = target.rpartition(":")
-    if sep:  # MODULE:CALLABLE, or FILE.py:CALLABLE
-        if not module or not name:
-            raise UsageError(f"{PROG}: expected FILE.py, MODULE or MODULE:CALLABLE, got {target!r}")
-        obj: Any = import_module(module, PROG)
-        for part in name.split("."):
-            if not hasattr(obj, part):
-                raise UsageError(f"{PROG}: {module!r} has no attribute {name!r}")
-            obj = getattr(obj, part)
+    if ":" in target:  # MODULE:CALLABLE, or FILE.py:CALLABLE
+        obj = load_object(target, PROG, "FILE.py, MODULE or MODULE:CALLABLE")
         if not callable(obj):
             raise UsageError(f"{PROG}: {target} is a {type(obj).__name__}, not a callable")
         return obj  # type: ignore[no-any-return]
@@ -80,6 +73,20 @@ def load(target: str) -> Callable[[], Any]:
     if found is None:
         raise UsageError(f"{PROG}: no module named {target!r}")
     return lambda: runpy.run_module(target, run_name="__main__", alter_sys=True)
+
+
+def load_object(target: str, prog: str, expected: str = "MODULE:OBJECT") -> Any:
+    """The object ``MODULE:NAME`` (or ``FILE.py:NAME``; NAME may be dotted) names; a
+    :class:`UsageError` (said by ``prog``) if it is not there."""
+    module, sep, name = target.rpartition(":")
+    if not sep or not module or not name:
+        raise UsageError(f"{prog}: expected {expected}, got {target!r}")
+    obj: Any = import_module(module, prog)
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{prog}: {module!r} has no attribute {name!r}")
+        obj = getattr(obj, part)
+    return obj
 
 
 def import_module(name: str, prog: str) -> ModuleType:

@@ -193,6 +193,16 @@ async def test_sessions_of_one_definition_never_share_memory(kernel):
     assert len(helper.memory) == 0 and alice.toolkit is helper.toolkit
 
 
+async def test_a_session_not_kept_is_new_each_time_and_not_remembered(kernel):
+    helper = agent(kernel, "one")
+    first = helper.session("c", keep=False)
+    await first(Msg("user", "hi", "user"))
+    again = helper.session("c", keep=False)
+    assert again is not first and len(again.memory) == 0 and again.session_id == "c"
+    assert helper.session("c") is not first  # the kept one is yet another
+    assert helper._sessions is not None and list(helper._sessions) == ["c"]
+
+
 async def test_user_agent_takes_input_from_its_source(kernel):
     typed = iter(["I think tea.", "Definitely tea."])
 

@@ -1,0 +1,53 @@
+"""Serve agents to other programs: ``aopkit serve MODULE:OBJECT``, or :func:`build_app` to mount
+the same aiohttp application in a host's own. See docs/serve.md.
+
+The server's modules load on first use: every kernel loads this plugin, few of them serve.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aopkit
+
+if TYPE_CHECKING:
+    from ._app import PROTOCOLS, SERVICE, build_app
+    from ._service import Conversation, Events, InvalidConversation, Service, UnknownAgent
+
+_PUBLIC = {
+    "PROTOCOLS": "_app",
+    "SERVICE": "_app",
+    "build_app": "_app",
+    "Conversation": "_service",
+    "Events": "_service",
+    "InvalidConversation": "_service",
+    "Service": "_service",
+    "UnknownAgent": "_service",
+}
+__all__ = [
+    "PROTOCOLS",
+    "SERVICE",
+    "Conversation",
+    "Events",
+    "InvalidConversation",
+    "Service",
+    "UnknownAgent",
+    "build_app",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+
+
+@aopkit.hookimpl
+def register_commands(register: Callable[..., None]) -> None:
+    from ._command import arguments, serve
+
+    register(
+        "serve", serve, help="serve agents over HTTP (OpenAI, A2A, MCP, AG-UI)", arguments=arguments
+    )

@@ -1,0 +1,72 @@
+"""build_app: the token on every route, protocols loaded by name."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+import aopkit
+import aopkit_serve
+from aopkit_serve import SERVICE, Service, build_app
+
+from .agents import Recall
+
+TOKEN = "s3cret-token-for-tests"
+
+
+async def test_every_route_needs_the_token_and_it_is_never_echoed(kernel, serve):
+    app = build_app(Recall("a", kernel=kernel), token=TOKEN, protocols=())
+    assert isinstance(app[SERVICE], Service)
+    assert TOKEN not in kernel.secrets.redact(f"logged: {TOKEN}")  # scrubbed like an API key
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="in")
+
+    app.router.add_get("/hello", hello)
+    url = await serve(app)
+    wrong = [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"bearer  {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}é"},
+    ]
+    async with aiohttp.ClientSession() as http:
+        for headers in wrong:
+            for path in ("/hello", "/nowhere"):
+                async with http.get(url + path, headers=headers) as response:
+                    assert response.status == 401, headers
+                    assert TOKEN not in await response.text()
+                    assert (await response.json())["error"]["code"] == "invalid_api_key"
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        async with http.get(url + "/hello", headers={"Authorization": f"Bearer {TOKEN}"}) as ok:
+            assert ok.status == 200 and await ok.text() == "in"
+
+
+def test_a_token_is_required(kernel):
+    for token in ("", "  ", None):
+        with pytest.raises(aopkit.ConfigurationError, match="token"):
+            build_app(Recall("a", kernel=kernel), token=token, protocols=())  # type: ignore[arg-type]
+
+
+def test_unknown_and_uninstalled_protocols_are_clear_errors(kernel, monkeypatch):
+    agent = Recall("a", kernel=kernel)
+    with pytest.raises(aopkit.ConfigurationError, match="unknown protocol 'soap'; choose from"):
+        build_app(agent, token=TOKEN, protocols=("soap",))
+
+    def missing(name: str) -> object:
+        raise ModuleNotFoundError(f"No module named {'a2a'!r}", name="a2a")
+
+    monkeypatch.setattr(aopkit_serve._app.importlib, "import_module", missing)
+    with pytest.raises(aopkit.AopkitError, match=r"needs the package 'a2a'.*aopkit\[serve\]"):
+        build_app(agent, token=TOKEN, protocols=("a2a",))
+
+
+async def test_mounted_in_a_host_app_the_token_still_guards_it(kernel, serve):
+    host = web.Application()
+    host.add_subapp("/agents/", build_app(Recall("a", kernel=kernel), token=TOKEN, protocols=()))
+    url = await serve(host)
+    async with aiohttp.ClientSession() as http, http.get(url + "/agents/x") as response:
+        assert response.status == 401
