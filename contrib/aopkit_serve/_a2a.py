@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -48,6 +49,7 @@ CARD_PATH = constants.AGENT_CARD_WELL_KNOWN_PATH
 RPC_PATH = "/a2a"
 _RPC_ROUTE = "aopkit-a2a"
 _TEXT = ["text/plain"]
+TASKS_KEPT = 10_000  # finished tasks a server remembers (for GetTask)
 
 # Requests (JSON-RPC method -> its protobuf params); streams answer with SSE.
 _METHODS: dict[str, type[Any]] = {
@@ -65,7 +67,7 @@ def setup(app: web.Application, service: Service) -> None:
     """Serve the agent card at the well-known path and JSON-RPC at ``/a2a``."""
     handler = DefaultRequestHandler(
         agent_executor=_Executor(service),
-        task_store=InMemoryTaskStore(),
+        task_store=RecentTasks(TASKS_KEPT),
         agent_card=agent_card(service, RPC_PATH),
     )
     endpoint = _Endpoint(service, handler)
@@ -105,6 +107,36 @@ def agent_card(service: Service, url: str) -> pb.AgentCard:
             for name in names
         ],
     )
+
+
+class RecentTasks(InMemoryTaskStore):
+    """The sdk's in-memory task store, forgetting the oldest finished tasks beyond ``limit``:
+    a long-running server would otherwise keep every task it ever ran. (Conversations are
+    kept in the session store; a task is only a turn's progress.)"""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self._finished: OrderedDict[str, ServerCallContext] = OrderedDict()
+
+    async def save(self, task: pb.Task, context: ServerCallContext) -> None:
+        await super().save(task, context)
+        if task.status.state in _FINISHED:
+            self._finished[task.id] = context
+            self._finished.move_to_end(task.id)
+            while len(self._finished) > self.limit:
+                oldest, its_context = self._finished.popitem(last=False)
+                await self.delete(oldest, its_context)
+
+
+_FINISHED = frozenset(
+    {
+        pb.TaskState.TASK_STATE_COMPLETED,
+        pb.TaskState.TASK_STATE_FAILED,
+        pb.TaskState.TASK_STATE_CANCELED,
+        pb.TaskState.TASK_STATE_REJECTED,
+    }
+)
 
 
 class _Endpoint:

@@ -262,3 +262,20 @@ async def test_the_sdk_raises_its_own_errors_for_ours(a2a, kernel):
     client = await a2a(Echo("echo", kernel=kernel))
     with pytest.raises(A2AError):
         await client.get_task(pb.GetTaskRequest(id="missing"))
+
+
+async def test_only_the_latest_finished_tasks_are_kept(kernel, serve, monkeypatch):
+    from aopkit_serve import _a2a
+
+    monkeypatch.setattr(_a2a, "TASKS_KEPT", 2)
+    app = build_app(Echo("echo", kernel=kernel), token=TOKEN, kernel=kernel, protocols=("a2a",))
+    url = await serve(app)
+    async with httpx.AsyncClient(headers=AUTH) as http:
+        client = await create_client(url, ClientConfig(httpx_client=http, streaming=False))
+        tasks = [(await final(client, message(str(n), "many")))[0] for n in range(4)]
+        for gone in tasks[:2]:
+            with pytest.raises(A2AError, match="not found"):
+                await client.get_task(pb.GetTaskRequest(id=gone.id))
+        for kept in tasks[2:]:
+            found = await client.get_task(pb.GetTaskRequest(id=kept.id))
+            assert found.status.state == pb.TaskState.TASK_STATE_COMPLETED
