@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -74,10 +74,14 @@ class _Routes:
             if stream:
                 return await self._stream(request, name, conversation, history, last, include_usage)
             async with self.service.conversation(conversation) as conv:
-                reply = await _seeded(conv, name, history)(last)
+                work = asyncio.ensure_future(_seeded(conv, name, history)(last))
+                with _cancelled_if_gone(request, work):
+                    reply = await work
             return web.json_response(_completion(reply, name), headers={HEADER: conv.id})
         except aopkit.AopkitError as exc:
             return self._error(exc)
+        except ConnectionResetError:
+            return web.Response(status=499)  # no one is there to read it
 
     async def _stream(
         self,
@@ -137,28 +141,37 @@ async def _relay(
     last: aopkit.Msg,
     chunk: Callable[..., dict[str, Any]],
 ) -> aopkit.Msg:
-    """Run the reply, sending its text as it grows, and return it. A client that goes away is
-    a ``ConnectionResetError``, the reply cancelled: noticed while writing, or by a watcher
-    when nothing is written (a long tool call)."""
+    """Run the reply, sending its text as it grows, and return it."""
     text = _Text()
     async with conv.events() as events:
         work = asyncio.ensure_future(agent(last))  # in the block: its events come here
-        watcher = asyncio.ensure_future(_cancel_when_gone(request, work))
-        try:
+        with _cancelled_if_gone(request, work):
             async with contextlib.aclosing(events.during(work)) as seen:
                 async for event in seen:
                     if not isinstance(event, ReplyChunk) or event.agent != agent.name:
                         continue
                     if delta := text.extend(event.text):
                         await _send(response, chunk({"content": delta}))
-        finally:
-            watcher.cancel()
-    if work.cancelled():
-        raise ConnectionResetError("the client went away")
-    reply: aopkit.Msg = work.result()
+            reply: aopkit.Msg = await work
     if delta := text.extend(reply.text):
         await _send(response, chunk({"content": delta}))
     return reply
+
+
+@contextlib.contextmanager
+def _cancelled_if_gone(request: web.Request, work: asyncio.Future[Any]) -> Iterator[None]:
+    """Cancel ``work`` if the client goes away, and say so with a ``ConnectionResetError``:
+    whether or not the server cancels handlers of clients that left (aiohttp's
+    ``handler_cancellation``), and also while nothing is written (a long tool call)."""
+    watcher = asyncio.ensure_future(_cancel_when_gone(request, work))
+    try:
+        yield
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ConnectionResetError("the client went away") from None
+        raise
+    finally:
+        watcher.cancel()
 
 
 async def _cancel_when_gone(request: web.Request, work: asyncio.Future[Any]) -> None:
