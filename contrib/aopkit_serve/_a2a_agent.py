@@ -3,6 +3,8 @@ in a conversation like any local agent."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from aopkit.events import ReplyChunk, Retried
 from aopkit.faults import DEFAULT_POLICY, Fault, Incident, Unresolved, escalate
 from aopkit.retry import RetryPolicy
 
+CANCEL_SECONDS = 5.0  # how long a cancelled reply waits to cancel its remote task
 _RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 _ENDED = {
     pb.TaskState.TASK_STATE_FAILED: "failed",
@@ -172,7 +175,14 @@ class A2AAgent(aopkit.Agent):
                 if self._card is None:
                     self._card = await A2ACardResolver(http, self.url).get_agent_card()
                 client = ClientFactory(ClientConfig(httpx_client=http)).create(self._card)
-                return await self._follow(client.send_message(request), started)
+                try:
+                    return await self._follow(client.send_message(request), started)
+                except asyncio.CancelledError:  # the remote task is cancelled with the reply
+                    if started and started[0].id:
+                        cancel = client.cancel_task(pb.CancelTaskRequest(id=started[0].id))
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(cancel, CANCEL_SECONDS)
+                    raise
         except (A2AError, httpx.HTTPError, ValueError) as exc:
             error = self._error(exc)
             if started and error.retryable:
@@ -209,6 +219,7 @@ class A2AAgent(aopkit.Agent):
                         self.kernel.emit(ReplyChunk(agent=self.name, text=streamed))
             if task is not None and not started:
                 started.append(task)
+                self.context_id = task.context_id or self.context_id
         if task is None:
             raise RemoteAgentError(self.url, "the answer ended before any task", retryable=True)
         return task
