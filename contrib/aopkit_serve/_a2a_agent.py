@@ -237,7 +237,8 @@ class A2AAgent(aopkit.Agent):
                     self.url, problem, retryable=status in _RETRY_STATUSES, status=status
                 )
             if isinstance(cause, (httpx.TransportError, httpx.TimeoutException)):
-                problem = f"cannot connect: {type(cause).__name__}: {cause}"
+                what = "cannot connect" if isinstance(cause, httpx.ConnectError) else "cut off"
+                problem = f"{what}: {type(cause).__name__}: {cause}"
                 return RemoteAgentError(
                     self.url, self.kernel.secrets.redact(problem), retryable=True
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -235,3 +236,71 @@ async def test_a_cancelled_reply_cancels_its_remote_task(kernel):
         assert (await asyncio.wait_for(remote("0"), 3)).text == "slept 0"
     finally:
         await runner.cleanup()
+
+
+def hostile(mode: str) -> web.Application:
+    """An A2A server that answers every message badly, as ``mode`` says."""
+    from a2a.types import a2a_pb2 as pb
+    from google.protobuf.json_format import MessageToDict
+
+    async def card(request: web.Request) -> web.Response:
+        found = pb.AgentCard(
+            name="hostile",
+            version="1",
+            capabilities=pb.AgentCapabilities(streaming=True),
+            supported_interfaces=[
+                pb.AgentInterface(
+                    url=str(request.url.with_path("/a2a")),
+                    protocol_binding="JSONRPC",
+                    protocol_version="1.0",
+                )
+            ],
+        )
+        return web.json_response(MessageToDict(found))
+
+    async def rpc(request: web.Request) -> web.StreamResponse:
+        if mode == "html":
+            return web.Response(
+                text="<html><body>Bad gateway</body></html>", content_type="text/html"
+            )
+        if mode == "null":
+            return web.json_response(None)
+        if mode == "error":
+            error = {"code": -32603, "message": "the remote broke"}
+            return web.json_response({"jsonrpc": "2.0", "id": 1, "error": error})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        task = {"id": "t1", "contextId": "c1", "status": {"state": "TASK_STATE_WORKING"}}
+        await response.write(
+            b'data: {"jsonrpc": "2.0", "id": 1, "result": {"task": %s}}\n\n'
+            % json.dumps(task).encode()
+        )
+        await response.write(b'data: {"jsonrpc": "2.0", "id": 1, "res')  # and the line is cut
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/.well-known/agent-card.json", card)
+    app.router.add_post("/a2a", rpc)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("html", "A2A agent at http://"),
+        ("null", "A2A agent at http://"),
+        ("error", "the remote broke"),
+        ("half", "the answer to task t1 broke off"),
+    ],
+)
+async def test_a_hostile_server_gets_a_clear_error_and_no_repeat(kernel, serve, mode, says):
+    url = await serve(hostile(mode))
+    remote = A2AAgent(url, retry=FAST, kernel=kernel)
+    with pytest.raises(aopkit.ReplyError) as caught:
+        await remote("hello")
+    error = caught.value.__cause__
+    assert isinstance(error, RemoteAgentError), repr(error)
+    assert says in str(error), str(error)
+    assert not error.retryable
