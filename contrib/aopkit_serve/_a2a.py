@@ -348,8 +348,11 @@ class _Escalations:
 
 async def _resolution(run: _Run, question: str) -> Resolution:
     answer = await run.ask(f"{question}\nReply 'retry', 'abort', or the answer itself.")
-    if answer.strip().lower() in ("retry", "abort"):
-        return Resolution(answer.strip().lower())
+    word = answer.strip().lower()
+    if word == "retry":
+        return Resolution("retry")
+    if word == "abort":
+        return Resolution("abort")
     return Resolution("answer", answer)
 
 

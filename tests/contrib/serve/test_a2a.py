@@ -176,6 +176,10 @@ async def test_an_escalation_asks_the_client(a2a, kernel):
     assert "could not produce a valid Answer: no valid answer" in said(task)
     answered, _ = await final(client, message("42", "esc", task=task.id))
     assert said(answered) == "resolved: 42"
+    task, _ = await final(client, message("hi", "esc-abort"))
+    aborted, _ = await final(client, message("Abort", "esc-abort", task=task.id))
+    assert aborted.status.state == pb.TaskState.TASK_STATE_FAILED
+    assert "aborted by a human" in said(aborted)
 
 
 async def test_cancelling_a_task_waiting_for_input_frees_its_context(a2a, kernel):
