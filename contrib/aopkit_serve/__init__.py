@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Any
 import aopkit
 
 if TYPE_CHECKING:
+    from ._a2a import ask_client
+    from ._a2a_agent import A2AAgent, RemoteAgentError
     from ._app import PROTOCOLS, SERVICE, build_app
     from ._service import Conversation, Events, InvalidConversation, Service, UnknownAgent
 
 _PUBLIC = {
+    "A2AAgent": "_a2a_agent",
+    "RemoteAgentError": "_a2a_agent",
+    "ask_client": "_a2a",
     "PROTOCOLS": "_app",
     "SERVICE": "_app",
     "build_app": "_app",
@@ -29,11 +34,14 @@ _PUBLIC = {
 __all__ = [
     "PROTOCOLS",
     "SERVICE",
+    "A2AAgent",
     "Conversation",
     "Events",
     "InvalidConversation",
+    "RemoteAgentError",
     "Service",
     "UnknownAgent",
+    "ask_client",
     "build_app",
 ]
 
