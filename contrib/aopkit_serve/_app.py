@@ -40,6 +40,7 @@ def build_app(
     setups = [_protocol(name) for name in protocols]
     app = web.Application(middlewares=[_bearer(token)])
     app[SERVICE] = Service(target, kernel=kernel, store=store, toolkits=toolkits)
+    app[SERVICE].kernel.secrets.add(token)  # scrubbed from logs, events and traces
     for setup in setups:
         setup(app, app[SERVICE])
     return app

@@ -68,7 +68,6 @@ async def serve(args: Any, kernel: aopkit.Kernel) -> int:
         protocols=args.protocols or PROTOCOLS,
     )
     served = app[SERVICE].kernel
-    served.secrets.add(token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

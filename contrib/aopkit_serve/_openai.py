@@ -20,14 +20,20 @@ import aopkit
 from aopkit import jsontext
 from aopkit.blocks import Base64Source, Block, ImageBlock, TextBlock, URLSource
 from aopkit.events import ReplyChunk
+from aopkit.message import Role
 from aopkit.models import Usage
 from aopkit.usage import BudgetExceeded
 
 from ._service import Conversation, InvalidConversation, Service, UnknownAgent
 
 HEADER = "X-Aopkit-Conversation"
-WATCH_SECONDS = 0.25  # how often a stream with nothing to send checks that its client is there
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+WATCH_SECONDS = 0.25  # how often a reply with nothing to send checks that its client is there
+ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 
 class BadRequest(aopkit.AopkitError):
@@ -214,7 +220,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise BadRequest(
             "tools are not accepted: the agent's own tools run on the server", param="tools"
         )
-    if body.get("n", 1) != 1:
+    if body.get("n") not in (None, 1):
         raise BadRequest("only n=1 is supported", param="n")
     return body
 

@@ -208,18 +208,17 @@ class Events:
         task = self.task = asyncio.ensure_future(work)
         try:
             while True:
+                while not self.queue.empty():
+                    yield self.queue.get_nowait()
+                if task.done():
+                    return
                 getting = asyncio.ensure_future(self.queue.get())
                 try:
                     await asyncio.wait({getting, task}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    if not getting.done():
-                        getting.cancel()
+                    getting.cancel()  # if still waiting, it took nothing: the item stays queued
                 if getting.done() and not getting.cancelled():
                     yield getting.result()
-                elif task.done():
-                    while not self.queue.empty():
-                        yield self.queue.get_nowait()
-                    return
         finally:
             if not task.done():
                 task.cancel()
@@ -244,13 +243,18 @@ class _MemoryStore:
 
 
 async def _finish(work: Awaitable[T]) -> T:
-    """Await ``work`` to its end even if the caller is cancelled meanwhile (then re-raise)."""
+    """Await ``work`` to its end however often the caller is cancelled meanwhile, then
+    re-raise the cancellation: a turn's lock is not released before its state is saved."""
     task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.gather(task, return_exceptions=True)
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _is_factory(target: object) -> bool:

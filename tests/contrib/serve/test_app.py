@@ -18,6 +18,7 @@ TOKEN = "s3cret-token-for-tests"
 async def test_every_route_needs_the_token_and_it_is_never_echoed(kernel, serve):
     app = build_app(Recall("a", kernel=kernel), token=TOKEN, protocols=())
     assert isinstance(app[SERVICE], Service)
+    assert TOKEN not in kernel.secrets.redact(f"logged: {TOKEN}")  # scrubbed like an API key
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="in")

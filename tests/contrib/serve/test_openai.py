@@ -172,6 +172,25 @@ async def test_a_restarted_server_continues_a_conversation(kernel, start, tmp_pa
     assert reply.choices[0].message.content == "before|after"
 
 
+async def test_two_servers_on_one_store_continue_each_others_conversations(kernel, start, tmp_path):
+    shared = tmp_path / "shared.sqlite3"
+    servers = [
+        await start(Recall("recall", kernel=kernel), store=aopkit.SQLiteStore(shared))
+        for _ in range(2)
+    ]
+
+    async def talk(n: int) -> None:
+        said = []
+        for turn in range(4):
+            said.append(f"{n}.{turn}")
+            reply = await servers[turn % 2].chat.completions.create(
+                model="recall", messages=user(said[-1]), **header(f"x{n}")
+            )
+            assert reply.choices[0].message.content == "|".join(said)
+
+    await asyncio.gather(*(talk(n) for n in range(10)))
+
+
 async def test_a_wrong_or_missing_token_is_refused(kernel, start):
     for token in ("wrong", TOKEN + "x", TOKEN.upper()):
         client = await start(Recall("recall", kernel=kernel), token=token)

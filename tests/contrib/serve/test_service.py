@@ -172,3 +172,49 @@ async def test_cancelling_a_stream_cancels_its_work(kernel):
         await asyncio.wait_for(seen.__anext__(), 5)  # the run began
         await seen.aclose()
         assert events.task is not None and events.task.cancelled()
+
+
+async def test_a_stream_loses_no_event_and_keeps_their_order(kernel):
+    class Chatty(aopkit.Agent):
+        async def reply(self, msg):
+            for i in range(500):
+                self.kernel.emit(ReplyChunk(agent=self.name, text=str(i)))
+                if i % 7 == 0:
+                    await asyncio.sleep(0)
+            return "done"
+
+    service = Service(Chatty("a", kernel=kernel))
+
+    async def stream(conversation: str) -> list[str]:
+        async with service.conversation(conversation) as conv, conv.events() as events:
+            seen = events.during(conv.agent("a")("go"))
+            return [e.text async for e in seen if isinstance(e, ReplyChunk)]
+
+    for chunks in await asyncio.gather(*(stream(f"c{n}") for n in range(5))):
+        assert chunks == [str(i) for i in range(500)]
+
+
+async def test_cancelled_again_while_saving_the_turn_still_saves_before_the_next(kernel):
+    saving = asyncio.Event()
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.states: dict[str, dict] = {}
+
+        async def save(self, session_id, states):
+            saving.set()
+            await asyncio.sleep(0.3)
+            self.states.setdefault(session_id, {}).update(states)
+
+        async def load(self, session_id):
+            return dict(self.states.get(session_id, {}))
+
+    service = Service(Recall("a", kernel=kernel), store=SlowStore())
+    turn = asyncio.create_task(ask(service, "c", "one"))
+    await asyncio.wait_for(saving.wait(), 5)
+    for _ in range(3):  # a client, a server shutdown, a timeout...
+        turn.cancel()
+        await asyncio.sleep(0.01)
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+    assert await ask(service, "c", "two") == "one|two"
