@@ -61,6 +61,7 @@ def setup(app: web.Application, service: Service) -> None:
         finally:
             stop.set()
             await holder
+            _stop_sse_watcher()
 
     app.router.add_route("*", "/mcp", handle)
     app.cleanup_ctx.append(running)
@@ -148,6 +149,21 @@ def _agent_tool(name: str, description: str) -> types.Tool:
             "required": ["reply", "conversation"],
         },
     )
+
+
+def _stop_sse_watcher() -> None:
+    """sse-starlette (the SDK's SSE) starts a task on the loop that polls for a uvicorn shutdown
+    and never ends by itself: left running it outlives the app (and is destroyed pending when
+    the loop closes). Under aiohttp it has nothing to watch; the next stream starts it again."""
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if (
+            getattr(coro, "__qualname__", "") == "_shutdown_watcher"
+            and frame is not None
+            and frame.f_globals.get("__name__") == "sse_starlette.sse"
+        ):
+            task.cancel()
 
 
 def _session_of(ctx: Any) -> str | None:

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
 import aopkit
@@ -60,7 +60,7 @@ async def url(kernel, serve) -> str:
 async def session(url: str, token: str = TOKEN) -> AsyncIterator[ClientSession]:
     headers = {"Authorization": f"Bearer {token}"}
     async with (
-        create_mcp_http_client(headers=headers) as http,
+        httpx2.AsyncClient(headers=headers) as http,
         streamable_http_client(url, http_client=http) as (read, write, *_),
         ClientSession(read, write) as client,
     ):
