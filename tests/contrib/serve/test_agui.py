@@ -21,6 +21,7 @@ from aopkit_serve import build_app
 
 from .agents import Recall
 
+PROTOCOLS = ("agui",)
 TOKEN = "agui-test-token-0123456789"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream"}
 SECRET = "sk-agui-secret-0000"
@@ -214,3 +215,15 @@ async def test_bad_requests_are_clear_json_errors(kernel, served):
         for headers in ({}, {"Authorization": "Bearer nope"}):
             async with http.post(f"{url}/ag-ui", headers=headers, json=run_input()) as response:
                 assert response.status == 401 and TOKEN not in await response.text()
+
+
+async def test_a_new_server_on_the_store_continues_a_thread(kernel, serve, tmp_path):
+    async def server() -> str:
+        store = aopkit.SQLiteStore(tmp_path / "sessions.sqlite3")
+        agent = Recall("recall", kernel=kernel)
+        app = build_app(agent, token=TOKEN, store=store, protocols=PROTOCOLS)
+        return await serve(app)
+
+    await events_of(await server(), run_input("before", thread="kept"))
+    after = await events_of(await server(), run_input("after", thread="kept"))
+    assert texts(after) == ["before|after"]

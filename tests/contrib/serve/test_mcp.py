@@ -19,6 +19,7 @@ from aopkit_serve import build_app
 
 from .agents import Recall
 
+PROTOCOLS = ("mcp",)
 TOKEN = "mcp-test-token-0123456789"
 SECRET = "sk-never-show-this-0000"
 
@@ -136,3 +137,19 @@ async def test_a_wrong_token_is_refused(url):
         async with session(url, token="wrong"):
             pass
     assert TOKEN not in str(refused.value)
+
+
+async def test_a_new_server_on_the_store_continues_a_named_conversation(kernel, serve, tmp_path):
+    async def server() -> str:
+        store = aopkit.SQLiteStore(tmp_path / "sessions.sqlite3")
+        agent = Recall("recall", kernel=kernel)
+        app = build_app(agent, token=TOKEN, store=store, protocols=PROTOCOLS)
+        return f"{await serve(app)}/mcp"
+
+    async with session(await server()) as client:
+        await client.call_tool("recall", {"message": "before", "conversation": "kept"})
+    async with session(await server()) as client:
+        again = await client.call_tool("recall", {"message": "after", "conversation": "kept"})
+        hostile = await client.call_tool("recall", {"message": "x", "conversation": "../../etc"})
+    assert _text(again) == "before|after"
+    assert hostile.is_error and "conversation id" in _text(hostile)
