@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .models import Capabilities
 
 MediaBlock = ImageBlock | AudioBlock | VideoBlock
+MEDIA_BLOCKS = (ImageBlock, AudioBlock, VideoBlock)
 
 
 class MediaError(AopkitError):
@@ -77,6 +78,43 @@ class Formatter:
                 else:
                     await builder.transcript(part)
         return builder.payload()
+
+
+# -- the formatted-message cache ------------------------------------------------------------
+_KEYS: dict[tuple[Any, ...], object] = {}  # a formatter configuration -> its cache key
+
+
+def cache_key(*configuration: Any) -> object:
+    """The key under which messages keep what one formatter configuration made of them.
+
+    ``configuration`` must hold everything a message's formatted form depends on besides the
+    message itself (the formatter class, its options, the model's capabilities); equal
+    configurations share one key, so a formatter made again finds what its twin made. The
+    key is a plain object, cheap to look up once per message; there is one per configuration
+    a process ever uses."""
+    key = _KEYS.get(configuration)
+    if key is None:
+        key = _KEYS.setdefault(configuration, object())
+    return key
+
+
+def has_media(msg: Msg) -> bool:
+    """Whether ``msg`` holds media, in its own blocks or in a tool result's: such a message's
+    formatted form depends on bytes read or fetched when it is formatted, so it is never
+    cached (the file may change; the bytes would stay in memory with the message)."""
+    content = msg.content
+    if content.__class__ is str:
+        return False
+    for block in content:
+        if isinstance(block, MEDIA_BLOCKS):
+            return True
+        if (
+            isinstance(block, ToolResultBlock)
+            and not isinstance(block.output, str)
+            and any(isinstance(part, MEDIA_BLOCKS) for part in block.output)
+        ):
+            return True
+    return False
 
 
 def is_http(source: Source) -> bool:
