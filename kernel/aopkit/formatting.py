@@ -7,7 +7,7 @@ import base64
 import mimetypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 import attrs
@@ -50,12 +50,29 @@ class Builder(Protocol):
     def payload(self) -> Any: ...
 
 
+@runtime_checkable
+class Replaying(Protocol):
+    """A :class:`Builder` whose messages can be kept and added again: what :meth:`recorded`
+    adds for a message without media must be the same wherever the message stands, and
+    :meth:`replay` must add it again exactly so. Formatters whose builders are so format each
+    message once (see :func:`cache_key`)."""
+
+    async def recorded(self, msg: Msg) -> Any:
+        """Add ``msg`` and return what it added (never changed afterwards)."""
+        ...
+
+    def replay(self, made: Any) -> None:
+        """Add again what :meth:`recorded` returned for a message."""
+        ...
+
+
 class Formatter:
     """Turns messages into the message part of one provider's request payload.
 
     Subclasses return a fresh :class:`Builder` from :meth:`builder` (or override :meth:`format`
     outright); ``multi_agent`` formatters fold several named speakers into a transcript the
-    model can read (see :func:`transcript_segments`).
+    model can read (see :func:`transcript_segments`). A builder that is also
+    :class:`Replaying` formats each message once per configuration (:meth:`key`).
     """
 
     name: ClassVar[str] = ""
@@ -64,20 +81,39 @@ class Formatter:
     def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> Builder:
         raise NotImplementedError(f"{type(self).__name__} must implement builder() or format()")
 
+    def key(self, capabilities: Capabilities) -> object:
+        """The key of what this formatter makes of a message for a model with
+        ``capabilities``: its class, its options (its attributes) and the capabilities."""
+        return cache_key(type(self), capabilities, *sorted(vars(self).items()))
+
     async def format(
         self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
     ) -> Any:
         builder = self.builder(capabilities, pool)
+        key = self.key(capabilities) if isinstance(builder, Replaying) else None
         if not self.multi_agent:
             for msg in messages:
-                await builder.message(msg)
+                await _add(builder, msg, key)
         else:
             for part in transcript_segments(messages):
                 if isinstance(part, Msg):
-                    await builder.message(part)
+                    await _add(builder, part, key)
                 else:
                     await builder.transcript(part)
         return builder.payload()
+
+
+async def _add(builder: Builder, msg: Msg, key: object) -> None:
+    """Add ``msg`` as it was formatted under ``key`` before, or format and keep it."""
+    if key is None or has_media(msg):
+        await builder.message(msg)
+        return
+    formats = msg._formats
+    made = formats.get(key)
+    if made is None:
+        formats[key] = await builder.recorded(msg)  # type: ignore[attr-defined]
+    else:
+        builder.replay(made)  # type: ignore[attr-defined]
 
 
 # -- the formatted-message cache ------------------------------------------------------------

@@ -27,7 +27,6 @@ from aopkit.blocks import (
 )
 from aopkit.formatting import (
     Formatter,
-    cache_key,
     has_media,
     inline,
     is_http,
@@ -155,7 +154,7 @@ class OpenAIFormatter(Formatter):
         out: list[Item] = []
         converter = _Converter(self, capabilities, pool, out)
         pending = converter.pending  # the same list: media waiting for the next user message
-        key = cache_key(type(self), self.strict, self.send_reasoning, capabilities)
+        key = self.key(capabilities)
         names = not self.strict
         for msg in messages:
             formats = msg._formats
@@ -194,7 +193,7 @@ class OpenAIMultiAgentFormatter(OpenAIFormatter):
     ) -> dict[str, Any]:
         out: list[Item] = []
         converter = _Converter(self, capabilities, pool, out)
-        key = cache_key(type(self), self.strict, self.send_reasoning, capabilities)
+        key = self.key(capabilities)
         for part in transcript_segments(messages):
             if isinstance(part, Msg):
                 await converter.cached(part, key)
