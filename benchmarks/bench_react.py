@@ -4,19 +4,27 @@
   the framework: formatting the history, the tool call, memory, events, hooks. The floor is the
   same work done by hand: call the tool function and build the three messages.
 - 10,000 ReActAgents sharing one model and one toolkit, each with its own memory.
+- A ReAct step with a long history (100, 400, 800 messages) through the OpenAI provider, the
+  request body encoded as the HTTP client encodes it (only the socket is left out), beside
+  ``json.dumps`` of the same body: formatted messages are kept on the messages, so a step
+  should cost about what encoding its body costs, and grow no faster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import time
 import tracemalloc
+from collections.abc import Mapping
+from typing import Any
 
 from _util import best_of, report
 
 import aopkit
 from aopkit.models import ChatResponse, Usage
+from aopkit_openai import OpenAIModel
 
 N = 2_000
 AGENTS = 10_000
@@ -62,6 +70,81 @@ async def by_hand() -> float:
     return (time.perf_counter() - start) / N
 
 
+HISTORIES = (100, 400, 800)
+STEPS = 40
+ANSWER_BODY = {
+    "id": "chatcmpl-1",
+    "model": "bench",
+    "choices": [{"message": {"role": "assistant", "content": "done"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 1},
+}
+
+
+class _Sent:
+    """A request that encodes its body as aiohttp's ``json=`` does, and answers at once."""
+
+    def __init__(self, payload: Mapping[str, Any], bodies: list[Any]) -> None:
+        self.payload = payload
+        bodies.append(payload)
+
+    async def send(self) -> dict[str, Any]:
+        json.dumps(self.payload).encode()
+        return ANSWER_BODY
+
+
+class _Offline(OpenAIModel):
+    """The OpenAI provider up to the socket."""
+
+    bodies: list[Any]
+
+    def request(self, path: str, payload: Mapping[str, Any]) -> Any:
+        return _Sent(payload, self.bodies)
+
+
+def long_history(size: int) -> list[aopkit.Msg]:
+    """A ReAct agent's memory: questions, and steps of a tool call, its result and an answer."""
+    messages: list[aopkit.Msg] = []
+    turn = 0
+    while len(messages) < size:
+        turn += 1
+        messages.append(aopkit.Msg("user", f"Question {turn}: what is {turn} times 7?", "user"))
+        use = aopkit.ToolUseBlock(f"call_{turn}", "multiply", {"a": turn, "b": 7})
+        messages.append(aopkit.Msg("helper", [use], "assistant"))
+        result = aopkit.ToolResultBlock(f"call_{turn}", "multiply", str(turn * 7))
+        messages.append(aopkit.Msg("tools", [result], "user"))
+        messages.append(aopkit.Msg("helper", f"{turn} times 7 is {turn * 7}.", "assistant"))
+    return messages[:size]
+
+
+async def step(size: int) -> tuple[float, float]:
+    """Seconds of one model call of a ReAct agent with ``size`` messages of history (its
+    answer ends the reply), and of ``json.dumps`` of the same request body."""
+    kernel = aopkit.Kernel(environ={})
+    model = _Offline("bench", kernel=kernel, api_key="sk-bench")
+    model.bodies = []
+    agent = aopkit.ReActAgent(
+        "helper", model, tools=[multiply], sys_prompt="You multiply.", kernel=kernel
+    )
+    agent.memory.extend(long_history(size))
+    question = aopkit.Msg("user", "What is 6 times 7?", "user")
+    await agent(question)  # the history is formatted once
+    agent.memory.remove(question.id)
+    count = len(agent.memory)
+    start = time.process_time()
+    for _ in range(STEPS):
+        answer = await agent.reply(question)
+        assert answer.text == "done"
+    spent = (time.process_time() - start) / STEPS
+    assert len(agent.memory) == count
+    body = model.bodies[-1]
+    start = time.process_time()
+    for _ in range(STEPS):
+        json.dumps(body).encode()
+    floor = (time.process_time() - start) / STEPS
+    await kernel.aclose()
+    return spent, floor
+
+
 def construction() -> tuple[float, float]:
     kernel = aopkit.Kernel(environ={})
     model = kernel.model("scripted:bench")
@@ -101,6 +184,25 @@ def main() -> None:
         target="<= 3 KB",
     )
     report("ReActAgent construction", seconds * 1e6, "µs", target="<= 20 µs")
+    per_size = {}
+    for size in HISTORIES:
+        runs = [asyncio.run(step(size)) for _ in range(5)]
+        spent, floor = min(r[0] for r in runs), min(r[1] for r in runs)
+        per_size[size] = (spent, floor)
+        report(
+            f"ReAct step, {size} messages of history (format, request body encoded)",
+            spent * 1e6,
+            "µs",
+            floor=floor * 1e6,
+            floor_name="json.dumps of the same body",
+            target="<= 3x" if size == HISTORIES[-1] else "",
+        )
+    (small, small_floor), (large, large_floor) = per_size[HISTORIES[0]], per_size[HISTORIES[-1]]
+    print(
+        f"ReAct step growth {HISTORIES[0]} -> {HISTORIES[-1]} messages: {large / small:.2f}x, "
+        f"json.dumps of the body: {large_floor / small_floor:.2f}x  | target: no faster",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

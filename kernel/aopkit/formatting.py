@@ -7,7 +7,7 @@ import base64
 import mimetypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 
 import attrs
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .models import Capabilities
 
 MediaBlock = ImageBlock | AudioBlock | VideoBlock
+MEDIA_BLOCKS = (ImageBlock, AudioBlock, VideoBlock)
 
 
 class MediaError(AopkitError):
@@ -49,12 +50,29 @@ class Builder(Protocol):
     def payload(self) -> Any: ...
 
 
+@runtime_checkable
+class Replaying(Protocol):
+    """A :class:`Builder` whose messages can be kept and added again: what :meth:`recorded`
+    adds for a message without media must be the same wherever the message stands, and
+    :meth:`replay` must add it again exactly so. Formatters whose builders are so format each
+    message once (see :func:`cache_key`)."""
+
+    async def recorded(self, msg: Msg) -> Any:
+        """Add ``msg`` and return what it added (never changed afterwards)."""
+        ...
+
+    def replay(self, made: Any) -> None:
+        """Add again what :meth:`recorded` returned for a message."""
+        ...
+
+
 class Formatter:
     """Turns messages into the message part of one provider's request payload.
 
     Subclasses return a fresh :class:`Builder` from :meth:`builder` (or override :meth:`format`
     outright); ``multi_agent`` formatters fold several named speakers into a transcript the
-    model can read (see :func:`transcript_segments`).
+    model can read (see :func:`transcript_segments`). A builder that is also
+    :class:`Replaying` formats each message once per configuration (:meth:`key`).
     """
 
     name: ClassVar[str] = ""
@@ -63,20 +81,76 @@ class Formatter:
     def builder(self, capabilities: Capabilities, pool: HTTPPool | None) -> Builder:
         raise NotImplementedError(f"{type(self).__name__} must implement builder() or format()")
 
+    def key(self, capabilities: Capabilities) -> object:
+        """The key of what this formatter makes of a message for a model with
+        ``capabilities``: its class, its options (its attributes) and the capabilities."""
+        return cache_key(type(self), capabilities, *sorted(vars(self).items()))
+
     async def format(
         self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
     ) -> Any:
         builder = self.builder(capabilities, pool)
+        key = self.key(capabilities) if isinstance(builder, Replaying) else None
         if not self.multi_agent:
             for msg in messages:
-                await builder.message(msg)
+                await _add(builder, msg, key)
         else:
             for part in transcript_segments(messages):
                 if isinstance(part, Msg):
-                    await builder.message(part)
+                    await _add(builder, part, key)
                 else:
                     await builder.transcript(part)
         return builder.payload()
+
+
+async def _add(builder: Builder, msg: Msg, key: object) -> None:
+    """Add ``msg`` as it was formatted under ``key`` before, or format and keep it."""
+    if key is None or has_media(msg):
+        await builder.message(msg)
+        return
+    formats = msg._formats
+    made = formats.get(key)
+    if made is None:
+        formats[key] = await builder.recorded(msg)  # type: ignore[attr-defined]
+    else:
+        builder.replay(made)  # type: ignore[attr-defined]
+
+
+# -- the formatted-message cache ------------------------------------------------------------
+_KEYS: dict[tuple[Any, ...], object] = {}  # a formatter configuration -> its cache key
+
+
+def cache_key(*configuration: Any) -> object:
+    """The key under which messages keep what one formatter configuration made of them.
+
+    ``configuration`` must hold everything a message's formatted form depends on besides the
+    message itself (the formatter class, its options, the model's capabilities); equal
+    configurations share one key, so a formatter made again finds what its twin made. The
+    key is a plain object, cheap to look up once per message; there is one per configuration
+    a process ever uses."""
+    key = _KEYS.get(configuration)
+    if key is None:
+        key = _KEYS.setdefault(configuration, object())
+    return key
+
+
+def has_media(msg: Msg) -> bool:
+    """Whether ``msg`` holds media, in its own blocks or in a tool result's: such a message's
+    formatted form depends on bytes read or fetched when it is formatted, so it is never
+    cached (the file may change; the bytes would stay in memory with the message)."""
+    content = msg.content
+    if content.__class__ is str:
+        return False
+    for block in content:
+        if isinstance(block, MEDIA_BLOCKS):
+            return True
+        if (
+            isinstance(block, ToolResultBlock)
+            and not isinstance(block.output, str)
+            and any(isinstance(part, MEDIA_BLOCKS) for part in block.output)
+        ):
+            return True
+    return False
 
 
 def is_http(source: Source) -> bool:

@@ -78,6 +78,14 @@ class Msg:
         content = self.content
         return len(content) if isinstance(content, str) else _chars(content)
 
+    @functools.cached_property
+    def _formats(self) -> dict[object, Any]:
+        """This message as each formatter configuration formatted it (see
+        :mod:`aopkit.formatting`): kept on the message, so it goes when the message goes, and
+        a model call formats only messages it has not seen. A derived message
+        (:func:`attrs.evolve`) starts empty."""
+        return {}
+
     @overload
     def blocks(self, kind: None = None) -> list[Block]: ...
     @overload

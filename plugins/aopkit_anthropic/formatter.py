@@ -67,8 +67,34 @@ class _Builder:
         self.pool = pool
         self.system: list[Item] = []
         self.turns: list[tuple[str, list[Item], list[Item]]] = []  # role, tool results, the rest
+        self.made: list[tuple[str, Item]] | None = None  # what the message being recorded adds
+
+    async def recorded(self, msg: Msg) -> list[tuple[str, Item]]:
+        """Add ``msg``; what it added (role or "system", item), kept on it to be added again:
+        turns are merged as the items are added, so the same items merge alike anywhere."""
+        self.made = []
+        try:
+            await self.message(msg)
+            return self.made
+        finally:
+            self.made = None
+
+    def replay(self, made: list[tuple[str, Item]]) -> None:
+        for role, item in made:
+            if role == "system":
+                self.system.append(item)
+            else:
+                self.add(role, item)
+
+    def lift(self, item: Item) -> None:
+        """Add to the system prompt."""
+        if self.made is not None:
+            self.made.append(("system", item))
+        self.system.append(item)
 
     def add(self, role: str, item: Item) -> None:
+        if self.made is not None:
+            self.made.append((role, item))
         if not self.turns or self.turns[-1][0] != role:
             self.turns.append((role, [], []))
         _, results, rest = self.turns[-1]
@@ -91,9 +117,9 @@ class _Builder:
                 self.add("assistant", tool_use(block))
             elif msg.role == "system":
                 if not isinstance(block, TextBlock):
-                    self.system.append(left_out(block, "the system prompt takes text only"))
+                    self.lift(left_out(block, "the system prompt takes text only"))
                 elif block.text:
-                    self.system.append(text_item(block.text))
+                    self.lift(text_item(block.text))
             elif (item := await self.block(block)) is not None:
                 self.add(msg.role, item)
 

@@ -50,6 +50,15 @@ class _Builder:
     def payload(self) -> dict[str, Any]:
         return {"messages": self.messages}
 
+    async def recorded(self, msg: Msg) -> list[Message]:
+        """Add ``msg``; its messages, kept on it to be added again (see ``Replaying``)."""
+        start = len(self.messages)
+        await self.message(msg)
+        return self.messages[start:]
+
+    def replay(self, made: list[Message]) -> None:
+        self.messages += made
+
     async def message(self, msg: Msg) -> None:
         texts: list[str] = []
         images: list[str] = []

@@ -27,6 +27,7 @@ from aopkit.blocks import (
 )
 from aopkit.formatting import (
     Formatter,
+    has_media,
     inline,
     is_http,
     media_note,
@@ -153,20 +154,29 @@ class OpenAIFormatter(Formatter):
         out: list[Item] = []
         converter = _Converter(self, capabilities, pool, out)
         pending = converter.pending  # the same list: media waiting for the next user message
-        append = out.append
+        key = self.key(capabilities)
         names = not self.strict
         for msg in messages:
-            content = msg.content
-            if content.__class__ is str and not pending:  # the fast path: plain text
-                role = msg.role
-                if names and role != "system":
-                    name = _names.get(msg.name) or wire_name(msg.name)
-                    if name:
-                        append({"role": role, "content": content, "name": name})
-                        continue
-                append({"role": role, "content": content})
+            formats = msg._formats
+            items = formats.get(key)
+            if items is None:
+                content = msg.content
+                if content.__class__ is str:  # the fast path: plain text
+                    role = msg.role
+                    item = {"role": role, "content": content}
+                    if names and role != "system" and (name := wire_name(msg.name)):
+                        item["name"] = name
+                    items = formats[key] = [item]
+                elif has_media(msg):
+                    await converter.message(msg)  # made anew each time: see has_media
+                    continue
+                else:
+                    items = formats[key] = await converter.recorded(msg)
+            if pending:
+                for item in items:
+                    converter.emit(item)
             else:
-                await converter.message(msg)
+                out += items
         converter.flush()
         return {"messages": out}
 
@@ -183,9 +193,10 @@ class OpenAIMultiAgentFormatter(OpenAIFormatter):
     ) -> dict[str, Any]:
         out: list[Item] = []
         converter = _Converter(self, capabilities, pool, out)
+        key = self.key(capabilities)
         for part in transcript_segments(messages):
             if isinstance(part, Msg):
-                await converter.message(part)
+                await converter.cached(part, key)
             else:
                 await converter.transcript(part)
         converter.flush()
@@ -232,6 +243,29 @@ class _Converter:
         if not self.strict and (name := wire_name(msg.name)):
             item["name"] = name
         return item
+
+    async def cached(self, msg: Msg, key: object) -> None:
+        """Add ``msg`` as formatted under ``key`` before (formatting and keeping it if not)."""
+        items = msg._formats.get(key)
+        if items is None:
+            if has_media(msg):
+                await self.message(msg)
+                return
+            items = msg._formats[key] = await self.recorded(msg)
+        for item in items:
+            self.emit(item)
+
+    async def recorded(self, msg: Msg) -> list[Item]:
+        """The items of ``msg``, a message without media, apart from the request's: they are
+        the same wherever it stands (media held back for a user message come only from
+        media), so they can be kept on the message and added again as they are."""
+        out, pending = self.out, self.pending
+        self.out, self.pending = [], []
+        try:
+            await self.message(msg)
+            return self.out
+        finally:
+            self.out, self.pending = out, pending
 
     async def message(self, msg: Msg) -> None:
         role = msg.role
