@@ -67,10 +67,6 @@ class GCTimer:
             self.seconds += time.process_time() - self._start
 
 
-if os.environ.get("FREEZE"):
-    gc.freeze()
-
-
 async def measure(
     call: Callable[[str], Awaitable[Any]], base: str, port: int, n: int
 ) -> dict[str, float]:
