@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
+from .errors import ConfigurationError
 from .formatting import Formatter
 from .message import Msg
 from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
@@ -33,11 +34,27 @@ INVALID_REQUEST_TYPES = frozenset({"invalid_request_error", "BadRequestError", "
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+DEFAULT_CONNECTIONS = 1024
+
+
+def connection_limit(value: object, where: str) -> int:
+    """``value`` as a connection limit, or a clear error saying ``where`` it came from."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(
+            f"{where} must be a whole number of connections of at least 1, got {value!r:.80}"
+        )
+    return value
+
+
 class HTTPPool:
     """The kernel's aiohttp session, created lazily for the running event loop and reused by
-    every model of the kernel (connection pooling); ``await pool.close()`` releases it."""
+    every model of the kernel (connection pooling); ``await pool.close()`` releases it.
 
-    def __init__(self, limit: int = 1024) -> None:
+    ``limit`` caps the connections open at once, over all servers together (one server may use
+    them all): it is how many requests are in flight at most. Requests beyond it wait for a
+    free connection, untimed (a model's ``timeout`` starts once the request is sent)."""
+
+    def __init__(self, limit: int = DEFAULT_CONNECTIONS) -> None:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,8 +174,11 @@ def error_for_status(
     return ModelRejected(model, message, status=status)
 
 
-def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` laid over it; nested objects are merged key by key."""
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``base`` with ``extra`` laid over it; nested objects are merged key by key. Without
+    ``extra``, ``base`` itself (not a copy)."""
+    if not extra:
+        return base
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
@@ -186,8 +206,9 @@ class Request:
         secrets: Secrets | None = None,
         retry_after_in_body: Callable[[str], float | None] | None = None,
     ) -> None:
+        # Thousands of requests may be in flight: each keeps only what is its own.
         self.model, self.pool, self.url, self.payload = model, pool, url, payload
-        self.headers = dict(headers or {})
+        self.headers = {} if headers is None else headers
         self.timeout = timeout
         self.secrets = Secrets() if secrets is None else secrets
         self.retry_after_in_body = retry_after_in_body
@@ -211,14 +232,16 @@ class Request:
         except Exception as exc:
             failure = self._transport_error(exc)
         if failure is not None:
-            raise failure  # outside the except block: the transport error is not its context
+            try:  # outside the except block: the transport error is not its context
+                raise failure
+            finally:
+                del failure  # its traceback holds this frame: no local may hold it (a cycle)
         try:
             answer = json.loads(body)
         except (ValueError, RecursionError):
-            failure = ModelUnavailable(
+            raise ModelUnavailable(
                 self.model, f"the answer was not JSON: {provider_message(body)}", status=status
-            )
-            raise failure from None
+            ) from None
         if not isinstance(answer, dict):  # ``null``, a list: no provider answers with those
             raise ModelUnavailable(
                 self.model, f"the answer was not a JSON object: {body[:200]!r}", status=status
@@ -246,14 +269,14 @@ class Request:
         except Exception as exc:
             failure = self._transport_error(exc)
         if failure is not None:
-            raise failure  # outside the except block: the transport error is not its context
+            try:  # outside the except block: the transport error is not its context
+                raise failure
+            finally:
+                del failure  # its traceback holds this frame: no local may hold it (a cycle)
 
     def _post(self) -> Any:
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout)
         return self.pool.session().post(
-            self.url, json=self.payload, headers=self.headers, timeout=timeout
+            self.url, json=self.payload, headers=self.headers, timeout=_timeout(self.timeout)
         )
 
     def _transport_error(self, exc: Exception) -> ModelError:
@@ -317,6 +340,15 @@ async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[dict[
     async for raw in lines:
         if line := raw.strip():
             yield stream_object(line, model)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:
+    """The (immutable) timeouts of a request: to connect, and between reads of the answer.
+    None is no limit. A wait for a free connection of the pool is not timed."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
 
 
 @functools.lru_cache(maxsize=256)
@@ -401,10 +433,13 @@ class HTTPChatModel(ChatModel):
     def request(self, path: str, payload: Mapping[str, Any]) -> Request:
         """A request to ``base_url + path`` with the auth headers and the extra body fields
         merged in (nested objects key by key)."""
-        headers = {
-            name: value.reveal() if isinstance(value, Secret) else value
-            for name, value in {**self.auth_headers(), **self.headers}.items()
-        }
+        headers = self.auth_headers()
+        if self.headers:  # laid over the auth headers, in a new dict
+            given = self.headers.items()
+            headers = {
+                **headers,
+                **{n: v.reveal() if isinstance(v, Secret) else v for n, v in given},
+            }
         return Request(
             self.name,
             self.kernel.pool,
@@ -413,7 +448,10 @@ class HTTPChatModel(ChatModel):
             headers=headers,
             timeout=self.timeout,
             secrets=self.kernel.secrets,
-            retry_after_in_body=self.retry_after_in_body,
+            # Passed only by providers that read waits there: one object less per call.
+            retry_after_in_body=None
+            if type(self).retry_after_in_body is HTTPChatModel.retry_after_in_body
+            else self.retry_after_in_body,
         )
 
     def retry_after_in_body(self, body: str) -> float | None:

@@ -17,7 +17,7 @@ from . import builtins, hookspecs
 from .blocks import Block
 from .codec import Codec
 from .errors import ConfigurationError, DuplicateRegistrationError, PluginError
-from .http import HTTPPool
+from .http import DEFAULT_CONNECTIONS, HTTPPool, connection_limit
 from .prices import Price, PriceTable, price_entry
 from .progress import Progress
 from .registry import Registry
@@ -81,7 +81,9 @@ class Kernel:
     (or ``AOPKIT_DISABLE_PLUGINS``) blocks plugins by name. A plugin that fails to import or
     register is recorded in :attr:`plugin_errors`, logged, and left out: the kernel still starts.
     ``prices`` (``{"provider:model": Price(...)}``) override the prices plugins register;
-    ``budget`` limits every model call of this kernel (see :attr:`usage`).
+    ``budget`` limits every model call of this kernel (see :attr:`usage`). ``connections`` (or
+    ``AOPKIT_CONNECTIONS``; default 1,024) caps the HTTP connections its models open at once,
+    to all servers together, and so the model calls in flight: more calls wait for a free one.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Kernel:
         environ: Mapping[str, str] | None = None,
         prices: Mapping[str, Price | Mapping[str, Any]] | None = None,
         budget: Budget | None = None,
+        connections: int | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.allowed = _names(plugins) if plugins is not None else _names(env.get("AOPKIT_PLUGINS"))
@@ -123,7 +126,12 @@ class Kernel:
         }
         self.environ = env
         self.secrets = Secrets()  # every secret value this kernel knows, to scrub from text
-        self.pool = HTTPPool()
+        if connections is not None:
+            self.pool = HTTPPool(connection_limit(connections, "Kernel(connections=...)"))
+        else:
+            given = env.get("AOPKIT_CONNECTIONS") or str(DEFAULT_CONNECTIONS)
+            value = int(given) if given.strip().isdigit() else given
+            self.pool = HTTPPool(connection_limit(value, "AOPKIT_CONNECTIONS"))
         self._config: dict[str, Any] | None = None
         self._faults: FaultReport | None = None
         self.progress = Progress(self)

@@ -145,8 +145,11 @@ def _known_sum(a: Any, b: Any) -> Any:
 def reported_tokens(*counts: Any) -> int | None:
     """The sum of the token counts a server reported, ignoring absent or malformed ones (null,
     text, negative numbers); ``None`` when it reported none of them."""
-    known = [c for c in counts if isinstance(c, int) and not isinstance(c, bool) and c >= 0]
-    return sum(known) if known else None
+    total = None
+    for count in counts:  # on every call's path: a loop, no list
+        if type(count) is int and count >= 0:  # bool is not a count
+            total = count if total is None else total + count
+    return total
 
 
 def reported_count(usage: Any, *path: str) -> int | None:
@@ -291,44 +294,42 @@ class ChatModel:
             raise ModelRejected(self.name, f"tool_choice {tool_choice!r} names no given tool")
         if stream and not self.capabilities.streaming:
             raise ModelRejected(self.name, "this model does not stream")
-        request: dict[str, Any] = {
-            "messages": messages,  # a list of its own already
-            "tools": specs,
-            "tool_choice": tool_choice,
-            "structured": structured,
-        }
         if stream:  # a stream reserves its budget when it starts, so one never read holds none
-            return self._observed_stream(request)
-        call = self._started(request, stream=False)
+            return self._observed_stream(messages, specs, tool_choice, structured)
+        call = self._started(messages, specs, tool_choice, structured, stream=False)
         try:
             try:  # the first try skips the retry machinery: it costs ~50 µs a call
-                response = await self._complete(**request)
+                response = await self._complete(
+                    messages=messages, tools=specs, tool_choice=tool_choice, structured=structured
+                )
             except ModelError as exc:
                 if not exc.retryable or self.retry.attempts <= 1:
                     raise
-                response = await self._retry_complete(call.tracker, request, exc)
+                response = await self._retry_complete(call, exc)
         except BaseException as exc:
             self._finished(call, None, exc)
             raise
         self._finished(call, response, None)
         return response
 
-    def _started(self, request: dict[str, Any], *, stream: bool) -> _Call:
+    def _started(
+        self,
+        messages: list[Msg],
+        tools: list[ToolSpec],
+        tool_choice: ToolChoice | None,
+        structured: Mapping[str, Any] | None,
+        *,
+        stream: bool,
+    ) -> _Call:
         """Reserve the call in every budget it counts towards (or raise BudgetExceeded), then
         announce it."""
         kernel = self.kernel
-        ticket = kernel.usage.reserve(self.name, request["messages"], request["tools"])
-        scope = ticket.scope
+        ticket = kernel.usage.reserve(self.name, messages, tools)
+        call = _Call(self, ticket, messages, tools, tool_choice, structured)
         progress = kernel.progress
         progress.in_flight += 1
         if progress.view is not None:
             progress.changed()
-        call = _Call(
-            _RetryTracker(self, new_id()),
-            ticket,
-            scope.agent if scope else None,
-            scope.hubs if scope else (),
-        )
         if kernel.observed:
             address, port = self.server or (None, None)
             kernel.emit(
@@ -338,57 +339,61 @@ class ChatModel:
                     agent=call.agent,
                     hubs=call.hubs,
                     stream=stream,
-                    structured=request["structured"] is not None,
+                    structured=structured is not None,
                     server_address=address,
                     server_port=port,
                 )
             )
         return call
 
-    async def _retry_complete(
-        self, tracker: _RetryTracker, request: dict[str, Any], first: ModelError
-    ) -> ChatResponse:
+    async def _retry_complete(self, call: _Call, first: ModelError) -> ChatResponse:
         pending = [first]  # replayed as tenacity's first attempt, so waits and counts line up
+        del first  # the error's traceback will hold this frame: no local may hold it (a cycle)
         try:
-            async for attempt in self.retry.retrying(tracker.before_sleep):
+            async for attempt in self.retry.retrying(call.before_sleep):
                 with attempt:
                     if pending:
-                        raise tracker.judged(pending.pop())
+                        raise call.judged(pending.pop())
                     try:
-                        response: ChatResponse = await self._complete(**request)
+                        response: ChatResponse = await self._complete(**call.request())
                     except ModelError as exc:
-                        raise tracker.judged(exc) from None
+                        raise call.judged(exc) from None
         except ModelError as exc:
-            raise tracker.failed(exc) from None
-        tracker.succeeded()
+            raise call.failed(exc) from None
+        call.succeeded()
         return response
 
-    async def _observed_stream(self, request: dict[str, Any]) -> AsyncIterator[ChatResponse]:
+    async def _observed_stream(
+        self,
+        messages: list[Msg],
+        tools: list[ToolSpec],
+        tool_choice: ToolChoice | None,
+        structured: Mapping[str, Any] | None,
+    ) -> AsyncIterator[ChatResponse]:
         """Stream with retries: after a cut stream the answer starts over, from the first chunk."""
-        call = self._started(request, stream=True)
+        call = self._started(messages, tools, tool_choice, structured, stream=True)
         last = None
-        tracker = call.tracker
         try:
             try:
-                async for last in self._stream(**request):
+                async for last in self._stream(**call.request()):
                     yield last
             except ModelError as exc:
                 if not exc.retryable or self.retry.attempts <= 1:
                     raise
                 pending = [exc]
                 try:
-                    async for attempt in self.retry.retrying(tracker.before_sleep):
+                    async for attempt in self.retry.retrying(call.before_sleep):
                         with attempt:
                             if pending:
-                                raise tracker.judged(pending.pop()) from None
+                                raise call.judged(pending.pop()) from None
                             try:
-                                async for last in self._stream(**request):
+                                async for last in self._stream(**call.request()):
                                     yield last
                             except ModelError as again:
-                                raise tracker.judged(again) from None
+                                raise call.judged(again) from None
                 except ModelError as final:
-                    raise tracker.failed(final) from None
-                tracker.succeeded()
+                    raise call.failed(final) from None
+                call.succeeded()
         except BaseException as exc:
             self._finished(call, last, exc)
             raise
@@ -405,7 +410,7 @@ class ChatModel:
             progress.changed()
         reported = response.usage if response is not None and error is None else None
         observed = kernel.observed
-        usage = kernel.usage.settle(call.ticket, reported, call.tracker.retries, report=observed)
+        usage = kernel.usage.settle(call.ticket, reported, call.retries, report=observed)
         if observed:
             kernel.emit(
                 ModelCallFinished(
@@ -446,48 +451,69 @@ class ChatModel:
         raise NotImplementedError
 
 
-@attrs.define
 class _Call:
-    """One call under way: its retries, its budget reservation, whom it is for."""
+    """One call under way: what was asked, its budget reservation, whom it is for, and its
+    retries (a Retried event each, and the outcome in the fault report). One object a call, and
+    no reference cycle: thousands are in flight at once."""
 
-    tracker: _RetryTracker
-    ticket: Ticket
-    agent: str | None
-    hubs: tuple[str, ...]
-    started: float = attrs.field(factory=time.perf_counter)
+    __slots__ = (
+        "id",
+        "last_error",
+        "messages",
+        "model",
+        "previous",
+        "retries",
+        "started",
+        "structured",
+        "ticket",
+        "tool_choice",
+        "tools",
+    )
+
+    def __init__(
+        self,
+        model: ChatModel,
+        ticket: Ticket,
+        messages: list[Msg],
+        tools: list[ToolSpec],
+        tool_choice: ToolChoice | None,
+        structured: Mapping[str, Any] | None,
+    ) -> None:
+        self.model, self.ticket, self.id = model, ticket, new_id()
+        self.messages, self.tools = messages, tools
+        self.tool_choice, self.structured = tool_choice, structured
+        self.started = time.perf_counter()
+        self.retries = 0
+        self.last_error = ""
+        self.previous: str | None = None  # the last attempt's HTTP 500 message
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of the provider's ``_complete`` / ``_stream``, for another attempt."""
+        return {
+            "messages": self.messages,
+            "tools": self.tools,
+            "tool_choice": self.tool_choice,
+            "structured": self.structured,
+        }
 
     @property
-    def id(self) -> str:
-        return self.tracker.call_id
+    def agent(self) -> str | None:
+        scope = self.ticket.scope
+        return scope.agent if scope else None
 
-
-def _messages(given: Sequence[Msg | str] | str) -> list[Msg]:
-    """The conversation a model is called with; a ``str`` (alone or in the list) is a user
-    message."""
-    found = as_input(given, "messages")
-    return [] if found is None else [found] if isinstance(found, Msg) else list(found)
-
-
-class _RetryTracker:
-    """Emits a Retried event per retry and records the outcome in the fault report."""
-
-    def __init__(self, model: ChatModel, call_id: str) -> None:
-        self.model, self.call_id, self.retries = model, call_id, 0
-        self.last_error = ""
-        self.previous: ModelError | None = None
+    @property
+    def hubs(self) -> tuple[str, ...]:
+        scope = self.ticket.scope
+        return scope.hubs if scope else ()
 
     def judged(self, error: ModelError) -> ModelError:
         """``error``, or a rejection when it repeats the previous attempt's HTTP 500 word for
         word: a server that fails the same way on the same request is judging the request
         (llama.cpp's server reports invalid requests so), not failing for a moment."""
-        previous, self.previous = self.previous, error
-        if (
-            error.retryable
-            and error.status == 500
-            and previous is not None
-            and previous.status == 500
-            and previous.message == error.message
-        ):
+        previous = self.previous
+        # Only the words are kept: the error itself holds frames that hold this call.
+        self.previous = error.message if error.retryable and error.status == 500 else None
+        if previous is not None and previous == self.previous:
             return ModelRejected(
                 error.model,
                 f"{error.message} (the same HTTP 500 twice for the same request: "
@@ -505,7 +531,7 @@ class _RetryTracker:
             kernel.emit(
                 Retried(
                     model=self.model.name,
-                    call_id=self.call_id,
+                    call_id=self.id,
                     attempt=state.attempt_number,
                     error=self.last_error[:300],
                     wait=state.upcoming_sleep,
@@ -528,6 +554,13 @@ class _RetryTracker:
         )
         self.model.kernel.faults.add(error.fault)
         return error
+
+
+def _messages(given: Sequence[Msg | str] | str) -> list[Msg]:
+    """The conversation a model is called with; a ``str`` (alone or in the list) is a user
+    message."""
+    found = as_input(given, "messages")
+    return [] if found is None else [found] if isinstance(found, Msg) else list(found)
 
 
 def parse_tool_arguments(

@@ -37,5 +37,8 @@ async def fanout(agents: Iterable[Agent], msg: Input = None) -> list[Msg]:
     )
     for result in results:
         if isinstance(result, BaseException):
-            raise result
+            try:
+                raise result
+            finally:  # its traceback holds this frame: no local may hold it (a cycle)
+                del result, results
     return results  # type: ignore[return-value]

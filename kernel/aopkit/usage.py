@@ -342,7 +342,10 @@ class UsageLedger:
                     hubs=scope.hubs if scope else (),
                 )
             )
-        raise refusal
+        try:
+            raise refusal
+        finally:
+            del refusal  # its traceback holds this frame: no local may hold it (a cycle)
 
     def settle(
         self, ticket: Ticket, reported: Usage | None, retries: int, *, report: bool = True

@@ -60,7 +60,10 @@ class ScriptedModel(ChatModel):
             )
         item = self.responses.pop(0)
         if isinstance(item, BaseException):
-            raise item
+            try:
+                raise item
+            finally:
+                del item  # its traceback holds this frame: no local may hold it (a cycle)
         if isinstance(item, ChatResponse):
             return item
         content = [TextBlock(item)] if isinstance(item, str) else list(item)

@@ -1,0 +1,193 @@
+"""The kernel's connection limit (``Kernel(connections=N)`` / ``AOPKIT_CONNECTIONS``), and what
+a model call leaves behind: no reference cycle (only the cyclic collector could free one, and
+at thousands of calls in flight its passes cost a third of the run), no connection held after
+a cancellation, retries as before."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+from aiohttp import web
+
+import aopkit
+from aopkit.errors import ConfigurationError
+from aopkit.models import ModelRejected, ModelUnavailable
+from aopkit.retry import RetryPolicy
+
+ANSWER = {
+    "id": "msg_1",
+    "type": "message",
+    "role": "assistant",
+    "model": "m",
+    "content": [{"type": "text", "text": "ok"}],
+    "stop_reason": "end_turn",
+    "usage": {"input_tokens": 3, "output_tokens": 1},
+}
+FAST_RETRY = RetryPolicy(attempts=3, initial=0.01, jitter=0.0)
+
+
+class Counting:
+    """A loopback server's handler that counts requests under way (each holds a connection)
+    and answers after ``delay``; ``/fail/...`` paths answer HTTP 503 once, then succeed."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.now, self.most, self.seen = delay, 0, 0, 0
+        self.failed: set[str] = set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.seen += 1
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.now -= 1
+        if request.path.startswith("/fail") and request.path not in self.failed:
+            self.failed.add(request.path)
+            return web.json_response({"error": {"message": "busy"}}, status=503)
+        if request.path.startswith("/reject"):
+            return web.json_response({"error": {"message": "no such model"}}, status=404)
+        return web.json_response(ANSWER)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        return app
+
+
+def model_of(kernel: aopkit.Kernel, base: str) -> aopkit.ChatModel:
+    model: aopkit.ChatModel = kernel.model("anthropic:m", base_url=base, api_key="k")
+    model.retry = FAST_RETRY
+    return model
+
+
+# -- the option ------------------------------------------------------------------------------
+
+
+async def test_the_limit_is_1024_unless_given():
+    async with aopkit.Kernel(environ={}, load_entrypoints=False) as kernel:
+        assert kernel.pool.limit == 1024
+    async with aopkit.Kernel(environ={}, connections=5, load_entrypoints=False) as kernel:
+        assert kernel.pool.limit == 5
+    async with aopkit.Kernel(environ={"AOPKIT_CONNECTIONS": " 7 "}, load_entrypoints=False) as k:
+        assert k.pool.limit == 7
+    async with aopkit.Kernel(
+        environ={"AOPKIT_CONNECTIONS": "7"}, connections=3, load_entrypoints=False
+    ) as kernel:
+        assert kernel.pool.limit == 3, "the argument wins over the environment"
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "8", [3]])
+def test_a_bad_limit_is_refused_saying_where(bad):
+    with pytest.raises(ConfigurationError, match=r"Kernel\(connections=\.\.\.\) must be a whole"):
+        aopkit.Kernel(environ={}, connections=bad, load_entrypoints=False)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many", "1.5", "1e3"])
+def test_a_bad_limit_in_the_environment_is_refused_naming_it(bad):
+    with pytest.raises(ConfigurationError, match="AOPKIT_CONNECTIONS must be a whole") as info:
+        aopkit.Kernel(environ={"AOPKIT_CONNECTIONS": bad}, load_entrypoints=False)
+    assert bad in str(info.value)
+
+
+async def test_the_limit_caps_calls_in_flight_over_all_servers(serve):
+    both = Counting(delay=0.05)  # one count over two servers
+    bases = [await serve(both.app()), await serve(both.app())]
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=3) as kernel:
+        models = [model_of(kernel, base) for base in bases]
+        answers = await asyncio.gather(*(models[i % 2]("hi") for i in range(12)))
+        assert [a.text for a in answers] == ["ok"] * 12, "calls beyond the limit wait, not fail"
+        assert both.seen == 12 and both.most == 3
+
+        # One server alone may use every connection: there is no limit per host.
+        alone = Counting(delay=0.05)
+        model = model_of(kernel, await serve(alone.app()))
+        await asyncio.gather(*(model("hi") for _ in range(9)))
+        assert alone.most == 3
+
+
+async def test_cancelled_calls_give_their_connections_back(serve):
+    slow, fast = Counting(delay=30), Counting()
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=2) as kernel:
+        stuck = model_of(kernel, await serve(slow.app()))
+        calls = [asyncio.ensure_future(stuck("hi")) for _ in range(4)]  # two wait for a slot
+        while slow.now < 2:
+            await asyncio.sleep(0.01)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        model = model_of(kernel, await serve(fast.app()))
+        answers = await asyncio.wait_for(asyncio.gather(model("a"), model("b")), 5)
+        assert [a.text for a in answers] == ["ok", "ok"]
+        assert fast.most == 2, "both connections were free again"
+        assert slow.seen == 2, "the calls cancelled while waiting were never sent"
+
+
+async def test_retries_work_under_the_limit(serve):
+    server = Counting()
+    base = await serve(server.app())
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
+        models = [model_of(kernel, f"{base}/fail/{i}") for i in range(3)]
+        answers = await asyncio.gather(*(m("hi") for m in models))
+        assert [a.text for a in answers] == ["ok"] * 3
+        assert server.seen == 6 and server.most == 1
+        assert kernel.faults.by_tier() == {"tier 1": 3}
+
+
+# -- what a call leaves behind ----------------------------------------------------------------
+
+
+async def calls_leave_no_cycles(run, times: int = 10) -> int:
+    """Objects the cyclic collector finds after ``run()`` ran ``times`` times (0 when every
+    object a call made was freed by its reference count)."""
+    await run()  # the first call opens the session and a connection, which stay
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(times):
+            await run()
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+async def test_a_call_leaves_no_reference_cycles(serve):
+    server = Counting()
+    base = await serve(server.app())
+    async with aopkit.Kernel(environ={}, plugins="anthropic") as kernel:
+        model = model_of(kernel, base)
+        agent = aopkit.ModelAgent("a", model)
+
+        async def answered():
+            await model("hi")
+
+        async def replied():
+            agent.memory.clear()
+            await agent("hi")
+
+        assert await calls_leave_no_cycles(answered) == 0
+        assert await calls_leave_no_cycles(replied) == 0
+
+
+async def test_a_failed_call_leaves_no_reference_cycles(serve):
+    server = Counting()
+    base = await serve(server.app())
+    async with aopkit.Kernel(environ={}, plugins="anthropic") as kernel:
+        rejected = model_of(kernel, f"{base}/reject")
+        unavailable = model_of(kernel, f"{base}/fail")
+        unavailable.retry = RetryPolicy(attempts=1)
+
+        async def rejected_call():
+            with pytest.raises(ModelRejected):
+                await rejected("hi")
+
+        async def unavailable_call():
+            server.failed.clear()  # fails every time
+            with pytest.raises(ModelUnavailable):
+                await unavailable("hi")
+
+        assert await calls_leave_no_cycles(rejected_call) == 0
+        assert await calls_leave_no_cycles(unavailable_call) == 0
