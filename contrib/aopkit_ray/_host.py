@@ -78,6 +78,10 @@ class _Slot:
     turn: asyncio.Condition = attrs.field(factory=asyncio.Condition)
 
 
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def build_agent(recipe: Recipe, kernel: Kernel) -> Agent:
     agent = pickle.loads(recipe) if isinstance(recipe, bytes) else recipe(kernel)
     if not isinstance(agent, Agent):
@@ -232,7 +236,7 @@ class AgentHost:
             dumped, value = await self._reply(key, seq, resync, msg, structured)
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, ReplyError) and exc.__cause__ else exc
-            dumped, value = None, f"{type(cause).__name__}: {cause}"
+            dumped, value = None, _reason(cause)
         await self._save([key])
         return dumped, value, self._drain()
 
@@ -246,14 +250,25 @@ class AgentHost:
 
     async def reply_all(
         self, seqs: dict[str, int], msg: Any, events: bool
-    ) -> tuple[list[Any], list[dict[str, Any]]]:
-        """Every agent of ``seqs`` replies to ``msg`` concurrently: one actor call for a pool."""
+    ) -> tuple[list[Any], dict[str, str], list[dict[str, Any]]]:
+        """Every agent of ``seqs`` replies to ``msg`` concurrently: one actor call for a pool.
+        (dumped replies in agent order, {agent: error} of those that failed, events)."""
         await self._prepare(events)
         results = await asyncio.gather(
-            *(self._reply(key, seq, False, msg, None) for key, seq in seqs.items())
+            *(self._reply(key, seq, False, msg, None) for key, seq in seqs.items()),
+            return_exceptions=True,
         )
         await self._save(list(seqs))
-        return [dumped for dumped, _ in results], self._drain()
+        dumped, failures = [], {}
+        for key, result in zip(seqs, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result
+                cause = result.__cause__ if isinstance(result, ReplyError) else None
+                failures[self.slots[key].agent.name] = _reason(cause or result)
+            else:
+                dumped.append(result[0])
+        return dumped, failures, self._drain()
 
     async def observe_all(
         self, seqs: dict[str, int], msg: Any, events: bool

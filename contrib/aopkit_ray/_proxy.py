@@ -15,6 +15,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from aopkit import Agent, AopkitError, Kernel, Memory, Msg, ReplyError, default_kernel
 from aopkit.agent import Incoming
 from aopkit.message import as_msg, new_id
+from aopkit.pool import Replies
 from aopkit.secret import SecretNotPortable
 from aopkit.session import Store
 
@@ -122,19 +123,20 @@ class AgentPool:
     def __getitem__(self, name: str) -> RemoteAgent:
         return self._by_name[name]
 
-    async def reply_all(self, msg: Msg | str | None = None) -> list[Msg]:
+    async def reply_all(self, msg: Msg | str | None = None) -> Replies:
         """Every agent replies to ``msg`` (a ``str`` is a user message) concurrently in the
-        actor; replies in agent order. Replies are not broadcast to hubs: this is the bulk path
-        of simulations."""
+        actor; replies in agent order, and ``failures`` names the agents that failed (they do
+        not stop the others). Replies are not broadcast to hubs: this is the bulk path of
+        simulations."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
         seqs = {a.key: a._next() for a in self.agents}
-        dumped, events = await self._wait(
+        dumped, failures, events = await self._wait(
             self.actor.reply_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
             "reply_all",
         )
         self._emit(events)
         load = self.kernel.codec.load
-        return [load(d) for d in dumped]
+        return Replies([load(d) for d in dumped], failures)
 
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message) in one actor call."""

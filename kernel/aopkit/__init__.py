@@ -38,6 +38,7 @@ from .message import Msg
 from .model_agent import ModelAgent
 from .models import Usage
 from .pipelines import fanout, sequential
+from .pool import AgentPool, Replies, Round, Rounds, pools
 from .prices import Price
 from .progress import show_progress
 from .react import ReActAgent
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CHAT",
     "Agent",
+    "AgentPool",
     "AopkitError",
     "AudioBlock",
     "Base64Source",
@@ -83,7 +85,10 @@ __all__ = [
     "PluginError",
     "Price",
     "ReActAgent",
+    "Replies",
     "ReplyError",
+    "Round",
+    "Rounds",
     "SQLiteStore",
     "StoreError",
     "TextBlock",
@@ -102,6 +107,7 @@ __all__ = [
     "fanout",
     "hookimpl",
     "load_session",
+    "pools",
     "save_session",
     "sequential",
     "show_chat",

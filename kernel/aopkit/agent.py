@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import functools
 import inspect
 import time
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import attrs
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .hub import MsgHub
-    from .usage import Account, Budget
+    from .usage import Account, Budget, Scope
 
 T = TypeVar("T")
 Incoming = Msg | Sequence[Msg] | None  # what reply() and observe() receive
@@ -59,6 +61,32 @@ def _announce_made(kernel: Kernel, given: Incoming, original: object) -> None:
     for made in [given] if isinstance(given, Msg) else given or ():
         if not any(made is item for item in originals):
             kernel.emit(MessageSent(msg=made))
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
+    """Finish ``coro``, which already ran up to its first suspension (``pending`` is what it
+    yielded): the task running this waits on what ``coro`` waits on."""
+    return await _delegate(coro, pending)
+
+
+@types.coroutine
+def _delegate(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation thrown in by the task: pass it on
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 def check_name(name: object, what: str) -> str:
@@ -112,7 +140,8 @@ class Agent:
 
     def __init__(self, name: str, *, memory: Memory | None = None, kernel: Kernel | None = None):
         self.name = check_name(name, type(self).__name__)
-        self.memory = check_instance(memory, Memory, "memory", optional=True) or Memory()
+        # an empty Memory is falsy: test for None, or a given window would be lost
+        self.memory = Memory() if memory is None else check_instance(memory, Memory, "memory")
         self._kernel = _check_kernel(kernel)
         self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
         self._hubs: list[MsgHub] = []
@@ -206,12 +235,7 @@ class Agent:
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
             given = as_input(hooked, "{}: what a pre_reply hook returned", self.name)
-        started = time.perf_counter()
-        if kernel.observed:
-            kernel.emit(
-                ReplyStarted(agent=self.name, inputs=_ids(given), conversation=self.conversation)
-            )
-        self._remember(given)
+        started = self._reply_begun(given)
         scope = kernel.usage.enter(self.name, self._hubs)
         entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
         try:
@@ -223,43 +247,131 @@ class Agent:
         finally:
             SCOPE.reset(entered)
         self._replies.add(task)
-        interrupted = False
+        reply, interrupted = await self._reply_outcome(task, given, started)
         value = None
+        if structured is not None and not interrupted:
+            reply, value = reply
+        reply = self._reply_msg(reply, started)
+        if self._hooks:
+            reply = await self._run_hooks("post_reply", reply, given)
+        reply = self._reply_done(reply, scope, started, interrupted)
+        for hub in self._hubs:
+            await hub.broadcast(reply, sender=self)
+        return reply if structured is None or interrupted else value
+
+    def _reply_eagerly(self, given: Msg | None) -> Msg | Awaitable[Msg]:
+        """``self(given)`` for the bulk path of pools: a reply that never suspends (most
+        rule-based ones) is run to its end right here, without a task; one that suspends goes
+        on in a task and an awaitable is returned. Agents with hooks, hubs or their own
+        ``__call__`` take the ordinary path."""
+        if self._hooks or self._hubs or type(self).__call__ is not Agent.__call__:
+            return self(given)
+        kernel = self._kernel or self.kernel
+        if kernel.observed or given is None:
+            started = self._reply_begun(given)
+        else:  # the common case of a simulation, inlined: it runs a million times a round
+            started = time.perf_counter()
+            self.memory.add(given)
+        scope = kernel.usage.enter(self.name, ())
+        context = contextvars.copy_context()  # as a task would run it: in a copy
+        context.run(SCOPE.set, scope)
+        coro = self.reply(given)
+        if type(coro) is not types.CoroutineType:  # an unusual reply(): let a task run it
+            task = context.run(asyncio.ensure_future, coro)
+            return self._reply_later(task, given, scope, started)
         try:
-            reply = await task
-            if structured is not None:
-                reply, value = reply
-            if isinstance(reply, str):  # a custom agent's reply as plain text
-                reply = Msg(self.name, reply, "assistant")
-            if not isinstance(reply, Msg):
-                raise TypeError(f"reply() must return a Msg or a str, got {reply!r:.80}")
+            pending = context.run(coro.send, None)
+        except StopIteration as done:
+            reply = done.value
+            if type(reply) is not Msg:
+                reply = self._reply_msg(reply, started)
+            return self._reply_done(reply, scope, started, False)
+        except Exception as exc:
+            raise self._reply_error(exc, started) from exc
+        task = context.run(asyncio.ensure_future, _resume(coro, pending))
+        return self._reply_later(task, given, scope, started)
+
+    def _reply_later(
+        self, task: asyncio.Future[Any], given: Incoming, scope: Scope, started: float
+    ) -> asyncio.Future[Msg]:
+        """The rest of a reply that went on in ``task``, as a future; cancelling the future
+        cancels the reply, even before the future has begun to wait for it."""
+        self._replies.add(task)  # from now on interrupt() reaches it
+
+        async def finishing() -> Msg:
+            reply, interrupted = await self._reply_outcome(task, given, started)
+            return self._reply_done(self._reply_msg(reply, started), scope, started, interrupted)
+
+        def abandoned(future: asyncio.Future[Msg]) -> None:
+            if future.cancelled():
+                task.cancel()
+                self._replies.discard(task)
+
+        future = asyncio.ensure_future(finishing())
+        future.add_done_callback(abandoned)
+        return future
+
+    def _reply_begun(self, given: Incoming) -> float:
+        """A reply begins: observers are told, the input is remembered."""
+        started = time.perf_counter()
+        kernel = self.kernel
+        if kernel.observed:
+            kernel.emit(
+                ReplyStarted(agent=self.name, inputs=_ids(given), conversation=self.conversation)
+            )
+        self._remember(given)
+        return started
+
+    async def _reply_outcome(
+        self, task: asyncio.Future[Any], given: Incoming, started: float
+    ) -> tuple[Any, bool]:
+        """(what the reply's task (in ``_replies``) returned, interrupted?): an interrupt
+        gives :meth:`handle_interrupt`'s reply, an error becomes a :class:`ReplyError`."""
+        try:
+            return await task, False
         except asyncio.CancelledError:
             if not (self._interrupting and task.cancelled()):
                 raise
-            reply, interrupted = await self.handle_interrupt(given), True
+            return await self.handle_interrupt(given), True
         except Exception as exc:
-            if kernel.observed:
-                kernel.emit(
-                    ReplyFailed(
-                        agent=self.name,
-                        error=kernel.secrets.redact(f"{type(exc).__name__}: {exc}"),
-                        seconds=time.perf_counter() - started,
-                    )
-                )
-            if isinstance(exc, BudgetExceeded):
-                raise  # work stopped on purpose: the caller catches it by its own name
-            raise ReplyError(self.name, exc) from exc
+            raise self._reply_error(exc, started) from exc
         finally:
             self._replies.discard(task)
             if not self._replies:
                 self._interrupting = False
-        if self._hooks:
-            reply = await self._run_hooks("post_reply", reply, given)
+
+    def _reply_error(self, exc: Exception, started: float) -> Exception:
+        """The error a failed reply raises (observers are told first): a
+        :class:`ReplyError`, or a :class:`BudgetExceeded` as it is (work stopped on purpose:
+        the caller catches it by its own name)."""
+        kernel = self.kernel
+        if kernel.observed:
+            kernel.emit(
+                ReplyFailed(
+                    agent=self.name,
+                    error=kernel.secrets.redact(f"{type(exc).__name__}: {exc}"),
+                    seconds=time.perf_counter() - started,
+                )
+            )
+        return exc if isinstance(exc, BudgetExceeded) else ReplyError(self.name, exc)
+
+    def _reply_msg(self, reply: Any, started: float) -> Msg:
+        """``reply`` as a message (a custom agent may reply with plain text)."""
+        if isinstance(reply, Msg):
+            return reply
+        if isinstance(reply, str):
+            return Msg(self.name, reply, "assistant")
+        problem = TypeError(f"reply() must return a Msg or a str, got {reply!r:.80}")
+        raise self._reply_error(problem, started)
+
+    def _reply_done(self, reply: Msg, scope: Scope, started: float, interrupted: bool) -> Msg:
+        """A reply ends: its usage is noted on it, it is remembered, observers are told."""
         usage = scope.used()
         if usage is not None:
-            metadata = {**reply.metadata, "usage": kernel.codec.dump(usage)}
+            metadata = {**reply.metadata, "usage": self.kernel.codec.dump(usage)}
             reply = attrs.evolve(reply, metadata=metadata)
         self.memory.add(reply)
+        kernel = self._kernel or self.kernel
         if kernel.observed:
             kernel.emit(MessageSent(msg=reply, hubs=tuple(h.name for h in self._hubs)))
             kernel.emit(
@@ -270,9 +382,7 @@ class Agent:
                     interrupted=interrupted,
                 )
             )
-        for hub in self._hubs:
-            await hub.broadcast(reply, sender=self)
-        return reply if structured is None or interrupted else value
+        return reply
 
     def interrupt(self) -> None:
         """Cancel the running reply; the call returns :meth:`handle_interrupt`'s reply instead,
@@ -312,15 +422,15 @@ class Agent:
         else:
             self.memory.extend(msg)
 
-    def to_dist(self, **options: Any) -> Agent:
-        """This agent in a Ray actor of its own (needs ``aopkit[ray]``); the returned proxy is
-        used exactly as the agent. Options: see ``aopkit_ray.AgentPool``."""
-        try:
-            from aopkit_ray import to_dist  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise AopkitError(
-                f"distributed mode needs Ray: pip install 'aopkit[ray]' ({exc})"
-            ) from None
+    def to_dist(self, *, runtime: str = "ray", **options: Any) -> Agent:
+        """This agent in a remote runtime (by default Ray's, which needs ``aopkit[ray]``): the
+        returned proxy is used exactly as the agent. Options: the runtime's (for Ray, see
+        ``aopkit_ray.AgentPool``)."""
+        from .pool import runtime_of
+
+        to_dist = getattr(runtime_of(self.kernel, runtime), "to_dist", None)
+        if to_dist is None:
+            raise AopkitError(f"runtime {runtime!r} cannot run one agent remotely (no to_dist)")
         remote: Agent = to_dist(self, **options)
         return remote
 
@@ -350,7 +460,7 @@ class Agent:
 
     def _reset(self) -> None:
         """Start conversation state afresh (subclasses with more state extend this)."""
-        self.memory = Memory()
+        self.memory = Memory(window=self.memory.window)
         self._hubs = []
         self._replies = set()
         self._interrupting = False

@@ -18,6 +18,13 @@ def register_block_types(register: Callable[[type], None]) -> None:
 
 
 @hookimpl
+def register_runtimes(register: Callable[[str, Any], None]) -> None:
+    from .pool import LocalRuntime
+
+    register("local", LocalRuntime())
+
+
+@hookimpl
 def register_commands(register: Callable[..., None]) -> None:
     register("run", _run, arguments=_run_arguments, run_options=True)
     register("chat", _chat, arguments=_chat_arguments, run_options=True)

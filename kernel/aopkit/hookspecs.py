@@ -56,6 +56,13 @@ def register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_runtimes(register: Callable[[str, Any], None]) -> None:
+    """Register where pools of agents run: ``register(name, runtime)``; ``runtime.pools(agents,
+    size, **options)`` makes the pools, ``runtime.to_dist(agent, **options)`` (optional) one
+    agent's remote proxy. ``aopkit.pools(..., runtime=name)`` and ``agent.to_dist()`` use it."""
+
+
+@hookspec
 def register_prices(register: Callable[[str, Any], None]) -> None:
     """Register what models cost: ``register("provider:model", Price(input=..., output=...))``."""
 

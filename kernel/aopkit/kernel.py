@@ -113,6 +113,7 @@ class Kernel:
         self.commands = Registry("command")
         self.registered_prices = Registry("price")
         self.run_options = Registry("run option")
+        self.runtimes = Registry("runtime")
         self._registrars: dict[str, tuple[Registry, Callable[..., tuple[str, Any]]]] = {
             "register_block_types": (self.block_types, _block_type_entry),
             "register_models": (self.models, _named_entry),
@@ -123,6 +124,7 @@ class Kernel:
             "register_commands": (self.commands, _command_entry),
             "register_prices": (self.registered_prices, price_entry),
             "register_run_options": (self.run_options, _run_option_entry),
+            "register_runtimes": (self.runtimes, _runtime_entry),
         }
         self.environ = env
         self.secrets = Secrets()  # every secret value this kernel knows, to scrub from text
@@ -439,6 +441,12 @@ def _registrar(
 
 def _named_entry(name: str, obj: Any) -> tuple[str, Any]:
     return name, obj
+
+
+def _runtime_entry(name: str, runtime: Any) -> tuple[str, Any]:
+    if not callable(getattr(runtime, "pools", None)):
+        raise TypeError(f"runtime {name!r} needs a pools(agents, size, **options) method")
+    return name, runtime
 
 
 def _block_type_entry(cls: type) -> tuple[str, type]:

@@ -5,21 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import DecodeError
+from .errors import ConfigurationError, DecodeError
 from .message import Msg, as_msg
+
+SCAN = 16
+"""Up to this window, a memory finds duplicates by looking through its messages (no set)."""
 
 
 class Memory:
     """An ordered list of messages without duplicates (by id).
 
     Adding is O(1) whatever the history's length; a retried or re-delivered message is stored once.
+    With ``window=N`` only the latest ``N`` messages are kept (the oldest is forgotten as a new
+    one comes), so an agent that lives for many rounds uses bounded memory.
     """
 
-    __slots__ = ("_ids", "_messages")
+    __slots__ = ("_ids", "_messages", "window")
 
-    def __init__(self, messages: Iterable[Msg] = ()) -> None:
+    def __init__(self, messages: Iterable[Msg] = (), *, window: int | None = None) -> None:
+        if window is not None and (type(window) is not int or window < 1):
+            raise ConfigurationError(f"Memory(window=...) must be an int >= 1, got {window!r:.80}")
+        self.window = window
         self._messages: list[Msg] = []
-        self._ids: set[str] = set()
+        self._ids: set[str] | None = set() if window is None or window > SCAN else None
         self.extend(messages)
 
     def add(self, msg: Msg | str) -> bool:
@@ -27,10 +35,22 @@ class Memory:
         is already stored."""
         if not isinstance(msg, Msg):
             msg = as_msg(msg, "Memory.add(msg)")
-        if msg.id in self._ids:
+        ids, messages = self._ids, self._messages
+        if ids is None:  # a small window: looking through it is cheaper than a set
+            msg_id = msg.id
+            for kept in messages:
+                if kept.id == msg_id:
+                    return False
+            messages.append(msg)
+            if len(messages) > self.window:  # type: ignore[operator]
+                del messages[0]
+            return True
+        if msg.id in ids:
             return False
-        self._ids.add(msg.id)
-        self._messages.append(msg)
+        ids.add(msg.id)
+        messages.append(msg)
+        if self.window is not None and len(messages) > self.window:
+            ids.discard(messages.pop(0).id)  # the shift is cheap next to what a window holds
         return True
 
     def extend(self, messages: Iterable[Msg | str]) -> None:
@@ -43,15 +63,22 @@ class Memory:
 
     def remove(self, msg_id: str) -> None:
         """Forget the message with ``msg_id`` (KeyError if absent)."""
-        self._ids.remove(msg_id)
+        if msg_id not in self:
+            raise KeyError(msg_id)
+        if self._ids is not None:
+            self._ids.remove(msg_id)
         self._messages = [m for m in self._messages if m.id != msg_id]
 
     def clear(self) -> None:
         self._messages.clear()
-        self._ids.clear()
+        if self._ids is not None:
+            self._ids.clear()
 
     def __contains__(self, msg: object) -> bool:
-        return (msg.id if isinstance(msg, Msg) else msg) in self._ids
+        msg_id = msg.id if isinstance(msg, Msg) else msg
+        if self._ids is None:
+            return any(m.id == msg_id for m in self._messages)
+        return msg_id in self._ids
 
     def __iter__(self) -> Iterator[Msg]:
         return iter(self._messages)

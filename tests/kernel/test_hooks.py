@@ -5,6 +5,8 @@ import inspect
 import re
 from pathlib import Path
 
+import pytest
+
 import aopkit
 from aopkit import Agent, Msg, hookimpl, hookspecs
 from aopkit.events import Event, ReplyFinished, ReplyStarted
@@ -146,6 +148,49 @@ def test_hook_register_prices(kernel):
         raise AssertionError("a negative price was accepted")
     assert "scripted:x" not in kernel.prices
     assert isinstance(PluginError("p", "x"), AopkitError)
+
+
+async def test_hook_register_runtimes(kernel):
+    """A plugin's runtime makes the pools ``aopkit.pools(runtime=...)`` returns and the proxy
+    ``agent.to_dist(runtime=...)`` returns; unregistered, it is a clear error again."""
+    from aopkit.errors import AopkitError, PluginError
+
+    made = []
+
+    class Inline:
+        def pools(self, agents, size, **options):
+            made.append((len(agents), size, options))
+            return [aopkit.AgentPool(agents, kernel=options["kernel"], name="inline")]
+
+        def to_dist(self, agent, **options):
+            return Echo(f"remote-{agent.name}", kernel=agent.kernel)
+
+    class Echo(Agent):
+        async def reply(self, msg):
+            return Msg(self.name, msg.text, "assistant")
+
+    def register_runtimes(self, register):
+        register("inline", Inline())
+
+    kernel.register(_plugin("register_runtimes", register_runtimes), "inliner")
+    assert "local" in kernel.runtimes and kernel.runtimes.names_of("inliner") == ["inline"]
+    agents = [Echo(f"e{i}", kernel=kernel) for i in range(3)]
+    (pool,) = aopkit.pools(agents, 2, runtime="inline", kernel=kernel)
+    assert made == [(3, 2, {"kernel": kernel})] and pool.name == "inline"
+    assert [m.text for m in await pool.reply_all("hi")] == ["hi"] * 3
+    assert agents[0].to_dist(runtime="inline").name == "remote-e0"
+    kernel.unregister("inliner")
+    with pytest.raises(AopkitError, match=r"no runtime named 'inline'.*known: local"):
+        aopkit.pools(agents, 2, runtime="inline")
+    with pytest.raises(AopkitError, match="cannot run one agent remotely"):
+        agents[0].to_dist(runtime="local")
+
+    def not_a_runtime(self, register):
+        register("broken", object())
+
+    with pytest.raises(PluginError, match="pools"):
+        kernel.register(_plugin("register_runtimes", not_a_runtime), "broken")
+    assert "broken" not in kernel.runtimes
 
 
 def test_hook_register_run_options(kernel, capsys, monkeypatch):

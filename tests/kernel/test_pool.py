@@ -1,0 +1,324 @@
+"""The local pool: the same replies, memories and events as awaiting each agent, errors counted
+per agent, rounds reported to observers, cancellation that leaves nothing running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+
+import pytest
+
+import aopkit
+from aopkit import Agent, Memory, Msg
+from aopkit.errors import AopkitError, ConfigurationError, MessageTypeError
+from aopkit.events import (
+    MessageSent,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyStarted,
+    RoundFinished,
+)
+
+SPEAKER: contextvars.ContextVar[str | None] = contextvars.ContextVar("speaker", default=None)
+
+
+class Guesser(Agent):
+    """Rule-based: 2/3 of the average the question carries; never waits."""
+
+    async def reply(self, msg):
+        return Msg(self.name, "", "assistant", metadata={"guess": msg.metadata["average"] * 2 / 3})
+
+
+class Waiter(Agent):
+    """Waits (a real suspension) before it answers."""
+
+    def __init__(self, name, gate=None, **kwargs):
+        super().__init__(name, **kwargs)
+        self.gate, self.cancelled = gate, False
+
+    async def reply(self, msg):
+        try:
+            if self.gate is None:
+                await asyncio.sleep(0)
+            else:
+                await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return f"{self.name} waited"
+
+
+class Failing(Agent):
+    async def reply(self, msg):
+        raise ValueError(f"{self.name} cannot count")
+
+
+class Odd(Agent):
+    async def reply(self, msg):
+        return 42  # neither a Msg nor a str
+
+
+class Speaker(Agent):
+    """Sets a context variable in its reply: the next agent must not see it."""
+
+    async def reply(self, msg):
+        seen = SPEAKER.get()
+        SPEAKER.set(self.name)
+        return Msg(self.name, str(seen), "assistant")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[aopkit.events.Event] = []
+
+    @aopkit.hookimpl
+    def event(self, event):
+        self.events.append(event)
+
+
+def question(average=30.0):
+    return Msg("host", "guess 2/3 of the average", "user", metadata={"average": average})
+
+
+async def test_a_pool_replies_as_each_agent_would(kernel):
+    agents = [Guesser(f"g{i}", kernel=kernel) for i in range(5)]
+    waiters = [Waiter(f"w{i}", kernel=kernel) for i in range(3)]
+    (pool,) = aopkit.pools([*agents, *waiters], 100)
+    assert isinstance(pool, aopkit.AgentPool) and len(pool) == 8 and pool["w1"] is waiters[1]
+    msg = question()
+    replies = await pool.reply_all(msg)
+    assert [r.name for r in replies] == [a.name for a in pool.agents]  # agent order
+    assert replies.failures == {}
+    assert [r.metadata["guess"] for r in replies[:5]] == [20.0] * 5
+    assert [r.text for r in replies[5:]] == ["w0 waited", "w1 waited", "w2 waited"]
+    for agent, reply in zip(pool.agents, replies, strict=True):
+        assert agent.memory[0] is msg and agent.memory[1] is reply  # one shared question
+    alone = Guesser("alone", kernel=kernel)
+    assert (await alone(msg)).metadata == replies[0].metadata
+
+
+async def test_observe_all_and_text_and_bad_input(kernel):
+    (pool,) = aopkit.pools([Guesser(f"g{i}", kernel=kernel) for i in range(3)], 10)
+    await pool.observe_all("news")
+    assert [a.memory[0].text for a in pool.agents] == ["news"] * 3
+    with pytest.raises(MessageTypeError, match="reply_all"):
+        await pool.reply_all(42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="two agents of one pool are named 'x'"):
+        aopkit.AgentPool([Guesser("x"), Guesser("x")])
+    with pytest.raises(ConfigurationError, match=r"aopkit\.Agent"):
+        aopkit.AgentPool(["not an agent"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="at least one agent"):
+        aopkit.pools(pool.agents, 0)
+
+
+def test_pools_split_in_order(kernel):
+    agents = [Guesser(f"g{i}", kernel=kernel) for i in range(7)]
+    split = aopkit.pools(agents, 3)
+    assert [[a.name for a in p.agents] for p in split] == [
+        ["g0", "g1", "g2"],
+        ["g3", "g4", "g5"],
+        ["g6"],
+    ]
+    assert all(p.kernel is kernel for p in split)
+
+
+async def test_a_failing_agent_is_counted_and_the_others_reply(kernel):
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    agents = [
+        Guesser("g0", kernel=kernel),
+        Failing("bad", kernel=kernel),
+        Odd("odd", kernel=kernel),
+        Waiter("w", kernel=kernel),
+        Guesser("g1", kernel=kernel),
+    ]
+    rounds = aopkit.Rounds(aopkit.pools(agents, 2), run="game")
+    played = await rounds.play(question())
+    assert [r.name for r in played.replies] == ["g0", "w", "g1"]
+    assert played.failures == {
+        "bad": "ValueError: bad cannot count",
+        "odd": "ReplyError: agent 'odd' failed to reply: TypeError: reply() must return a Msg "
+        "or a str, got 42",
+    }
+    failed = [e.agent for e in recorder.events if isinstance(e, ReplyFailed)]
+    assert sorted(failed) == ["bad", "odd"]
+    (finished,) = [e for e in recorder.events if isinstance(e, RoundFinished)]
+    assert (finished.agents, finished.replied, finished.failed) == (5, 3, 2)
+
+
+async def test_a_budget_stops_the_round(kernel):
+    class Spender(Agent):
+        async def reply(self, msg):
+            raise aopkit.BudgetExceeded("agent 's'", "calls", 1, 1, 1, "scripted:x")
+
+    pool = aopkit.AgentPool([Guesser("g", kernel=kernel), Spender("s", kernel=kernel)])
+    with pytest.raises(aopkit.BudgetExceeded):
+        await pool.reply_all(question())
+
+
+async def test_events_reach_a_listener_and_cost_nothing_without_one(kernel):
+    agents = [Guesser("g0", kernel=kernel), Waiter("w0", kernel=kernel)]
+    rounds = aopkit.Rounds(aopkit.pools(agents, 10), run="game")
+    await rounds.play(question())  # nobody listens: nothing is made for events
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    played = await rounds.play(question(), aggregate=lambda rs: {"replies": float(len(rs))})
+    kinds = [(type(e).__name__, getattr(e, "agent", None)) for e in recorder.events]
+    for name in ("g0", "w0"):
+        assert ("ReplyStarted", name) in kinds and ("ReplyFinished", name) in kinds
+    sent = [e.msg for e in recorder.events if isinstance(e, MessageSent)]
+    assert sent == played.replies
+    finished = recorder.events[-1]
+    assert isinstance(finished, RoundFinished)
+    assert (finished.run, finished.round, finished.replied) == ("game", 2, 2)
+    assert finished.aggregates == {"replies": 2.0} == played.aggregates
+    assert kinds.index(("ReplyStarted", "g0")) < kinds.index(("ReplyFinished", "g0"))
+    assert all(
+        isinstance(e, ReplyStarted | ReplyFinished | MessageSent | RoundFinished)
+        for e in recorder.events
+    )
+
+
+async def test_cancelling_a_round_cancels_every_waiting_reply(kernel):
+    gate = asyncio.Event()
+    waiters = [Waiter(f"w{i}", gate, kernel=kernel) for i in range(20)]
+    pool = aopkit.AgentPool([Guesser("g", kernel=kernel), *waiters])
+    before = len(asyncio.all_tasks())
+    running = asyncio.ensure_future(pool.reply_all(question()))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await asyncio.sleep(0)
+    assert all(w.cancelled for w in waiters)
+    assert len(asyncio.all_tasks()) == before
+    assert all(not w._replies for w in waiters)
+    gate.set()  # a later round is unaffected
+    replies = await pool.reply_all(question())
+    assert len(replies) == 21
+
+
+async def test_interrupting_a_pooled_reply_gives_the_interrupt_reply(kernel):
+    gate = asyncio.Event()
+    waiter = Waiter("w", gate, kernel=kernel)
+    pool = aopkit.AgentPool([waiter])
+    running = asyncio.ensure_future(pool.reply_all(question()))
+    await asyncio.sleep(0)
+    waiter.interrupt()
+    (reply,) = await running
+    assert reply.metadata == {"interrupted": True} and waiter.memory[-1] is reply
+
+
+async def test_a_reply_runs_in_its_own_context(kernel):
+    pool = aopkit.AgentPool([Speaker(f"s{i}", kernel=kernel) for i in range(3)])
+    replies = await pool.reply_all(question())
+    assert [r.text for r in replies] == ["None"] * 3
+    assert SPEAKER.get() is None
+
+
+async def test_hooks_and_hubs_take_the_ordinary_path(kernel):
+    hooked = Guesser("hooked", kernel=kernel)
+    hooked.add_hook(
+        "post_reply", lambda agent, msg, reply: Msg(agent.name, "rewritten", "assistant")
+    )
+    listener = Guesser("listener", kernel=kernel)
+    speaker = Guesser("speaker", kernel=kernel)
+    pool = aopkit.AgentPool([hooked, speaker])
+    async with aopkit.MsgHub([speaker, listener]):
+        replies = await pool.reply_all(question())
+    assert replies[0].text == "rewritten"
+    assert replies[1] in listener.memory  # the hub's broadcast happened, as agent(msg) does
+
+
+async def test_model_usage_is_charged_to_the_pooled_agent(kernel):
+    agents = [
+        aopkit.ModelAgent(f"m{i}", kernel.model("scripted:x", responses=["Hi."]), kernel=kernel)
+        for i in range(2)
+    ]
+    pool = aopkit.AgentPool(agents)
+    replies = await pool.reply_all("hello")
+    assert len(replies) == 2 and all("usage" in r.metadata for r in replies)
+    assert agents[1].usage.usage.calls == 1
+
+
+def test_a_window_keeps_the_latest_messages():
+    msgs = [Msg("u", str(i), "user") for i in range(5)]
+    for window in (2, 40):  # a small window looks through its messages, a large one keeps ids
+        memory = Memory(window=window)
+        for msg in msgs:
+            assert memory.add(msg)
+        kept = msgs[-window:]
+        assert memory.messages() == kept and len(memory) == len(kept)
+        assert not memory.add(msgs[-1])  # still a duplicate within the window
+        assert (msgs[0] in memory) is (window >= 5)
+        if window == 2:
+            assert memory.add(msgs[0])  # forgotten, so it may come back
+            assert memory.messages() == [msgs[-1], msgs[0]]
+        memory.remove(msgs[-1].id)
+        assert msgs[-1] not in memory
+        with pytest.raises(KeyError):
+            memory.remove("nope")
+        memory.clear()
+        assert len(memory) == 0 and msgs[0] not in memory
+
+
+def test_a_window_survives_state_and_sessions(kernel):
+    agent = Guesser("g", memory=Memory(window=2), kernel=kernel)  # an empty Memory is falsy
+    assert agent.memory.window == 2
+    state = {"name": "g", "memory": [kernel.codec.dump(Msg("u", str(i), "user")) for i in range(4)]}
+    agent.load_state_dict(state)
+    assert [m.text for m in agent.memory] == ["2", "3"]
+    assert agent.session("s").memory.window == 2
+
+
+@pytest.mark.parametrize("window", [0, -1, 1.5, True, "2"])
+def test_a_bad_window_is_refused(window):
+    with pytest.raises(ConfigurationError, match="window"):
+        Memory(window=window)
+
+
+async def test_memory_stays_flat_over_many_rounds(kernel):
+    agents = [Guesser(f"g{i}", memory=Memory(window=2), kernel=kernel) for i in range(50)]
+    rounds = aopkit.Rounds(aopkit.pools(agents, 20))
+    for _ in range(30):
+        await rounds.play(question())
+    assert {len(a.memory) for a in agents} == {2} and rounds.number == 30
+
+
+async def test_a_big_round_yields_to_the_loop(kernel, monkeypatch):
+    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 10)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    pool = aopkit.AgentPool([Guesser(f"g{i}", kernel=kernel) for i in range(100)])
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    await pool.reply_all(question())
+    task.cancel()
+    assert ticks >= 9
+
+
+def test_to_dist_without_the_ray_runtime_says_what_to_install(kernel):
+    bare = aopkit.Kernel(environ={}, disable="ray")
+    with pytest.raises(AopkitError, match=r"no runtime named 'ray'.*pip install 'aopkit\[ray\]'"):
+        Guesser("g", kernel=bare).to_dist()
+
+
+def test_the_ray_runtime_without_ray_says_what_to_install(kernel, monkeypatch):
+    import aopkit_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    monkeypatch.delitem(sys.modules, "aopkit_ray._proxy", raising=False)
+    monkeypatch.delitem(sys.modules, "aopkit_ray._host", raising=False)
+    with pytest.raises(AopkitError, match=r"needs Ray: pip install 'aopkit\[ray\]'"):
+        aopkit.pools([Guesser("g", kernel=kernel)], 1, runtime="ray")
+    with pytest.raises(AopkitError, match=r"needs Ray"):
+        Guesser("g", kernel=kernel).to_dist()
+    assert "ray" in kernel.runtimes and aopkit_ray.RayRuntime
