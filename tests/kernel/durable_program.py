@@ -140,3 +140,49 @@ def run_in_child(store: Any, run: str | None, root: Path, kill_at: int, when: st
         store = Killing(store, kill_at, when)
     memories = asyncio.run(program(store, run, root))
     (root / "memories.json").write_text(json.dumps(memories))
+
+
+class BuyerModel(ScriptedModel):
+    """Asks to buy a boat, then reports what the tool said."""
+
+    def _next(self, request: dict[str, Any]) -> ChatResponse:
+        messages = request["messages"]
+        self.calls.append(request)
+        if messages[-1].role != "user" or messages[-1].name != "tools":
+            return ChatResponse([ToolUseBlock("b1", "buy", {"item": "boat"})])
+        result = messages[-1].content[0]
+        return ChatResponse([TextBlock(f"done: {result.output} (error: {result.is_error})")])
+
+
+async def buying(store: Any, run: str, root: Path) -> str:
+    """A one-agent run whose only tool needs approval; what the agent finally says."""
+    files = Files(root)
+    async with aopkit.Kernel(environ={"AOPKIT_INCIDENTS": str(files.incidents)}) as kernel:
+
+        def buy(item: str) -> str:
+            """Buy something."""
+            with files.effects.open("a") as log:
+                log.write(f"bought {item}\n")
+            return f"bought a {item}"
+
+        model = BuyerModel("buyer", kernel=kernel)
+        agent = aopkit.ReActAgent(
+            "buyer", model, tools=[aopkit.Tool(buy, approve=True)], sys_prompt="You buy."
+        )
+        reply = await aopkit.sequential([agent], "buy a boat", durable=store, run=run)
+        assert reply is not None
+        return reply.text
+
+
+def buy_in_child(store: Any, run: str, root: Path) -> None:
+    """A child process's work: the buying run; its outcome in ``outcome.txt``."""
+    try:
+        outcome = asyncio.run(buying(store, run, root))
+    except aopkit.AwaitingApproval as paused:
+        outcome = f"paused: {paused.request.describe()}"
+    (root / "outcome.txt").write_text(outcome)
+
+
+def answer_in_child(store: Any, run: str, decision: aopkit.Decision) -> None:
+    """A child process's work: answer the approval the run waits for."""
+    asyncio.run(aopkit.answer_approval(store, run, decision))
