@@ -11,7 +11,7 @@ import attrs
 
 from .agent import Incoming
 from .blocks import Block, ToolResultBlock, ToolUseBlock
-from .durable import DurableError, approvals, current_call, model_answer, tool_result
+from .durable import DurableError, approvals, current_call, model_answer, read, tool_result
 from .errors import ConfigurationError, DecodeError
 from .events import MessageSent, ReplyChunk
 from .message import Msg
@@ -244,7 +244,9 @@ class ReActAgent(ModelAgent):
         call = current_call()
         key = call.next_key("step") if call is not None else ""
         if call is not None and (done := call.run.journaled("step", key)) is not None:
-            step, tools = (kernel.codec.load(m, Msg) for m in done["msgs"])
+            step, tools = read(
+                call.run.id, done, lambda e: [kernel.codec.load(m, Msg) for m in e["msgs"]]
+            )
             self.memory.add(step)
             self._step(tools)
             return

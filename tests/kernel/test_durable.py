@@ -171,3 +171,35 @@ async def test_a_store_without_journals_is_refused(tmp_path):
     with pytest.raises(aopkit.StoreError, match="invalid run id"):
         async with aopkit.durable(JSONFileStore(tmp_path), "../x"):
             pass
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        {"kind": "reply", "key": "solo/0"},  # no message
+        {"kind": "reply", "key": "solo/0", "msg": {"name": "solo", "role": "robot"}},
+        {"kind": "model", "key": "solo/0/model0", "answer": [1, 2]},
+        {"kind": "step", "key": "solo/0/step0", "msgs": "text"},
+    ],
+)
+async def test_a_damaged_journal_entry_is_an_error_naming_it(tmp_path, kernel, damaged):
+    store = SQLiteStore(tmp_path / "db")
+    use = ToolUseBlock("c1", "look", {})
+    answer = ChatResponse([use], finish_reason="tool_use")
+    entries = [{"kind": "model", "key": "solo/0/model0", "answer": kernel.codec.dump(answer)}]
+    await store.append("r", [e for e in entries if e["key"] != damaged["key"]] + [damaged])
+    before = await store.journal("r")
+
+    def look() -> str:
+        """Look."""
+        return "seen"
+
+    agent = ReActAgent("solo", "scripted:x", tools=[look], kernel=kernel)
+    agent.model.add("never asked")
+    with pytest.raises(
+        aopkit.DurableError,
+        match=rf"journal entry '{damaged['kind']}' '{damaged['key']}' is damaged",
+    ):
+        async with aopkit.durable(store, "r"):
+            await agent()
+    assert await store.journal("r") == before
