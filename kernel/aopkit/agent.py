@@ -14,6 +14,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import attrs
 
+from .durable import (
+    AwaitingApproval,
+    Call,
+    DurableError,
+    current_run,
+    enter_call,
+    leave_call,
+    read,
+)
 from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .kernel import Kernel
@@ -25,6 +34,7 @@ from .usage import SCOPE, BudgetExceeded, checked_budget
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .durable import Run
     from .hub import MsgHub
     from .usage import Account, Budget, Scope
 
@@ -235,9 +245,19 @@ class Agent:
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
             given = as_input(hooked, "{}: what a pre_reply hook returned", self.name)
+        call = None
+        if (run := current_run()) is not None:
+            call = self._durable_call(run, structured)
+            given = await run.messages(call.key, given, kernel)
         started = self._reply_begun(given)
+        if call is not None and (done := call.run.journaled("reply", call.key)) is not None:
+            reply = await self._replayed(call, done)
+            for hub in self._hubs:
+                await hub.broadcast(reply, sender=self)
+            return reply
         scope = kernel.usage.enter(self.name, self._hubs)
         entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
+        entered_call = enter_call(call)
         try:
             if structured is None:
                 task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(given))
@@ -245,6 +265,7 @@ class Agent:
                 target = Target.of(structured, kernel)
                 task = asyncio.ensure_future(self.reply_structured(given, target))
         finally:
+            leave_call(entered_call)
             SCOPE.reset(entered)
         self._replies.add(task)
         reply, interrupted = await self._reply_outcome(task, given, started)
@@ -254,6 +275,10 @@ class Agent:
         reply = self._reply_msg(reply, started)
         if self._hooks:
             reply = await self._run_hooks("post_reply", reply, given)
+        if call is not None:  # journaled before anyone sees it
+            reply = self._with_usage(reply, scope)
+            reply = await call.run.message("reply", call.key, reply, kernel, check=False)
+            scope = None
         reply = self._reply_done(reply, scope, started, interrupted)
         for hub in self._hubs:
             await hub.broadcast(reply, sender=self)
@@ -264,7 +289,12 @@ class Agent:
         rule-based ones) is run to its end right here, without a task; one that suspends goes
         on in a task and an awaitable is returned. Agents with hooks, hubs or their own
         ``__call__`` take the ordinary path."""
-        if self._hooks or self._hubs or type(self).__call__ is not Agent.__call__:
+        if (
+            self._hooks
+            or self._hubs
+            or type(self).__call__ is not Agent.__call__
+            or current_run() is not None
+        ):
             return self(given)
         kernel = self._kernel or self.kernel
         if kernel.observed or given is None:
@@ -342,8 +372,8 @@ class Agent:
 
     def _reply_error(self, exc: Exception, started: float) -> Exception:
         """The error a failed reply raises (observers are told first): a
-        :class:`ReplyError`, or a :class:`BudgetExceeded` as it is (work stopped on purpose:
-        the caller catches it by its own name)."""
+        :class:`ReplyError`, or work stopped on purpose as it is (a budget, an approval to wait
+        for, a durable run's refusal: the caller catches it by its own name)."""
         kernel = self.kernel
         if kernel.observed:
             kernel.emit(
@@ -353,7 +383,8 @@ class Agent:
                     seconds=time.perf_counter() - started,
                 )
             )
-        return exc if isinstance(exc, BudgetExceeded) else ReplyError(self.name, exc)
+        stopped = isinstance(exc, (BudgetExceeded, AwaitingApproval, DurableError))
+        return exc if stopped else ReplyError(self.name, exc)
 
     def _reply_msg(self, reply: Any, started: float) -> Msg:
         """``reply`` as a message (a custom agent may reply with plain text)."""
@@ -364,12 +395,21 @@ class Agent:
         problem = TypeError(f"reply() must return a Msg or a str, got {reply!r:.80}")
         raise self._reply_error(problem, started)
 
-    def _reply_done(self, reply: Msg, scope: Scope, started: float, interrupted: bool) -> Msg:
-        """A reply ends: its usage is noted on it, it is remembered, observers are told."""
+    def _with_usage(self, reply: Msg, scope: Scope) -> Msg:
+        """``reply`` with its usage noted on it, if its scope made model calls."""
         usage = scope.used()
-        if usage is not None:
-            metadata = {**reply.metadata, "usage": self.kernel.codec.dump(usage)}
-            reply = attrs.evolve(reply, metadata=metadata)
+        if usage is None:
+            return reply
+        metadata = {**reply.metadata, "usage": self.kernel.codec.dump(usage)}
+        return attrs.evolve(reply, metadata=metadata)
+
+    def _reply_done(
+        self, reply: Msg, scope: Scope | None, started: float, interrupted: bool
+    ) -> Msg:
+        """A reply ends: its usage is noted on it (unless ``scope`` is None: noted already),
+        it is remembered, observers are told."""
+        if scope is not None:
+            reply = self._with_usage(reply, scope)
         self.memory.add(reply)
         kernel = self._kernel or self.kernel
         if kernel.observed:
@@ -383,6 +423,22 @@ class Agent:
                 )
             )
         return reply
+
+    def _durable_call(self, run: Run, structured: object) -> Call:
+        """This call's place in a durable run."""
+        if structured is not None:
+            raise DurableError(
+                f"agent {self.name!r}: structured replies are not durable; call the agent "
+                "without structured= in a durable run"
+            )
+        return Call(run, run.next_key(self.name))
+
+    async def _replayed(self, call: Call, done: dict[str, Any]) -> Msg:
+        """A call the journal saw finish: its steps and reply come back without running."""
+        kernel = self.kernel
+        self.memory.extend(call.steps(kernel))
+        journaled = read(call.run.id, done, lambda e: kernel.codec.load(e["msg"], Msg))
+        return self._reply_done(journaled, None, time.perf_counter(), False)
 
     def interrupt(self) -> None:
         """Cancel the running reply; the call returns :meth:`handle_interrupt`'s reply instead,

@@ -13,7 +13,7 @@ from .message import Msg
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .memory import Memory
-    from .models import ChatModel
+    from .models import ChatModel, ChatResponse
     from .structured import Target
 
 T = TypeVar("T")
@@ -66,7 +66,13 @@ class ModelAgent(Agent):
         return history
 
     async def reply(self, msg: Incoming) -> Msg:
-        response: Any = await self.model(self.messages())
+        from .durable import model_answer
+
+        async def ask() -> ChatResponse:
+            response: Any = await self.model(self.messages())
+            return response  # type: ignore[no-any-return]
+
+        response, _ = await model_answer(self.kernel, self.model.name, ask)
         return Msg(self.name, response.content, "assistant")
 
     async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:
