@@ -18,6 +18,7 @@ from .blocks import (
     VideoBlock,
 )
 from .codec import Codec
+from .compaction import Compaction
 from .errors import (
     AopkitError,
     ConfigurationError,
@@ -64,6 +65,7 @@ __all__ = [
     "BudgetExceeded",
     "ChatLog",
     "Codec",
+    "Compaction",
     "ConfigurationError",
     "DecodeError",
     "DeliveryError",
