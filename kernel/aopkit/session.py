@@ -1,6 +1,7 @@
 """Sessions: save and load agents' state (memory included) in an embedded store.
 
-A store maps ``session id -> {agent name -> state}``. Guarantees, for both stores:
+A store maps ``session id -> {agent name -> state}``, and keeps the journals of durable runs
+(``run id -> [entry, ...]``, see :mod:`aopkit.durable`). Guarantees, for both stores:
 
 - saving several agents is atomic: a crash (even SIGKILL) mid-save leaves the session's previous
   state whole, and the temporary file a killed save leaves is removed by the next save or load;
@@ -10,7 +11,11 @@ A store maps ``session id -> {agent name -> state}``. Guarantees, for both store
   :class:`StoreError` naming the store and what is wrong, and a save onto it refuses rather than
   overwriting it, so that it can be recovered by hand;
 - states are strict JSON (see :mod:`aopkit.jsontext`): a state that would not load back (NaN, a
-  lone surrogate) is refused at save, naming the agent and the field.
+  lone surrogate) is refused at save, naming the agent and the field;
+- a journal append is atomic (a batch is stored whole or not at all, also under SIGKILL),
+  durable when it returns, and ordered: concurrent appenders from tasks, threads and processes
+  never interleave a batch or lose one. An entry that is not a strict-JSON object refuses the
+  whole batch.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import json
 import os
 import re
 import sqlite3
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +57,53 @@ def check_session_id(session_id: str) -> str:
 class Store(Protocol):
     async def save(self, session_id: str, states: dict[str, State]) -> None: ...
     async def load(self, session_id: str) -> dict[str, State]: ...
+
+
+class JournalStore(Store, Protocol):
+    """A store that also keeps run journals: what a durable run needs."""
+
+    async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None: ...
+    async def journal(self, run: str) -> list[dict[str, Any]]: ...
+
+
+def check_run_id(run: str) -> str:
+    """Run ids follow the rules of session ids (they name files too)."""
+    try:
+        return check_session_id(run)
+    except StoreError:
+        raise StoreError(
+            f"invalid run id {run!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'"
+        ) from None
+
+
+def _encode_entries(where: str, entries: Sequence[dict[str, Any]]) -> list[str]:
+    """Each entry as strict JSON text, or a StoreError naming the first bad one."""
+    if isinstance(entries, (str, bytes, dict)) or not isinstance(entries, Sequence):
+        raise StoreError(f"{where}: entries must be a list of dicts, got {_type(entries)}")
+    texts = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise StoreError(f"{where}: entry [{index}] must be a dict, got {_type(entry)}")
+        try:
+            texts.append(jsontext.dumps(entry, check_depth=False))
+        except EncodeError as exc:
+            raise StoreError(f"{where}: cannot journal entry [{index}]: {exc}") from None
+    return texts
+
+
+def _type(value: object) -> str:
+    return type(value).__name__
+
+
+def _decode_entry(where: str, text: str | bytes) -> dict[str, Any]:
+    try:
+        entry = jsontext.loads(text, check_depth=False)
+    except DecodeError as exc:
+        raise StoreError(f"{where} is corrupt ({exc}); {_LEFT_ALONE}") from None
+    if not isinstance(entry, dict):
+        raise StoreError(f"{where} is corrupt ({_kind(entry)}, not an object); {_LEFT_ALONE}")
+    return entry
 
 
 def _decode_state(where: str, agent: str, text: str | bytes) -> State:
@@ -160,6 +214,89 @@ class JSONFileStore:
         except OSError as exc:
             raise StoreError(f"cannot save session file {path}: {exc.strerror or exc}") from exc
 
+    def _journal_path(self, run: str) -> Path:
+        return self.root / f"{check_run_id(run)}.journal"
+
+    async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
+        path = self._journal_path(run)
+        texts = _encode_entries(f"journal {path}", entries)
+        if texts:
+            line = "[" + ",".join(texts) + "]"
+            record = f"{zlib.crc32(line.encode()):08x} {line}\n".encode()
+            await asyncio.to_thread(self._append, path, record)
+
+    def _append(self, path: Path, record: bytes) -> None:
+        """Write one line, whole or not at all: a line a killed writer tore is cut off first,
+        and a failed write is cut back off."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with files.locked(path):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                try:
+                    size = _without_torn_tail(fd)
+                    try:
+                        files.write_all(fd, record)
+                        os.fsync(fd)
+                    except BaseException:
+                        os.ftruncate(fd, size)
+                        raise
+                finally:
+                    os.close(fd)
+                if size == 0:
+                    files.fsync_directory(self.root)
+        except OSError as exc:
+            raise StoreError(f"cannot append to journal {path}: {exc.strerror or exc}") from exc
+
+    async def journal(self, run: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._journal, self._journal_path(run))
+
+    def _journal(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            with files.locked(path, shared=True):
+                raw = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot read journal {path}: {exc.strerror or exc}") from exc
+        *lines, _torn = raw.split(b"\n")  # a killed writer's last line: never acknowledged
+        entries: list[dict[str, Any]] = []
+        for number, line in enumerate(lines, 1):
+            where = f"journal {path}, line {number}"
+            crc, _, batch = line.partition(b" ")
+            if crc != b"%08x" % zlib.crc32(batch):
+                raise StoreError(f"{where} is corrupt (checksum mismatch); {_LEFT_ALONE}")
+            entries.extend(_batch(where, batch))
+        return entries
+
+
+def _batch(where: str, line: bytes) -> list[dict[str, Any]]:
+    """The entries of one journal line (a JSON array of objects)."""
+    try:
+        batch = jsontext.loads(line, check_depth=False)
+    except DecodeError as exc:
+        raise StoreError(f"{where} is corrupt ({exc}); {_LEFT_ALONE}") from None
+    if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
+        raise StoreError(f"{where} is corrupt (not an array of objects); {_LEFT_ALONE}")
+    return batch
+
+
+def _without_torn_tail(fd: int) -> int:
+    """Cut off a last line that does not end in a newline (a killed writer's); the new size."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        if end == size and chunk.endswith(b"\n"):
+            return size
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    return end
+
 
 class SQLiteStore:
     """Agent states in one SQLite table; a session's save is one transaction.
@@ -175,6 +312,13 @@ class SQLiteStore:
                 "CREATE TABLE IF NOT EXISTS agent_state ("
                 " session TEXT NOT NULL, agent TEXT NOT NULL, state TEXT NOT NULL,"
                 " PRIMARY KEY (session, agent))"
+            )
+        )
+        self._run(
+            lambda db: db.execute(
+                "CREATE TABLE IF NOT EXISTS journal ("
+                " run TEXT NOT NULL, seq INTEGER NOT NULL, entry TEXT NOT NULL,"
+                " PRIMARY KEY (run, seq))"
             )
         )
 
@@ -236,6 +380,33 @@ class SQLiteStore:
             "SELECT agent, state FROM agent_state WHERE session = ?", (session_id,)
         ).fetchall()
         return {agent: _decode_state(where, agent, state) for agent, state in rows}
+
+    async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
+        check_run_id(run)
+        texts = _encode_entries(f"SQLite store {self.path}, run {run!r}", entries)
+        if texts:
+            await asyncio.to_thread(self._run, lambda db: self._append(db, run, texts))
+
+    @staticmethod
+    def _append(db: sqlite3.Connection, run: str, texts: list[str]) -> None:
+        (last,) = db.execute("SELECT max(seq) FROM journal WHERE run = ?", (run,)).fetchone()
+        first = (last or 0) + 1
+        db.executemany(
+            "INSERT INTO journal (run, seq, entry) VALUES (?, ?, ?)",
+            [(run, first + i, text) for i, text in enumerate(texts)],
+        )
+
+    async def journal(self, run: str) -> list[dict[str, Any]]:
+        check_run_id(run)
+        rows = await asyncio.to_thread(
+            self._run,
+            lambda db: db.execute(
+                "SELECT seq, entry FROM journal WHERE run = ? ORDER BY seq", (run,)
+            ).fetchall(),
+            write=False,
+        )
+        where = f"SQLite store {self.path}, run {run!r}, entry"
+        return [_decode_entry(f"{where} {seq}", text) for seq, text in rows]
 
 
 def _by_name(agents: tuple[Agent, ...]) -> dict[str, Agent]:
