@@ -26,9 +26,15 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from aopkit import StoreError, jsontext
-from aopkit.errors import DecodeError, EncodeError
-from aopkit.session import check_session_id
+from aopkit import StoreError
+from aopkit.session import (  # the embedded stores' rules and messages, shared
+    _decode_entry,
+    _decode_state,
+    _encode_entries,
+    _encode_state,
+    check_run_id,
+    check_session_id,
+)
 
 T = TypeVar("T")
 State = dict[str, Any]
@@ -114,7 +120,8 @@ class PostgresStore:
         check_session_id(session_id)
         where = f"{self!r}, session {session_id!r}"
         rows = sorted(  # one lock order for every saver: concurrent saves never deadlock
-            (agent, _encode_state(where, agent, state)) for agent, state in states.items()
+            (_agent_name(where, agent), _encode_state(where, agent, state))
+            for agent, state in states.items()
         )
 
         async def write(db: asyncpg.Connection) -> None:
@@ -142,17 +149,14 @@ class PostgresStore:
             "SELECT agent, state FROM aopkit_agent_state WHERE session = $1 ORDER BY agent",
             session_id,
         )
-        return {
-            row["agent"]: _decode(where, f"the state of agent {row['agent']!r}", row["state"])
-            for row in rows
-        }
+        return {row["agent"]: _decode_state(where, row["agent"], row["state"]) for row in rows}
 
     # -- journals ----------------------------------------------------------------------------
     async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
         """Append ``entries`` to ``run``'s journal, all or none, after every earlier batch."""
-        check_session_id(run)
+        check_run_id(run)
         where = f"{self!r}, run {run!r}"
-        texts = [_encode_entry(where, i, entry) for i, entry in enumerate(entries)]
+        texts = _encode_entries(where, entries)
         if not texts:
             return
 
@@ -176,14 +180,14 @@ class PostgresStore:
 
     async def journal(self, run: str) -> list[dict[str, Any]]:
         """Every entry appended to ``run``, in order (empty for a run never written)."""
-        check_session_id(run)
+        check_run_id(run)
         where = f"{self!r}, run {run!r}"
 
         async def read(db: asyncpg.Connection) -> list[dict[str, Any]]:
             rows = await db.fetch(
                 "SELECT seq, entry FROM aopkit_journal WHERE run = $1 ORDER BY seq", run
             )
-            return [_decode(where, f"journal entry {r['seq']}", r["entry"]) for r in rows]
+            return [_decode_entry(f"{where}, entry {r['seq']}", r["entry"]) for r in rows]
 
         return await self._transaction(f"read the journal of run {run!r}", read)
 
@@ -273,39 +277,8 @@ def _redacted(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _text(where: str, what: str, value: Any) -> str:
-    """``value`` as JSON text PostgreSQL can hold and that loads back, or a StoreError."""
-    try:
-        text = jsontext.dumps(value, check_depth=False)
-    except EncodeError as exc:
-        raise StoreError(f"{where}: cannot write {what}: {exc}") from None
-    return text
-
-
-def _encode_state(where: str, agent: Any, state: Any) -> str:
-    if not isinstance(agent, str):
-        raise StoreError(f"{where}: agent names must be strings, got {agent!r:.40}")
-    _text(where, f"the name of agent {agent!r}", agent)
-    if "\x00" in agent:  # a text column cannot hold it (JSON text escapes it)
+def _agent_name(where: str, agent: str) -> str:
+    """A text column cannot hold NUL (JSON text escapes it; a name is stored raw)."""
+    if isinstance(agent, str) and "\x00" in agent:
         raise StoreError(f"{where}: agent name {agent!r} holds a NUL character")
-    if not isinstance(state, dict):
-        raise StoreError(f"{where}: the state of agent {agent!r} must be a dict")
-    return _text(where, f"the state of agent {agent!r}", state)
-
-
-def _encode_entry(where: str, index: int, entry: Any) -> str:
-    if not isinstance(entry, dict):
-        raise StoreError(
-            f"{where}: journal entry [{index}] must be a dict, got {type(entry).__name__}"
-        )
-    return _text(where, f"journal entry [{index}]", entry)
-
-
-def _decode(where: str, what: str, text: str) -> dict[str, Any]:
-    try:
-        value = jsontext.loads(text, check_depth=False)
-    except DecodeError as exc:
-        raise StoreError(f"{where}: {what} is corrupt ({exc}); it is left as it is") from None
-    if not isinstance(value, dict):
-        raise StoreError(f"{where}: {what} is not a JSON object; it is left as it is")
-    return value
+    return agent
