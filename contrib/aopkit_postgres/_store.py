@@ -200,7 +200,7 @@ class PostgresStore:
             committing = False
             try:
                 pool = await self._pool()
-                async with pool.acquire() as db, db.transaction():
+                async with pool.acquire(timeout=self.timeout) as db, db.transaction():
                     result = await work(db)
                     committing = True
                 return result
@@ -242,7 +242,7 @@ class PostgresStore:
             timeout=self.timeout,
         )
         try:
-            async with pool.acquire() as db, db.transaction():
+            async with pool.acquire(timeout=self.timeout) as db, db.transaction():
                 await db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 await db.execute(SCHEMA)
         except BaseException:

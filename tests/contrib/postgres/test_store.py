@@ -233,3 +233,31 @@ async def test_a_cancelled_append_writes_all_or_nothing(pg_store) -> None:
     check_whole_batches(await pg_store.journal("run"), 300)
     await pg_store.append("run", [{"who": "last", "batch": 0, "i": i} for i in range(300)])
     assert (await pg_store.journal("run"))[-1]["who"] == "last"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html>not a database</html>",
+        b"R\x00\x00\x00\x08\x00\x00",  # half an authentication request
+        None,  # a server that accepts and never says a word
+    ],
+)
+async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(8)
+        if answer is None:
+            await asyncio.sleep(30)
+        writer.write(answer or b"")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    dsn = f"postgresql://u:secret-pw@127.0.0.1:{port}/db?sslmode=disable"
+    try:
+        async with PostgresStore(dsn, timeout=1) as store:
+            with pytest.raises(StoreError, match="cannot append to run 'r'") as caught:
+                await store.append("r", [{"n": 1}])
+        assert "secret-pw" not in str(caught.value)
+    finally:
+        server.close()
