@@ -19,6 +19,7 @@ from loguru import logger
 
 import aopkit
 from aopkit import jsontext
+from aopkit.durable import ApprovalRequest, Decision
 from aopkit.events import Event
 from aopkit.faults import Incident, Resolution
 from aopkit.message import Msg, new_id
@@ -105,6 +106,7 @@ class Studio:
         self._wake = asyncio.Event()
         self._clients: set[_Client] = set()
         self._incidents: dict[str, _Waiting] = {}
+        self._approvals: dict[str, _Waiting] = {}
         self._inputs: dict[str, _Waiting] = {}
         self._agents: dict[str, Agent] = {}
         self._runner: web.AppRunner | None = None
@@ -128,9 +130,14 @@ class Studio:
         self._wake.set()
 
     @aopkit.hookimpl
-    def escalate(self, incident: Incident) -> Awaitable[Resolution | None] | None:
+    def escalate(
+        self, incident: Incident | ApprovalRequest
+    ) -> Awaitable[Resolution | dict[str, Decision] | None] | None:
         if not self.take_incidents:
             return None
+        if isinstance(incident, ApprovalRequest):
+            data = {"id": new_id(), **attrs.asdict(incident)}
+            return self._wait(self._approvals, "approval", data, data["id"])
         return self._wait(
             self._incidents, "incident", attrs.asdict(incident), incident.id, incident.schema
         )
@@ -197,7 +204,7 @@ class Studio:
         if self._name is not None:
             self.kernel.unregister(self._name)
             self._name = None
-        for waiting in self._incidents.values():
+        for waiting in (*self._incidents.values(), *self._approvals.values()):
             waiting.future.set_result(None)
         for waiting in self._inputs.values():
             waiting.future.set_exception(aopkit.AopkitError("the Studio stopped before input"))
@@ -215,6 +222,7 @@ class Studio:
         app.router.add_static("/static/", STATIC)
         app.router.add_get("/ws", self._ws)
         app.router.add_post("/api/incidents/{id}", self._resolve)
+        app.router.add_post("/api/approvals/{id}", self._decide)
         app.router.add_post("/api/inputs/{id}", self._type)
         app.router.add_post("/api/agents/{name}/interrupt", self._interrupt)
         app.router.add_get("/api/runs", self._runs)
@@ -334,6 +342,7 @@ class Studio:
         return {
             "kind": "state",
             "incidents": [w.data for w in self._incidents.values()],
+            "approvals": [w.data for w in self._approvals.values()],
             "inputs": [w.data for w in self._inputs.values()],
             "agents": sorted(self._agents),
             "dropped": self.dropped,
@@ -363,6 +372,33 @@ class Studio:
         if found := problem(value, waiting.schema):
             raise web.HTTPBadRequest(text=f"the answer does not fit the expected schema: {found}")
         waiting.future.set_result(Resolution("answer", text))
+        return web.json_response({"ok": True})
+
+    async def _decide(self, request: web.Request) -> web.StreamResponse:
+        """A person's decisions on an approval request: ``{"decisions": {call id: {"action":
+        "approve" | "reject" | "edit", "reason": ..., "arguments": {...}}}}``, one per call."""
+        waiting = self._approvals.get(request.match_info["id"])
+        if waiting is None or waiting.future.done():
+            raise web.HTTPNotFound(text="no such approval is waiting (already decided?)")
+        given = (await _json_body(request)).get("decisions")
+        calls = [call["id"] for call in waiting.data["calls"]]
+        if not isinstance(given, dict) or sorted(given) != sorted(calls):
+            raise web.HTTPBadRequest(text=f"decisions must hold one decision for each of {calls}")
+        decisions = {}
+        for call, body in given.items():
+            if not isinstance(body, dict) or body.get("action") not in (
+                "approve",
+                "reject",
+                "edit",
+            ):
+                raise web.HTTPBadRequest(text=f"{call}: action must be approve, reject or edit")
+            reason, arguments = body.get("reason", ""), body.get("arguments")
+            if not isinstance(reason, str):
+                raise web.HTTPBadRequest(text=f"{call}: reason must be text")
+            if (body["action"] == "edit") != isinstance(arguments, dict):
+                raise web.HTTPBadRequest(text=f"{call}: give arguments (an object) with edit only")
+            decisions[call] = Decision(body["action"], reason, arguments)
+        waiting.future.set_result(decisions)
         return web.json_response({"ok": True})
 
     async def _type(self, request: web.Request) -> web.StreamResponse:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import attrs
 
+from .durable import AwaitingApproval, Call, DurableError, current_run, enter_call, leave_call
 from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .kernel import Kernel
@@ -23,6 +24,7 @@ from .usage import SCOPE, BudgetExceeded, checked_budget
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from .durable import Run
     from .hub import MsgHub
     from .usage import Account, Budget
 
@@ -206,14 +208,21 @@ class Agent:
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
             given = as_input(hooked, "{}: what a pre_reply hook returned", self.name)
+        call = None
+        if (run := current_run()) is not None:
+            call = self._durable_call(run, structured)
+            given = await run.messages(call.key, given, kernel)
         started = time.perf_counter()
         if kernel.observed:
             kernel.emit(
                 ReplyStarted(agent=self.name, inputs=_ids(given), conversation=self.conversation)
             )
         self._remember(given)
+        if call is not None and (done := call.run.journaled("reply", call.key)) is not None:
+            return await self._replayed(call, done)
         scope = kernel.usage.enter(self.name, self._hubs)
         entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
+        entered_call = enter_call(call)
         try:
             if structured is None:
                 task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(given))
@@ -221,6 +230,7 @@ class Agent:
                 target = Target.of(structured, kernel)
                 task = asyncio.ensure_future(self.reply_structured(given, target))
         finally:
+            leave_call(entered_call)
             SCOPE.reset(entered)
         self._replies.add(task)
         interrupted = False
@@ -246,7 +256,7 @@ class Agent:
                         seconds=time.perf_counter() - started,
                     )
                 )
-            if isinstance(exc, BudgetExceeded):
+            if isinstance(exc, (BudgetExceeded, AwaitingApproval, DurableError)):
                 raise  # work stopped on purpose: the caller catches it by its own name
             raise ReplyError(self.name, exc) from exc
         finally:
@@ -259,6 +269,19 @@ class Agent:
         if usage is not None:
             metadata = {**reply.metadata, "usage": kernel.codec.dump(usage)}
             reply = attrs.evolve(reply, metadata=metadata)
+        if call is not None:
+            reply = await call.run.message("reply", call.key, reply, kernel, check=False)
+        return await self._deliver(reply, started, interrupted, (structured is not None, value))
+
+    async def _deliver(
+        self,
+        reply: Msg,
+        started: float,
+        interrupted: bool = False,
+        value: tuple[bool, Any] = (False, None),
+    ) -> Any:
+        """Remember the reply, tell observers, broadcast it to the hubs; what the call returns."""
+        kernel = self.kernel
         self.memory.add(reply)
         if kernel.observed:
             kernel.emit(MessageSent(msg=reply, hubs=tuple(h.name for h in self._hubs)))
@@ -272,7 +295,23 @@ class Agent:
             )
         for hub in self._hubs:
             await hub.broadcast(reply, sender=self)
-        return reply if structured is None or interrupted else value
+        return value[1] if value[0] and not interrupted else reply
+
+    def _durable_call(self, run: Run, structured: object) -> Call:
+        """This call's place in a durable run."""
+        if structured is not None:
+            raise DurableError(
+                f"agent {self.name!r}: structured replies are not durable; call the agent "
+                "without structured= in a durable run"
+            )
+        return Call(run, run.next_key(self.name))
+
+    async def _replayed(self, call: Call, done: dict[str, Any]) -> Msg:
+        """A call the journal saw finish: its steps and reply come back without running."""
+        kernel = self.kernel
+        self.memory.extend(call.steps(kernel))
+        reply: Msg = await self._deliver(kernel.codec.load(done["msg"], Msg), time.perf_counter())
+        return reply
 
     def interrupt(self) -> None:
         """Cancel the running reply; the call returns :meth:`handle_interrupt`'s reply instead,

@@ -26,7 +26,7 @@ from .usage import estimate_tokens
 
 if TYPE_CHECKING:
     from .kernel import Kernel
-    from .models import ChatModel, ToolSpec
+    from .models import ChatModel, ChatResponse, ToolSpec
 
 DEFAULT_STRATEGIES = ("drop-tool-outputs", "truncate")
 
@@ -44,13 +44,26 @@ class Compactor(Protocol):
 class Goal:
     """What a compactor aims at: ``tokens`` for the history (beside ``fixed``, what it cannot
     shrink: the system prompt and tool schemas); ``task``, the id of the message to keep;
-    ``recent``, how many of the last exchanges to leave as they are; ``model`` to summarise."""
+    ``recent``, how many of the last exchanges to leave as they are; ``model`` to summarise
+    (a call of it through :meth:`ask` is journaled in a durable run, and replayed on resume)."""
 
     tokens: int
     task: str | None
     recent: int
     model: ChatModel
+    kernel: Kernel
     fixed: int = 0
+
+    async def ask(self, messages: list[Msg]) -> ChatResponse:
+        """The model's answer to ``messages``."""
+        from .durable import model_answer
+
+        async def call() -> ChatResponse:
+            response: Any = await self.model(messages)
+            return response  # type: ignore[no-any-return]
+
+        answer, _ = await model_answer(self.kernel, self.model.name, call)
+        return answer
 
     def fits(self, history: Sequence[Msg]) -> bool:
         return self.fixed + estimate_tokens(history) <= self.tokens
@@ -183,6 +196,7 @@ async def compact(
         task=task.id if task is not None else None,
         recent=policy.recent,
         model=summariser or model,
+        kernel=kernel,
         fixed=fixed_tokens,
     )
     current, used = history, []
@@ -282,7 +296,7 @@ class Summarise:
             rest = [m for m in history if m.id not in gone]
         if not chosen:
             return history
-        response: Any = await goal.model(
+        response = await goal.ask(
             [Msg("system", SUMMARY_PROMPT, "system"), Msg("user", transcript(chosen), "user")]
         )
         text = "".join(b.text for b in response.content if isinstance(b, TextBlock)).strip()

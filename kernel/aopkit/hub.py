@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .durable import current_run
+from .durable import durable as durable_run
 from .errors import AopkitError, ConfigurationError
 from .events import HubJoined, HubLeft, MessageSent
 from .message import Msg, as_input, as_msg, new_id
+from .session import check_run_id
 from .usage import Account, checked_budget
 
 if TYPE_CHECKING:
     from .agent import Agent
     from .kernel import Kernel
+    from .session import JournalStore
     from .usage import Budget
 
 
@@ -36,7 +41,7 @@ class MsgHub:
     ``announcement`` (a message, a ``str`` — a user message —, or a list of them) is broadcast
     to everyone on entry. ``budget`` limits the model calls of one run (one ``async with``) of
     the hub: of every participant's replies while it is open; :attr:`usage` is what the run used
-    so far.
+    so far. ``durable=store, run="id"`` makes each run durable (see :mod:`aopkit.durable`).
     """
 
     def __init__(
@@ -47,6 +52,8 @@ class MsgHub:
         name: str | None = None,
         kernel: Kernel | None = None,
         budget: Budget | None = None,
+        durable: JournalStore | None = None,
+        run: str | None = None,
     ) -> None:
         from .agent import _check_kernel, check_name
 
@@ -59,6 +66,10 @@ class MsgHub:
         self._deliverer: asyncio.Task[object] | None = None
         self._nested: deque[tuple[Msg, Agent | None]] = deque()
         self.usage = Account(f"hub {self.name!r}", checked_budget(budget))
+        if (durable is None) != (run is None):
+            raise ConfigurationError("MsgHub: give durable= (a store) and run= (an id) together")
+        self._durable = None if durable is None or run is None else (durable, check_run_id(run))
+        self._run: AbstractAsyncContextManager[object] | None = None
 
     @property
     def kernel(self) -> Kernel:
@@ -68,13 +79,20 @@ class MsgHub:
 
     async def __aenter__(self) -> MsgHub:
         self.usage = Account(self.usage.label, self.usage.budget)  # each run counts afresh
+        if self._durable is not None:
+            self._run = durable_run(*self._durable)
+            await self._run.__aenter__()
         self._open = True
         self._join(self.participants)
-        if self.announcement is not None:
-            for msg in (
-                [self.announcement] if isinstance(self.announcement, Msg) else self.announcement
-            ):
-                await self.broadcast(msg)
+        try:
+            if self.announcement is not None:
+                for msg in (
+                    [self.announcement] if isinstance(self.announcement, Msg) else self.announcement
+                ):
+                    await self.broadcast(msg)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(
@@ -85,6 +103,9 @@ class MsgHub:
     ) -> None:
         self._leave(self.participants)
         self._open = False
+        if self._run is not None:
+            run, self._run = self._run, None
+            await run.__aexit__(exc_type, exc, tb)
 
     def add(self, *agents: Agent) -> None:
         """Add participants; they observe messages sent from now on."""
@@ -122,6 +143,9 @@ class MsgHub:
         msg = as_msg(msg, "hub {!r}: broadcast(msg)", self.name)
         if sender is None:
             kernel = self.kernel
+            if (run := current_run()) is not None:
+                key = run.next_key("broadcast")
+                msg = await run.message("broadcast", key, msg, kernel, check=True)
             if kernel.observed:
                 kernel.emit(MessageSent(msg=msg, hubs=(self.name,)))
         if self._deliverer is not None and self._deliverer is asyncio.current_task():

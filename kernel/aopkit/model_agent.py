@@ -14,7 +14,7 @@ from .message import Msg
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .memory import Memory
-    from .models import ChatModel, ToolSpec
+    from .models import ChatModel, ChatResponse, ToolSpec
     from .structured import Target
 
 T = TypeVar("T")
@@ -89,8 +89,15 @@ class ModelAgent(Agent):
             self.memory.extend(compacted)
 
     async def reply(self, msg: Incoming) -> Msg:
+        from .durable import model_answer
+
         await self.compact()
-        response: Any = await self.model(self.messages())
+
+        async def ask() -> ChatResponse:
+            response: Any = await self.model(self.messages())
+            return response  # type: ignore[no-any-return]
+
+        response, _ = await model_answer(self.kernel, self.model.name, ask)
         return Msg(self.name, response.content, "assistant")
 
     async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:

@@ -11,6 +11,7 @@ import attrs
 
 from .agent import Incoming
 from .blocks import Block, ToolResultBlock, ToolUseBlock
+from .durable import DurableError, approvals, current_call, model_answer, tool_result
 from .errors import ConfigurationError, DecodeError
 from .events import MessageSent, ReplyChunk
 from .message import Msg
@@ -148,18 +149,25 @@ class ReActAgent(ModelAgent):
             history.append(extra)
         messages = await self.compress(history)
         choice = None if specs else ("none" if tools else None)
-        if not self.stream:
-            response: Any = await self.model(messages, tools=specs, tool_choice=choice)
-            return response  # type: ignore[no-any-return]
-        last = None
         kernel = self.kernel
-        chunks: Any = await self.model(messages, tools=specs, tool_choice=choice, stream=True)
-        async for last in chunks:
-            if kernel.observed and last.text:
-                kernel.emit(ReplyChunk(agent=self.name, text=last.text))
-        assert last is not None
-        final: ChatResponse = last
-        return final
+
+        async def ask() -> ChatResponse:
+            if not self.stream:
+                response: Any = await self.model(messages, tools=specs, tool_choice=choice)
+                return response  # type: ignore[no-any-return]
+            last = None
+            chunks: Any = await self.model(messages, tools=specs, tool_choice=choice, stream=True)
+            async for last in chunks:
+                if kernel.observed and last.text:
+                    kernel.emit(ReplyChunk(agent=self.name, text=last.text))
+            assert last is not None
+            final: ChatResponse = last
+            return final
+
+        answer, replayed = await model_answer(kernel, self.model.name, ask)
+        if replayed and self.stream and kernel.observed and answer.text:
+            kernel.emit(ReplyChunk(agent=self.name, text=answer.text))
+        return answer
 
     async def _checked(self, use: ToolUseBlock, finish_reason: str | None) -> ToolUseBlock:
         """Tool-call arguments pass the fault tiers before the tool runs. Tier 2 repairs them
@@ -242,29 +250,81 @@ class ReActAgent(ModelAgent):
         results at once, in the order the model asked for them, whatever happens: a call that
         finished keeps its real result even when the reply is interrupted or cancelled; only
         the others are marked as not finished. Observers see the calls as they start."""
-        uses = step.blocks(ToolUseBlock)
-        if self.kernel.observed:
-            self.kernel.emit(MessageSent(msg=step))
+        kernel = self.kernel
+        call = current_call()
+        key = call.next_key("step") if call is not None else ""
+        if call is not None and (done := call.run.journaled("step", key)) is not None:
+            step, tools = (kernel.codec.load(m, Msg) for m in done["msgs"])
+            self.memory.add(step)
+            self._step(tools)
+            return
         results: dict[int, ToolResultBlock] = {}
+        step = await self._approved(step, results)
+        uses = step.blocks(ToolUseBlock)
+        if kernel.observed:
+            kernel.emit(MessageSent(msg=step))
         started: set[int] = set()
 
         async def run(index: int, use: ToolUseBlock) -> None:
             started.add(index)
-            results[index] = await self.toolkit.call(use, kernel=self.kernel)
+            found = self.toolkit.active(use.name)
+            results[index] = await tool_result(kernel, use, found, self._call_tool)
 
+        stopped = False  # a durable run that cannot go on leaves the step for its resume
         try:
-            if self.parallel and len(uses) > 1:
-                await asyncio.gather(*(run(i, u) for i, u in enumerate(uses)))
+            waiting = [(i, u) for i, u in enumerate(uses) if i not in results]
+            if self.parallel and len(waiting) > 1:
+                await asyncio.gather(*(run(i, u) for i, u in waiting))
             else:
-                for i, use in enumerate(uses):
+                for i, use in waiting:
                     await run(i, use)
+        except DurableError:
+            stopped = True
+            raise
         finally:
-            how = "interrupted" if self._interrupting else "cancelled"
-            answers: list[Block] = [
-                results.get(i) or _unfinished(use, how, i in started) for i, use in enumerate(uses)
-            ]
-            self.memory.add(step)
-            self._step(Msg("tools", answers, "user"))
+            if not stopped:
+                how = "interrupted" if self._interrupting else "cancelled"
+                answers: list[Block] = [
+                    results.get(i) or _unfinished(use, how, i in started)
+                    for i, use in enumerate(uses)
+                ]
+                tools = Msg("tools", answers, "user")
+                if call is not None:
+                    await call.run.record(
+                        "step", key, msgs=[kernel.codec.dump(m) for m in (step, tools)]
+                    )
+                self.memory.add(step)
+                self._step(tools)
+
+    async def _call_tool(self, use: ToolUseBlock) -> ToolResultBlock:
+        return await self.toolkit.call(use, kernel=self.kernel)
+
+    async def _approved(self, step: Msg, results: dict[int, ToolResultBlock]) -> Msg:
+        """Ask about the step's calls that need approval (none: the step as it is). Rejected
+        calls get their result here (the reason, as an error the model reads); edited calls
+        run with the new arguments, which the step then shows."""
+        uses = step.blocks(ToolUseBlock)
+        asking = [u for u in uses if self.toolkit.needs_approval(u)]
+        if not asking:
+            return step
+        decisions = await approvals(self.kernel, self.name, asking)
+        content: list[Block] = []
+        index = 0
+        for block in step.content if isinstance(step.content, list) else []:
+            if isinstance(block, ToolUseBlock):
+                decision = decisions.get(block.id)
+                if decision is not None and decision.action == "edit":
+                    block = attrs.evolve(block, input=dict(decision.arguments or {}))
+                elif decision is not None and decision.action == "reject":
+                    results[index] = ToolResultBlock(
+                        block.id,
+                        block.name,
+                        f"rejected by a person: {decision.reason or 'no reason given'}",
+                        is_error=True,
+                    )
+                index += 1
+            content.append(block)
+        return attrs.evolve(step, content=content)
 
     def _step(self, msg: Msg) -> None:
         """Store an intermediate step (tool results). It is not broadcast to hubs, but

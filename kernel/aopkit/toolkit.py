@@ -41,6 +41,9 @@ class Tool:
     """A callable a model can use. Build one with :func:`tool` or :meth:`Toolkit.add`.
 
     ``preset`` arguments are filled in by the program and hidden from the model.
+    ``idempotent=True`` says running it twice does no harm: a durable run resumed after a
+    crash mid-call runs it again (otherwise the escalate hook decides). ``approve=True``: each
+    call waits for a person's approval (see :mod:`aopkit.durable`).
     """
 
     def __init__(
@@ -52,11 +55,15 @@ class Tool:
         preset: Mapping[str, Any] | None = None,
         group: str | None = None,
         thread: bool = False,
+        idempotent: bool = False,
+        approve: bool = False,
     ) -> None:
         if not callable(func):
             raise ToolError(f"a tool must be a function or a callable, got {func!r:.80}")
         self.func = func
         self.thread = thread  # run a blocking sync function in a worker thread
+        self.idempotent = _flag(idempotent, "idempotent", func)
+        self.approve = _flag(approve, "approve", func)
         self.name = tool_name(func, name)
         self.preset = dict(preset or {})
         self.group = group
@@ -119,7 +126,7 @@ class Tool:
     def with_options(self, **options: Any) -> Tool:
         """A copy under another name, description, group or threading; the schema is kept (so
         tools built from a schema, such as MCP tools, keep theirs)."""
-        unknown = set(options) - {"name", "description", "group", "thread"}
+        unknown = set(options) - {"name", "description", "group", "thread", "idempotent", "approve"}
         if unknown:
             raise ToolError(
                 f"tool {self.name!r}: {sorted(unknown)} cannot be changed on an existing tool; "
@@ -172,6 +179,12 @@ class Tool:
             yield self.func(**kwargs)
 
 
+def _flag(value: object, name: str, func: object) -> bool:
+    if not isinstance(value, bool):
+        raise ToolError(f"tool {func!r:.60}: {name} must be True or False, got {value!r:.40}")
+    return value
+
+
 def tool_name(func: Callable[..., Any], name: str | None = None) -> str:
     """The name a model calls the tool by: ``name``, else the function's own name (a
     ``functools.partial`` has its function's; a callable object its class's). It must match
@@ -216,13 +229,23 @@ def tool(
     preset: Mapping[str, Any] | None = None,
     group: str | None = None,
     thread: bool = False,
+    idempotent: bool = False,
+    approve: bool = False,
 ) -> Any:
     """``@tool`` or ``@tool(name=..., preset=..., group=...)``: make a function a :class:`Tool`.
-    Sync functions run in the event loop unless ``thread=True`` (for blocking work)."""
+    Sync functions run in the event loop unless ``thread=True`` (for blocking work); for
+    ``idempotent`` and ``approve`` see :class:`Tool`."""
 
     def make(f: Callable[..., Any]) -> Tool:
         return Tool(
-            f, name=name, description=description, preset=preset, group=group, thread=thread
+            f,
+            name=name,
+            description=description,
+            preset=preset,
+            group=group,
+            thread=thread,
+            idempotent=idempotent,
+            approve=approve,
         )
 
     return make(func) if func is not None else make
@@ -233,13 +256,25 @@ class Toolkit:
 
     ``await toolkit.call(use)`` runs a model's tool call and always returns a result block;
     ``toolkit.stream(use)`` yields partial results of streaming tools as they come.
+    ``approve`` is a policy over all its tools: True (every call needs a person's approval) or
+    ``approve(tool_name, arguments) -> bool``; a tool made with ``approve=True`` always does.
     """
 
     def __init__(
-        self, tools: Iterable[Tool | Callable[..., Any]] = (), *, kernel: Kernel | None = None
+        self,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        *,
+        kernel: Kernel | None = None,
+        approve: bool | Callable[[str, Mapping[str, Any]], bool] = False,
     ) -> None:
         from .agent import _check_kernel
 
+        if not isinstance(approve, bool) and not callable(approve):
+            raise ToolError(
+                f"Toolkit(approve=) takes True, False or a function (tool name, arguments) -> "
+                f"bool, got {approve!r:.60}"
+            )
+        self.approve = approve
         self._kernel = _check_kernel(kernel)
         self._users: weakref.WeakSet[Kernel] = weakref.WeakSet()  # kernels that called it
         self._secrets: list[Callable[[Secrets], None]] = []
@@ -338,6 +373,16 @@ class Toolkit:
     def active(self, name: str) -> Tool | None:
         found = self.tools.get(name)
         return found if found is not None and found.group not in self.inactive else None
+
+    def needs_approval(self, use: ToolUseBlock) -> bool:
+        """Whether a person must approve this call before it runs (an unknown tool: no, it
+        only gets an error result)."""
+        found = self.active(use.name)
+        if found is None:
+            return False
+        if found.approve or self.approve is True:
+            return True
+        return callable(self.approve) and bool(self.approve(use.name, use.input))
 
     def specs(self) -> list[ToolSpec]:
         """What the model is shown: the active tools (computed once per change)."""

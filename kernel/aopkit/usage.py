@@ -372,6 +372,13 @@ class UsageLedger:
                 account._add(known, unreported, unpriced)
         return dict(zip(FIELDS, call, strict=True)) if report else None
 
+    def replayed(self, model: str, reported: Usage | None) -> None:
+        """Charge a model answer a durable run replays from its journal: the call was made
+        (and paid) before a restart, so it counts where the call would, but nothing refuses it."""
+        scope = SCOPE.get()
+        accounts = (self.total, self._model(model), *(scope.accounts if scope else (self.outside,)))
+        self.settle(Ticket(model, scope, accounts), reported, 0, report=False)
+
     # -- reports ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
         """The totals as JSON-ready data (for the Studio, a CLI, a dashboard)."""

@@ -32,6 +32,7 @@ const hubs = new Map(); // hub -> Set of agents
 const running = new Map(); // agent -> replies in progress
 let watched = new Set();
 const incidents = new Map();
+const approvals = new Map();
 const inputs = new Map();
 const hiddenTypes = new Set();
 
@@ -379,16 +380,77 @@ function renderIncident(inc) {
   return card;
 }
 
+function renderApproval(req) {
+  const card = el("div", "card approval");
+  card.dataset.id = req.id;
+  card.append(el("h3", null, "Approval: " + req.agent + " asks to run " + req.calls.length + " tool call(s)" + (req.run ? " (run " + req.run + ")" : "")));
+  const decisions = {};
+  const error = el("div", "error");
+  const send = () => {
+    if (Object.keys(decisions).length < req.calls.length) return; // every call needs one
+    post("/api/approvals/" + encodeURIComponent(req.id), { decisions }).catch((e) => {
+      error.textContent = e.message;
+      for (const key of Object.keys(decisions)) delete decisions[key];
+    });
+  };
+  for (const call of req.calls) {
+    const row = el("div", "call");
+    row.dataset.call = call.id;
+    row.append(el("b", null, call.tool), el("span", "muted", " " + call.id));
+    const args = el("textarea", "arguments");
+    args.value = JSON.stringify(call.arguments, null, 2);
+    args.setAttribute("aria-label", "arguments of " + call.id + " as JSON");
+    const reason = el("input", "reason");
+    reason.placeholder = "reason (the model reads it)";
+    reason.setAttribute("aria-label", "reason for " + call.id);
+    const actions = el("div", "actions");
+    const decide = (label, cls, make) => {
+      const button = el("button", cls, label);
+      button.addEventListener("click", () => {
+        error.textContent = "";
+        let decision;
+        try {
+          decision = make();
+        } catch (e) {
+          error.textContent = call.id + ": the arguments are not JSON (" + e.message + ")";
+          return;
+        }
+        decisions[call.id] = decision;
+        row.dataset.decided = decision.action;
+        send();
+      });
+      actions.append(button);
+    };
+    decide("Approve", "approve", () => ({ action: "approve" }));
+    decide("Reject", "reject", () => ({ action: "reject", reason: reason.value }));
+    decide("Run edited", "edit", () => ({ action: "edit", arguments: JSON.parse(args.value) }));
+    row.append(args, reason, actions);
+    card.append(row);
+  }
+  card.append(error);
+  return card;
+}
+
+function renderApprovals() {
+  const box = $("approvals");
+  const keep = new Set(approvals.keys());
+  for (const card of [...box.children]) if (!keep.has(card.dataset.id)) card.remove();
+  const shown = new Set([...box.children].map((c) => c.dataset.id));
+  for (const [id, req] of approvals) if (!shown.has(id)) box.append(renderApproval(req));
+  renderIncidents();
+}
+
 function renderIncidents() {
   const box = $("incidents");
   const keep = new Set(incidents.keys());
   for (const card of [...box.children]) if (!keep.has(card.dataset.id)) card.remove();
   const shown = new Set([...box.children].map((c) => c.dataset.id));
   for (const [id, inc] of incidents) if (!shown.has(id)) box.append(renderIncident(inc));
+  const waiting = incidents.size + approvals.size;
   const count = $("incident-count");
-  count.hidden = incidents.size === 0;
-  count.textContent = String(incidents.size);
-  $("no-incidents").hidden = incidents.size > 0;
+  count.hidden = waiting === 0;
+  count.textContent = String(waiting);
+  $("no-incidents").hidden = waiting > 0;
 }
 
 function renderInputs() {
@@ -420,12 +482,14 @@ function handle(frame) {
     case "state":
       incidents.clear();
       for (const inc of frame.incidents) incidents.set(inc.id, inc);
+      approvals.clear();
+      for (const req of frame.approvals || []) approvals.set(req.id, req);
       inputs.clear();
       for (const req of frame.inputs) inputs.set(req.id, req);
       watched = new Set(frame.agents);
       showDropped(frame.dropped);
       if (frame.missed) $("messages").append(el("p", "muted", frame.missed + " earlier events are no longer kept"));
-      renderIncidents();
+      renderApprovals();
       renderInputs();
       renderAgents();
       break;
@@ -436,6 +500,14 @@ function handle(frame) {
     case "incident_closed":
       incidents.delete(frame.id);
       renderIncidents();
+      break;
+    case "approval":
+      approvals.set(frame.approval.id, frame.approval);
+      renderApprovals();
+      break;
+    case "approval_closed":
+      approvals.delete(frame.id);
+      renderApprovals();
       break;
     case "input":
       inputs.set(frame.input.id, frame.input);

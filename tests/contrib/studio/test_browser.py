@@ -139,6 +139,50 @@ async def test_an_incident_is_resolved_from_the_page(kernel, studio, page):
     await expect(page.locator("#no-incidents")).to_be_visible()
 
 
+async def test_tool_calls_are_approved_rejected_and_edited_from_the_page(kernel, studio, page):
+    bought = []
+
+    def buy(item: str) -> str:
+        """Buy something."""
+        bought.append(item)
+        return f"bought a {item}"
+
+    model = kernel.model("scripted:buyer")
+    uses = [
+        ToolUseBlock("c1", "buy", {"item": "<b>boat</b>"}),
+        ToolUseBlock("c2", "buy", {"item": "car"}),
+    ]
+    model.add(uses, "done")
+    buyer = ReActAgent("buyer", model, toolkit=Toolkit([buy], approve=True), kernel=kernel)
+    reply = asyncio.ensure_future(buyer(Msg("user", "Buy things.", "user")))
+    await page.click("nav button[data-view=incidents]")
+    card = page.locator(".approval")
+    await expect(card).to_contain_text("buyer asks to run 2 tool call(s)")
+    await expect(card.locator(".call[data-call=c1] textarea")).to_have_value(
+        '{\n  "item": "<b>boat</b>"\n}'
+    )  # markup in arguments stays text
+    await expect(page.locator("#incident-count")).to_have_text("1")
+    if path := shoot("studio-approval.png"):
+        await page.screenshot(path=path)
+
+    first = card.locator(".call[data-call=c1]")
+    await first.locator("textarea").fill("{not json")
+    await first.locator("button.edit").click()
+    await expect(card.locator(".error")).to_contain_text("c1: the arguments are not JSON")
+    await first.locator("textarea").fill('{"item": "raft"}')
+    await first.locator("button.edit").click()
+    assert not reply.done()  # one call is still undecided
+    second = card.locator(".call[data-call=c2]")
+    await second.locator("input.reason").fill("no cars")
+    await second.locator("button.reject").click()
+    await asyncio.wait_for(reply, 5)
+    assert bought == ["raft"]
+    results = [b.output for m in buyer.memory for b in m.blocks(ToolResultBlock)]
+    assert results == ["bought a raft", "rejected by a person: no cars"]
+    await expect(page.locator(".approval")).to_have_count(0)
+    await expect(page.locator("#no-incidents")).to_be_visible()
+
+
 async def test_retry_and_abort_from_the_page(kernel, studio, page):
     judge = ModelAgent(
         "judge",

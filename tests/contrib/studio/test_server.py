@@ -140,3 +140,40 @@ async def test_attach_is_one_call_and_the_cli_has_a_studio_command(kernel, tmp_p
         assert studio.url.startswith("http://127.0.0.1:")
     finally:
         await studio.stop()
+
+
+async def test_approval_decisions_are_checked_and_guarded_like_incidents(kernel, studio):
+    from aopkit import ApprovalRequest
+    from aopkit.durable import PendingCall
+
+    request = ApprovalRequest(
+        "buyer", (PendingCall("c1", "buy", {"item": "boat"}), PendingCall("c2", "pay", {})), "k"
+    )
+    waiting = asyncio.ensure_future(studio.escalate(request))
+    await asyncio.sleep(0)
+    (approval,) = studio._approvals
+    url = f"{base(studio)}/api/approvals/{approval}"
+    async with aiohttp.ClientSession() as anonymous, anonymous.post(url, json={}) as response:
+        assert response.status == 401
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {studio.token}"}) as http:
+        approve = {"action": "approve"}
+        for body, error in [
+            ({"decisions": {"c1": approve}}, "one decision for each of ['c1', 'c2']"),
+            ({"decisions": {"c1": approve, "c2": {"action": "maybe"}}}, "c2: action must be"),
+            ({"decisions": {"c1": approve, "c2": {"action": "edit"}}}, "c2: give arguments"),
+            ({"decisions": {"c1": approve, "c2": {"action": "reject", "reason": 3}}}, "reason"),
+            ({"decisions": "yes"}, "one decision for each"),
+        ]:
+            async with http.post(url, json=body) as response:
+                assert (response.status, error in await response.text()) == (400, True)
+        cross = {"Origin": "http://evil.example"}
+        async with http.post(url, json={}, headers=cross) as response:
+            assert response.status == 403
+        assert not waiting.done()
+        good = {"c1": {"action": "edit", "arguments": {"item": "raft"}}, "c2": approve}
+        async with http.post(url, json={"decisions": good}) as response:
+            assert response.status == 200
+        decided = await waiting
+        assert decided["c1"].arguments == {"item": "raft"} and decided["c2"].action == "approve"
+        async with http.post(url, json={"decisions": good}) as response:
+            assert response.status == 404
