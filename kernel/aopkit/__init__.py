@@ -18,6 +18,7 @@ from .blocks import (
     VideoBlock,
 )
 from .codec import Codec
+from .compaction import Compaction
 from .durable import (
     ApprovalRequest,
     AwaitingApproval,
@@ -81,6 +82,7 @@ __all__ = [
     "BudgetExceeded",
     "ChatLog",
     "Codec",
+    "Compaction",
     "ConfigurationError",
     "Decision",
     "DecodeError",

@@ -25,6 +25,14 @@ def register_runtimes(register: Callable[[str, Any], None]) -> None:
 
 
 @hookimpl
+def register_compactors(register: Callable[[str, Any], None]) -> None:
+    from .compaction import BUILTIN_COMPACTORS
+
+    for name, compactor in BUILTIN_COMPACTORS.items():
+        register(name, compactor)
+
+
+@hookimpl
 def register_commands(register: Callable[..., None]) -> None:
     register("run", _run, arguments=_run_arguments, run_options=True)
     register("chat", _chat, arguments=_chat_arguments, run_options=True)

@@ -249,6 +249,21 @@ class RoundFinished(Event):
     aggregates: dict[str, float] = attrs.field(factory=dict)
 
 
+@attrs.frozen(kw_only=True)
+class Compacted(Event):
+    """``agent``'s history neared its token budget and ``strategies`` shrank it from
+    ``tokens_before`` to ``tokens_after`` (estimates): the messages of ids ``removed`` went,
+    ``added`` came in their place (summaries, tool results reduced to a note)."""
+
+    type: ClassVar[str] = "compacted"
+    agent: str
+    strategies: tuple[str, ...]
+    tokens_before: int
+    tokens_after: int
+    removed: tuple[str, ...] = ()
+    added: tuple[Msg, ...] = ()
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -272,5 +287,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StateSaved,
         StateLoaded,
         RoundFinished,
+        Compacted,
     )
 }

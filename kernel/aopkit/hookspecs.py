@@ -46,6 +46,11 @@ def register_critics(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+def register_compactors(register: Callable[[str, Any], None]) -> None:
+    """Register history compaction strategies: ``register(name, compactor)``."""
+
+
+@hookspec
 def register_tools(register: Callable[[str, Any], None]) -> None:
     """Register tools agents can call: ``register(name, tool)``."""
 

@@ -109,6 +109,7 @@ class Kernel:
         self.formatters = Registry("formatter")
         self.correctors = Registry("corrector")
         self.critics = Registry("critic")
+        self.compactors = Registry("compactor")
         self.tools = Registry("tool")
         self.commands = Registry("command")
         self.registered_prices = Registry("price")
@@ -120,6 +121,7 @@ class Kernel:
             "register_formatters": (self.formatters, _named_entry),
             "register_correctors": (self.correctors, _named_entry),
             "register_critics": (self.critics, _named_entry),
+            "register_compactors": (self.compactors, _named_entry),
             "register_tools": (self.tools, _named_entry),
             "register_commands": (self.commands, _command_entry),
             "register_prices": (self.registered_prices, price_entry),

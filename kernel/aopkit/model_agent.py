@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, Incoming, check_instance
+from .compaction import Compaction, compact
 from .errors import ConfigurationError
 from .faults import FaultPolicy
 from .message import Msg
@@ -13,7 +14,7 @@ from .message import Msg
 if TYPE_CHECKING:
     from .kernel import Kernel
     from .memory import Memory
-    from .models import ChatModel, ChatResponse
+    from .models import ChatModel, ChatResponse, ToolSpec
     from .structured import Target
 
 T = TypeVar("T")
@@ -24,7 +25,8 @@ class ModelAgent(Agent):
     answers to the system prompt plus everything the agent has seen. ``model`` is a model or a
     ``provider:model`` name (without ``kernel=``, the agent belongs to its model's kernel);
     ``faults`` chooses the correctors and critics of its structured
-    replies (default: the model's policy)."""
+    replies (default: the model's policy); ``compaction`` shrinks its memory before a model
+    call when the history nears a token budget (see :mod:`aopkit.compaction`)."""
 
     def __init__(
         self,
@@ -33,6 +35,7 @@ class ModelAgent(Agent):
         *,
         sys_prompt: str | None = None,
         faults: FaultPolicy | None = None,
+        compaction: Compaction | None = None,
         memory: Memory | None = None,
         kernel: Kernel | None = None,
     ) -> None:
@@ -57,6 +60,7 @@ class ModelAgent(Agent):
             )
         self.sys_prompt = sys_prompt
         self.faults = check_instance(faults, FaultPolicy, "faults", optional=True)
+        self.compaction = check_instance(compaction, Compaction, "compaction", optional=True)
 
     def messages(self) -> list[Msg]:
         """What the model is shown: the system prompt, then the memory."""
@@ -65,8 +69,29 @@ class ModelAgent(Agent):
             history.insert(0, Msg("system", self.sys_prompt, "system", id=f"{self.name}-sys"))
         return history
 
+    async def compact(self, tools: list[ToolSpec] | None = None) -> None:
+        """Shrink the memory by the compaction policy if the history nears its budget."""
+        if self.compaction is None:
+            return
+        fixed = self.messages()[:1] if self.sys_prompt else []
+        history = self.memory.messages()
+        compacted = await compact(
+            self.kernel,
+            self.name,
+            history,
+            self.compaction,
+            model=self.model,
+            fixed=fixed,
+            tools=tools or [],
+        )
+        if compacted is not None:
+            self.memory.clear()
+            self.memory.extend(compacted)
+
     async def reply(self, msg: Incoming) -> Msg:
         from .durable import model_answer
+
+        await self.compact()
 
         async def ask() -> ChatResponse:
             response: Any = await self.model(self.messages())
@@ -78,6 +103,7 @@ class ModelAgent(Agent):
     async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:
         from .faults import resolve
 
+        await self.compact()
         value = await resolve(self.model, self.messages(), target, policy=self.faults)
         text = json.dumps(self.kernel.codec.dump(value), ensure_ascii=False)
         return Msg(self.name, text, "assistant", metadata={"structured": target.name}), value

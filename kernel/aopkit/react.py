@@ -20,6 +20,7 @@ from .structured import Target
 from .toolkit import Tool, Toolkit
 
 if TYPE_CHECKING:
+    from .compaction import Compaction
     from .faults import Fault, FaultPolicy
     from .kernel import Kernel
     from .memory import Memory
@@ -62,11 +63,18 @@ class ReActAgent(ModelAgent):
         stream: bool = False,
         compress: Compressor | None = None,
         faults: FaultPolicy | None = None,
+        compaction: Compaction | None = None,
         memory: Memory | None = None,
         kernel: Kernel | None = None,
     ) -> None:
         super().__init__(
-            name, model, sys_prompt=sys_prompt, faults=faults, memory=memory, kernel=kernel
+            name,
+            model,
+            sys_prompt=sys_prompt,
+            faults=faults,
+            compaction=compaction,
+            memory=memory,
+            kernel=kernel,
         )
         if toolkit is not None and tools is not None:
             raise ConfigurationError(
@@ -126,6 +134,7 @@ class ReActAgent(ModelAgent):
 
         answer = await self.reply(msg)
         self.memory.add(answer)
+        await self.compact()
         value = await resolve(
             self.model, await self.compress(self.messages()), target, policy=self.faults
         )
@@ -133,11 +142,12 @@ class ReActAgent(ModelAgent):
         return Msg(self.name, text, "assistant", metadata={"structured": target.name}), value
 
     async def _think(self, tools: bool, extra: Msg | None = None) -> ChatResponse:
+        specs = self.toolkit.specs() if tools else []
+        await self.compact(specs)
         history = self.messages()
         if extra is not None:
             history.append(extra)
         messages = await self.compress(history)
-        specs = self.toolkit.specs() if tools else []
         choice = None if specs else ("none" if tools else None)
         kernel = self.kernel
 

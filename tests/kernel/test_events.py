@@ -105,6 +105,14 @@ def test_every_event_type_round_trips(kernel):
             "seconds": 0.5,
             "aggregates": {"average": 33.3},
         },
+        "compacted": {
+            "agent": "a",
+            "strategies": ("summarise",),
+            "tokens_before": 900,
+            "tokens_after": 300,
+            "removed": ("1", "2"),
+            "added": (Msg("summary", "They met.", "user"),),
+        },
     }
     assert set(samples) == set(EVENT_TYPES)
     for tag, fields in samples.items():

@@ -95,6 +95,10 @@ def test_hook_register_critics(kernel):
     _named_registration(kernel, "register_critics", "critics")
 
 
+def test_hook_register_compactors(kernel):
+    _named_registration(kernel, "register_compactors", "compactors")
+
+
 def test_hook_register_tools(kernel):
     _named_registration(kernel, "register_tools", "tools")
 
