@@ -275,11 +275,12 @@ class Agent:
         reply = self._reply_msg(reply, started)
         if self._hooks:
             reply = await self._run_hooks("post_reply", reply, given)
+        noted: Scope | None = scope
         if call is not None:  # journaled before anyone sees it
             reply = self._with_usage(reply, scope)
             reply = await call.run.message("reply", call.key, reply, kernel, check=False)
-            scope = None
-        reply = self._reply_done(reply, scope, started, interrupted)
+            noted = None
+        reply = self._reply_done(reply, noted, started, interrupted)
         for hub in self._hubs:
             await hub.broadcast(reply, sender=self)
         return reply if structured is None or interrupted else value
