@@ -283,3 +283,27 @@ async def test_only_the_latest_finished_tasks_are_kept(kernel, serve, monkeypatc
         for kept in tasks[2:]:
             found = await client.get_task(pb.GetTaskRequest(id=kept.id))
             assert found.status.state == pb.TaskState.TASK_STATE_COMPLETED
+
+
+async def test_a_task_sent_without_waiting_can_be_followed_and_polled(kernel, serve):
+    from .a2a_agents import Slow
+
+    app = build_app(Slow("slow", kernel=kernel), token=TOKEN, kernel=kernel, protocols=("a2a",))
+    url = await serve(app)
+    async with httpx.AsyncClient(headers=AUTH) as http:
+        sender = await create_client(url, ClientConfig(httpx_client=http, streaming=False))
+        follower = await create_client(url, ClientConfig(httpx_client=http))
+        request = message("0.5", "later")
+        request.configuration.return_immediately = True
+        started, _ = await final(sender, request)
+        assert started.status.state != pb.TaskState.TASK_STATE_COMPLETED
+        states = [
+            response.status_update.status.state
+            async for response in follower.subscribe(pb.SubscribeToTaskRequest(id=started.id))
+            if response.HasField("status_update")
+        ]
+        assert states[-1] == pb.TaskState.TASK_STATE_COMPLETED
+        polled = await sender.get_task(pb.GetTaskRequest(id=started.id))
+        assert said(polled) == "slept 0.5"
+        listed = await sender.list_tasks(pb.ListTasksRequest(context_id="later"))
+        assert [task.id for task in listed.tasks] == [started.id]

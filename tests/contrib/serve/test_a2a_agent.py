@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskUpdater
 from aiohttp import web
 
 import aopkit
@@ -304,3 +307,73 @@ async def test_a_hostile_server_gets_a_clear_error_and_no_repeat(kernel, serve, 
     assert isinstance(error, RemoteAgentError), repr(error)
     assert says in str(error), str(error)
     assert not error.retryable
+
+
+class Greeter(AgentExecutor):
+    """An executor written against the sdk alone: asks for a name, then greets."""
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        from a2a.helpers.proto_helpers import new_task
+        from a2a.types import a2a_pb2 as pb
+
+        updater = TaskUpdater(event_queue, context.task_id or "", context.context_id or "")
+        text = context.get_user_input()
+        if context.current_task is None:
+            submitted = pb.TaskState.TASK_STATE_SUBMITTED
+            await event_queue.enqueue_event(
+                new_task(context.task_id or "", context.context_id or "", submitted)
+            )
+            await updater.requires_input(updater.new_agent_message([pb.Part(text="Your name?")]))
+            return
+        await updater.add_artifact([pb.Part(text=f"Hello, {text}!")], name="greeting")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+async def test_a_server_built_on_the_sdk_alone(kernel):
+    """A2AAgent against the sdk's own (Starlette) server, not aopkit's."""
+    import uvicorn
+    from a2a.server.request_handlers import DefaultRequestHandler
+    from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+    from a2a.server.tasks import InMemoryTaskStore
+    from a2a.types import a2a_pb2 as pb
+    from starlette.applications import Starlette
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    card = pb.AgentCard(
+        name="greeter",
+        version="1",
+        capabilities=pb.AgentCapabilities(streaming=True),
+        supported_interfaces=[
+            pb.AgentInterface(url=url + "/rpc", protocol_binding="JSONRPC", protocol_version="1.0")
+        ],
+    )
+    handler = DefaultRequestHandler(Greeter(), InMemoryTaskStore(), card)
+    app = Starlette(
+        routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, "/rpc")]
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+
+        class Human:
+            @aopkit.hookimpl
+            def escalate(self, incident: Any) -> Resolution:
+                assert incident.request == "Your name?"
+                return Resolution("answer", "Ada")
+
+        kernel.register(Human(), "human")
+        remote = A2AAgent(url, name="greeter", kernel=kernel)
+        reply = await remote("hi")
+        assert reply.text == "Hello, Ada!"
+        assert remote.context_id
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
