@@ -46,8 +46,22 @@ def __getattr__(name: str) -> Any:
 
 @aopkit.hookimpl
 def register_commands(register: Callable[..., None]) -> None:
-    from ._command import arguments, serve
-
     register(
-        "serve", serve, help="serve agents over HTTP (OpenAI, A2A, MCP, AG-UI)", arguments=arguments
+        "serve",
+        _serve,
+        help="serve agents over HTTP (OpenAI, A2A, MCP, AG-UI)",
+        arguments=_arguments,
     )
+
+
+# The command's module loads when the command line is built or run, not with every kernel.
+def _arguments(parser: Any) -> None:
+    from ._command import arguments
+
+    arguments(parser)
+
+
+def _serve(args: Any, kernel: aopkit.Kernel) -> Any:
+    from ._command import serve
+
+    return serve(args, kernel)

@@ -251,9 +251,10 @@ def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
     if not isinstance(stream, bool):
         raise BadRequest("'stream' must be true or false", "stream")
     options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+    include = options.get("include_usage") if isinstance(options, dict) else "not an object"
+    if not (include is None or isinstance(include, bool)):
         raise BadRequest("'stream_options' must be {\"include_usage\": bool}", "stream_options")
-    return stream, bool(options.get("include_usage"))
+    return stream, bool(include)
 
 
 def _messages(given: Any, agent: str) -> tuple[list[aopkit.Msg], aopkit.Msg]:

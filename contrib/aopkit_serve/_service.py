@@ -69,7 +69,7 @@ class Service:
     ) -> None:
         self._target = target
         probe = _served(target)
-        self.kernel = kernel or probe[0].kernel
+        self.kernel = kernel if kernel is not None else probe[0].kernel
         self.store: Store = store if store is not None else _MemoryStore()
         self.toolkits = tuple(toolkits)
         self._described = {agent.name: _description(agent) for agent in probe}

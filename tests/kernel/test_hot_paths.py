@@ -74,7 +74,8 @@ def test_kernel_does_not_load_command_modules() -> None:
     code = (
         "import sys, aopkit; aopkit.Kernel()\n"
         "loaded = [m for m in ('aopkit.cli', 'aopkit.cli_run', 'aopkit.cli_chat', "
-        "'aopkit.run_options', 'aopkit.terminal', 'aopkit.testing', 'aopkit_replay.run') "
+        "'aopkit.run_options', 'aopkit.terminal', 'aopkit.testing', 'aopkit_replay.run', "
+        "'aopkit_serve._command', 'aopkit_serve._app', 'aiohttp.web') "
         "if m in sys.modules]\n"
         "print(loaded)"
     )

@@ -251,6 +251,16 @@ GARBAGE = [
         b' "metadata": {"conversation": "../../etc"}}',
         "invalid conversation id",
     ),
+    (
+        b'{"model": "recall", "messages": [{"role": "user", "content": "x"}],'
+        b' "stream_options": {"include_usage": 1}}',
+        "'stream_options' must be",
+    ),
+    (
+        b'{"model": "recall", "messages": [{"role": "user", "content": "x"}],'
+        b' "stream_options": [true]}',
+        "'stream_options' must be",
+    ),
     (b'{"model": "recall", "messages": [{"role": "user", "content": NaN}]}', "not valid JSON"),
     (b'{"model": "recall", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", "not valid JSON"),
     (b"\xff\xfe garbage", "not valid JSON"),
