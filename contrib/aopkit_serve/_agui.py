@@ -70,6 +70,9 @@ class _Runs:
             given = _input(await request.read())
             name = _agent_name(given, self.service)
             text = _last_user_text(given)
+        except web.HTTPRequestEntityTooLarge:
+            too_big = f"the body is larger than {request.client_max_size} bytes"
+            return web.json_response({"error": too_big}, status=413)
         except (BadRun, InvalidConversation) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         except UnknownAgent as exc:

@@ -35,8 +35,8 @@ def setup(app: web.Application, service: Service) -> None:
     manager = StreamableHTTPSessionManager(
         Server(
             "aopkit",
-            on_list_tools=tools.list,
-            on_call_tool=tools.call,
+            on_list_tools=tools.list_tools,
+            on_call_tool=tools.call_tool,
         )
     )
 
@@ -88,10 +88,12 @@ class _Tools:
             for s in toolkit.specs()
         ]
 
-    async def list(self, ctx: Any, params: Any) -> types.ListToolsResult:
+    async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         return types.ListToolsResult(tools=self.tools)
 
-    async def call(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        self, ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
         arguments = dict(params.arguments or {})
         if params.name in self.service.names():
             return await self._ask(params.name, arguments, _session_of(ctx))

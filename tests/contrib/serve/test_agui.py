@@ -5,6 +5,7 @@ tool calls open before they carry anything and close before the run ends)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from typing import Any
 
@@ -206,10 +207,11 @@ async def test_bad_requests_are_clear_json_errors(kernel, served):
         (json.dumps(run_input(forwardedProps={"agent": "nobody"})).encode(), 404, "nobody"),
         (json.dumps({**run_input(), "messages": []}).encode(), 400, "no user message"),
         (json.dumps(run_input(thread="../etc")).encode(), 400, "conversation id"),
+        (json.dumps(run_input("x" * (2 << 20))).encode(), 413, "larger than"),
     ]
     async with aiohttp.ClientSession() as http:
         for raw, status, says in bad:
-            async with http.post(f"{url}/ag-ui", headers=HEADERS, data=raw) as response:
+            async with http.post(f"{url}/ag-ui", headers=HEADERS, data=io.BytesIO(raw)) as response:
                 assert response.status == status, raw
                 assert says in (await response.json())["error"]
         for headers in ({}, {"Authorization": "Bearer nope"}):

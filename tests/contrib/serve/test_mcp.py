@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -128,11 +129,19 @@ async def test_concurrent_sessions_never_share_a_conversation(url):
         assert said == [f"{n}-0", f"{n}-0|{n}-1", f"{n}-0|{n}-1|{n}-2"]
 
 
-async def test_a_wrong_token_is_refused(url):
+async def test_a_wrong_token_is_refused_and_garbage_is_a_parse_error(url):
     async with aiohttp.ClientSession() as http:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             async with http.post(url, headers=headers, json={}) as response:
                 assert response.status == 401 and TOKEN not in await response.text()
+        garbage = {
+            "Authorization": f"Bearer {TOKEN}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        async with http.post(url, headers=garbage, data=b"{half") as response:
+            assert response.status == 400  # the SDK's own JSON-RPC parse error
+            assert json.loads(await response.text())["error"]["code"] == -32700
     with pytest.raises(Exception) as refused:  # the SDK's own error, by version
         async with session(url, token="wrong"):
             pass
