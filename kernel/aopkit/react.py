@@ -249,7 +249,9 @@ class ReActAgent(ModelAgent):
         """Run the step's tool calls (concurrently if allowed), then store the step and all its
         results at once, in the order the model asked for them, whatever happens: a call that
         finished keeps its real result even when the reply is interrupted or cancelled; only
-        the others are marked as not finished. Observers see the calls as they start."""
+        the others are marked as not finished. Observers see the calls as they start. Calls
+        that need approval are decided first; in a durable run each result and the whole step
+        are journaled before they are used, and a journaled step is replayed as it was."""
         kernel = self.kernel
         call = current_call()
         key = call.next_key("step") if call is not None else ""
