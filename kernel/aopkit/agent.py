@@ -309,7 +309,7 @@ class Agent:
     async def _replayed(self, call: Call, done: dict[str, Any]) -> Msg:
         """A call the journal saw finish: its steps and reply come back without running."""
         kernel = self.kernel
-        self.memory.extend(call.steps(kernel))
+        call.replay(self.memory, kernel)
         reply: Msg = await self._deliver(kernel.codec.load(done["msg"], Msg), time.perf_counter())
         return reply
 

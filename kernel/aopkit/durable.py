@@ -33,6 +33,7 @@ from .session import JournalStore, check_run_id
 if TYPE_CHECKING:
     from .blocks import ToolResultBlock, ToolUseBlock
     from .kernel import Kernel
+    from .memory import Memory
     from .models import ChatResponse
     from .toolkit import Tool
 
@@ -281,15 +282,19 @@ class Call:
         self._counters[kind] = number + 1
         return f"{self.key}/{kind}{number}"
 
-    def steps(self, kernel: Kernel) -> list[Msg]:
-        """The journaled steps of this (finished) call, in order: what entered memory."""
-        found: list[Msg] = []
+    def replay(self, memory: Memory, kernel: Kernel) -> None:
+        """Put back what this (finished) call did to ``memory``, in order: before each model
+        answer a compaction (if one was journaled), after each but the last a step."""
+        from .compaction import replay_compaction
+
         for number in range(1_000_000):
+            compacted = self.run.journaled("compaction", f"{self.key}/compaction{number}")
+            if compacted is not None:
+                replay_compaction(self.run.id, memory, compacted, kernel)
             entry = self.run.journaled("step", f"{self.key}/step{number}")
             if entry is None:
-                return found
-            found += [kernel.codec.load(m, Msg) for m in entry["msgs"]]
-        return found
+                return
+            memory.extend(kernel.codec.load(m, Msg) for m in entry["msgs"])
 
 
 def current_call() -> Call | None:
