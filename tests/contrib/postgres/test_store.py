@@ -245,11 +245,15 @@ async def test_a_cancelled_append_writes_all_or_nothing(pg_store) -> None:
 )
 async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(8)
-        if answer is None:
-            await asyncio.sleep(30)
-        writer.write(answer or b"")
-        writer.close()
+        try:
+            await reader.read(8)
+            if answer is None:
+                await reader.read()  # until the client gives up
+            else:
+                writer.write(answer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -261,3 +265,4 @@ async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
         assert "secret-pw" not in str(caught.value)
     finally:
         server.close()
+        await server.wait_closed()
