@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 import attrs
 
-from .durable import AwaitingApproval, Call, DurableError, current_run, enter_call, leave_call
+from .durable import (
+    AwaitingApproval,
+    Call,
+    DurableError,
+    current_run,
+    enter_call,
+    leave_call,
+    read,
+)
 from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .kernel import Kernel
@@ -310,7 +318,8 @@ class Agent:
         """A call the journal saw finish: its steps and reply come back without running."""
         kernel = self.kernel
         call.replay(self.memory, kernel)
-        reply: Msg = await self._deliver(kernel.codec.load(done["msg"], Msg), time.perf_counter())
+        journaled = read(call.run.id, done, lambda e: kernel.codec.load(e["msg"], Msg))
+        reply: Msg = await self._deliver(journaled, time.perf_counter())
         return reply
 
     def interrupt(self) -> None:

@@ -223,18 +223,20 @@ def journal_entry(kernel: Kernel, before: Sequence[Msg], after: Sequence[Msg]) -
 
 def replay_compaction(run: str, memory: Memory, entry: dict[str, Any], kernel: Kernel) -> None:
     """Apply a journaled compaction to ``memory`` (rebuilt by the replay up to that point)."""
-    from .durable import Diverged
+    from .durable import Diverged, read
 
     found = {m.id: m for m in memory}
-    found.update((m.id, m) for m in (kernel.codec.load(d, Msg) for d in entry["added"]))
-    missing = [i for i in entry["ids"] if i not in found]
+    added = read(run, entry, lambda e: [kernel.codec.load(d, Msg) for d in e["added"]])
+    found.update((m.id, m) for m in added)
+    ids = read(run, entry, lambda e: [str(i) for i in e["ids"]])
+    missing = [i for i in ids if i not in found]
     if missing:
         raise Diverged(
             f"run {run!r}: a journaled compaction keeps messages {missing[:3]} the replayed "
             "memory does not have; resume with the same program"
         )
     memory.clear()
-    memory.extend(found[i] for i in entry["ids"])
+    memory.extend(found[i] for i in ids)
 
 
 @attrs.frozen

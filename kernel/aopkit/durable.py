@@ -19,6 +19,7 @@ deterministic apart from models and tools), and agent names must be unique withi
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -175,6 +176,18 @@ def _load_decisions(data: Entry) -> dict[str, Decision]:
     }
 
 
+def read(run: str, entry: Entry, load: Callable[[Any], T]) -> T:
+    """``load`` applied to a journal entry, or a :class:`DurableError` naming the damaged entry
+    (a journal written by hand, or by another version) instead of a KeyError or TypeError."""
+    try:
+        return load(entry)
+    except (KeyError, TypeError, IndexError, ValueError, AopkitError) as exc:
+        raise DurableError(
+            f"run {run!r}: journal entry {entry.get('kind')!r} {entry.get('key')!r} is damaged "
+            f"({type(exc).__name__}: {exc}); the journal is left as it is"
+        ) from None
+
+
 class Run:
     """One durable run: its journal as loaded, and what this process appends to it."""
 
@@ -209,7 +222,7 @@ class Run:
         if found is None:
             await self.record(kind, key, msg=kernel.codec.dump(msg))
             return msg
-        journaled = kernel.codec.load(found["msg"], Msg)
+        journaled = read(self.id, found, lambda e: kernel.codec.load(e["msg"], Msg))
         if check and _content(kernel, journaled) != _content(kernel, msg):
             raise Diverged(
                 f"run {self.id!r}, {kind} {key}: the program now gives {msg.text[:80]!r} where "
@@ -287,14 +300,16 @@ class Call:
         answer a compaction (if one was journaled), after each but the last a step."""
         from .compaction import replay_compaction
 
-        for number in range(1_000_000):
+        for number in itertools.count():
             compacted = self.run.journaled("compaction", f"{self.key}/compaction{number}")
             if compacted is not None:
                 replay_compaction(self.run.id, memory, compacted, kernel)
             entry = self.run.journaled("step", f"{self.key}/step{number}")
             if entry is None:
                 return
-            memory.extend(kernel.codec.load(m, Msg) for m in entry["msgs"])
+            memory.extend(
+                read(self.run.id, entry, lambda e: [kernel.codec.load(m, Msg) for m in e["msgs"]])
+            )
 
 
 def current_call() -> Call | None:
@@ -323,7 +338,7 @@ async def model_answer(
     key = call.next_key("model")
     found = call.run.journaled("model", key)
     if found is not None:
-        answer = kernel.codec.load(found["answer"], ChatResponse)
+        answer = read(call.run.id, found, lambda e: kernel.codec.load(e["answer"], ChatResponse))
         kernel.usage.replayed(model, answer.usage)
         return answer, True
     answer = await ask()
@@ -349,7 +364,7 @@ async def tool_result(
     key = f"{call.key}/tool/{use.id}"
     found = run.journaled("tool", key)
     if found is not None:
-        result = kernel.codec.load(found["result"], Block)
+        result = read(run.id, found, lambda e: kernel.codec.load(e["result"], Block))
         if not isinstance(result, ToolResultBlock):
             raise DurableError(f"run {run.id!r}, tool {key}: the journal holds no tool result")
         return result
@@ -403,7 +418,7 @@ async def approvals(
     if run is not None:
         answered = run.journaled("approved", key)
         if answered is not None:
-            return _load_decisions(answered["decisions"])
+            return read(run.id, answered, lambda e: _load_decisions(e["decisions"]))
         if run.journaled("approval", key) is None:
             await run.record("approval", key, request=_dump_request(request))
     answer = await kernel.escalate(request)
@@ -426,7 +441,7 @@ async def pending_approval(store: JournalStore, run: str) -> ApprovalRequest | N
     answered = {e.get("key") for e in entries if e.get("kind") == "approved"}
     for entry in reversed(entries):
         if entry.get("kind") == "approval" and entry.get("key") not in answered:
-            return _load_request(run, entry["key"], entry["request"])
+            return read(run, entry, lambda e: _load_request(run, e["key"], e["request"]))
     return None
 
 

@@ -11,7 +11,7 @@ import attrs
 
 from .agent import Incoming
 from .blocks import Block, ToolResultBlock, ToolUseBlock
-from .durable import DurableError, approvals, current_call, model_answer, tool_result
+from .durable import DurableError, approvals, current_call, model_answer, read, tool_result
 from .errors import ConfigurationError, DecodeError
 from .events import MessageSent, ReplyChunk
 from .message import Msg
@@ -249,12 +249,16 @@ class ReActAgent(ModelAgent):
         """Run the step's tool calls (concurrently if allowed), then store the step and all its
         results at once, in the order the model asked for them, whatever happens: a call that
         finished keeps its real result even when the reply is interrupted or cancelled; only
-        the others are marked as not finished. Observers see the calls as they start."""
+        the others are marked as not finished. Observers see the calls as they start. Calls
+        that need approval are decided first; in a durable run each result and the whole step
+        are journaled before they are used, and a journaled step is replayed as it was."""
         kernel = self.kernel
         call = current_call()
         key = call.next_key("step") if call is not None else ""
         if call is not None and (done := call.run.journaled("step", key)) is not None:
-            step, tools = (kernel.codec.load(m, Msg) for m in done["msgs"])
+            step, tools = read(
+                call.run.id, done, lambda e: [kernel.codec.load(m, Msg) for m in e["msgs"]]
+            )
             self.memory.add(step)
             self._step(tools)
             return

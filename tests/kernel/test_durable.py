@@ -171,3 +171,63 @@ async def test_a_store_without_journals_is_refused(tmp_path):
     with pytest.raises(aopkit.StoreError, match="invalid run id"):
         async with aopkit.durable(JSONFileStore(tmp_path), "../x"):
             pass
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        {"kind": "reply", "key": "solo/0"},  # no message
+        {"kind": "reply", "key": "solo/0", "msg": {"name": "solo", "role": "robot"}},
+        {"kind": "model", "key": "solo/0/model0", "answer": [1, 2]},
+        {"kind": "step", "key": "solo/0/step0", "msgs": "text"},
+    ],
+)
+async def test_a_damaged_journal_entry_is_an_error_naming_it(tmp_path, kernel, damaged):
+    store = SQLiteStore(tmp_path / "db")
+    use = ToolUseBlock("c1", "look", {})
+    answer = ChatResponse([use], finish_reason="tool_use")
+    entries = [{"kind": "model", "key": "solo/0/model0", "answer": kernel.codec.dump(answer)}]
+    await store.append("r", [e for e in entries if e["key"] != damaged["key"]] + [damaged])
+    before = await store.journal("r")
+
+    def look() -> str:
+        """Look."""
+        return "seen"
+
+    agent = ReActAgent("solo", "scripted:x", tools=[look], kernel=kernel)
+    agent.model.add("never asked")
+    with pytest.raises(
+        aopkit.DurableError,
+        match=rf"journal entry '{damaged['kind']}' '{damaged['key']}' is damaged",
+    ):
+        async with aopkit.durable(store, "r"):
+            await agent()
+    assert await store.journal("r") == before
+
+
+async def test_cancelled_at_random_awaits_and_resumed_no_charge_happens_twice(tmp_path):
+    """A cancel (unlike a SIGKILL) lets the run record what it stopped: the resumed run goes
+    on from there, and every history stays valid (each tool call with its result)."""
+    import asyncio
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    store = SQLiteStore(tmp_path / "db")
+    for _ in range(12):
+        try:
+            memories = await asyncio.wait_for(
+                program(store, "trip", tmp_path), timeout=rng.uniform(0.02, 0.4)
+            )
+            break
+        except asyncio.TimeoutError:
+            continue
+    else:
+        memories = await program(store, "trip", tmp_path)
+    effects = _lines(tmp_path / "effects.log")
+    assert len(effects) == len(set(effects)), f"seed {seed}: a charge ran twice"
+    for agent, msgs in memories.items():
+        blocks = [b for m in msgs if isinstance(m["content"], list) for b in m["content"]]
+        calls = [b["id"] for b in blocks if b["type"] == "tool_use"]
+        results = [b["id"] for b in blocks if b["type"] == "tool_result"]
+        assert calls == results, f"seed {seed}: {agent}'s history separates a call from its result"
+    assert await program(store, "trip", tmp_path) == memories, "finished: it replays whole"
