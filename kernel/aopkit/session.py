@@ -25,8 +25,6 @@ import json
 import os
 import re
 import sqlite3
-import threading
-import weakref
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -309,10 +307,6 @@ class SQLiteStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
-        self._run(lambda db: db.execute("PRAGMA journal_mode=WAL"), transaction=False)
         self._run(
             lambda db: db.execute(
                 "CREATE TABLE IF NOT EXISTS agent_state ("
@@ -331,39 +325,14 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}  # another process opens its own connection
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
-
-    def _connection(self) -> sqlite3.Connection:
-        """This process's connection, kept open (closing the last one of a WAL database
-        checkpoints it: a cost on every call); the caller holds the lock."""
-        if self._db is None or self._pid != os.getpid():
-            try:
-                db = sqlite3.connect(
-                    self.path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                db.execute("PRAGMA synchronous=FULL")
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
-            self._db, self._pid = db, os.getpid()
-            weakref.finalize(self, db.close)
-        return self._db
-
-    def _run(self, work: Any, *, write: bool = True, transaction: bool = True) -> Any:
-        with self._lock:
-            return self._run_locked(work, write, transaction)
-
-    def _run_locked(self, work: Any, write: bool, transaction: bool) -> Any:
+    def _run(self, work: Any, *, write: bool = True) -> Any:
         """Run ``work(connection)`` in one transaction (immediate to ``write``: it holds the
-        write lock from its first read); SQLite errors as StoreError. The store is in WAL mode
-        with full sync: a commit is one fsync of the log, durable when it returns."""
-        db = self._connection()
+        write lock from its first read); SQLite errors as StoreError."""
         try:
-            if not transaction:
-                return work(db)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from None
+        try:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = work(db)
@@ -375,6 +344,8 @@ class SQLiteStore:
             return result
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite store {self.path}: {exc}; {_LEFT_ALONE}") from None
+        finally:
+            db.close()
 
     async def save(self, session_id: str, states: dict[str, State]) -> None:
         check_session_id(session_id)
