@@ -437,7 +437,7 @@ class Agent:
     async def _replayed(self, call: Call, done: dict[str, Any]) -> Msg:
         """A call the journal saw finish: its steps and reply come back without running."""
         kernel = self.kernel
-        self.memory.extend(call.steps(kernel))
+        call.replay(self.memory, kernel)
         journaled = read(call.run.id, done, lambda e: kernel.codec.load(e["msg"], Msg))
         return self._reply_done(journaled, None, time.perf_counter(), False)
 

@@ -26,7 +26,8 @@ from .usage import estimate_tokens
 
 if TYPE_CHECKING:
     from .kernel import Kernel
-    from .models import ChatModel, ChatResponse, ToolSpec
+    from .memory import Memory
+    from .models import ChatModel, ToolSpec
 
 DEFAULT_STRATEGIES = ("drop-tool-outputs", "truncate")
 
@@ -44,26 +45,13 @@ class Compactor(Protocol):
 class Goal:
     """What a compactor aims at: ``tokens`` for the history (beside ``fixed``, what it cannot
     shrink: the system prompt and tool schemas); ``task``, the id of the message to keep;
-    ``recent``, how many of the last exchanges to leave as they are; ``model`` to summarise
-    (a call of it through :meth:`ask` is journaled in a durable run, and replayed on resume)."""
+    ``recent``, how many of the last exchanges to leave as they are; ``model`` to summarise."""
 
     tokens: int
     task: str | None
     recent: int
     model: ChatModel
-    kernel: Kernel
     fixed: int = 0
-
-    async def ask(self, messages: list[Msg]) -> ChatResponse:
-        """The model's answer to ``messages``."""
-        from .durable import model_answer
-
-        async def call() -> ChatResponse:
-            response: Any = await self.model(messages)
-            return response  # type: ignore[no-any-return]
-
-        answer, _ = await model_answer(self.kernel, self.model.name, call)
-        return answer
 
     def fits(self, history: Sequence[Msg]) -> bool:
         return self.fixed + estimate_tokens(history) <= self.tokens
@@ -196,7 +184,6 @@ async def compact(
         task=task.id if task is not None else None,
         recent=policy.recent,
         model=summariser or model,
-        kernel=kernel,
         fixed=fixed_tokens,
     )
     current, used = history, []
@@ -223,6 +210,33 @@ async def compact(
             )
         )
     return current
+
+
+def journal_entry(kernel: Kernel, before: Sequence[Msg], after: Sequence[Msg]) -> dict[str, Any]:
+    """What a durable run journals of a compaction: the ids kept, the messages added."""
+    known = {m.id for m in before}
+    return {
+        "ids": [m.id for m in after],
+        "added": [kernel.codec.dump(m) for m in after if m.id not in known],
+    }
+
+
+def replay_compaction(run: str, memory: Memory, entry: dict[str, Any], kernel: Kernel) -> None:
+    """Apply a journaled compaction to ``memory`` (rebuilt by the replay up to that point)."""
+    from .durable import Diverged, read
+
+    found = {m.id: m for m in memory}
+    added = read(run, entry, lambda e: [kernel.codec.load(d, Msg) for d in e["added"]])
+    found.update((m.id, m) for m in added)
+    ids = read(run, entry, lambda e: [str(i) for i in e["ids"]])
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise Diverged(
+            f"run {run!r}: a journaled compaction keeps messages {missing[:3]} the replayed "
+            "memory does not have; resume with the same program"
+        )
+    memory.clear()
+    memory.extend(found[i] for i in ids)
 
 
 @attrs.frozen
@@ -296,7 +310,7 @@ class Summarise:
             rest = [m for m in history if m.id not in gone]
         if not chosen:
             return history
-        response = await goal.ask(
+        response: Any = await goal.model(
             [Msg("system", SUMMARY_PROMPT, "system"), Msg("user", transcript(chosen), "user")]
         )
         text = "".join(b.text for b in response.content if isinstance(b, TextBlock)).strip()

@@ -34,6 +34,7 @@ from .session import JournalStore, check_run_id
 if TYPE_CHECKING:
     from .blocks import ToolResultBlock, ToolUseBlock
     from .kernel import Kernel
+    from .memory import Memory
     from .models import ChatResponse
     from .toolkit import Tool
 
@@ -294,17 +295,21 @@ class Call:
         self._counters[kind] = number + 1
         return f"{self.key}/{kind}{number}"
 
-    def steps(self, kernel: Kernel) -> list[Msg]:
-        """The journaled steps of this (finished) call, in order: what entered memory."""
-        found: list[Msg] = []
+    def replay(self, memory: Memory, kernel: Kernel) -> None:
+        """Put back what this (finished) call did to ``memory``, in order: before each model
+        answer a compaction (if one was journaled), after each but the last a step."""
+        from .compaction import replay_compaction
+
         for number in itertools.count():
+            compacted = self.run.journaled("compaction", f"{self.key}/compaction{number}")
+            if compacted is not None:
+                replay_compaction(self.run.id, memory, compacted, kernel)
             entry = self.run.journaled("step", f"{self.key}/step{number}")
             if entry is None:
-                return found
-            found += read(
-                self.run.id, entry, lambda e: [kernel.codec.load(m, Msg) for m in e["msgs"]]
+                return
+            memory.extend(
+                read(self.run.id, entry, lambda e: [kernel.codec.load(m, Msg) for m in e["msgs"]])
             )
-        raise AssertionError("unreachable")  # for type checkers: count() never ends
 
 
 def current_call() -> Call | None:

@@ -6,7 +6,8 @@ import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, Incoming, check_instance
-from .compaction import Compaction, compact
+from .compaction import Compaction, compact, journal_entry, replay_compaction
+from .durable import current_call
 from .errors import ConfigurationError
 from .faults import FaultPolicy
 from .message import Msg
@@ -70,8 +71,14 @@ class ModelAgent(Agent):
         return history
 
     async def compact(self, tools: list[ToolSpec] | None = None) -> None:
-        """Shrink the memory by the compaction policy if the history nears its budget."""
+        """Shrink the memory by the compaction policy if the history nears its budget. In a
+        durable run each compaction is journaled, and replayed instead of run again."""
         if self.compaction is None:
+            return
+        call = current_call()
+        key = call.next_key("compaction") if call is not None else ""
+        if call is not None and (done := call.run.journaled("compaction", key)) is not None:
+            replay_compaction(call.run.id, self.memory, done, self.kernel)
             return
         fixed = self.messages()[:1] if self.sys_prompt else []
         history = self.memory.messages()
@@ -85,6 +92,9 @@ class ModelAgent(Agent):
             tools=tools or [],
         )
         if compacted is not None:
+            if call is not None:
+                entry = journal_entry(self.kernel, history, compacted)
+                await call.run.record("compaction", key, **entry)
             self.memory.clear()
             self.memory.extend(compacted)
 

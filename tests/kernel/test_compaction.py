@@ -239,3 +239,39 @@ async def test_a_react_agent_compacts_between_steps_and_answers(kernel):
 def test_bad_policies_are_refused(options):
     with pytest.raises(ConfigurationError, match="Compaction"):
         Compaction(**options)
+
+
+async def test_a_resumed_durable_run_replays_its_summary_without_asking_again(tmp_path):
+    """The summary's model call is journaled: run again, the memory is the same and neither
+    model is asked anything."""
+    from aopkit import Kernel, SQLiteStore, durable
+
+    store = SQLiteStore(tmp_path / "runs.db")
+
+    def fetch(page: int) -> str:
+        """Fetch a page."""
+        return f"page {page} " + "words " * 300
+
+    async def run(answers, summaries, run_id="read-1"):
+        async with Kernel() as kernel:
+            model = kernel.model("scripted:brain", responses=answers)
+            summariser = kernel.model("scripted:sum", responses=summaries)
+            policy = Compaction(1200, strategies=("summarise",), recent=1, model=summariser)
+            agent = ReActAgent("reader", model, tools=[fetch], kernel=kernel, compaction=policy)
+            async with durable(store, run_id):
+                reply = await agent(Msg("user", "Read pages 0 to 3.", "user"))
+            memory = [(m.name, m.role, m.text) for m in agent.memory]
+            return reply.text, memory, len(model.calls), len(summariser.calls)
+
+    steps = [[ToolUseBlock(f"c{i}", "fetch", {"page": i})] for i in range(4)]
+    first = await run([*steps, "Read."], [f"summary {n}" for n in range(5)])
+    assert first[0] == "Read." and first[3] >= 1
+    assert any(name == "summary" for name, _, _ in first[1])
+    again = await run([], [])
+    assert again[:2] == first[:2] and again[2:] == (0, 0)
+
+    broken = run(steps[:3], ["summary 0"] * 5, "read-2")  # the model fails after 3 steps
+    with pytest.raises(ReplyError, match="ScriptExhausted"):
+        await broken
+    resumed = await run([steps[3], "Read."], ["summary 0"] * 5, "read-2")
+    assert resumed[:2] == first[:2]

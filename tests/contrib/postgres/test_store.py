@@ -244,15 +244,16 @@ async def test_a_cancelled_append_writes_all_or_nothing(pg_store) -> None:
     ],
 )
 async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
-    peers: list[tuple[asyncio.Task[object], asyncio.StreamWriter]] = []
-
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peers.append((asyncio.current_task(), writer))  # type: ignore[arg-type]
-        await reader.read(8)
-        if answer is None:
-            await asyncio.sleep(30)
-        writer.write(answer or b"")
-        writer.close()
+        try:
+            await reader.read(8)
+            if answer is None:
+                await reader.read()  # until the client gives up
+            else:
+                writer.write(answer)
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -264,8 +265,4 @@ async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
         assert "secret-pw" not in str(caught.value)
     finally:
         server.close()
-        for task, writer in peers:  # the server's side of each connection ends with the test
-            task.cancel()
-            writer.close()
-        await asyncio.gather(*(task for task, _ in peers), return_exceptions=True)
         await server.wait_closed()
