@@ -31,6 +31,7 @@ from aopkit import (
     URLSource,
 )
 from aopkit.blocks import UnknownBlock
+from aopkit.formatting import keep, kept
 from aopkit.models import Capabilities
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(16))).decode()
@@ -237,7 +238,8 @@ def test_nothing_kept_on_a_message_travels_with_copies_pickles_or_saves(
     kernel: aopkit.Kernel,
 ) -> None:
     msg = Msg("user", "hi", "user")
-    msg._formats["key"] = ["formatted"]
+    keep(msg, "key", ["formatted"])
+    assert kept(msg, "key") == ["formatted"]
     for other in (
         copy.copy(msg),
         copy.deepcopy(msg),
@@ -245,5 +247,5 @@ def test_nothing_kept_on_a_message_travels_with_copies_pickles_or_saves(
         attrs.evolve(msg),
         attrs.evolve(msg, content="changed"),
     ):
-        assert other._formats == {}
+        assert kept(other, "key") is None
     assert "formatted" not in json.dumps(kernel.codec.dump(msg))
