@@ -249,3 +249,14 @@ def test_nothing_kept_on_a_message_travels_with_copies_pickles_or_saves(
     ):
         assert kept(other, "key") is None
     assert "formatted" not in json.dumps(kernel.codec.dump(msg))
+
+
+def test_the_system_prompt_is_one_message_while_it_is_unchanged(kernel: aopkit.Kernel) -> None:
+    """So it is formatted once too; a new prompt is a new message."""
+    agent = aopkit.ModelAgent("judge", "scripted:x", sys_prompt="Be fair.", kernel=kernel)
+    first = agent.messages()[0]
+    assert agent.messages()[0] is first and first.text == "Be fair."
+    agent.sys_prompt = "Be brief."
+    assert agent.messages()[0].text == "Be brief."
+    agent.sys_prompt = None
+    assert agent.messages() == []
