@@ -126,11 +126,14 @@ async def through_aopkit(
             replies = iter(crowd_)
             return await crowd(lambda: next(replies)(question), n)
         if kind == "react":
-            await model([question])
+            await asyncio.gather(*(model([question]) for _ in range(n)))  # open n connections
             agents = [aopkit.ReActAgent(f"a{i}", model) for i in range(n)]
-            start = time.perf_counter()
-            await asyncio.gather(*(a(question) for a in agents))
-            return {"wall": time.perf_counter() - start}
+            walls = []
+            for _ in range(3):
+                start = time.perf_counter()
+                await asyncio.gather(*(a(question) for a in agents))
+                walls.append(time.perf_counter() - start)
+            return {"wall": min(walls)}
         models: dict[str, Any] = {}
 
         def call(url: str) -> Any:
