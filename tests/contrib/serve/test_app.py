@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import MultiDict
 
 import aopkit
 import aopkit_serve
@@ -30,7 +31,9 @@ async def test_every_route_needs_the_token_and_it_is_never_echoed(kernel, serve)
         {"Authorization": "Bearer wrong"},
         {"Authorization": TOKEN},
         {"Authorization": f"Bearer {TOKEN}x"},
-        {"Authorization": f"bearer  {TOKEN}"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer{TOKEN}"},
+        {"Authorization": "Bearer"},
         {"Authorization": f"Bearer {TOKEN[:-1]}é"},
     ]
     async with aiohttp.ClientSession() as http:
@@ -41,12 +44,33 @@ async def test_every_route_needs_the_token_and_it_is_never_echoed(kernel, serve)
                     assert TOKEN not in await response.text()
                     assert (await response.json())["error"]["code"] == "invalid_api_key"
                     assert response.headers["WWW-Authenticate"].startswith("Bearer")
-        async with http.get(url + "/hello", headers={"Authorization": f"Bearer {TOKEN}"}) as ok:
-            assert ok.status == 200 and await ok.text() == "in"
+        for right in (f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER   {TOKEN}"):  # RFC 7235
+            async with http.get(url + "/hello", headers={"Authorization": right}) as ok:
+                assert ok.status == 200 and await ok.text() == "in"
+        for path in ("/hello", "/HELLO", "/hello/", "//hello", "/nowhere"):
+            for method in ("GET", "HEAD", "OPTIONS", "DELETE", "POST"):
+                async with http.request(method, url + path) as response:
+                    assert response.status == 401, (method, path)
+
+
+async def test_two_authorization_headers_are_refused(kernel, serve):
+    """Which of two headers a proxy or framework reads differs: neither is trusted."""
+    app = build_app(Recall("a", kernel=kernel), token=TOKEN, protocols=())
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="in")
+
+    app.router.add_get("/hello", hello)
+    url = await serve(app)
+    async with aiohttp.ClientSession() as http:
+        for pair in ([TOKEN, "wrong"], ["wrong", TOKEN], [TOKEN, TOKEN]):
+            headers = MultiDict(("Authorization", f"Bearer {value}") for value in pair)
+            async with http.get(url + "/hello", headers=headers) as response:
+                assert response.status == 401, pair
 
 
 def test_a_token_is_required(kernel):
-    for token in ("", "  ", None):
+    for token in ("", "  ", None, f" {TOKEN}", f"{TOKEN}\n"):
         with pytest.raises(aopkit.ConfigurationError, match="token"):
             build_app(Recall("a", kernel=kernel), token=token, protocols=())  # type: ignore[arg-type]
 
