@@ -249,6 +249,7 @@ def _content(kernel: Kernel, msg: Msg) -> Any:
     return {k: v for k, v in data.items() if k not in ("id", "timestamp")}
 
 
+_OPEN: set[tuple[str, str]] = set()  # (store, run) of the durable blocks open in this process
 _RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("aopkit_run", default=None)
 _CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("aopkit_call", default=None)
 
@@ -267,12 +268,23 @@ async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
         getattr(store, "journal", None)
     ):
         raise DurableError(f"{store!r} keeps no journals (it has no append and journal)")
-    found = Run(store, run, await store.journal(run))
-    token = _RUN.set(found)
+    where = (repr(store), run)
+    if where in _OPEN:
+        raise DurableError(
+            f"run {run!r} is already open in this process ({store!r}): resumed twice at once, "
+            "both would run its models and tools live and journal them twice; wait for the "
+            "first to end"
+        )
+    _OPEN.add(where)
     try:
-        yield found
+        found = Run(store, run, await store.journal(run))
+        token = _RUN.set(found)
+        try:
+            yield found
+        finally:
+            _RUN.reset(token)
     finally:
-        _RUN.reset(token)
+        _OPEN.discard(where)
 
 
 async def resume(store: JournalStore, run: str, program: Callable[[], Awaitable[T]]) -> T:
