@@ -465,10 +465,18 @@ async def answer_approval(
     request = await pending_approval(store, run)
     if request is None:
         raise DurableError(f"run {run!r} waits for no approval")
-    decisions = request.decisions(answer)
-    await store.append(
-        run, [{"kind": "approved", "key": request.key, "decisions": _dump_decisions(decisions)}]
+    decisions = json.loads(json.dumps(_dump_decisions(request.decisions(answer))))
+    await store.append(run, [{"kind": "approved", "key": request.key, "decisions": decisions}])
+    first = next(
+        e
+        for e in await store.journal(run)
+        if e.get("kind") == "approved" and e.get("key") == request.key
     )
+    if first.get("decisions") != decisions:
+        raise DurableError(
+            f"run {run!r}: approval {request.key} was answered otherwise by someone else at the "
+            "same time; the run goes on with that answer, not this one"
+        )
     return request
 
 
