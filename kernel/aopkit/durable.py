@@ -188,6 +188,18 @@ def read(run: str, entry: Entry, load: Callable[[Any], T]) -> T:
         ) from None
 
 
+def _checked(run: str, entries: list[Entry]) -> list[Entry]:
+    """``entries`` if each has a string ``kind`` and ``key``; else a :class:`DurableError`
+    naming the first damaged one (garbage written by hand, or by another program)."""
+    for number, entry in enumerate(entries):
+        if not isinstance(entry.get("kind"), str) or not isinstance(entry.get("key"), str):
+            raise DurableError(
+                f"run {run!r}: journal entry {number} is damaged (its kind and key must be "
+                f"strings): {str(entry)[:120]}; the journal is left as it is"
+            )
+    return entries
+
+
 class Run:
     """One durable run: its journal as loaded, and what this process appends to it."""
 
@@ -277,7 +289,7 @@ async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
         )
     _OPEN.add(where)
     try:
-        found = Run(store, run, await store.journal(run))
+        found = Run(store, run, _checked(run, await store.journal(run)))
         token = _RUN.set(found)
         try:
             yield found
@@ -449,7 +461,7 @@ async def approvals(
 
 async def pending_approval(store: JournalStore, run: str) -> ApprovalRequest | None:
     """The approval a paused run waits for, read from its journal (None if none)."""
-    entries = await store.journal(run)
+    entries = _checked(run, await store.journal(run))
     answered = {e.get("key") for e in entries if e.get("kind") == "approved"}
     for entry in reversed(entries):
         if entry.get("kind") == "approval" and entry.get("key") not in answered:

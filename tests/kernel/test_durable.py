@@ -86,6 +86,20 @@ async def test_one_run_opened_twice_at_once_is_refused(tmp_path):
         pass  # and the run itself, once the first block ended
 
 
+@pytest.mark.parametrize(
+    "entry", [{"kind": ["x"], "key": "a/0"}, {"kind": "model", "key": {}}, {"key": "a/0"}]
+)
+async def test_a_journal_entry_without_a_string_kind_and_key_is_a_clear_error(tmp_path, entry):
+    store = SQLiteStore(tmp_path / "db")
+    await store.append("r", [{"kind": "input", "key": "a/0"}, entry])
+    with pytest.raises(aopkit.DurableError, match="journal entry 1 is damaged"):
+        async with aopkit.durable(store, "r"):
+            pass
+    with pytest.raises(aopkit.DurableError, match="journal entry 1 is damaged"):
+        await aopkit.pending_approval(store, "r")
+    assert len(await store.journal("r")) == 2, "left as it is"
+
+
 def _chain(
     root: Path, store_factory, rng: random.Random, most: int
 ) -> tuple[int, dict[str, set[str]]]:
