@@ -53,6 +53,22 @@ async def test_every_route_needs_the_token_and_it_is_never_echoed(kernel, serve)
                     assert response.status == 401, (method, path)
 
 
+async def test_every_route_of_every_protocol_needs_the_token(kernel, serve):
+    """Each route the protocols register (the A2A card, MCP's GET and DELETE included), with
+    every method, in odd case and with a trailing slash: 401 before any handler runs."""
+    app = build_app(Recall("a", kernel=kernel), token=TOKEN)
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert {"/.well-known/agent-card.json", "/mcp", "/a2a", "/ag-ui"} <= paths
+    url = await serve(app)
+    async with aiohttp.ClientSession() as http:
+        for path in sorted(paths):
+            for variant in (path, path.upper(), path + "/", f"{path}?token={TOKEN}"):
+                for method in ("GET", "HEAD", "OPTIONS", "POST", "DELETE"):
+                    headers = {"Authorization": f"Bearer {TOKEN}x"}
+                    async with http.request(method, url + variant, headers=headers) as response:
+                        assert response.status == 401, (method, variant)
+
+
 async def test_two_authorization_headers_are_refused(kernel, serve):
     """Which of two headers a proxy or framework reads differs: neither is trusted."""
     app = build_app(Recall("a", kernel=kernel), token=TOKEN, protocols=())
