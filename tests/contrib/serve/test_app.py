@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from aiohttp import web
@@ -110,3 +112,46 @@ async def test_mounted_in_a_host_app_the_token_still_guards_it(kernel, serve):
     url = await serve(host)
     async with aiohttp.ClientSession() as http, http.get(url + "/agents/x") as response:
         assert response.status == 401
+
+
+async def test_one_conversation_through_three_protocols_at_once_takes_turns(kernel, serve):
+    """OpenAI, AG-UI and A2A turns on one conversation wait for each other: each reply sees
+    the turns before it, and the memory ends with every message once, in order."""
+    url = await serve(build_app(Recall("recall", kernel=kernel), token=TOKEN))
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Aopkit-Conversation": "c1"}
+
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def openai(text: str) -> str:
+            body = {"model": "recall", "messages": [{"role": "user", "content": text}]}
+            async with http.post(url + "/v1/chat/completions", json=body) as response:
+                return str((await response.json())["choices"][0]["message"]["content"])
+
+        async def agui(text: str) -> str:
+            message = {"id": "m1", "role": "user", "content": text}
+            body = {"threadId": "c1", "runId": "r1", "messages": [message], "state": None}
+            body |= {"tools": [], "context": [], "forwardedProps": None}
+            async with http.post(url + "/ag-ui", json=body) as response:
+                return await response.text()
+
+        async def a2a(text: str) -> str:
+            message = {"messageId": "m9", "contextId": "c1", "role": "ROLE_USER"}
+            message["parts"] = [{"text": text}]
+            rpc = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "SendMessage",
+                "params": {"message": message},
+            }
+            async with http.post(
+                url + "/a2a", json=rpc, headers={"A2A-Version": "1.0"}
+            ) as response:
+                return await response.text()
+
+        first = asyncio.create_task(openai("sleep:0.3"))
+        await asyncio.sleep(0.1)  # the first turn holds the conversation
+        streamed, answered = await asyncio.gather(agui("two"), a2a("three"))
+        assert await first == "sleep:0.3"
+        assert '"result":"sleep:0.3|' in streamed
+        assert '"text": "sleep:0.3|' in answered
+        assert await openai("last") in ("sleep:0.3|two|three|last", "sleep:0.3|three|two|last")
