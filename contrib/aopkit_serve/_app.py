@@ -35,8 +35,10 @@ def build_app(
     """The application serving ``target`` (an agent, a list of agents, or a callable returning
     either per conversation) through ``protocols``; every request must carry
     ``Authorization: Bearer <token>``. Without a ``store`` conversations live in memory only."""
-    if not isinstance(token, str) or not token.strip():
-        raise aopkit.ConfigurationError("serve: token must be a non-empty str")
+    if not isinstance(token, str) or not token.strip() or token != token.strip():
+        raise aopkit.ConfigurationError(
+            "serve: token must be a non-empty str without surrounding spaces"
+        )
     setups = [_protocol(name) for name in protocols]
     app = web.Application(middlewares=[_bearer(token)])
     app[SERVICE] = Service(target, kernel=kernel, store=store, toolkits=toolkits)
@@ -70,16 +72,28 @@ def _protocol(name: str) -> Callable[[web.Application, Service], None]:
 
 def _bearer(token: str) -> Middleware:
     """Refuse a request without the token (compared in constant time; never echoed)."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(_credentials(request), expected):
             return unauthorized()
         return await handler(request)
 
     return check
+
+
+def _credentials(request: web.Request) -> bytes:
+    """The bearer credentials of ``request`` (empty if none). The scheme is matched in any
+    case and may be followed by several spaces (RFC 7235); two ``Authorization`` headers are
+    ambiguous, so they count as none."""
+    given = request.headers.getall("Authorization", [])
+    if len(given) != 1:
+        return b""
+    scheme, _, credentials = given[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return b""
+    return credentials.lstrip(" ").encode("utf-8", "surrogateescape")
 
 
 def unauthorized() -> web.Response:

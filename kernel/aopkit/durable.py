@@ -188,6 +188,18 @@ def read(run: str, entry: Entry, load: Callable[[Any], T]) -> T:
         ) from None
 
 
+def _checked(run: str, entries: list[Entry]) -> list[Entry]:
+    """``entries`` if each has a string ``kind`` and ``key``; else a :class:`DurableError`
+    naming the first damaged one (garbage written by hand, or by another program)."""
+    for number, entry in enumerate(entries):
+        if not isinstance(entry.get("kind"), str) or not isinstance(entry.get("key"), str):
+            raise DurableError(
+                f"run {run!r}: journal entry {number} is damaged (its kind and key must be "
+                f"strings): {str(entry)[:120]}; the journal is left as it is"
+            )
+    return entries
+
+
 class Run:
     """One durable run: its journal as loaded, and what this process appends to it."""
 
@@ -249,6 +261,7 @@ def _content(kernel: Kernel, msg: Msg) -> Any:
     return {k: v for k, v in data.items() if k not in ("id", "timestamp")}
 
 
+_OPEN: set[tuple[str, str]] = set()  # (store, run) of the durable blocks open in this process
 _RUN: contextvars.ContextVar[Run | None] = contextvars.ContextVar("aopkit_run", default=None)
 _CALL: contextvars.ContextVar[Call | None] = contextvars.ContextVar("aopkit_call", default=None)
 
@@ -267,12 +280,23 @@ async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
         getattr(store, "journal", None)
     ):
         raise DurableError(f"{store!r} keeps no journals (it has no append and journal)")
-    found = Run(store, run, await store.journal(run))
-    token = _RUN.set(found)
+    where = (repr(store), run)
+    if where in _OPEN:
+        raise DurableError(
+            f"run {run!r} is already open in this process ({store!r}): resumed twice at once, "
+            "both would run its models and tools live and journal them twice; wait for the "
+            "first to end"
+        )
+    _OPEN.add(where)
     try:
-        yield found
+        found = Run(store, run, _checked(run, await store.journal(run)))
+        token = _RUN.set(found)
+        try:
+            yield found
+        finally:
+            _RUN.reset(token)
     finally:
-        _RUN.reset(token)
+        _OPEN.discard(where)
 
 
 async def resume(store: JournalStore, run: str, program: Callable[[], Awaitable[T]]) -> T:
@@ -437,7 +461,7 @@ async def approvals(
 
 async def pending_approval(store: JournalStore, run: str) -> ApprovalRequest | None:
     """The approval a paused run waits for, read from its journal (None if none)."""
-    entries = await store.journal(run)
+    entries = _checked(run, await store.journal(run))
     answered = {e.get("key") for e in entries if e.get("kind") == "approved"}
     for entry in reversed(entries):
         if entry.get("kind") == "approval" and entry.get("key") not in answered:
@@ -453,10 +477,18 @@ async def answer_approval(
     request = await pending_approval(store, run)
     if request is None:
         raise DurableError(f"run {run!r} waits for no approval")
-    decisions = request.decisions(answer)
-    await store.append(
-        run, [{"kind": "approved", "key": request.key, "decisions": _dump_decisions(decisions)}]
+    decisions = json.loads(json.dumps(_dump_decisions(request.decisions(answer))))
+    await store.append(run, [{"kind": "approved", "key": request.key, "decisions": decisions}])
+    first = next(
+        e
+        for e in await store.journal(run)
+        if e.get("kind") == "approved" and e.get("key") == request.key
     )
+    if first.get("decisions") != decisions:
+        raise DurableError(
+            f"run {run!r}: approval {request.key} was answered otherwise by someone else at the "
+            "same time; the run goes on with that answer, not this one"
+        )
     return request
 
 

@@ -48,10 +48,16 @@ def check_session_id(session_id: str) -> str:
     """Session ids become file names: letters, digits, ``_ . -``, not starting with a dot."""
     if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
         raise StoreError(
-            f"invalid session id {session_id!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            f"invalid session id {_shown(session_id)}: use 1-128 letters, digits, '_', '.' or '-', "
             "not starting with '.' or '-'"
         )
     return session_id
+
+
+def _shown(given: object) -> str:
+    """``given`` as quoted in an error: hostile ids can be kilobytes long."""
+    text = repr(given)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 class Store(Protocol):
@@ -72,7 +78,7 @@ def check_run_id(run: str) -> str:
         return check_session_id(run)
     except StoreError:
         raise StoreError(
-            f"invalid run id {run!r}: use 1-128 letters, digits, '_', '.' or '-', "
+            f"invalid run id {_shown(run)}: use 1-128 letters, digits, '_', '.' or '-', "
             "not starting with '.' or '-'"
         ) from None
 

@@ -220,3 +220,48 @@ async def test_an_approved_paused_run_runs_the_call_once(tmp_path):
     _in_child(durable_program.buy_in_child, store, "shop", tmp_path)  # finished: replays
     assert (tmp_path / "outcome.txt").read_text() == "done: bought a boat (error: False)"
     assert (tmp_path / "effects.log").read_text() == "bought boat\n"
+
+
+class _Racing:
+    """A store in which someone else answers the approval just before our answer lands."""
+
+    def __init__(self, store, rival):
+        self.store, self.rival = store, rival
+
+    async def journal(self, run):
+        return await self.store.journal(run)
+
+    async def append(self, run, entries):
+        if self.rival is not None:
+            await aopkit.answer_approval(self.store, run, self.rival)
+            self.rival = None
+        await self.store.append(run, entries)
+
+
+async def test_an_approval_answered_twice_at_once_tells_the_loser(tmp_path):
+    store = SQLiteStore(tmp_path / "db")
+    calls = [{"id": "b1", "tool": "buy", "arguments": {"item": "boat"}}]
+    request = {"agent": "buyer", "calls": calls}
+    await store.append(
+        "shop", [{"kind": "approval", "key": "buyer/0/approval0", "request": request}]
+    )
+    with pytest.raises(aopkit.AopkitError, match=r"exactly the calls \['b1'\].*unknown \['zz'\]"):
+        await aopkit.answer_approval(store, "shop", {"zz": approve()})
+    assert len(await store.journal("shop")) == 1, "a wrong answer appends nothing"
+
+    with pytest.raises(aopkit.DurableError, match="answered otherwise by someone else"):
+        await aopkit.answer_approval(_Racing(store, reject("no")), "shop", approve())
+    assert (await aopkit.pending_approval(store, "shop")) is None
+    same = _Racing(store, None)
+    await store.append(
+        "shop", [{"kind": "approval", "key": "buyer/1/approval0", "request": request}]
+    )
+    same.rival = edit({"item": ("kayak",)})  # the same answer twice is no conflict
+    await aopkit.answer_approval(same, "shop", edit({"item": ("kayak",)}))
+
+
+async def test_a_damaged_approval_entry_is_a_clear_error(tmp_path):
+    store = SQLiteStore(tmp_path / "db")
+    await store.append("shop", [{"kind": "approval", "key": "buyer/0/approval0", "request": {}}])
+    with pytest.raises(aopkit.DurableError, match="'approval' 'buyer/0/approval0' is damaged"):
+        await aopkit.answer_approval(store, "shop", approve())

@@ -1,6 +1,7 @@
 """Durable runs: replay, resume after SIGKILL at random points, interrupted tools, and the
 journal's checks."""
 
+import asyncio
 import json
 import multiprocessing
 import random
@@ -60,6 +61,43 @@ async def test_a_changed_program_is_refused_not_mixed_in(tmp_path, kernel):
         async with aopkit.durable(store, "r"):
             await other("another question")
     assert await store.journal("r") == before
+
+
+async def test_one_run_opened_twice_at_once_is_refused(tmp_path):
+    store = SQLiteStore(tmp_path / "db")
+    inside, leave = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with aopkit.durable(store, "r"):
+            inside.set()
+            await leave.wait()
+
+    task = asyncio.create_task(first())
+    await inside.wait()
+    for same in (store, SQLiteStore(tmp_path / "db")):
+        with pytest.raises(aopkit.DurableError, match="'r' is already open in this process"):
+            async with aopkit.durable(same, "r"):
+                pass
+    async with aopkit.durable(store, "other"):
+        pass  # another run of the same store is free
+    leave.set()
+    await task
+    async with aopkit.durable(store, "r"):
+        pass  # and the run itself, once the first block ended
+
+
+@pytest.mark.parametrize(
+    "entry", [{"kind": ["x"], "key": "a/0"}, {"kind": "model", "key": {}}, {"key": "a/0"}]
+)
+async def test_a_journal_entry_without_a_string_kind_and_key_is_a_clear_error(tmp_path, entry):
+    store = SQLiteStore(tmp_path / "db")
+    await store.append("r", [{"kind": "input", "key": "a/0"}, entry])
+    with pytest.raises(aopkit.DurableError, match="journal entry 1 is damaged"):
+        async with aopkit.durable(store, "r"):
+            pass
+    with pytest.raises(aopkit.DurableError, match="journal entry 1 is damaged"):
+        await aopkit.pending_approval(store, "r")
+    assert len(await store.journal("r")) == 2, "left as it is"
 
 
 def _chain(

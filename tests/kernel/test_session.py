@@ -17,6 +17,7 @@ from aopkit import (
     save_session,
 )
 from aopkit.events import StateLoaded, StateSaved
+from aopkit.session import check_run_id
 
 from .helpers import Echo, Recorder
 
@@ -91,11 +92,20 @@ async def test_two_agents_with_one_name_are_refused(store, kernel):
 
 
 @pytest.mark.parametrize(
-    "session_id", ["../escape", "/etc/passwd", ".hidden", "a/b", "", "x" * 200, "a\0b"]
+    "session_id",
+    ["../escape", "/etc/passwd", ".hidden", "a/b", "", "x" * 200, "a\0b", "é" * 10_000, "a\\b"],
 )
 async def test_hostile_session_ids_are_refused(store, kernel, session_id):
-    with pytest.raises(StoreError, match="invalid session id"):
+    with pytest.raises(StoreError, match="invalid session id") as raised:
         await save_session(store, session_id, Echo("a", kernel=kernel))
+    assert len(str(raised.value)) < 300  # a 10 kB id is not echoed whole
+
+
+def test_hostile_run_ids_are_refused_briefly():
+    for run in ("../run", "/tmp/x", "r" * 10_000, "a\0b"):
+        with pytest.raises(StoreError, match="invalid run id") as raised:
+            check_run_id(run)
+        assert len(str(raised.value)) < 300
 
 
 async def test_a_crash_mid_save_keeps_the_previous_state(tmp_path, kernel, monkeypatch):

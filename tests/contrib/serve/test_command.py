@@ -100,11 +100,21 @@ async def test_serve_prints_url_and_token_answers_and_stops_then_continues(tmp_p
     [
         ([TARGET, "--host", "0.0.0.0"], 2, "beyond loopback) needs --token"),
         ([TARGET, "--host", "example.org"], 2, "beyond loopback) needs --token"),
+        ([TARGET, "--host", "::"], 2, "beyond loopback) needs --token"),
+        ([TARGET, "--host", ""], 2, "beyond loopback) needs --token"),  # every interface
         ([TARGET, "--protocol", "soap"], 1, "unknown protocol 'soap'"),
         (["tests.contrib.serve.agents:nothing"], 2, "has no attribute 'nothing'"),
         (["os:sep", "--protocol", "openai"], 1, "the target must be an aopkit.Agent"),
     ],
-    ids=["public-address", "public-name", "protocol", "missing", "not-an-agent"],
+    ids=[
+        "public-address",
+        "public-name",
+        "any-ipv6",
+        "empty-host",
+        "protocol",
+        "missing",
+        "not-an-agent",
+    ],
 )
 def test_serve_refuses_what_it_cannot_serve_safely(tmp_path, monkeypatch, capsys, args, code, said):
     monkeypatch.chdir(ROOT)
