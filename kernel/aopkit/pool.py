@@ -15,6 +15,7 @@ from .errors import AopkitError, ConfigurationError, ReplyError
 from .events import RoundFinished
 from .kernel import Kernel, default_kernel
 from .message import Msg, as_msg, new_id
+from .usage import BudgetExceeded
 
 YIELD_EVERY = 10_000
 """Agents a pool drives between two yields to the event loop: a million-agent round never
@@ -85,7 +86,7 @@ class AgentPool:
                     await asyncio.sleep(0)
                 try:
                     reply = agent._reply_eagerly(msg)
-                except ReplyError as exc:
+                except Exception as exc:
                     failures[agent.name] = _reason(exc)
                     continue
                 if isinstance(reply, Msg):
@@ -95,10 +96,8 @@ class AgentPool:
             if waiting:
                 done = await asyncio.gather(*(w for _, w in waiting), return_exceptions=True)
                 for (i, _), result in zip(waiting, done, strict=True):
-                    if isinstance(result, ReplyError):
+                    if isinstance(result, BaseException):
                         failures[self.agents[i].name] = _reason(result)
-                    elif isinstance(result, BaseException):
-                        raise result
                     else:
                         replies[i] = result
         except BaseException:
@@ -116,8 +115,12 @@ class AgentPool:
             await agent.observe(msg)
 
 
-def _reason(exc: ReplyError) -> str:
-    cause = exc.__cause__ or exc
+def _reason(exc: BaseException) -> str:
+    """What an agent's failure is counted as; what must stop the round is raised instead: a
+    budget reached (work stopped on purpose), a cancellation, an interpreter exit."""
+    if isinstance(exc, BudgetExceeded) or not isinstance(exc, Exception):
+        raise exc
+    cause = exc.__cause__ if isinstance(exc, ReplyError) and exc.__cause__ else exc
     return f"{type(cause).__name__}: {cause}"
 
 

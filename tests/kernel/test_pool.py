@@ -147,6 +147,17 @@ async def test_a_failing_agent_is_counted_and_the_others_reply(kernel):
     assert (finished.agents, finished.replied, finished.failed) == (5, 3, 2)
 
 
+async def test_a_failing_hook_is_that_agents_failure(kernel):
+    def refuse(agent, msg):
+        raise RuntimeError("hook says no")
+
+    hooked = Guesser("hooked", kernel=kernel)
+    hooked.add_hook("pre_reply", refuse)
+    replies = await aopkit.AgentPool([hooked, Guesser("g", kernel=kernel)]).reply_all(question())
+    assert [r.name for r in replies] == ["g"]
+    assert replies.failures == {"hooked": "RuntimeError: hook says no"}
+
+
 async def test_a_budget_stops_the_round(kernel):
     class Spender(Agent):
         async def reply(self, msg):

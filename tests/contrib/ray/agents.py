@@ -80,3 +80,32 @@ class Holder(Counter):
     def __init__(self, name: str, token: Secret, *, kernel: aopkit.Kernel | None = None):
         super().__init__(name, kernel=kernel)
         self.token = token
+
+
+class Guesser(Agent):
+    """Rule-based: (2/3)^level of the average the question carries, in a window of two."""
+
+    def __init__(self, name: str, level: int, kernel: aopkit.Kernel | None = None):
+        super().__init__(name, memory=aopkit.Memory(window=2), kernel=kernel)
+        self.level = level
+
+    async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+        assert isinstance(msg, Msg)
+        guess = msg.metadata["average"] * (2 / 3) ** self.level
+        return Msg(self.name, f"{guess:.3f}", "assistant", metadata={"guess": guess})
+
+
+async def guessing_game(pools: list, rounds: int = 3) -> list[tuple[int, int, float]]:
+    """The simulation program, whatever runtime made the pools: (replied, failed, average)
+    of each round."""
+    game = aopkit.Rounds(pools, run="game")
+    results, last = [], 50.0
+    for r in range(rounds):
+        question = Msg("host", f"round {r}", "user", metadata={"average": last})
+        played = await game.play(
+            question,
+            aggregate=lambda rs: {"average": sum(m.metadata["guess"] for m in rs) / len(rs)},
+        )
+        last = played.aggregates["average"]
+        results.append((len(played.replies), len(played.failures), round(last, 9)))
+    return results

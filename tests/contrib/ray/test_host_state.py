@@ -40,3 +40,20 @@ async def test_the_hosts_own_state_restores(tmp_path):
     await second._prepare(events=False)
     assert second.slots["a"].next == 3
     assert [m.text for m in second.slots["a"].agent.memory.messages()] == ["remember me"]
+
+
+async def test_a_pool_host_counts_each_failing_agent_and_answers_for_the_others():
+    """The actor side of ``reply_all``, without Ray: one failing agent is named in the
+    failures, the others' replies come back in order."""
+    from .agents import Failing, Guesser
+
+    recipes = {
+        "g0": lambda k: Guesser("g0", 1, k),
+        "bad": lambda k: Failing("bad", kernel=k),
+        "g1": lambda k: Guesser("g1", 2, k),
+    }
+    actor = AgentHost(KernelSpec(), recipes, None, "s", 5.0)
+    question = actor.kernel.codec.dump(Msg("host", "q", "user", metadata={"average": 9.0}))
+    dumped, failures, events = await actor.reply_all({"g0": 0, "bad": 0, "g1": 0}, question, False)
+    assert [d["name"] for d in dumped] == ["g0", "g1"]
+    assert failures == {"bad": "ValueError: no answer today"} and events == []
