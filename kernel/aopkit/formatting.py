@@ -27,7 +27,7 @@ from .blocks import (
     VideoBlock,
 )
 from .errors import AopkitError
-from .message import Msg
+from .message import Msg, _Kept
 
 if TYPE_CHECKING:
     from .http import HTTPPool
@@ -108,10 +108,9 @@ async def _add(builder: Builder, msg: Msg, key: object) -> None:
     if key is None or has_media(msg):
         await builder.message(msg)
         return
-    formats = msg._formats
-    made = formats.get(key)
+    made = kept(msg, key)
     if made is None:
-        formats[key] = await builder.recorded(msg)  # type: ignore[attr-defined]
+        keep(msg, key, await builder.recorded(msg))  # type: ignore[attr-defined]
     else:
         builder.replay(made)  # type: ignore[attr-defined]
 
@@ -132,6 +131,26 @@ def cache_key(*configuration: Any) -> object:
     if key is None:
         key = _KEYS.setdefault(configuration, object())
     return key
+
+
+_KEY = _Kept.__dict__["_format_key"]  # the slots themselves: set past the frozen class
+_MADE = _Kept.__dict__["_formatted"]
+
+
+def kept(msg: Msg, key: object) -> Any:
+    """What was made of ``msg`` under ``key`` (see :func:`keep`), or None."""
+    return msg._formatted if getattr(msg, "_format_key", None) is key else None
+
+
+def keep(msg: Msg, key: object, made: Any) -> Any:
+    """Keep ``made`` on ``msg`` under ``key``, in place of what another key made (a message is
+    almost always formatted by one configuration; one slot costs no allocation per message).
+    It goes when the message goes; copies, pickles, saved sessions and messages derived with
+    :func:`attrs.evolve` start without it. Returns ``made``, which must never be changed:
+    every later payload shares it."""
+    _MADE.__set__(msg, made)
+    _KEY.__set__(msg, key)
+    return made
 
 
 def has_media(msg: Msg) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
@@ -48,8 +47,20 @@ def _check_role(_: object, __: object, role: str) -> None:
         raise ValueError(f"role must be one of 'user', 'assistant', 'system', not {role!r}")
 
 
+class _Kept:
+    """What a message works out once and keeps (what formatters made of it, its character
+    count): slots outside the attrs fields, so they are in no comparison, copy, pickle or saved
+    form, and a derived message (:func:`attrs.evolve`) starts without them."""
+
+    __slots__ = ("_counted", "_format_key", "_formatted")
+
+    _counted: int
+    _format_key: object
+    _formatted: Any
+
+
 @attrs.frozen(eq=True, hash=False)
-class Msg:
+class Msg(_Kept):
     """One message: who said it (``name``), in which ``role``, and what (``content``).
 
     ``content`` is plain text or a list of blocks. Messages are immutable: deliver the same object
@@ -70,21 +81,17 @@ class Msg:
             return self.content
         return "\n".join(b.text for b in self.content if isinstance(b, TextBlock))
 
-    @functools.cached_property
+    @property
     def _chars(self) -> int:
         """The characters of its text, thinking, tool calls and tool results (media count
         nothing): what token estimates count. Counted once, as messages are immutable, so an
         estimate of a long history does not count it all again on every call."""
-        content = self.content
-        return len(content) if isinstance(content, str) else _chars(content)
-
-    @functools.cached_property
-    def _formats(self) -> dict[object, Any]:
-        """This message as each formatter configuration formatted it (see
-        :mod:`aopkit.formatting`): kept on the message, so it goes when the message goes, and
-        a model call formats only messages it has not seen. A derived message
-        (:func:`attrs.evolve`) starts empty."""
-        return {}
+        counted: int | None = getattr(self, "_counted", None)
+        if counted is None:
+            content = self.content
+            counted = len(content) if isinstance(content, str) else _chars(content)
+            _COUNTED.__set__(self, counted)
+        return counted
 
     @overload
     def blocks(self, kind: None = None) -> list[Block]: ...
@@ -100,6 +107,9 @@ class Msg:
         if isinstance(kind, str):
             return [b for b in content if b.type == kind]
         return [b for b in content if isinstance(b, kind)]
+
+
+_COUNTED = _Kept.__dict__["_counted"]  # the slot itself: set past the frozen class's refusal
 
 
 def _chars(blocks: Iterable[Any]) -> int:

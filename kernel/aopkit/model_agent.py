@@ -63,11 +63,17 @@ class ModelAgent(Agent):
         self.faults = check_instance(faults, FaultPolicy, "faults", optional=True)
         self.compaction = check_instance(compaction, Compaction, "compaction", optional=True)
 
+    _system: Msg | None = None  # the system prompt's message, made again when it changes
+
     def messages(self) -> list[Msg]:
         """What the model is shown: the system prompt, then the memory."""
         history = self.memory.messages()
-        if self.sys_prompt:
-            history.insert(0, Msg("system", self.sys_prompt, "system", id=f"{self.name}-sys"))
+        prompt = self.sys_prompt
+        if prompt:
+            system = self._system
+            if system is None or system.content != prompt:
+                system = self._system = Msg("system", prompt, "system", id=f"{self.name}-sys")
+            history.insert(0, system)
         return history
 
     async def compact(self, tools: list[ToolSpec] | None = None) -> None:

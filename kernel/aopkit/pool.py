@@ -80,9 +80,12 @@ class AgentPool:
         replies: list[Msg | None] = [None] * len(self.agents)
         failures: dict[str, str] = {}
         waiting: list[tuple[int, asyncio.Future[Msg]]] = []
+        progress, reported = self.kernel.progress, 0  # agents shown as done (or failed)
         try:
             for i, agent in enumerate(self.agents):
                 if i and not i % YIELD_EVERY:
+                    progress.advanced(i - len(waiting) - reported)
+                    reported = i - len(waiting)
                     await asyncio.sleep(0)
                 try:
                     reply = agent._reply_eagerly(msg)
@@ -93,8 +96,10 @@ class AgentPool:
                     replies[i] = reply
                 else:
                     waiting.append((i, asyncio.ensure_future(reply)))
+            progress.advanced(len(self.agents) - len(waiting) - reported)
             if waiting:
                 done = await asyncio.gather(*(w for _, w in waiting), return_exceptions=True)
+                progress.advanced(len(waiting))
                 for (i, _), result in zip(waiting, done, strict=True):
                     if isinstance(result, BaseException):
                         failures[self.agents[i].name] = _reason(result)
@@ -194,7 +199,8 @@ class Rounds:
         """One round: every agent replies to ``msg``; ``aggregate(replies)`` gives the numbers
         the round is reported with (an average, a count...)."""
         started = time.perf_counter()
-        answers = await asyncio.gather(*(p.reply_all(msg) for p in self.pools))
+        self.kernel.progress.round_started(self.agents)
+        answers = await asyncio.gather(*(self._reply_all(p, msg) for p in self.pools))
         replies = [m for answer in answers for m in answer] if len(answers) != 1 else answers[0]
         failures = {k: v for answer in answers for k, v in answer.failures.items()}
         aggregates = aggregate(replies) if aggregate is not None else {}
@@ -212,4 +218,11 @@ class Rounds:
                     aggregates=aggregates,
                 )
             )
+        self.kernel.progress.changed(now=True)
         return Round(self.number, replies, failures, aggregates, seconds)
+
+    async def _reply_all(self, pool: Pool, msg: Msg | str | None) -> Replies:
+        answer = await pool.reply_all(msg)
+        if not isinstance(pool, AgentPool):  # a remote pool's agents are counted when it ends
+            self.kernel.progress.advanced(len(answer) + len(answer.failures))
+        return answer

@@ -30,6 +30,8 @@ from aopkit.formatting import (
     has_media,
     inline,
     is_http,
+    keep,
+    kept,
     media_note,
     transcript_segments,
     transcript_text,
@@ -156,27 +158,31 @@ class OpenAIFormatter(Formatter):
         pending = converter.pending  # the same list: media waiting for the next user message
         key = self.key(capabilities)
         names = not self.strict
+        append = out.append
         for msg in messages:
-            formats = msg._formats
-            items = formats.get(key)
-            if items is None:
+            made = msg._formatted if getattr(msg, "_format_key", None) is key else None
+            if made is None:
                 content = msg.content
-                if content.__class__ is str:  # the fast path: plain text
+                if content.__class__ is str:  # the fast path: plain text, one item
                     role = msg.role
-                    item = {"role": role, "content": content}
+                    made = {"role": role, "content": content}
                     if names and role != "system" and (name := wire_name(msg.name)):
-                        item["name"] = name
-                    items = formats[key] = [item]
+                        made["name"] = name
                 elif has_media(msg):
                     await converter.message(msg)  # made anew each time: see has_media
                     continue
                 else:
-                    items = formats[key] = await converter.recorded(msg)
-            if pending:
-                for item in items:
+                    made = await converter.recorded(msg)
+                keep(msg, key, made)
+            if made.__class__ is dict and not pending:
+                append(made)
+            elif made.__class__ is dict:
+                converter.emit(made)
+            elif pending:
+                for item in made:
                     converter.emit(item)
             else:
-                out += items
+                out += made
         converter.flush()
         return {"messages": out}
 
@@ -246,13 +252,13 @@ class _Converter:
 
     async def cached(self, msg: Msg, key: object) -> None:
         """Add ``msg`` as formatted under ``key`` before (formatting and keeping it if not)."""
-        items = msg._formats.get(key)
+        items = kept(msg, key)
         if items is None:
             if has_media(msg):
                 await self.message(msg)
                 return
-            items = msg._formats[key] = await self.recorded(msg)
-        for item in items:
+            items = keep(msg, key, await self.recorded(msg))
+        for item in [items] if items.__class__ is dict else items:
             self.emit(item)
 
     async def recorded(self, msg: Msg) -> list[Item]:

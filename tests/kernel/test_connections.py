@@ -94,7 +94,7 @@ def test_a_bad_limit_in_the_environment_is_refused_naming_it(bad):
 
 
 async def test_the_limit_caps_calls_in_flight_over_all_servers(serve):
-    both = Counting(delay=0.05)  # one count over two servers
+    both = Counting(delay=0.2)  # one count over two servers
     bases = [await serve(both.app()), await serve(both.app())]
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=3) as kernel:
         models = [model_of(kernel, base) for base in bases]
@@ -103,14 +103,14 @@ async def test_the_limit_caps_calls_in_flight_over_all_servers(serve):
         assert both.seen == 12 and both.most == 3
 
         # One server alone may use every connection: there is no limit per host.
-        alone = Counting(delay=0.05)
+        alone = Counting(delay=0.2)
         model = model_of(kernel, await serve(alone.app()))
         await asyncio.gather(*(model("hi") for _ in range(9)))
         assert alone.most == 3
 
 
 async def test_cancelled_calls_give_their_connections_back(serve):
-    slow, fast = Counting(delay=30), Counting()
+    slow, fast = Counting(delay=30), Counting(delay=0.2)
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=2) as kernel:
         stuck = model_of(kernel, await serve(slow.app()))
         calls = [asyncio.ensure_future(stuck("hi")) for _ in range(4)]  # two wait for a slot

@@ -221,3 +221,29 @@ def test_aopkit_run_progress_draws_on_a_terminal_and_not_into_a_pipe(tmp_path):
         term.close()
     assert "3/3 replied" in drawn, repr(drawn)
     assert drawn.endswith(CLEAR), "the line is cleared at the end"
+
+
+async def test_a_pool_round_reports_its_agents_as_they_answer(kernel, terminal):
+    class Quick(aopkit.Agent):
+        async def reply(self, msg):
+            return Msg(self.name, "x", "assistant")
+
+    class Slow(aopkit.Agent):
+        async def reply(self, msg):
+            await asyncio.sleep(0)
+            return Msg(self.name, "y", "assistant")
+
+    class Broken(aopkit.Agent):
+        async def reply(self, msg):
+            raise ValueError("no")
+
+    agents = [Quick(f"q{i}", kernel=kernel) for i in range(25_000)]
+    agents += [Slow("s", kernel=kernel), Broken("b", kernel=kernel)]
+    seen = []
+    kernel.progress.view = lambda p: seen.append((p.round, p.agents, p.replied))
+    rounds = aopkit.Rounds(aopkit.pools(agents, size=20_000), run="r")
+    await rounds.play("go")
+    await rounds.play("again")
+    assert seen[0] == (1, 25_002, 0) and seen[-1] == (2, 25_002, 25_002), seen[-1]
+    assert kernel.progress.replied == 25_002, "every agent counted once, failures included"
+    assert all(0 <= replied <= 25_002 for _, _, replied in seen)

@@ -31,6 +31,7 @@ from aopkit import (
     URLSource,
 )
 from aopkit.blocks import UnknownBlock
+from aopkit.formatting import keep, kept
 from aopkit.models import Capabilities
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(16))).decode()
@@ -237,7 +238,8 @@ def test_nothing_kept_on_a_message_travels_with_copies_pickles_or_saves(
     kernel: aopkit.Kernel,
 ) -> None:
     msg = Msg("user", "hi", "user")
-    msg._formats["key"] = ["formatted"]
+    keep(msg, "key", ["formatted"])
+    assert kept(msg, "key") == ["formatted"]
     for other in (
         copy.copy(msg),
         copy.deepcopy(msg),
@@ -245,5 +247,16 @@ def test_nothing_kept_on_a_message_travels_with_copies_pickles_or_saves(
         attrs.evolve(msg),
         attrs.evolve(msg, content="changed"),
     ):
-        assert other._formats == {}
+        assert kept(other, "key") is None
     assert "formatted" not in json.dumps(kernel.codec.dump(msg))
+
+
+def test_the_system_prompt_is_one_message_while_it_is_unchanged(kernel: aopkit.Kernel) -> None:
+    """So it is formatted once too; a new prompt is a new message."""
+    agent = aopkit.ModelAgent("judge", "scripted:x", sys_prompt="Be fair.", kernel=kernel)
+    first = agent.messages()[0]
+    assert agent.messages()[0] is first and first.text == "Be fair."
+    agent.sys_prompt = "Be brief."
+    assert agent.messages()[0].text == "Be brief."
+    agent.sys_prompt = None
+    assert agent.messages() == []
