@@ -37,13 +37,16 @@ from a2a.utils.errors import (
 )
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from google.protobuf.struct_pb2 import Value
 
 import aopkit
+from aopkit.durable import Decision, read
 from aopkit.events import ReplyChunk
 from aopkit.faults import Resolution
 from aopkit.session import check_session_id
 
-from ._service import Service
+from . import _approvals
+from ._service import Conversation, Service
 
 CARD_PATH = constants.AGENT_CARD_WELL_KNOWN_PATH
 RPC_PATH = "/a2a"
@@ -281,7 +284,7 @@ def _skill(message: pb.Message) -> str | None:
 
 
 # -- running the agents -----------------------------------------------------------------------
-Update = tuple[Literal["chunk", "input", "done", "failed"], str]
+Update = tuple[Literal["chunk", "input", "done", "failed"], str, dict[str, Any] | None]
 
 # The run the current task works for: where a human's answer comes from.
 _RUN: ContextVar[_Run | None] = ContextVar("aopkit_serve_a2a_run", default=None)
@@ -294,13 +297,15 @@ class _Run:
     def __init__(self, service: Service, context_id: str, skill: str, text: str) -> None:
         self.updates: asyncio.Queue[Update] = asyncio.Queue()
         self.answer: asyncio.Future[str] | None = None
+        self.refused = ""  # why the client's last answer to an approval was refused
         self.kernel = service.kernel
         self.task = asyncio.create_task(self._reply(service, context_id, skill, text))
 
-    async def ask(self, question: str) -> str:
-        """Ask the client; the text of its next message on this context."""
+    async def ask(self, question: str, data: dict[str, Any] | None = None) -> str:
+        """Ask the client (``data`` goes along as a data part); the text of its next message
+        on this context."""
         self.answer = asyncio.get_running_loop().create_future()
-        self.updates.put_nowait(("input", self.kernel.secrets.redact(question)))
+        self.updates.put_nowait(("input", self.kernel.secrets.redact(question), data))
         try:
             return await self.answer
         finally:
@@ -310,17 +315,59 @@ class _Run:
         _RUN.set(self)
         try:
             async with service.conversation(context_id) as conv:
-                agent = conv.agent(skill)
+                said = aopkit.Msg("user", text, "user")
+                if service.durable is None:
+                    work = conv.agent(skill)(said)
+                else:
+                    work = self._durable_turn(service, conv, skill, said)
                 async with conv.events() as events:
-                    async for event in events.during(agent(aopkit.Msg("user", text, "user"))):
-                        if isinstance(event, ReplyChunk) and event.agent == agent.name:
-                            self.updates.put_nowait(("chunk", event.text))
+                    async for event in events.during(work):
+                        if isinstance(event, ReplyChunk) and event.agent == skill:
+                            self.updates.put_nowait(("chunk", event.text, None))
                     assert events.task is not None
                     reply: aopkit.Msg = events.task.result()
         except Exception as exc:
-            self.updates.put_nowait(("failed", self.kernel.secrets.redact(str(exc))))
+            self.updates.put_nowait(("failed", self.kernel.secrets.redact(str(exc)), None))
         else:
-            self.updates.put_nowait(("done", reply.text))
+            self.updates.put_nowait(("done", reply.text, None))
+
+    async def _durable_turn(
+        self, service: Service, conv: Conversation, skill: str, said: aopkit.Msg
+    ) -> aopkit.Msg:
+        """A turn of a conversation that is a durable run (its id is the context's): the
+        journal replays the earlier turns (rebuilding memory) and resumes an unfinished one.
+        A message arriving while the run waits for approval is the answer to it."""
+        store = service.durable
+        assert store is not None
+        request = await aopkit.pending_approval(store, conv.id)
+        if request is not None:
+            try:
+                await aopkit.answer_approval(
+                    store, conv.id, _approvals.decisions(request, said.text)
+                )
+            except _approvals.BadAnswer as exc:
+                self.refused = str(exc)  # the replay reaches the request and asks again
+        reply = None
+        async with aopkit.durable(store, conv.id):
+            journal = await store.journal(conv.id)
+            for name, earlier in _turns(journal, service.names(), conv.id, self.kernel):
+                reply = await conv.fresh(name)(earlier)
+            if request is None or reply is None:
+                reply = await conv.fresh(skill)(said)
+        return reply
+
+
+def _turns(
+    entries: list[dict[str, Any]], names: list[str], run: str, kernel: aopkit.Kernel
+) -> list[tuple[str, aopkit.Msg]]:
+    """The served agents' calls a journal holds (``<agent>/<n>`` inputs), in order."""
+    found = []
+    for entry in entries:
+        name, _, number = str(entry.get("key", "")).rpartition("/")
+        if entry.get("kind") == "input" and name in names and number.isdigit():
+            msg = read(run, entry, lambda e: kernel.codec.load(e["msg"], aopkit.Msg))
+            found.append((name, msg))
+    return found
 
 
 async def ask_client(agent: aopkit.UserAgent, msg: aopkit.agent.Incoming) -> str:
@@ -336,14 +383,33 @@ async def ask_client(agent: aopkit.UserAgent, msg: aopkit.agent.Incoming) -> str
 
 class _Escalations:
     """The ``escalate`` hook for replies to A2A messages: the client resolves the incident
-    (its answer ``retry`` or ``abort`` does that; any other text is the answer)."""
+    (its answer ``retry`` or ``abort`` does that; any other text is the answer), or decides
+    on tool calls waiting for approval."""
 
     NAME = "aopkit_serve.a2a.escalations"
 
     @aopkit.hookimpl
     def escalate(self, incident: Any) -> Any:
         run = _RUN.get()
-        return None if run is None else _resolution(run, incident.describe())
+        if run is None:
+            return None
+        if isinstance(incident, aopkit.ApprovalRequest):
+            return _decisions(run, incident)
+        return _resolution(run, incident.describe())
+
+
+async def _decisions(run: _Run, request: aopkit.ApprovalRequest) -> dict[str, Decision]:
+    """Ask the client until its answer follows the grammar; each refusal says why."""
+    data = {"approval": _approvals.request_data(request, run.kernel)}
+    question = f"{request.describe()}\n{_approvals.GRAMMAR}"
+    if run.refused:
+        question, run.refused = f"{run.refused}\n{request.describe()}", ""
+    while True:
+        answer = await run.ask(question, data)
+        try:
+            return _approvals.decisions(request, answer)
+        except _approvals.BadAnswer as exc:
+            question = f"{exc}\n{request.describe()}"
 
 
 async def _resolution(run: _Run, question: str) -> Resolution:
@@ -391,7 +457,7 @@ class _Executor(AgentExecutor):
     async def _relay(self, run: _Run, updater: TaskUpdater, context_id: str) -> None:
         artifact, streamed = uuid.uuid4().hex, ""
         while True:
-            kind, text = await run.updates.get()
+            kind, text, data = await run.updates.get()
             if kind == "chunk":
                 append = bool(streamed) and text.startswith(streamed)
                 part = text[len(streamed) :] if append else text
@@ -402,7 +468,10 @@ class _Executor(AgentExecutor):
                 streamed = text
             elif kind == "input":
                 self.waiting[context_id] = run
-                await updater.requires_input(updater.new_agent_message([pb.Part(text=text)]))
+                parts = [pb.Part(text=text)]
+                if data is not None:
+                    parts.append(pb.Part(data=ParseDict(data, Value())))
+                await updater.requires_input(updater.new_agent_message(parts))
                 return
             elif kind == "done":
                 part = pb.Part(text=text)

@@ -46,9 +46,11 @@ from aopkit.events import (
     Retried,
 )
 
+from . import _approvals
 from ._service import Conversation, InvalidConversation, Service, UnknownAgent
 
 CUSTOM = (Retried, Corrected, CritiqueRound, Escalated)  # sent as CUSTOM "aopkit.<type>"
+APPROVAL_REQUESTED = "aopkit.approval_requested"  # the calls a paused run waits on
 WATCH_SECONDS = 0.25  # how soon a client that left is noticed while nothing is sent
 
 
@@ -210,6 +212,9 @@ class _Stream:
         if not self.response.prepared:
             raise exc
         await self.close_text()
+        if isinstance(exc, aopkit.AwaitingApproval):
+            value = _approvals.request_data(exc.request, self.kernel)
+            await self.send(CustomEvent(name=APPROVAL_REQUESTED, value=value))
         message = self.kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
         await self.send(RunErrorEvent(message=message, code=type(exc).__name__))
 

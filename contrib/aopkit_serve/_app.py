@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 import aopkit
-from aopkit.session import Store
+from aopkit.session import JournalStore, Store
 
 from ._service import Service, Target
 
@@ -31,17 +31,20 @@ def build_app(
     kernel: aopkit.Kernel | None = None,
     toolkits: Iterable[aopkit.Toolkit] = (),
     protocols: Sequence[str] = PROTOCOLS,
+    durable: JournalStore | None = None,
 ) -> web.Application:
     """The application serving ``target`` (an agent, a list of agents, or a callable returning
     either per conversation) through ``protocols``; every request must carry
-    ``Authorization: Bearer <token>``. Without a ``store`` conversations live in memory only."""
+    ``Authorization: Bearer <token>``. Without a ``store`` conversations live in memory only.
+    With ``durable`` (a journal store) each A2A conversation is a durable run: a turn paused
+    for approval is answered on a restarted server."""
     if not isinstance(token, str) or not token.strip() or token != token.strip():
         raise aopkit.ConfigurationError(
             "serve: token must be a non-empty str without surrounding spaces"
         )
     setups = [_protocol(name) for name in protocols]
     app = web.Application(middlewares=[_bearer(token)])
-    app[SERVICE] = Service(target, kernel=kernel, store=store, toolkits=toolkits)
+    app[SERVICE] = Service(target, kernel=kernel, store=store, toolkits=toolkits, durable=durable)
     app[SERVICE].kernel.secrets.add(token)  # scrubbed from logs, events and traces
     for setup in setups:
         setup(app, app[SERVICE])

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import aopkit
 from aopkit.events import Event
-from aopkit.session import State, Store, check_session_id
+from aopkit.session import JournalStore, State, Store, check_session_id
 
 T = TypeVar("T")
 Served = aopkit.Agent | Sequence[aopkit.Agent]
@@ -57,7 +57,8 @@ class _Router:
 class Service:
     """The served ``target`` (an agent, a list of agents, or a callable returning either,
     called once per conversation and once at start to learn the names) with its kernel,
-    session store and toolkits."""
+    session store and toolkits; with ``durable`` (a journal store), protocols that can make
+    each conversation a durable run (A2A) do."""
 
     def __init__(
         self,
@@ -66,8 +67,10 @@ class Service:
         kernel: aopkit.Kernel | None = None,
         store: Store | None = None,
         toolkits: Iterable[aopkit.Toolkit] = (),
+        durable: JournalStore | None = None,
     ) -> None:
         self._target = target
+        self.durable = durable
         probe = _served(target)
         self.kernel = kernel if kernel is not None else probe[0].kernel
         self.store: Store = store if store is not None else _MemoryStore()
@@ -146,6 +149,14 @@ class Conversation:
         self._agents = agents
         self._states = states
         self.used: list[aopkit.Agent] = []  # loaded, hence saved at the end
+
+    def fresh(self, name: str) -> aopkit.Agent:
+        """This conversation's agent ``name`` with no state loaded (and none saved): for a
+        turn whose memory a durable run's journal rebuilds."""
+        agent = self._agents.get(name)
+        if agent is None:
+            raise UnknownAgent(name, self._agents)
+        return agent
 
     @property
     def agents(self) -> list[aopkit.Agent]:
