@@ -29,14 +29,14 @@ from .kernel import Kernel
 from .memory import Memory
 from .message import Msg, as_input
 from .structured import Target
-from .usage import SCOPE, BudgetExceeded, checked_budget
+from .usage import SCOPE, BudgetExceeded, Scope, checked_budget
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
     from .durable import Run
     from .hub import MsgHub
-    from .usage import Account, Budget, Scope
+    from .usage import Account, Budget
 
 T = TypeVar("T")
 Incoming = Msg | Sequence[Msg] | None  # what reply() and observe() receive
@@ -286,16 +286,12 @@ class Agent:
         return reply if structured is None or interrupted else value
 
     def _reply_eagerly(self, given: Msg | None) -> Msg | Awaitable[Msg]:
-        """``self(given)`` for the bulk path of pools: a reply that never suspends (most
-        rule-based ones) is run to its end right here, without a task; one that suspends goes
-        on in a task and an awaitable is returned. Agents with hooks, hubs or their own
-        ``__call__`` take the ordinary path."""
-        if (
-            self._hooks
-            or self._hubs
-            or type(self).__call__ is not Agent.__call__
-            or current_run() is not None
-        ):
+        """``self(given)`` for the bulk path of pools, outside durable runs (the pool checks
+        that once a round): a reply that never suspends (most rule-based ones) is run to its
+        end right here, without a task; one that suspends goes on in a task and an awaitable
+        is returned. Agents with hooks, hubs or their own ``__call__`` take the ordinary
+        path."""
+        if self._hooks or self._hubs or type(self).__call__ is not Agent.__call__:
             return self(given)
         kernel = self._kernel or self.kernel
         if kernel.observed or given is None:
@@ -303,7 +299,7 @@ class Agent:
         else:  # the common case of a simulation, inlined: it runs a million times a round
             started = time.perf_counter()
             self.memory.add(given)
-        scope = kernel.usage.enter(self.name, ())
+        scope = Scope(self.name, kernel.usage, (), SCOPE.get())
         context = contextvars.copy_context()  # as a task would run it: in a copy
         context.run(SCOPE.set, scope)
         coro = self.reply(given)
@@ -316,6 +312,9 @@ class Agent:
             reply = done.value
             if type(reply) is not Msg:
                 reply = self._reply_msg(reply, started)
+            if scope.reply is None and not kernel.observed:  # no model call, no observer
+                self.memory.add(reply)
+                return reply
             return self._reply_done(reply, scope, started, False)
         except Exception as exc:
             raise self._reply_error(exc, started) from exc

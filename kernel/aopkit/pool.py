@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import attrs
 
 from .agent import Agent
+from .durable import current_run
 from .errors import AopkitError, ConfigurationError, ReplyError
 from .events import RoundFinished
 from .kernel import Kernel, default_kernel
@@ -81,6 +82,7 @@ class AgentPool:
         failures: dict[str, str] = {}
         waiting: list[tuple[int, asyncio.Future[Msg]]] = []
         progress, reported = self.kernel.progress, 0  # agents shown as done (or failed)
+        durable = current_run() is not None  # a durable run's replies take the ordinary path
         try:
             for i, agent in enumerate(self.agents):
                 if i and not i % YIELD_EVERY:
@@ -88,7 +90,7 @@ class AgentPool:
                     reported = i - len(waiting)
                     await asyncio.sleep(0)
                 try:
-                    reply = agent._reply_eagerly(msg)
+                    reply = agent(msg) if durable else agent._reply_eagerly(msg)
                 except Exception as exc:
                     failures[agent.name] = _reason(exc)
                     continue

@@ -175,14 +175,19 @@ class Scope:
     """Who a model call is made for: the agent, the hubs it speaks in (:attr:`hubs`), and the
     :attr:`accounts` the call is charged to besides the kernel's and its model's. Both are
     derived at the reply's first model call, as most replies make none: a reply only records
-    its agent's account, its hubs and the enclosing reply's scope."""
+    its agent's name, the ledger holding its account, its hubs and the enclosing reply's scope
+    (a million replies that call no model make no account)."""
 
-    __slots__ = ("_accounts", "_hubs", "_names", "_outer", "agent", "own", "reply")
+    __slots__ = ("_accounts", "_hubs", "_ledger", "_names", "_outer", "agent", "reply")
 
     def __init__(
-        self, agent: str, own: Account, hubs: tuple[MsgHub, ...] = (), outer: Scope | None = None
+        self,
+        agent: str,
+        ledger: UsageLedger,
+        hubs: tuple[MsgHub, ...] = (),
+        outer: Scope | None = None,
     ) -> None:
-        self.agent, self.own, self._hubs, self._outer = agent, own, hubs, outer
+        self.agent, self._ledger, self._hubs, self._outer = agent, ledger, hubs, outer
         self.reply: Account | None = None  # the reply's own account, made at its first call
         self._accounts: tuple[Account, ...] | None = None
         self._names: tuple[str, ...] | None = None if hubs or outer is not None else ()
@@ -205,7 +210,8 @@ class Scope:
         if found is None:
             outer = self._outer  # its accounts first, outside the lock: they take it
             charged = list(outer.accounts) if outer is not None else []
-            for account in (self.own, *(hub.usage for hub in self._hubs)):
+            own = self._ledger.agent(self.agent)
+            for account in (own, *(hub.usage for hub in self._hubs)):
                 if account not in charged:
                     charged.append(account)
             with _LOCK:  # tools in worker threads may share the scope
@@ -295,8 +301,7 @@ class UsageLedger:
     def enter(self, agent: str, hubs: Sequence[MsgHub]) -> Scope:
         """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
         its calls count towards the enclosing replies too."""
-        own = self.agents.get(agent) or self.agent(agent)
-        return Scope(agent, own, tuple(hubs) if hubs else (), SCOPE.get())
+        return Scope(agent, self, tuple(hubs) if hubs else (), SCOPE.get())
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(
