@@ -68,8 +68,10 @@ _STREAMS = {"SendStreamingMessage", "SubscribeToTask"}
 
 def setup(app: web.Application, service: Service) -> None:
     """Serve the agent card at the well-known path and JSON-RPC at ``/a2a``."""
+    executor = _Executor(service)
+    app.on_cleanup.append(executor.stop)
     handler = DefaultRequestHandler(
-        agent_executor=_Executor(service),
+        agent_executor=executor,
         task_store=RecentTasks(TASKS_KEPT),
         agent_card=agent_card(service, RPC_PATH),
     )
@@ -429,6 +431,14 @@ class _Executor(AgentExecutor):
         self.service = service
         self.waiting: dict[str, _Run] = {}  # by context: runs waiting for the client
         self.runs: dict[str, _Run] = {}  # by task, while they run or wait
+
+    async def stop(self, app: web.Application) -> None:
+        """The server stops: turns still running or waiting for the client end with it (a
+        durable turn's pending approval stays in its journal for the next server)."""
+        tasks = [run.task for run in self.runs.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id, context_id = context.task_id or "", context.context_id or ""

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.types import a2a_pb2 as pb
+from aiohttp.test_utils import TestServer
 from google.protobuf.json_format import MessageToDict
 
 import aopkit
@@ -23,17 +24,24 @@ INPUT_REQUIRED = pb.TaskState.TASK_STATE_INPUT_REQUIRED
 
 
 @pytest.fixture
-async def a2a(kernel: aopkit.Kernel, serve: Any) -> AsyncIterator[Callable[..., Any]]:
-    """``await a2a(target, streaming=..., durable=...)``: an sdk client of a new server."""
+async def a2a(kernel: aopkit.Kernel) -> AsyncIterator[Callable[..., Any]]:
+    """``await a2a(target, streaming=..., durable=...)``: an sdk client of a new server
+    (``a2a.servers`` are the servers, to stop one as a restart would)."""
     http = httpx.AsyncClient(headers=AUTH)
+    servers: list[TestServer] = []
 
     async def connect(target: Any, *, streaming: bool = True, durable: Any = None) -> Any:
         app = build_app(target, token=TOKEN, kernel=kernel, durable=durable, protocols=("a2a",))
-        return await create_client(
-            await serve(app), ClientConfig(httpx_client=http, streaming=streaming)
-        )
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        url = str(server.make_url("")).rstrip("/")
+        return await create_client(url, ClientConfig(httpx_client=http, streaming=streaming))
 
+    connect.servers = servers  # type: ignore[attr-defined]
     yield connect
+    for server in servers:
+        await server.close()
     await http.aclose()
 
 
@@ -121,6 +129,8 @@ async def test_a_durable_run_paused_for_approval_is_answered_on_a_restarted_serv
     await final(await server(shop), message("Hi.", "kept"))  # an earlier turn, to replay
     await paused(await server(shop), shop, "kept")
     assert (await aopkit.pending_approval(store, "kept")).calls[0].tool == "buy"
+    await a2a.servers[-1].close()  # the server stops: its waiting turn ends with it
+    assert (await aopkit.pending_approval(store, "kept")).calls[0].tool == "buy", "kept"
     model = kernel.model("scripted:after", responses=["Done."])  # the new server's model
     restarted = await server(lambda: shop(model))
     again, _ = await final(restarted, message("maybe", "kept"))
