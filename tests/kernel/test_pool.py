@@ -328,6 +328,8 @@ def test_the_ray_runtime_without_ray_says_what_to_install(kernel, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     monkeypatch.delitem(sys.modules, "aopkit_ray._proxy", raising=False)
     monkeypatch.delitem(sys.modules, "aopkit_ray._host", raising=False)
+    monkeypatch.delattr(aopkit_ray, "_proxy", raising=False)  # imported by earlier Ray tests
+    monkeypatch.delattr(aopkit_ray, "_host", raising=False)
     with pytest.raises(AopkitError, match=r"needs Ray: pip install 'aopkit\[ray\]'"):
         aopkit.pools([Guesser("g", kernel=kernel)], 1, runtime="ray")
     with pytest.raises(AopkitError, match=r"needs Ray"):
