@@ -44,9 +44,14 @@ _QUEUES: ContextVar[tuple[asyncio.Queue[Event], ...]] = ContextVar(
 
 
 class _Router:
-    """The kernel listener that hands each event to the queues of the task that emitted it."""
+    """The kernel listener that hands each event to the queues of the task that emitted it.
+    Registered while at least one ``conv.events()`` block is open on its kernel (``users``), so
+    a server whose streams have ended builds no event for nobody."""
 
     NAME = "aopkit_serve.events"
+
+    def __init__(self) -> None:
+        self.users = 0
 
     @aopkit.hookimpl
     def event(self, event: Event) -> None:
@@ -185,15 +190,29 @@ class Conversation:
     async def events(self) -> AsyncIterator[Events]:
         """The kernel events emitted by work done inside the block, in this task and the tasks
         it creates: a streaming adapter sees its own run only."""
-        for kernel in {id(a.kernel): a.kernel for a in self._agents.values()}.values():
-            if kernel.pm.get_plugin(_Router.NAME) is None:  # kept: the next stream needs it too
-                kernel.register(_Router(), _Router.NAME)
+        kernels = {id(a.kernel): a.kernel for a in self._agents.values()}.values()
+        routers = [_router(kernel) for kernel in kernels]
+        for router in routers:
+            router.users += 1
         stream = Events()
         token = _QUEUES.set((*_QUEUES.get(), stream.queue))
         try:
             yield stream
         finally:
             _QUEUES.reset(token)
+            for kernel, router in zip(kernels, routers, strict=True):
+                router.users -= 1
+                if not router.users:
+                    kernel.unregister(_Router.NAME)
+
+
+def _router(kernel: aopkit.Kernel) -> _Router:
+    router = kernel.pm.get_plugin(_Router.NAME)
+    if router is None:
+        router = _Router()
+        kernel.register(router, _Router.NAME)
+    assert isinstance(router, _Router)
+    return router
 
 
 class Events:

@@ -165,6 +165,31 @@ async def test_events_show_each_stream_its_own_run_only(kernel):
         assert isinstance(await asyncio.wait_for(events.__anext__(), 1), aopkit.events.Event)
 
 
+async def test_events_are_built_only_while_a_stream_is_open(kernel):
+    service = Service(Recall("a", kernel=kernel))
+    assert not kernel.observed
+    gate = asyncio.Event()
+
+    async def stream(conversation: str, wait: bool) -> None:
+        async with service.conversation(conversation) as conv, conv.events() as events:
+            assert kernel.observed
+            if wait:
+                await gate.wait()
+            [e async for e in events.during(conv.agent("a")(conversation))]
+
+    slow = asyncio.ensure_future(stream("slow", True))
+    await asyncio.sleep(0.05)
+    await stream("quick", False)
+    assert kernel.observed, "the other stream is still open: it keeps its events"
+    gate.set()
+    await slow
+    assert not kernel.observed, "no stream open: events cost nothing again"
+    with pytest.raises(asyncio.CancelledError):  # a cancelled stream gives its place back too
+        async with service.conversation("c") as conv, conv.events():
+            raise asyncio.CancelledError
+    assert not kernel.observed
+
+
 async def test_cancelling_a_stream_cancels_its_work(kernel):
     service = Service(Recall("a", kernel=kernel))
     async with service.conversation("c") as conv, conv.events() as events:
