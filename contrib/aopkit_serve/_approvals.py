@@ -28,15 +28,8 @@ class BadAnswer(aopkit.AopkitError, ValueError):
 
 def request_data(request: aopkit.ApprovalRequest, kernel: aopkit.Kernel) -> dict[str, Any]:
     """The request as JSON data (secrets scrubbed): what a program reads instead of the text."""
-    data = {
-        "agent": request.agent,
-        "run": request.run,
-        "key": request.key,
-        "calls": [
-            {"id": c.id, "tool": c.tool, "arguments": dict(c.arguments)} for c in request.calls
-        ],
-    }
-    scrubbed: dict[str, Any] = json.loads(kernel.secrets.redact(json.dumps(data, default=str)))
+    text = json.dumps(request.as_data(), default=str)
+    scrubbed: dict[str, Any] = json.loads(kernel.secrets.redact(text))
     return scrubbed
 
 

@@ -147,7 +147,7 @@ class Studio:
         if not self.take_incidents:
             return None
         if isinstance(incident, ApprovalRequest):
-            data = {"id": new_id(), **attrs.asdict(incident)}
+            data = {"id": new_id(), **incident.as_data()}
             return self._wait(self._approvals, "approval", data, data["id"])
         return self._wait(
             self._incidents, "incident", attrs.asdict(incident), incident.id, incident.schema

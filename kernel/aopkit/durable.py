@@ -115,6 +115,12 @@ class ApprovalRequest:
     key: str
     run: str | None = None
 
+    def as_data(self) -> dict[str, Any]:
+        """The request as JSON-ready data: what a journal keeps, and what a program or a page
+        reads instead of :meth:`describe`'s text."""
+        calls = [{"id": c.id, "tool": c.tool, "arguments": dict(c.arguments)} for c in self.calls]
+        return {"agent": self.agent, "run": self.run, "key": self.key, "calls": calls}
+
     def describe(self) -> str:
         lines = [f"agent {self.agent!r} asks to run:"]
         lines += [
@@ -150,15 +156,6 @@ class AwaitingApproval(AopkitError):
         self.request = request
         where = f"run {request.run!r}" if request.run else "the run"
         super().__init__(f"{where} waits for approval: {request.describe()}")
-
-
-def _dump_request(request: ApprovalRequest) -> Entry:
-    return {
-        "agent": request.agent,
-        "calls": [
-            {"id": c.id, "tool": c.tool, "arguments": dict(c.arguments)} for c in request.calls
-        ],
-    }
 
 
 def _load_request(run: str, key: str, data: Entry) -> ApprovalRequest:
@@ -444,7 +441,7 @@ async def approvals(
         if answered is not None:
             return read(run.id, answered, lambda e: _load_decisions(e["decisions"]))
         if run.journaled("approval", key) is None:
-            await run.record("approval", key, request=_dump_request(request))
+            await run.record("approval", key, request=request.as_data())
     answer = await kernel.escalate(request)
     if answer is None:
         from .faults import _terminal_attached
