@@ -28,12 +28,12 @@ import asyncpg
 
 from aopkit import StoreError
 from aopkit.session import (  # the embedded stores' rules and messages, shared
-    _decode_entry,
-    _decode_state,
-    _encode_entries,
-    _encode_state,
     check_run_id,
     check_session_id,
+    decode_entry,
+    decode_state,
+    encode_entries,
+    encode_state,
 )
 
 T = TypeVar("T")
@@ -120,7 +120,7 @@ class PostgresStore:
         check_session_id(session_id)
         where = f"{self!r}, session {session_id!r}"
         rows = sorted(  # one lock order for every saver: concurrent saves never deadlock
-            (_agent_name(where, agent), _encode_state(where, agent, state))
+            (_agent_name(where, agent), encode_state(where, agent, state))
             for agent, state in states.items()
         )
 
@@ -149,14 +149,14 @@ class PostgresStore:
             "SELECT agent, state FROM aopkit_agent_state WHERE session = $1 ORDER BY agent",
             session_id,
         )
-        return {row["agent"]: _decode_state(where, row["agent"], row["state"]) for row in rows}
+        return {row["agent"]: decode_state(where, row["agent"], row["state"]) for row in rows}
 
     # -- journals ----------------------------------------------------------------------------
     async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
         """Append ``entries`` to ``run``'s journal, all or none, after every earlier batch."""
         check_run_id(run)
         where = f"{self!r}, run {run!r}"
-        texts = _encode_entries(where, entries)
+        texts = encode_entries(where, entries)
         if not texts:
             return
 
@@ -187,7 +187,7 @@ class PostgresStore:
             rows = await db.fetch(
                 "SELECT seq, entry FROM aopkit_journal WHERE run = $1 ORDER BY seq", run
             )
-            return [_decode_entry(f"{where}, entry {r['seq']}", r["entry"]) for r in rows]
+            return [decode_entry(f"{where}, entry {r['seq']}", r["entry"]) for r in rows]
 
         return await self._transaction(f"read the journal of run {run!r}", read)
 

@@ -83,7 +83,7 @@ def check_run_id(run: str) -> str:
         ) from None
 
 
-def _encode_entries(where: str, entries: Sequence[dict[str, Any]]) -> list[str]:
+def encode_entries(where: str, entries: Sequence[dict[str, Any]]) -> list[str]:
     """Each entry as strict JSON text, or a StoreError naming the first bad one."""
     if isinstance(entries, (str, bytes, dict)) or not isinstance(entries, Sequence):
         raise StoreError(f"{where}: entries must be a list of dicts, got {_type(entries)}")
@@ -102,7 +102,8 @@ def _type(value: object) -> str:
     return type(value).__name__
 
 
-def _decode_entry(where: str, text: str | bytes) -> dict[str, Any]:
+def decode_entry(where: str, text: str | bytes) -> dict[str, Any]:
+    """One journal entry from its stored JSON text, or a StoreError saying what is wrong."""
     try:
         entry = jsontext.loads(text, check_depth=False)
     except DecodeError as exc:
@@ -112,7 +113,7 @@ def _decode_entry(where: str, text: str | bytes) -> dict[str, Any]:
     return entry
 
 
-def _decode_state(where: str, agent: str, text: str | bytes) -> State:
+def decode_state(where: str, agent: str, text: str | bytes) -> State:
     """One agent's state from its stored JSON text, or a StoreError saying what is wrong."""
     try:
         state = jsontext.loads(text, check_depth=False)
@@ -140,7 +141,7 @@ def _kind(value: Any) -> str:
     return next((kind for cls, kind in kinds if isinstance(value, cls)), "an object")
 
 
-def _encode_state(where: str, agent: str, state: Any) -> str:
+def encode_state(where: str, agent: str, state: Any) -> str:
     """An agent's state as JSON text that will load back, or a StoreError naming the field."""
     if not isinstance(agent, str):
         raise StoreError(f"{where}: agent names must be strings, got {agent!r:.40}")
@@ -205,7 +206,7 @@ class JSONFileStore:
 
     def _save(self, path: Path, states: dict[str, State]) -> None:
         where = f"session file {path}"
-        texts = {agent: _encode_state(where, agent, state) for agent, state in states.items()}
+        texts = {agent: encode_state(where, agent, state) for agent, state in states.items()}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with files.locked(path):
@@ -225,7 +226,7 @@ class JSONFileStore:
 
     async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
         path = self._journal_path(run)
-        texts = _encode_entries(f"journal {path}", entries)
+        texts = encode_entries(f"journal {path}", entries)
         if texts:
             line = "[" + ",".join(texts) + "]"
             record = f"{zlib.crc32(line.encode()):08x} {line}\n".encode()
@@ -360,7 +361,7 @@ class SQLiteStore:
     def _save(self, session_id: str, states: dict[str, State]) -> None:
         where = f"SQLite store {self.path}, session {session_id!r}"
         rows = [
-            (session_id, agent, _encode_state(where, agent, state))
+            (session_id, agent, encode_state(where, agent, state))
             for agent, state in states.items()
         ]
 
@@ -385,11 +386,11 @@ class SQLiteStore:
         rows = db.execute(
             "SELECT agent, state FROM agent_state WHERE session = ?", (session_id,)
         ).fetchall()
-        return {agent: _decode_state(where, agent, state) for agent, state in rows}
+        return {agent: decode_state(where, agent, state) for agent, state in rows}
 
     async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
         check_run_id(run)
-        texts = _encode_entries(f"SQLite store {self.path}, run {run!r}", entries)
+        texts = encode_entries(f"SQLite store {self.path}, run {run!r}", entries)
         if texts:
             await asyncio.to_thread(self._run, lambda db: self._append(db, run, texts))
 
@@ -412,7 +413,7 @@ class SQLiteStore:
             write=False,
         )
         where = f"SQLite store {self.path}, run {run!r}, entry"
-        return [_decode_entry(f"{where} {seq}", text) for seq, text in rows]
+        return [decode_entry(f"{where} {seq}", text) for seq, text in rows]
 
 
 def _by_name(agents: tuple[Agent, ...]) -> dict[str, Agent]:
