@@ -59,12 +59,26 @@ async def test_remote_events_reach_the_driver_stream(kernel, cluster):
     assert len(sent) == 1 and sent[0].hubs == ("room",)
 
 
-async def test_an_actor_killed_mid_reply_restarts_with_its_saved_state(kernel, cluster, tmp_path):
-    store = aopkit.JSONFileStore(tmp_path)
+@pytest.fixture(params=["json", "postgresql"])
+async def restart_store(request, tmp_path):
+    """Where a restarted actor finds its agents' state: a directory, or a database every node
+    reaches (no shared directory)."""
+    if request.param == "json":
+        yield aopkit.JSONFileStore(tmp_path)
+        return
+    from aopkit_postgres import PostgresStore
+
+    async with PostgresStore(request.getfixturevalue("pg_dsn")) as store:
+        yield store
+
+
+async def test_an_actor_killed_mid_reply_restarts_with_its_saved_state(
+    kernel, cluster, restart_store
+):
     agent = to_dist(
         Counter("slow", delay=1.0, kernel=kernel),
         resources=B,
-        store=store,
+        store=restart_store,
         max_restarts=2,
         max_task_retries=2,
         timeout=60,
@@ -80,6 +94,9 @@ async def test_an_actor_killed_mid_reply_restarts_with_its_saved_state(kernel, c
     texts = [m.text for m in agent.memory]
     assert texts == ["u1: hello", first.text, "u2: again", second.text]  # nothing lost or twice
     assert second.text == "slow#3: saw u1,slow#1,u2"
+    saved = (await restart_store.load(agent.pool.name))["slow"]  # what the new actor saved
+    assert [m["content"] for m in saved["agent"]["memory"]][-1] == second.text
+    agent.pool.kill()
 
 
 async def test_a_dead_actor_gives_a_clear_error_not_a_hang(kernel, cluster):
@@ -191,31 +208,3 @@ async def test_messages_are_taken_in_the_order_sent_even_when_one_is_slow(kernel
         await hub.broadcast(Msg("host", "second: quick news", "user"))
         reply = await agent()
     assert reply.text == "listener#2: saw first,second"
-
-
-async def test_a_restarted_actor_reloads_its_state_from_postgresql(kernel, cluster, pg_dsn):
-    """The restart store can be a database every node reaches: no shared directory."""
-    from aopkit_postgres import PostgresStore
-
-    async with PostgresStore(pg_dsn) as store:
-        agent = to_dist(
-            Counter("pg", delay=1.0, kernel=kernel),
-            resources=B,
-            store=store,
-            max_restarts=2,
-            max_task_retries=2,
-            timeout=60,
-        )
-        first = await agent(Msg("user", "u1: hello", "user"))
-        pid, _ = await agent.pool.location()
-        call = asyncio.ensure_future(agent(Msg("user", "u2: again", "user")))
-        await asyncio.sleep(0.5)  # the reply is running
-        os.kill(pid, signal.SIGKILL)
-        second = await call
-        assert (await agent.pool.location())[0] != pid
-        texts = [m.text for m in agent.memory]
-        assert texts == ["u1: hello", first.text, "u2: again", second.text]
-        assert second.text == "pg#3: saw u1,pg#1,u2"
-        saved = (await store.load(agent.pool.name))["pg"]  # what the restarted actor saved
-        assert [m["content"] for m in saved["agent"]["memory"]][-1] == second.text
-        agent.pool.kill()
