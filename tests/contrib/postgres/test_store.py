@@ -244,7 +244,10 @@ async def test_a_cancelled_append_writes_all_or_nothing(pg_store) -> None:
     ],
 )
 async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
+    handlers: list[tuple[asyncio.Task[None], asyncio.StreamWriter]] = []
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append((asyncio.current_task(), writer))  # type: ignore[arg-type]
         try:
             await reader.read(8)
             if answer is None:
@@ -265,4 +268,7 @@ async def test_a_peer_that_is_not_postgresql_is_a_store_error(answer) -> None:
         assert "secret-pw" not in str(caught.value)
     finally:
         server.close()
-        await server.wait_closed()
+        await server.wait_closed()  # before Python 3.12.1 this does not wait for the handlers
+        for task, writer in handlers:
+            writer.close()
+            await asyncio.gather(task, return_exceptions=True)
