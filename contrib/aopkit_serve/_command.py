@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import secrets
 import signal
@@ -13,6 +12,7 @@ from typing import Any
 import aopkit
 from aopkit.cli import UsageError
 from aopkit.cli_run import load_object
+from aopkit.net import is_loopback
 
 PROG = "aopkit serve"
 TOKEN_VARIABLE = "AOPKIT_SERVE_TOKEN"
@@ -54,7 +54,7 @@ async def serve(args: Any, kernel: aopkit.Kernel) -> int:
     from ._app import PROTOCOLS, SERVICE, build_app
 
     token = args.token or os.environ.get(TOKEN_VARIABLE)
-    if not token and not _is_loopback(args.host):
+    if not token and not is_loopback(args.host):
         raise UsageError(
             f"{PROG}: binding {args.host} (beyond loopback) needs --token or ${TOKEN_VARIABLE}"
         )
@@ -99,12 +99,3 @@ async def _until_stopped() -> None:
     finally:
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(number)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve beyond loopback

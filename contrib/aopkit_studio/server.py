@@ -25,6 +25,7 @@ from aopkit.durable import ApprovalRequest, Decision
 from aopkit.events import Event, RoundFinished
 from aopkit.faults import Incident, Resolution
 from aopkit.message import Msg, new_id
+from aopkit.net import is_loopback
 
 from .schema import problem
 
@@ -201,7 +202,7 @@ class Studio:
         self.port = self._runner.addresses[0][1]
         self._name = self.kernel.register(self.hooks(), f"studio-{self.port}")
         self._pump_task = asyncio.create_task(self._pump())
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback(self.host):
             logger.warning("aopkit studio: listening on {}: reachable from the network", self.host)
         print(f"aopkit studio: {self.url}", file=sys.stderr, flush=True)
         return self.url
