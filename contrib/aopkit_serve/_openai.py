@@ -44,6 +44,10 @@ class BadRequest(aopkit.AopkitError):
         super().__init__(message)
 
 
+class TooLarge(BadRequest):
+    """A body beyond the app's ``client_max_size``: 413, as for any oversized request."""
+
+
 def setup(app: web.Application, service: Service) -> None:
     routes = _Routes(service)
     app.router.add_get("/v1/models", routes.models)
@@ -193,6 +197,8 @@ def _error(kernel: aopkit.Kernel, exc: aopkit.AopkitError) -> tuple[int, dict[st
     if isinstance(exc, UnknownAgent):
         found = (404, "invalid_request_error", "model", "model_not_found")
         message = f"The model {exc.name!r} does not exist: it is not a served agent"
+    elif isinstance(exc, TooLarge):
+        found = (413, "invalid_request_error", None, "request_too_large")
     elif isinstance(exc, (BadRequest, InvalidConversation)):
         found = (400, "invalid_request_error", getattr(exc, "param", None), None)
     elif isinstance(exc, BudgetExceeded):
@@ -207,9 +213,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise BadRequest(
-            f"the request body is larger than {request.client_max_size} bytes"
-        ) from None
+        raise TooLarge(f"the request body is larger than {request.client_max_size} bytes") from None
     try:
         body = jsontext.loads(raw, unique_keys=True)
     except aopkit.DecodeError as exc:

@@ -280,7 +280,7 @@ async def test_garbage_bodies_get_a_400_in_openais_shape(kernel, serve):
                 assert error["type"] == "invalid_request_error"
         huge = io.BytesIO(json.dumps({"model": "recall", "messages": user("x" * 2**21)}).encode())
         async with http.post(f"{url}/v1/chat/completions", data=huge, headers=auth) as r:
-            assert r.status == 400 and "larger than" in (await r.json())["error"]["message"]
+            assert r.status == 413 and "larger than" in (await r.json())["error"]["message"]
         bad_id = {**auth, HEADER: "a/b"}
         good = json.dumps({"model": "recall", "messages": user("x"), "stream": True})
         async with http.post(f"{url}/v1/chat/completions", data=good, headers=bad_id) as r:
