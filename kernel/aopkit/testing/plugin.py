@@ -9,15 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from aopkit.kernel import Kernel
-from aopkit.models import ChatModel
+if TYPE_CHECKING:  # imported by the fixtures that use them: loading the plugin stays cheap
+    from aiohttp import web
+
+    from aopkit.kernel import Kernel
+    from aopkit.models import ChatModel
 
 
 def async_fixture(function: Any) -> Any:
@@ -58,6 +59,8 @@ def pytest_configure(config: pytest.Config) -> None:
 async def kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
     """A kernel of its own for the test, every installed plugin loaded, incidents kept in the
     test's temporary directory; closed (its HTTP pool with it) after the test."""
+    from aopkit.kernel import Kernel
+
     async with Kernel(environ={"AOPKIT_INCIDENTS": str(tmp_path / "incidents.jsonl")}) as own:
         yield own
 
@@ -66,6 +69,8 @@ async def kernel(tmp_path: Path) -> AsyncIterator[Kernel]:
 async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
     """``await serve(app)`` runs an aiohttp application on loopback (an ephemeral port) for
     the test and returns its base URL."""
+    from aiohttp.test_utils import TestServer
+
     servers: list[TestServer] = []
 
     async def start(app: web.Application) -> str:

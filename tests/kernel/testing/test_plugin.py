@@ -16,6 +16,9 @@ import pytest
 from aopkit.errors import AopkitError
 from aopkit.testing.conformance import Adapter
 
+# hypothesis's plugin is left out: the user's project does not use it, and it costs seconds
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+
 
 def run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedProcess[str]:
     """pytest on ``source``, in a project of its own (pytest-asyncio in auto mode)."""
@@ -23,7 +26,7 @@ def run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedP
     ini = "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
     (tmp_path / "pytest.ini").write_text(ini)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs", *args],
+        [*PYTEST, "-q", "-rs", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -33,13 +36,16 @@ def run_pytest(tmp_path: Path, source: str, *args: str) -> subprocess.CompletedP
 
 
 def test_importing_aopkit_or_its_fake_servers_does_not_import_pytest_or_openai():
-    """The ``openai`` package is needed only when an OpenAI fake checks a request."""
+    """The ``openai`` package is needed only when an OpenAI fake checks a request, and the
+    plugin, loaded by every pytest run beside aopkit, imports aiohttp only for a fixture."""
     code = (
         "import sys, aopkit, aopkit.testing.fakes.openai, aopkit.testing.fakes.gemini, "
         "aopkit.testing.fakes.openai_responses; "
         "assert 'pytest' not in sys.modules, 'pytest was imported'; "
         "assert 'openai' not in sys.modules, 'openai was imported'"
     )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    code = "import sys, aopkit.testing.plugin; assert 'aiohttp' not in sys.modules, 'aiohttp'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
