@@ -4,8 +4,10 @@ simulation moves to Ray by changing the runtime it names, and rounds that report
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -84,20 +86,23 @@ class AgentPool:
         progress, reported = self.kernel.progress, 0  # agents shown as done (or failed)
         durable = current_run() is not None  # a durable run's replies take the ordinary path
         try:
-            for i, agent in enumerate(self.agents):
-                if i and not i % YIELD_EVERY:
-                    progress.advanced(i - len(waiting) - reported)
-                    reported = i - len(waiting)
+            for start in range(0, len(self.agents), YIELD_EVERY):
+                if start:
+                    progress.advanced(start - len(waiting) - reported)
+                    reported = start - len(waiting)
                     await asyncio.sleep(0)
-                try:
-                    reply = agent(msg) if durable else agent._reply_eagerly(msg)
-                except Exception as exc:
-                    failures[agent.name] = _reason(exc)
-                    continue
-                if isinstance(reply, Msg):
-                    replies[i] = reply
-                else:
-                    waiting.append((i, asyncio.ensure_future(reply)))
+                with _collector_paused():
+                    for i in range(start, min(start + YIELD_EVERY, len(self.agents))):
+                        agent = self.agents[i]
+                        try:
+                            reply = agent(msg) if durable else agent._reply_eagerly(msg)
+                        except Exception as exc:
+                            failures[agent.name] = _reason(exc)
+                            continue
+                        if isinstance(reply, Msg):
+                            replies[i] = reply
+                        else:
+                            waiting.append((i, asyncio.ensure_future(reply)))
             progress.advanced(len(self.agents) - len(waiting) - reported)
             if waiting:
                 done = await asyncio.gather(*(w for _, w in waiting), return_exceptions=True)
@@ -120,6 +125,23 @@ class AgentPool:
             if i and not i % YIELD_EVERY:
                 await asyncio.sleep(0)
             await agent.observe(msg)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (if it runs) for one stretch of replies, which
+    no other code of the program interleaves with: the replies a round keeps would otherwise
+    set it off every few hundred agents, and each full collection walks every message kept.
+    Reference counting still frees what is not in a cycle; the collector resumes after the
+    stretch and counts the stretch's objects then."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _reason(exc: BaseException) -> str:

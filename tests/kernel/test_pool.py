@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 
 import pytest
@@ -158,12 +159,13 @@ async def test_a_failing_hook_is_that_agents_failure(kernel):
     assert replies.failures == {"hooked": "RuntimeError: hook says no"}
 
 
-async def test_a_budget_stops_the_round(kernel):
-    class Spender(Agent):
-        async def reply(self, msg):
-            raise aopkit.BudgetExceeded("agent 's'", "calls", 1, 1, 1, "scripted:x")
+class BudgetSpender(Agent):
+    async def reply(self, msg):
+        raise aopkit.BudgetExceeded("agent 's'", "calls", 1, 1, 1, "scripted:x")
 
-    pool = aopkit.AgentPool([Guesser("g", kernel=kernel), Spender("s", kernel=kernel)])
+
+async def test_a_budget_stops_the_round(kernel):
+    pool = aopkit.AgentPool([Guesser("g", kernel=kernel), BudgetSpender("s", kernel=kernel)])
     with pytest.raises(aopkit.BudgetExceeded):
         await pool.reply_all(question())
 
@@ -314,6 +316,45 @@ async def test_a_big_round_yields_to_the_loop(kernel, monkeypatch):
     await pool.reply_all(question())
     task.cancel()
     assert ticks >= 9
+
+
+async def test_the_collector_is_paused_only_while_a_stretch_of_replies_runs(kernel, monkeypatch):
+    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 3)
+    first_steps, later_steps, between = [], [], []
+
+    class Watcher(Agent):
+        async def reply(self, msg):
+            first_steps.append(gc.isenabled())
+            await asyncio.sleep(0)  # the rest runs beside the program's other tasks
+            later_steps.append(gc.isenabled())
+            return "seen"
+
+    async def ticker():
+        while True:
+            between.append(gc.isenabled())
+            await asyncio.sleep(0)
+
+    agents = [Watcher(f"w{i}", kernel=kernel) for i in range(7)]
+    pool = aopkit.AgentPool([*agents, Failing("bad", kernel=kernel)])
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    replies = await pool.reply_all(question())
+    task.cancel()
+    assert len(replies) == 7 and list(replies.failures) == ["bad"]
+    assert first_steps == [False] * 7 and later_steps == [True] * 7
+    assert len(between) >= 3 and all(between) and gc.isenabled()
+
+    spender = aopkit.AgentPool([Guesser("g", kernel=kernel), BudgetSpender("s", kernel=kernel)])
+    with pytest.raises(aopkit.BudgetExceeded):  # a round that stops resumes the collector
+        await spender.reply_all(question())
+    assert gc.isenabled()
+
+    gc.disable()  # a program that turned the collector off keeps it off
+    try:
+        await pool.reply_all(question())
+        assert not gc.isenabled() and not any(first_steps[7:] + later_steps[7:])
+    finally:
+        gc.enable()
 
 
 def test_to_dist_without_the_ray_runtime_says_what_to_install(kernel):
