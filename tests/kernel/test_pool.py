@@ -50,6 +50,17 @@ class Waiter(Agent):
         return f"{self.name} waited"
 
 
+class Heir(Guesser):
+    """Inherits its reply."""
+
+
+class Deferred(Agent):
+    """reply() is a plain function that returns an awaitable."""
+
+    def reply(self, msg):
+        return asyncio.sleep(0, result=f"{self.name} deferred")
+
+
 class Failing(Agent):
     async def reply(self, msg):
         raise ValueError(f"{self.name} cannot count")
@@ -83,16 +94,16 @@ def question(average=30.0):
 
 
 async def test_a_pool_replies_as_each_agent_would(kernel):
-    agents = [Guesser(f"g{i}", kernel=kernel) for i in range(5)]
+    agents = [*(Guesser(f"g{i}", kernel=kernel) for i in range(4)), Heir("h", kernel=kernel)]
     waiters = [Waiter(f"w{i}", kernel=kernel) for i in range(3)]
-    (pool,) = aopkit.pools([*agents, *waiters], 100)
-    assert isinstance(pool, aopkit.AgentPool) and len(pool) == 8 and pool["w1"] is waiters[1]
+    (pool,) = aopkit.pools([*agents, *waiters, Deferred("d", kernel=kernel)], 100)
+    assert isinstance(pool, aopkit.AgentPool) and len(pool) == 9 and pool["w1"] is waiters[1]
     msg = question()
     replies = await pool.reply_all(msg)
     assert [r.name for r in replies] == [a.name for a in pool.agents]  # agent order
     assert replies.failures == {}
     assert [r.metadata["guess"] for r in replies[:5]] == [20.0] * 5
-    assert [r.text for r in replies[5:]] == ["w0 waited", "w1 waited", "w2 waited"]
+    assert [r.text for r in replies[5:]] == ["w0 waited", "w1 waited", "w2 waited", "d deferred"]
     for agent, reply in zip(pool.agents, replies, strict=True):
         assert agent.memory[0] is msg and agent.memory[1] is reply  # one shared question
     alone = Guesser("alone", kernel=kernel)
