@@ -59,7 +59,7 @@ def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]
         return converting(self, msg, *args, **kwargs)
 
     accepting.accepts_text = True  # type: ignore[attr-defined]
-    accepting.given_messages = method  # type: ignore[attr-defined]  # for callers that convert
+    accepting.given_messages = method  # type: ignore[attr-defined]  # for callers giving messages
     if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+: still an async method
         inspect.markcoroutinefunction(accepting)
     return accepting
