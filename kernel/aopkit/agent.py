@@ -59,6 +59,7 @@ def _accepting_text(method: Callable[..., Any], name: str) -> Callable[..., Any]
         return converting(self, msg, *args, **kwargs)
 
     accepting.accepts_text = True  # type: ignore[attr-defined]
+    accepting.given_messages = method  # type: ignore[attr-defined]  # for callers giving messages
     if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+: still an async method
         inspect.markcoroutinefunction(accepting)
     return accepting
@@ -302,7 +303,9 @@ class Agent:
         scope = Scope(self.name, kernel.usage, (), SCOPE.get())
         context = contextvars.copy_context()  # as a task would run it: in a copy
         context.run(SCOPE.set, scope)
-        coro = self.reply(given)
+        # ``given`` is a message or None: the method itself, without the wrapper that converts
+        method = getattr(type(self).reply, "given_messages", None)
+        coro = self.reply(given) if method is None else method(self, given)
         if type(coro) is not types.CoroutineType:  # an unusual reply(): let a task run it
             task = context.run(asyncio.ensure_future, coro)
             return self._reply_later(task, given, scope, started)

@@ -59,7 +59,10 @@ class _Kept:
     _formatted: Any
 
 
-@attrs.frozen(eq=True, hash=False)
+_UNSET: Any = attrs.NOTHING  # an argument not given, as in the __init__ attrs would write
+
+
+@attrs.frozen(eq=True, hash=False, init=False)
 class Msg(_Kept):
     """One message: who said it (``name``), in which ``role``, and what (``content``).
 
@@ -73,6 +76,28 @@ class Msg(_Kept):
     metadata: dict[str, Any] = attrs.field(factory=dict, kw_only=True)
     id: str = attrs.field(factory=new_id, kw_only=True)
     timestamp: float = attrs.field(factory=time.time, kw_only=True)
+
+    def __init__(
+        self,
+        name: str,
+        content: str | list[Block],
+        role: Role,
+        *,
+        metadata: dict[str, Any] = _UNSET,
+        id: str = _UNSET,
+        timestamp: float = _UNSET,
+    ) -> None:
+        """The ``__init__`` attrs would write (same arguments, defaults and role check), setting
+        the slots directly: about a third cheaper, and a million agents make a message each per
+        round."""
+        if role not in ROLES:
+            _check_role(self, None, role)
+        _set_name(self, name)
+        _set_content(self, content)
+        _set_role(self, role)
+        _set_metadata(self, {} if metadata is _UNSET else metadata)
+        _set_id(self, new_id() if id is _UNSET else id)
+        _set_timestamp(self, time.time() if timestamp is _UNSET else timestamp)
 
     @property
     def text(self) -> str:
@@ -110,6 +135,9 @@ class Msg(_Kept):
 
 
 _COUNTED = _Kept.__dict__["_counted"]  # the slot itself: set past the frozen class's refusal
+_set_name, _set_content, _set_role, _set_metadata, _set_id, _set_timestamp = (
+    Msg.__dict__[field.name].__set__ for field in attrs.fields(Msg)
+)
 
 
 def _chars(blocks: Iterable[Any]) -> int:

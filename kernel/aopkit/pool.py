@@ -4,8 +4,10 @@ simulation moves to Ray by changing the runtime it names, and rounds that report
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -76,35 +78,39 @@ class AgentPool:
     async def reply_all(self, msg: Msg | str | None = None) -> Replies:
         """Every agent replies to ``msg`` (a ``str`` is a user message; every agent gets the
         same object). Replies are not broadcast to hubs: this is the bulk path of simulations.
-        Cancelling the call cancels the replies still running."""
+        Cancelling the call cancels the replies still running. The garbage collector is paused
+        while a stretch of replies runs (see ``_collector_paused``)."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
-        replies: list[Msg | None] = [None] * len(self.agents)
+        agents = self.agents
+        replies: list[Msg | None] = [None] * len(agents)
         failures: dict[str, str] = {}
         waiting: list[tuple[int, asyncio.Future[Msg]]] = []
         progress, reported = self.kernel.progress, 0  # agents shown as done (or failed)
         durable = current_run() is not None  # a durable run's replies take the ordinary path
         try:
-            for i, agent in enumerate(self.agents):
-                if i and not i % YIELD_EVERY:
-                    progress.advanced(i - len(waiting) - reported)
-                    reported = i - len(waiting)
+            for start in range(0, len(agents), YIELD_EVERY):
+                if start:
+                    progress.advanced(start - len(waiting) - reported)
+                    reported = start - len(waiting)
                     await asyncio.sleep(0)
-                try:
-                    reply = agent(msg) if durable else agent._reply_eagerly(msg)
-                except Exception as exc:
-                    failures[agent.name] = _reason(exc)
-                    continue
-                if isinstance(reply, Msg):
-                    replies[i] = reply
-                else:
-                    waiting.append((i, asyncio.ensure_future(reply)))
-            progress.advanced(len(self.agents) - len(waiting) - reported)
+                with _collector_paused():
+                    for i, agent in enumerate(agents[start : start + YIELD_EVERY], start):
+                        try:
+                            reply = agent(msg) if durable else agent._reply_eagerly(msg)
+                        except Exception as exc:
+                            failures[agent.name] = _reason(exc)
+                            continue
+                        if isinstance(reply, Msg):
+                            replies[i] = reply
+                        else:
+                            waiting.append((i, asyncio.ensure_future(reply)))
+            progress.advanced(len(agents) - len(waiting) - reported)
             if waiting:
                 done = await asyncio.gather(*(w for _, w in waiting), return_exceptions=True)
                 progress.advanced(len(waiting))
                 for (i, _), result in zip(waiting, done, strict=True):
                     if isinstance(result, BaseException):
-                        failures[self.agents[i].name] = _reason(result)
+                        failures[agents[i].name] = _reason(result)
                     else:
                         replies[i] = result
         except BaseException:
@@ -120,6 +126,24 @@ class AgentPool:
             if i and not i % YIELD_EVERY:
                 await asyncio.sleep(0)
             await agent.observe(msg)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (if it runs) for one stretch of replies (at
+    most ``YIELD_EVERY`` first steps, which no other task interleaves with; another thread's
+    cycles wait for the stretch's end too): the replies a round keeps would otherwise set it
+    off every few hundred agents, and each full collection walks every message kept.
+    Reference counting still frees what is not in a cycle; the collector resumes after the
+    stretch and counts the stretch's objects then."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,4 +1,6 @@
+import inspect
 import multiprocessing
+import time
 
 import attrs
 import pytest
@@ -35,6 +37,33 @@ def test_messages_are_immutable_values():
         msg.content = "y"
     changed = attrs.evolve(msg, content="y")
     assert changed.id == msg.id and changed.content == "y" and msg.content == "x"
+
+
+def test_msg_init_is_the_one_attrs_would_write():
+    """Msg writes its own __init__ (a hot path): same parameters, defaults, values and check."""
+    twin = attrs.make_class(
+        "Twin",
+        {
+            f.name: attrs.field(default=f.default, validator=f.validator, kw_only=f.kw_only)
+            for f in attrs.fields(Msg)
+        },
+        frozen=True,
+    )
+    params = [
+        [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
+        for cls in (Msg, twin)
+    ]
+    assert params[0] == params[1]
+    given = {"metadata": {"k": [1]}, "id": "x", "timestamp": 1.0}
+    assert attrs.asdict(Msg("a", "t", "user", **given)) == attrs.asdict(
+        twin("a", "t", "user", **given)
+    )
+    one, two = Msg("a", "t", "system"), Msg("a", "t", "system")
+    assert one.metadata == {} and one.metadata is not two.metadata and one.id != two.id
+    assert abs(one.timestamp - time.time()) < 60
+    for role in ("robot", "", None):
+        with pytest.raises(ValueError, match="role must be one of"):
+            Msg("a", "x", role)  # type: ignore[arg-type]
 
 
 def test_ids_are_unique_and_differ_in_a_forked_child():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 
 import pytest
@@ -49,6 +50,17 @@ class Waiter(Agent):
         return f"{self.name} waited"
 
 
+class Heir(Guesser):
+    """Inherits its reply."""
+
+
+class Deferred(Agent):
+    """reply() is a plain function that returns an awaitable."""
+
+    def reply(self, msg):
+        return asyncio.sleep(0, result=f"{self.name} deferred")
+
+
 class Failing(Agent):
     async def reply(self, msg):
         raise ValueError(f"{self.name} cannot count")
@@ -82,16 +94,16 @@ def question(average=30.0):
 
 
 async def test_a_pool_replies_as_each_agent_would(kernel):
-    agents = [Guesser(f"g{i}", kernel=kernel) for i in range(5)]
+    agents = [*(Guesser(f"g{i}", kernel=kernel) for i in range(4)), Heir("h", kernel=kernel)]
     waiters = [Waiter(f"w{i}", kernel=kernel) for i in range(3)]
-    (pool,) = aopkit.pools([*agents, *waiters], 100)
-    assert isinstance(pool, aopkit.AgentPool) and len(pool) == 8 and pool["w1"] is waiters[1]
+    (pool,) = aopkit.pools([*agents, *waiters, Deferred("d", kernel=kernel)], 100)
+    assert isinstance(pool, aopkit.AgentPool) and len(pool) == 9 and pool["w1"] is waiters[1]
     msg = question()
     replies = await pool.reply_all(msg)
     assert [r.name for r in replies] == [a.name for a in pool.agents]  # agent order
     assert replies.failures == {}
     assert [r.metadata["guess"] for r in replies[:5]] == [20.0] * 5
-    assert [r.text for r in replies[5:]] == ["w0 waited", "w1 waited", "w2 waited"]
+    assert [r.text for r in replies[5:]] == ["w0 waited", "w1 waited", "w2 waited", "d deferred"]
     for agent, reply in zip(pool.agents, replies, strict=True):
         assert agent.memory[0] is msg and agent.memory[1] is reply  # one shared question
     alone = Guesser("alone", kernel=kernel)
@@ -158,12 +170,13 @@ async def test_a_failing_hook_is_that_agents_failure(kernel):
     assert replies.failures == {"hooked": "RuntimeError: hook says no"}
 
 
-async def test_a_budget_stops_the_round(kernel):
-    class Spender(Agent):
-        async def reply(self, msg):
-            raise aopkit.BudgetExceeded("agent 's'", "calls", 1, 1, 1, "scripted:x")
+class BudgetSpender(Agent):
+    async def reply(self, msg):
+        raise aopkit.BudgetExceeded("agent 's'", "calls", 1, 1, 1, "scripted:x")
 
-    pool = aopkit.AgentPool([Guesser("g", kernel=kernel), Spender("s", kernel=kernel)])
+
+async def test_a_budget_stops_the_round(kernel):
+    pool = aopkit.AgentPool([Guesser("g", kernel=kernel), BudgetSpender("s", kernel=kernel)])
     with pytest.raises(aopkit.BudgetExceeded):
         await pool.reply_all(question())
 
@@ -314,6 +327,45 @@ async def test_a_big_round_yields_to_the_loop(kernel, monkeypatch):
     await pool.reply_all(question())
     task.cancel()
     assert ticks >= 9
+
+
+async def test_the_collector_is_paused_only_while_a_stretch_of_replies_runs(kernel, monkeypatch):
+    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 3)
+    first_steps, later_steps, between = [], [], []
+
+    class Watcher(Agent):
+        async def reply(self, msg):
+            first_steps.append(gc.isenabled())
+            await asyncio.sleep(0)  # the rest runs beside the program's other tasks
+            later_steps.append(gc.isenabled())
+            return "seen"
+
+    async def ticker():
+        while True:
+            between.append(gc.isenabled())
+            await asyncio.sleep(0)
+
+    agents = [Watcher(f"w{i}", kernel=kernel) for i in range(7)]
+    pool = aopkit.AgentPool([*agents, Failing("bad", kernel=kernel)])
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    replies = await pool.reply_all(question())
+    task.cancel()
+    assert len(replies) == 7 and list(replies.failures) == ["bad"]
+    assert first_steps == [False] * 7 and later_steps == [True] * 7
+    assert len(between) >= 3 and all(between) and gc.isenabled()
+
+    spender = aopkit.AgentPool([Guesser("g", kernel=kernel), BudgetSpender("s", kernel=kernel)])
+    with pytest.raises(aopkit.BudgetExceeded):  # a round that stops resumes the collector
+        await spender.reply_all(question())
+    assert gc.isenabled()
+
+    gc.disable()  # a program that turned the collector off keeps it off
+    try:
+        await pool.reply_all(question())
+        assert not gc.isenabled() and not any(first_steps[7:] + later_steps[7:])
+    finally:
+        gc.enable()
 
 
 def test_to_dist_without_the_ray_runtime_says_what_to_install(kernel):
