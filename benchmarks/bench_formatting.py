@@ -2,30 +2,40 @@
 every 10th user message, a tool exchange every 25th turn), per message, beside a floor: a
 comprehension building one plain dict per message by hand. Measured the first time the messages
 are formatted, and again (what the messages keep is added again: what a model call pays for
-all but its new messages)."""
+all but its new messages). The same for the Gemini and OpenAI Responses formatters, with
+the images inline (base64) since neither may fetch a URL here: messages with media are
+formatted afresh each call, the others kept."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import time
+from typing import Any
 
 from _util import best_of, per_call, report
 
 import aopkit
-from aopkit_openai import OpenAIFormatter, OpenAIModel
+from aopkit_gemini import GeminiFormatter, GeminiModel
+from aopkit_openai import OpenAIFormatter, OpenAIModel, OpenAIResponsesModel, ResponsesFormatter
 
 SIZE = 1_000
+PNG = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
-def history() -> list[aopkit.Msg]:
+def history(inline: bool = False) -> list[aopkit.Msg]:
     messages = [aopkit.Msg("system", "You are a helpful assistant.", "system")]
     turn = 0
     while len(messages) < SIZE:
         turn += 1
         text = f"Question {turn}: what about the weather in city number {turn}?"
         if turn % 10 == 0:
-            image = aopkit.ImageBlock(aopkit.URLSource(f"https://example.test/{turn}.png"))
+            source: aopkit.Source = aopkit.URLSource(f"https://example.test/{turn}.png")
+            if inline:
+                source = aopkit.Base64Source("image/png", PNG)
+            image = aopkit.ImageBlock(source)
             messages.append(aopkit.Msg("user", [aopkit.TextBlock(text), image], "user"))
         else:
             messages.append(aopkit.Msg("user", text, "user"))
@@ -80,6 +90,45 @@ def main() -> None:
         floor_name="a comprehension of plain dicts",
         target="≤ 1.5x",
     )
+    for name, other, model in [
+        ("Gemini", GeminiFormatter(), GeminiModel),
+        ("the OpenAI Responses API", ResponsesFormatter(), OpenAIResponsesModel),
+    ]:
+        first_time, again = formatted(other, model.capabilities, history(inline=True))
+        report(
+            f"format 1,000 messages for {name} the first time, per message",
+            first_time * 1e6,
+            "µs",
+            floor=floor,
+            floor_name="a comprehension of plain dicts",
+        )
+        report(
+            f"format the same 1,000 messages for {name} again, per message",
+            again * 1e6,
+            "µs",
+            floor=floor,
+            floor_name="a comprehension of plain dicts",
+        )
+
+
+def formatted(formatter: Any, capabilities: Any, messages: list[aopkit.Msg]) -> tuple[float, float]:
+    """Seconds per message formatting ``messages`` the first time (fresh copies), and again."""
+    loop = asyncio.new_event_loop()
+
+    def run(batch: list[aopkit.Msg]) -> Any:
+        return loop.run_until_complete(formatter.format(batch, capabilities=capabilities))
+
+    def first(copies: list[list[aopkit.Msg]]) -> float:
+        start = time.perf_counter()
+        for fresh in copies:
+            run(fresh)
+        return (time.perf_counter() - start) / len(copies) / SIZE
+
+    run(messages)
+    again = best_of(7, lambda: per_call(lambda: run(messages), 50)) / SIZE
+    fresh = best_of(5, lambda: first([copy.deepcopy(messages) for _ in range(10)]))
+    loop.close()
+    return fresh, again
 
 
 if __name__ == "__main__":

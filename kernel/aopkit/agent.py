@@ -12,8 +12,6 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
-import attrs
-
 from .durable import (
     AwaitingApproval,
     Call,
@@ -27,7 +25,7 @@ from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
 from .events import MessageSent, Observed, ReplyFailed, ReplyFinished, ReplyStarted
 from .kernel import Kernel
 from .memory import Memory
-from .message import Msg, as_input
+from .message import Msg, as_input, with_metadata
 from .structured import Target
 from .usage import SCOPE, BudgetExceeded, Scope, checked_budget
 
@@ -403,8 +401,7 @@ class Agent:
         usage = scope.used()
         if usage is None:
             return reply
-        metadata = {**reply.metadata, "usage": self.kernel.codec.dump(usage)}
-        return attrs.evolve(reply, metadata=metadata)
+        return with_metadata(reply, "usage", usage)
 
     def _reply_done(
         self, reply: Msg, scope: Scope | None, started: float, interrupted: bool

@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
+from .blocks import Block, ToolResultBlock
 from .errors import AopkitError
 from .message import Msg
 from .session import JournalStore, check_run_id
 
 if TYPE_CHECKING:
-    from .blocks import ToolResultBlock, ToolUseBlock
+    from .blocks import ToolUseBlock
     from .kernel import Kernel
     from .memory import Memory
     from .models import ChatResponse
@@ -351,14 +352,14 @@ async def model_answer(
     """The model's answer: journaled before it is used, or replayed from the journal (then
     True, and charged to the usage accounts as the call was) instead of asking ``model``
     again."""
-    from .models import ChatResponse
-
     call = _CALL.get()
-    if call is None:
+    if call is None:  # not in a durable run: the common case, on every model call's path
         return await ask(), False
     key = call.next_key("model")
     found = call.run.journaled("model", key)
     if found is not None:
+        from .models import ChatResponse
+
         answer = read(call.run.id, found, lambda e: kernel.codec.load(e["answer"], ChatResponse))
         kernel.usage.replayed(model, answer.usage)
         return answer, True
@@ -376,10 +377,8 @@ async def tool_result(
     """A tool call's result: replayed from the journal, or run and journaled. A tool that is
     not idempotent has its start journaled first; found started but not finished, it goes to
     the escalate hook (retry it, or give its result) instead of running again."""
-    from .blocks import Block, ToolResultBlock
-
     call = _CALL.get()
-    if call is None:
+    if call is None:  # not in a durable run: the common case, on every tool call's path
         return await run_tool(use)
     run = call.run
     key = f"{call.key}/tool/{use.id}"
@@ -404,7 +403,6 @@ async def tool_result(
 async def _interrupted(kernel: Kernel, run: Run, use: ToolUseBlock) -> ToolResultBlock | None:
     """Ask the escalate hook about an interrupted call: its result (``answer``), or None to
     run it again (``retry``); no decision raises :class:`ToolInterrupted`."""
-    from .blocks import ToolResultBlock
     from .faults import DEFAULT_POLICY, Fault, Incident, escalate
 
     pending = PendingCall(use.id, use.name, dict(use.input))

@@ -93,18 +93,21 @@ class Formatter:
         key = self.key(capabilities) if isinstance(builder, Replaying) else None
         if not self.multi_agent:
             for msg in messages:
-                await _add(builder, msg, key)
+                await add_message(builder, msg, key)
         else:
             for part in transcript_segments(messages):
                 if isinstance(part, Msg):
-                    await _add(builder, part, key)
+                    await add_message(builder, part, key)
                 else:
                     await builder.transcript(part)
         return builder.payload()
 
 
-async def _add(builder: Builder, msg: Msg, key: object) -> None:
-    """Add ``msg`` as it was formatted under ``key`` before, or format and keep it."""
+async def add_message(builder: Builder, msg: Msg, key: object) -> None:
+    """Add ``msg`` as it was formatted under ``key`` before, or format and keep it (a
+    message with media is formatted afresh each time, see :func:`has_media`; a None
+    ``key`` keeps nothing). For formatters that override :meth:`Formatter.format`: their
+    builder must be :class:`Replaying`."""
     if key is None or has_media(msg):
         await builder.message(msg)
         return

@@ -134,6 +134,18 @@ class Msg(_Kept):
         return [b for b in content if isinstance(b, kind)]
 
 
+def with_metadata(msg: Msg, key: str, value: Any) -> Msg:
+    """``msg`` with ``metadata[key] = value``, the same message otherwise (id, time): what
+    :func:`attrs.evolve` gives, made directly (twice as fast) for a plain :class:`Msg`, as
+    every reply with model calls gets its usage so."""
+    metadata = {**msg.metadata, key: value}
+    if type(msg) is not Msg:
+        return attrs.evolve(msg, metadata=metadata)
+    return Msg(
+        msg.name, msg.content, msg.role, metadata=metadata, id=msg.id, timestamp=msg.timestamp
+    )
+
+
 _COUNTED = _Kept.__dict__["_counted"]  # the slot itself: set past the frozen class's refusal
 _set_name, _set_content, _set_role, _set_metadata, _set_id, _set_timestamp = (
     Msg.__dict__[field.name].__set__ for field in attrs.fields(Msg)

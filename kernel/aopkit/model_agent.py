@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .agent import Agent, Incoming, check_instance
 from .compaction import Compaction, compact, journal_entry, replay_compaction
-from .durable import current_call
+from .durable import current_call, model_answer
 from .errors import ConfigurationError
 from .faults import FaultPolicy
 from .message import Msg
@@ -105,8 +105,6 @@ class ModelAgent(Agent):
             self.memory.extend(compacted)
 
     async def reply(self, msg: Incoming) -> Msg:
-        from .durable import model_answer
-
         await self.compact()
 
         async def ask() -> ChatResponse:

@@ -175,9 +175,6 @@ class ReActAgent(ModelAgent):
         to the model as an error result, and each next try of the model is a tier-3 round.
         When the policy's rounds are spent, tier 4: a human's answer becomes the arguments, a
         retry (or no one answering) gives the model its rounds again, an abort ends the reply."""
-        from .faults import DEFAULT_POLICY, CutOff, Fault, answer, correct, new_incident
-        from .faults import escalate as escalate_to_human
-
         found = self.toolkit.active(use.name)
         if found is None:
             return use
@@ -192,6 +189,8 @@ class ReActAgent(ModelAgent):
                 return use
         else:
             text, kind, error = use.raw_input, "malformed", "the arguments are not JSON"
+        from .faults import DEFAULT_POLICY, CutOff, Fault, answer, correct, new_incident
+        from .faults import escalate as escalate_to_human
 
         def check(value: Any) -> dict[str, Any]:
             found.arguments(value, kernel)

@@ -94,6 +94,7 @@ def dollars(value: float) -> str:
 
 FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of an account's sums
 CALLS, COST = FIELDS.index("calls"), FIELDS.index("cost")
+ALWAYS = 3  # input_tokens, output_tokens, seconds: in usage data even when unknown or zero
 
 
 class Account:
@@ -120,6 +121,17 @@ class Account:
     def usage(self) -> Usage:
         """What was used so far."""
         return Usage(**dict(zip(FIELDS, self._sums, strict=True)))
+
+    def usage_data(self) -> dict[str, Any]:
+        """:attr:`usage` as the codec dumps it (what a reply's ``metadata["usage"]`` holds),
+        made from the sums without a :class:`Usage` or the codec: every reply with model
+        calls gets one."""
+        sums = self._sums
+        data = dict(zip(FIELDS[:ALWAYS], sums[:ALWAYS], strict=True))
+        for i, name, default in OMITTED:
+            if sums[i] != default:
+                data[name] = sums[i]
+        return data
 
     def _refusal(self, tokens: int, cost: float | None, model: str) -> BudgetExceeded | None:
         budget = self.budget
@@ -150,15 +162,6 @@ class Account:
         held[1] += sign * tokens
         held[2] += sign * cost
 
-    def _add(self, known: list[tuple[int, Any]], unreported: bool, unpriced: bool) -> None:
-        """Charge one call: its known values by their index in :data:`FIELDS`."""
-        sums = self._sums
-        for i, value in known:
-            old = sums[i]
-            sums[i] = value if old is None else old + value
-        self.unreported += unreported
-        self.unpriced += unpriced
-
     def as_dict(self) -> dict[str, Any]:
         data = dict(zip(FIELDS, self._sums, strict=True))
         data.update(refused=self.refused, unreported=self.unreported, unpriced=self.unpriced)
@@ -169,6 +172,7 @@ class Account:
 
 EMPTY = Usage()
 ZERO = tuple(getattr(EMPTY, name) for name in FIELDS)  # a new account's sums
+OMITTED = tuple((i, FIELDS[i], ZERO[i]) for i in range(ALWAYS, len(FIELDS)))  # when unused
 
 
 class Scope:
@@ -178,7 +182,7 @@ class Scope:
     its agent's name, the ledger holding its account, its hubs and the enclosing reply's scope
     (a million replies that call no model make no account)."""
 
-    __slots__ = ("_accounts", "_hubs", "_ledger", "_names", "_outer", "agent", "reply")
+    __slots__ = ("_accounts", "_charged", "_hubs", "_ledger", "_names", "_outer", "agent", "reply")
 
     def __init__(
         self,
@@ -190,6 +194,7 @@ class Scope:
         self.agent, self._ledger, self._hubs, self._outer = agent, ledger, hubs, outer
         self.reply: Account | None = None  # the reply's own account, made at its first call
         self._accounts: tuple[Account, ...] | None = None
+        self._charged: tuple[str, Account, tuple[Account, ...]] | None = None
         self._names: tuple[str, ...] | None = None if hubs or outer is not None else ()
 
     @property
@@ -221,10 +226,23 @@ class Scope:
                 found = self._accounts
         return found
 
-    def used(self) -> Usage | None:
-        """What the reply's model calls used; None if it made none."""
+    def used(self) -> dict[str, Any] | None:
+        """What the reply's model calls used, as data (see :meth:`Account.usage_data`); None
+        if it made none."""
         reply = self.reply
-        return reply.usage if reply is not None and reply._sums[CALLS] else None
+        return reply.usage_data() if reply is not None and reply._sums[CALLS] else None
+
+    def charged(self, model: str) -> tuple[Account, ...]:
+        """Every account a call of ``model`` in this scope is charged to: the kernel's, the
+        model's and :attr:`accounts`; worked out once per model a reply calls (and again
+        after the totals are cleared)."""
+        ledger = self._ledger
+        last = self._charged
+        if last is not None and last[0] == model and last[1] is ledger.total:
+            return last[2]
+        found = (ledger.total, ledger._model(model), *self.accounts)
+        self._charged = (model, ledger.total, found)
+        return found
 
 
 SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
@@ -311,7 +329,10 @@ class UsageLedger:
         expected use where a budget applies, or raise :class:`BudgetExceeded` (emitting
         ``budget_reached``) if a budget would be exceeded."""
         scope = SCOPE.get()
-        accounts = (self.total, self._model(model), *(scope.accounts if scope else (self.outside,)))
+        if scope is not None:
+            accounts = scope.charged(model)
+        else:
+            accounts = (self.total, self._model(model), self.outside)
         budgets = [a.budget for a in accounts if a.budget is not None]
         if not budgets:
             return Ticket(model, scope, accounts)
@@ -371,13 +392,25 @@ class UsageLedger:
             retries,
             cost,
         )
-        known = [(i, value) for i, value in enumerate(call) if value is not None]
+        # what adds something: a known count (a zero one too: it makes an unknown sum known),
+        # and the seconds, calls and retries that are not zero
+        known = [
+            (i, value) for i, value in enumerate(call) if value is not None and value != ZERO[i]
+        ]
         unreported, unpriced = call[0] is None or call[1] is None, cost is None
+        held = ticket.held
         with _LOCK:
             for account in ticket.accounts:
-                if ticket.held:
+                if held:
                     account._hold(-1, ticket.tokens, ticket.cost)
-                account._add(known, unreported, unpriced)
+                sums = account._sums
+                for i, value in known:
+                    old = sums[i]
+                    sums[i] = value if old is None else old + value
+                if unreported:
+                    account.unreported += 1
+                if unpriced:
+                    account.unpriced += 1
         return dict(zip(FIELDS, call, strict=True)) if report else None
 
     def replayed(self, model: str, reported: Usage | None) -> None:

@@ -73,38 +73,73 @@ class _Turn:
     results: list[ToolResultBlock] = attrs.field(factory=list)
 
 
+Part = dict[str, Any]
+Added = tuple[str, Part | None, ToolUseBlock | ToolResultBlock | None]  # see _Builder.add
+
+
 class _Builder:
     def __init__(self, capabilities: Capabilities, pool: HTTPPool | None) -> None:
         self.capabilities = capabilities
         self.pool = pool
-        self.system: list[dict[str, Any]] = []
+        self.system: list[Part] = []
         self.turns: list[_Turn] = []
+        self.made: list[Added] | None = None  # what the message being recorded adds
 
     def turn(self, role: str) -> _Turn:
         if not self.turns or self.turns[-1].role != role:
             self.turns.append(_Turn(role))
         return self.turns[-1]
 
+    async def recorded(self, msg: Msg) -> list[Added]:
+        """Add ``msg``; what it added, kept on it to be added again: turns are merged and
+        results matched to calls as they are added, so the same additions fit anywhere."""
+        self.made = []
+        try:
+            await self.message(msg)
+            return self.made
+        finally:
+            self.made = None
+
+    def replay(self, made: list[Added]) -> None:
+        for added in made:
+            self.add(*added)
+
+    def add(
+        self, role: str, part: Part | None, block: ToolUseBlock | ToolResultBlock | None = None
+    ) -> None:
+        """Add ``part`` to the system instruction (``role`` "system") or to a turn of ``role``,
+        with the call it makes or the result it answers (placed when the turns are joined)."""
+        if self.made is not None:
+            self.made.append((role, part, block))
+        if role == "system":
+            self.system += [part] if part is not None else []
+            return
+        turn = self.turn(role)
+        if part is not None:
+            turn.parts.append(part)
+        if isinstance(block, ToolUseBlock):
+            turn.calls.append(block)
+        elif block is not None:
+            turn.results.append(block)
+
     async def message(self, msg: Msg) -> None:
         role = "model" if msg.role == "assistant" else "user"
         for block in msg.blocks():
             if msg.role == "system" and not isinstance(block, (ToolResultBlock, ToolUseBlock)):
                 if isinstance(block, TextBlock) and block.text:
-                    self.system.append({"text": block.text})
+                    self.add("system", {"text": block.text})
                 elif isinstance(block, MediaBlock):
                     note = media_note(block, "a system instruction holds text only")
-                    self.system.append({"text": note})
+                    self.add("system", {"text": note})
             elif isinstance(block, ToolResultBlock):  # a result is the user's, whoever holds it
                 await self.result(block)
-            elif isinstance(block, ToolUseBlock):
-                turn = self.turn("model")  # calls are the model's, whoever stored them
-                turn.calls.append(block)
+            elif isinstance(block, ToolUseBlock):  # calls are the model's, whoever stored them
                 call: dict[str, Any] = {"name": block.name, "args": block.input}
                 if (wid := wire_id(block.id)) is not None:
                     call["id"] = wid
-                turn.parts.append(_signed({"functionCall": call}, block))
+                self.add("model", _signed({"functionCall": call}, block), block)
             elif (part := await self.part(block)) is not None:
-                self.turn(role).parts.append(part)
+                self.add(role, part)
 
     async def transcript(self, messages: list[Msg]) -> None:
         """Several speakers folded into one user turn: ``name: text`` lines, then their media."""
@@ -144,12 +179,11 @@ class _Builder:
     async def result(self, block: ToolResultBlock) -> None:
         """A tool result: its ``functionResponse`` is placed when the turns are joined; media it
         returned ride along as parts of the same user turn."""
-        turn = self.turn("user")
-        turn.results.append(block)
+        self.add("user", None, block)
         if not isinstance(block.output, str):
             for item in block.output:
                 if isinstance(item, MediaBlock):
-                    turn.parts.append(await self.media(item))
+                    self.add("user", await self.media(item))
 
     def payload(self) -> dict[str, Any]:
         contents = []

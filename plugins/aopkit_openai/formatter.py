@@ -27,11 +27,11 @@ from aopkit.blocks import (
 )
 from aopkit.formatting import (
     Formatter,
+    add_message,
     has_media,
     inline,
     is_http,
     keep,
-    kept,
     media_note,
     transcript_segments,
     transcript_text,
@@ -172,7 +172,7 @@ class OpenAIFormatter(Formatter):
                     await converter.message(msg)  # made anew each time: see has_media
                     continue
                 else:
-                    made = await converter.recorded(msg)
+                    made = await converter.items(msg)
                 keep(msg, key, made)
             if made.__class__ is dict and not pending:
                 append(made)
@@ -202,7 +202,7 @@ class OpenAIMultiAgentFormatter(OpenAIFormatter):
         key = self.key(capabilities)
         for part in transcript_segments(messages):
             if isinstance(part, Msg):
-                await converter.cached(part, key)
+                await add_message(converter, part, key)
             else:
                 await converter.transcript(part)
         converter.flush()
@@ -250,18 +250,18 @@ class _Converter:
             item["name"] = name
         return item
 
-    async def cached(self, msg: Msg, key: object) -> None:
-        """Add ``msg`` as formatted under ``key`` before (formatting and keeping it if not)."""
-        items = kept(msg, key)
-        if items is None:
-            if has_media(msg):
-                await self.message(msg)
-                return
-            items = keep(msg, key, await self.recorded(msg))
-        for item in [items] if items.__class__ is dict else items:
+    def replay(self, made: Item | list[Item]) -> None:
+        """Add again what a message was formatted to: one item (the fast path's) or a list."""
+        for item in [made] if made.__class__ is dict else made:
             self.emit(item)
 
     async def recorded(self, msg: Msg) -> list[Item]:
+        """Add ``msg``, a message without media, and return its items (see :meth:`items`)."""
+        items = await self.items(msg)
+        self.replay(items)
+        return items
+
+    async def items(self, msg: Msg) -> list[Item]:
         """The items of ``msg``, a message without media, apart from the request's: they are
         the same wherever it stands (media held back for a user message come only from
         media), so they can be kept on the message and added again as they are."""

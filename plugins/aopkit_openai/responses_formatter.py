@@ -30,6 +30,7 @@ from aopkit.blocks import (
 )
 from aopkit.formatting import (
     Formatter,
+    add_message,
     media_note,
     transcript_segments,
     transcript_text,
@@ -95,14 +96,15 @@ class ResponsesFormatter(Formatter):
         self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
     ) -> dict[str, Any]:
         builder = _Builder(self.stored, capabilities, pool)
+        key = self.key(capabilities)
         leading = True
         for part in transcript_segments(messages) if self.multi_agent else messages:
             if isinstance(part, list):
                 await builder.transcript(part)
             elif leading and part.role == "system":
-                await builder.instruction(part)
+                await builder.instruction(part)  # where it stands decides: never kept
             else:
-                await builder.message(part)
+                await add_message(builder, part, key)  # formatted once, kept on the message
             leading = leading and not isinstance(part, list) and part.role == "system"
         return builder.payload()
 
@@ -125,6 +127,24 @@ class _Builder:
         self.instructions: list[str] = []
         self.items: list[Item] = []
         self.pending: list[Item] = []  # media parts for a user message after the tool outputs
+
+    async def recorded(self, msg: Msg) -> list[Item]:
+        """Add ``msg``, a message without media, and return its items, made apart from the
+        request's: media held back for a user message come only from media, so they are the
+        same wherever it stands, and can be kept on the message and added again as they are."""
+        items, pending = self.items, self.pending
+        self.items, self.pending = [], []
+        try:
+            await self.message(msg)
+            made = self.items
+        finally:
+            self.items, self.pending = items, pending
+        self.replay(made)
+        return made
+
+    def replay(self, made: list[Item]) -> None:
+        for item in made:
+            self.emit(item)
 
     def payload(self) -> dict[str, Any]:
         self.flush()

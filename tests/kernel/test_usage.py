@@ -103,6 +103,56 @@ def test_usage_metadata_that_is_not_usage_is_a_clear_error():
         Usage.of(bad)
 
 
+def noop() -> str:
+    """Do nothing."""
+    return "done"
+
+
+@pytest.mark.parametrize(
+    "usages",
+    [
+        [Usage(None, None)],
+        [Usage(0, 0)],
+        [Usage(10, 5, 0.25), Usage(None, 3, cached_input_tokens=0, reasoning_tokens=2)],
+        [Usage(7, None, cache_write_tokens=4), Usage(1, 1, cached_input_tokens=5), Usage(2, 2)],
+    ],
+)
+async def test_usage_metadata_is_what_the_codec_makes_of_the_usage(kernel, monkeypatch, usages):
+    """A reply's ``metadata["usage"]`` is made from the sums, not by the codec, so it must be
+    exactly what the codec makes of the same usage (unknown counts null, unused ones left out,
+    in the same order)."""
+    price = Price(input=1.0, output=2.0)
+    kernel.prices["scripted:p"] = price
+    steps = [
+        ChatResponse([ToolUseBlock(f"c{i}", "noop", {})], u, "tool_use")
+        for i, u in enumerate(usages[:-1])
+    ]
+    model = kernel.model("scripted:p", responses=[*steps, answer("done", usages[-1])])
+    agent = ReActAgent("a", model, tools=[noop], kernel=kernel)
+    dump = kernel.codec.dump
+
+    def no_usage(value, *args):
+        assert not isinstance(value, Usage), "the codec dumped a reply's usage"
+        return dump(value, *args)
+
+    monkeypatch.setattr(kernel.codec, "dump", no_usage)
+    reply = await agent(HI)
+    want = Usage()
+    for u in usages:
+        want = want + Usage(
+            u.input_tokens,
+            u.output_tokens,
+            u.seconds,
+            cached_input_tokens=u.cached_input_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            reasoning_tokens=u.reasoning_tokens,
+            calls=1,
+            cost=price.cost(u),
+        )
+    assert json.dumps(reply.metadata["usage"]) == json.dumps(dump(want))
+    assert json.dumps(agent.usage.usage_data()) == json.dumps(dump(want))
+
+
 async def test_a_react_reply_sums_every_step_and_retries(kernel):
     def add(a: int, b: int) -> int:
         """Add."""
@@ -262,6 +312,28 @@ async def test_totals_do_not_grow_with_history(kernel):
     assert agent.usage.usage.calls == hub.usage.usage.calls == 300
     assert len(kernel.usage.agents) == 1 and len(kernel.usage.models) == 1
     assert kernel.usage.agents["a"]._held == [0, 0, 0.0]
+
+
+async def test_totals_cleared_in_the_middle_of_a_reply_count_its_later_calls(kernel):
+    """A reply works out the accounts of its model once; clearing the totals makes new
+    kernel and model accounts, which its next call must be charged to."""
+
+    def forget() -> str:
+        """Clear the totals."""
+        kernel.usage.clear()
+        return "cleared"
+
+    model = kernel.model(
+        "scripted:m",
+        responses=[
+            ChatResponse([ToolUseBlock("c", "forget", {})], Usage(5, 5), "tool_use"),
+            answer("done", Usage(1, 1)),
+        ],
+    )
+    reply = await ReActAgent("a", model, tools=[forget], kernel=kernel)(HI)
+    assert Usage.of(reply).calls == 2  # the reply's own account lives as long as the reply
+    assert kernel.usage.total.usage.calls == kernel.usage.models["scripted:m"].usage.calls == 1
+    assert kernel.usage.total.usage.input_tokens == 1
 
 
 def test_prices_are_checked_and_priced_as_documented():

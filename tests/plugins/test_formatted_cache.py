@@ -214,8 +214,9 @@ async def test_media_are_read_again_at_each_call(kernel: aopkit.Kernel, tmp_path
         assert first != second, name
 
 
+@pytest.mark.parametrize("name", ["openai", "openai-responses"])
 async def test_past_tool_calls_are_not_serialised_again(
-    kernel: aopkit.Kernel, monkeypatch: pytest.MonkeyPatch
+    kernel: aopkit.Kernel, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     use = ToolUseBlock("c1", "lookup", {"q": "weather", "deep": {"a": [1, 2]}})
     history = [
@@ -223,7 +224,7 @@ async def test_past_tool_calls_are_not_serialised_again(
         Msg("helper", [use], "assistant"),
         Msg("tools", [ToolResultBlock("c1", "lookup", "sunny")], "user"),
     ]
-    openai = kernel.formatters["openai"]
+    openai = kernel.formatters[name]
     first = await openai.format(history, capabilities=Capabilities())
     import aopkit_openai.formatter as module
 
@@ -232,6 +233,72 @@ async def test_past_tool_calls_are_not_serialised_again(
 
     monkeypatch.setattr(module.json, "dumps", refuse)
     assert await openai.format(history, capabilities=Capabilities()) == first
+
+
+def a_tool_history() -> list[Msg]:
+    thought = ThinkingBlock(
+        "hmm", extra={"reasoning_item": {"id": "rs_1", "type": "reasoning", "summary": []}}
+    )
+    return [
+        Msg("system", "Be brief.", "system"),
+        Msg("user", "What is the weather?", "user"),
+        Msg("helper", [thought, ToolUseBlock("c1", "lookup", {"q": "weather"})], "assistant"),
+        Msg("tools", [ToolResultBlock("c1", "lookup", "sunny")], "user"),
+        Msg("helper", "Sunny.", "assistant"),
+    ]
+
+
+BUILDERS = {  # each formatter's builder class, whose message() formats one message
+    "gemini": "aopkit_gemini.formatter",
+    "gemini-multiagent": "aopkit_gemini.formatter",
+    "openai-responses": "aopkit_openai.responses_formatter",
+    "openai-responses-multiagent": "aopkit_openai.responses_formatter",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+async def test_each_message_is_formatted_once_across_calls(
+    kernel: aopkit.Kernel, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The Gemini and Responses formatters keep what they made of a message: a second call
+    formats nothing again, a longer history only what is new, and what another formatter
+    left on the messages is not taken for theirs."""
+    import importlib
+
+    history = a_tool_history()
+    caps = Capabilities()
+    await kernel.formatters["openai"].format(history, capabilities=caps)  # its forms kept
+    formatter = kernel.formatters[name]
+    first = await formatter.format(history, capabilities=caps)
+    assert encoded(first) == encoded(await formatter.format(fresh(history), capabilities=caps))
+    builder = importlib.import_module(BUILDERS[name])._Builder
+    real = builder.message
+    formatted: list[Msg] = []
+
+    async def counted(self: Any, msg: Msg) -> None:
+        formatted.append(msg)
+        await real(self, msg)
+
+    monkeypatch.setattr(builder, "message", counted)
+    assert encoded(await formatter.format(history, capabilities=caps)) == encoded(first)
+    assert formatted == []
+    new = Msg("tools", [ToolResultBlock("c2", "lookup", "rain")], "user")
+    await formatter.format([*history, new], capabilities=caps)
+    assert formatted == [new]
+
+
+async def test_a_changed_responses_option_is_not_served_from_the_cache(
+    kernel: aopkit.Kernel,
+) -> None:
+    """``stored`` decides whether a reasoning item without ``encrypted_content`` goes back:
+    what one setting made of a message is never what the other one sends."""
+    history = a_tool_history()
+    caps = Capabilities()
+    plain = kernel.formatters["openai-responses"]
+    stored = plain.configured(stored=True)
+    for formatter, sent in [(plain, False), (stored, True), (plain, False), (stored, True)]:
+        items = (await formatter.format(history, capabilities=caps))["input"]
+        assert any(item.get("id") == "rs_1" for item in items) is sent
 
 
 def test_nothing_kept_on_a_message_travels_with_copies_pickles_or_saves(
