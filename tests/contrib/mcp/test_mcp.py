@@ -68,20 +68,22 @@ def http_server():
     process = subprocess.Popen([sys.executable, SERVER, "http", str(fd)], pass_fds=[fd])
     listener.close()
     url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-        except urllib.error.HTTPError as answer:  # 401 without the token: it is up
-            answer.close()
-            break
-        except OSError:
-            assert process.poll() is None, "the HTTP test server exited"
-            assert time.monotonic() < deadline, "the HTTP test server did not come up"
-            time.sleep(0.05)
-    yield url, process
-    process.kill()
-    process.wait()
+    deadline = time.monotonic() + 60  # its imports take seconds on a loaded machine
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+            except urllib.error.HTTPError as answer:  # 401 without the token: it is up
+                answer.close()
+                break
+            except OSError:
+                assert process.poll() is None, "the HTTP test server exited"
+                assert time.monotonic() < deadline, "the HTTP test server did not come up"
+                time.sleep(0.05)
+        yield url, process
+    finally:  # also when it never came up: no server outlives its test
+        process.kill()
+        process.wait()
 
 
 async def test_tools_register_with_the_servers_schema(kernel):
