@@ -21,7 +21,18 @@ from typing import Any
 
 import attrs
 
-from aopkit import Agent, AgentPool, AopkitError, Kernel, Msg, ReplyError, StoreError, hookimpl
+from aopkit import (
+    Agent,
+    AgentPool,
+    AopkitError,
+    DecodeError,
+    Kernel,
+    Msg,
+    Replies,
+    ReplyError,
+    StoreError,
+    hookimpl,
+)
 from aopkit.events import Event
 from aopkit.session import Store
 
@@ -152,12 +163,18 @@ class AgentHost:
     def _restore(self, key: str, slot: _Slot, saved: dict[str, Any]) -> None:
         """Put back what :meth:`_save` stored, or say clearly that it is something else."""
         agent, next_seq, last = saved.get("agent"), saved.get("next"), saved.get("last_reply")
-        shapes = (
-            isinstance(agent, dict),
-            next_seq is None or (isinstance(next_seq, int) and not isinstance(next_seq, bool)),
-            last is None or (isinstance(last, list) and len(last) == 2),
+        shaped = (
+            isinstance(agent, dict)
+            and (next_seq is None or (type(next_seq) is int))
+            and (last is None or (isinstance(last, list) and len(last) == 2))
         )
-        if not all(shapes):
+        reply: Msg | None = None
+        if shaped and last:
+            try:
+                reply = self.kernel.codec.load(last[1])
+            except DecodeError:
+                shaped = False
+        if not shaped:
             raise StoreError(
                 f"{self.store!r}, session {self.session!r}: the state saved for agent {key!r} "
                 "is not an aopkit_ray host's (an object with 'agent', 'next' and "
@@ -165,7 +182,7 @@ class AgentHost:
             )
         slot.agent.load_state_dict(agent)
         slot.next = next_seq
-        slot.last_reply = (last[0], self.kernel.codec.load(last[1])) if last else None
+        slot.last_reply = (last[0], reply) if last and reply else None
 
     def _drain(self) -> list[dict[str, Any]]:
         events, self.capture.events = self.capture.events, []
@@ -295,18 +312,17 @@ class AgentHost:
             for slot, seq in zip(self.slots.values(), seqs, strict=True):
                 slot.next = seq + 1
             replies = await self.pool.reply_all(self._load_one(msg))
-            failures = replies.failures
             if self.store is not None:  # what a retry after a restart answers with
                 given = iter(replies)
                 for slot, seq in zip(self.slots.values(), seqs, strict=True):
-                    if slot.agent.name not in failures:
+                    if slot.agent.name not in replies.failures:
                         slot.last_reply = (seq, next(given))
         else:
-            replies, failures = await self._reply_in_turn(seqs, msg)
+            replies = await self._reply_in_turn(seqs, msg)
         await self._save(list(self.slots))
-        return pack(replies, self.kernel.codec), failures, self._drain()
+        return pack(replies, self.kernel.codec), replies.failures, self._drain()
 
-    async def _reply_in_turn(self, seqs: list[int], msg: Any) -> tuple[list[Msg], dict[str, str]]:
+    async def _reply_in_turn(self, seqs: list[int], msg: Any) -> Replies:
         """The slow path of :meth:`reply_all`: each agent waits for its turn (an earlier call
         still to come) or answers a call already applied (Ray retried it after a restart)."""
         results = await asyncio.gather(
@@ -325,7 +341,7 @@ class AgentHost:
                 failures[slot.agent.name] = _reason(cause or result)
             else:
                 replies.append(result[0])
-        return replies, failures
+        return Replies(replies, failures)
 
     async def observe_all(self, seqs: list[int], msg: Any, events: bool) -> list[dict[str, Any]]:
         """Every agent observes ``msg``: one actor call for a pool (``seqs`` as for

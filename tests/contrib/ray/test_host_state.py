@@ -23,6 +23,7 @@ def host(store):
         {"agent": [], "next": 1, "last_reply": None},
         {"agent": {"name": "a", "memory": []}, "next": "1", "last_reply": None},
         {"agent": {"name": "a", "memory": []}, "next": 1, "last_reply": [1]},
+        {"agent": {"name": "a", "memory": []}, "next": 1, "last_reply": [1, "not a message"]},
     ],
 )
 async def test_a_state_the_host_did_not_save_is_a_store_error(tmp_path, saved):
