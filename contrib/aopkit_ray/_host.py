@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import importlib
 import pickle
 from collections.abc import Callable
@@ -123,8 +122,6 @@ class AgentHost:
             recipes = pickle.loads(recipes)
             assert isinstance(recipes, dict)
         self.slots = {key: _Slot(build_agent(r, self.kernel)) for key, r in recipes.items()}
-        gc.collect()
-        gc.freeze()  # the agents live as long as the actor: the collector need not walk them
         self.store, self.session, self.order_timeout = store, session, order_timeout
         self.capture = _Capture()
         self.capturing = False
@@ -165,7 +162,7 @@ class AgentHost:
         agent, next_seq, last = saved.get("agent"), saved.get("next"), saved.get("last_reply")
         shaped = (
             isinstance(agent, dict)
-            and (next_seq is None or (type(next_seq) is int))
+            and (next_seq is None or type(next_seq) is int)
             and (last is None or (isinstance(last, list) and len(last) == 2))
         )
         reply: Msg | None = None
