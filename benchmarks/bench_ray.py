@@ -2,17 +2,17 @@
 
 1. remote reply overhead: ``await remote_agent(msg)`` beside a bare Ray actor method call that
    carries the same serialised message there and back (target <= 1.5x);
-2. a guess-two-thirds-of-the-average game of 10,000 rule-based agents: seconds per round in
-   four pools across two nodes, beside the same agents in one process.
+2. the simulation's guess-two-thirds-of-the-average game (``bench_simulation.py``'s agents) of
+   100,000 rule-based agents: seconds per round in four pools across two nodes, beside the same
+   agents in one local pool (target <= 1.5x). ``AOPKIT_RAY_AGENTS``, ``AOPKIT_RAY_POOLS`` scale it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
-import random
 import secrets
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +31,9 @@ import aopkit
 from aopkit import Msg
 
 ROOT = Path(__file__).resolve().parents[1]
-CALLS, AGENTS, ROUNDS, POOLS = 300, 10_000, 5, 4
+CALLS, ROUNDS, LEVELS = 300, 8, 4
+AGENTS = int(os.environ.get("AOPKIT_RAY_AGENTS", 100_000))
+POOLS = int(os.environ.get("AOPKIT_RAY_POOLS", 4))  # split evenly over the two nodes
 
 
 class Echo(aopkit.Agent):
@@ -40,17 +42,16 @@ class Echo(aopkit.Agent):
 
 
 class Guesser(aopkit.Agent):
-    """Level-k reasoning: guess (2/3)^k of the last average, with a little noise."""
+    """Guess (2/3)^level of the average the question carries (as in bench_simulation.py)."""
 
-    def __init__(self, name: str, level: int, kernel: aopkit.Kernel | None = None) -> None:
-        super().__init__(name, kernel=kernel)
+    def __init__(self, name: str, level: int, kernel: aopkit.Kernel) -> None:
+        super().__init__(name, kernel=kernel, memory=aopkit.Memory(window=2))
         self.level = level
-        self.rng = random.Random(name)
 
     async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
-        last = self.memory[-1].metadata.get("average", 50.0)
-        guess = max(0.0, min(100.0, last * (2 / 3) ** self.level + self.rng.uniform(-2, 2)))
-        return Msg(self.name, f"{guess:.2f}", "assistant", metadata={"guess": guess})
+        assert isinstance(msg, Msg)
+        guess = msg.metadata["average"] * (2 / 3) ** self.level
+        return Msg(self.name, "", "assistant", metadata={"guess": guess})
 
 
 class Bare:
@@ -58,8 +59,8 @@ class Bare:
         return data
 
 
-def guessers(kernel: aopkit.Kernel | None = None) -> list[Guesser]:
-    return [Guesser(f"g{i}", i % 4, kernel) for i in range(AGENTS)]
+def guessers(kernel: aopkit.Kernel) -> list[Guesser]:
+    return [Guesser(f"g{i}", i % LEVELS, kernel) for i in range(AGENTS)]
 
 
 async def overhead() -> tuple[float, float]:
@@ -93,37 +94,38 @@ async def overhead() -> tuple[float, float]:
     return min(values), min(floors)
 
 
-def average(replies: list[Msg]) -> float:
-    return statistics.fmean(r.metadata["guess"] for r in replies)
+def average(replies: list[Msg]) -> dict[str, float]:
+    return {"average": sum(m.metadata["guess"] for m in replies) / len(replies)}
 
 
-async def game(pools: list[aopkit.pool.Pool]) -> float:
-    """Best seconds per round of the game over ``pools`` (the same program whatever runtime)."""
-    rounds = aopkit.Rounds(pools)
-    avg, times = 50.0, []
-    for r in range(ROUNDS):
-        msg = Msg("host", f"round {r}", "user", metadata={"average": avg})
-        played = await rounds.play(msg, aggregate=lambda rs: {"average": average(rs)})
-        avg = played.aggregates["average"]
-        times.append(played.seconds)
-    return min(times)
-
-
-async def local_rounds() -> float:
-    return await game(aopkit.pools(guessers(aopkit.Kernel(environ={})), AGENTS))
-
-
-async def pooled_rounds() -> float:
-    kernel = aopkit.Kernel(environ={})
-    agents = guessers(kernel)
+async def game() -> tuple[float, float]:
+    """(best seconds per round on Ray, best in one local pool): the same program over pools of
+    either runtime, a Ray round after each local one, so drift on a shared machine hits both."""
+    local = aopkit.Rounds(aopkit.pools(guessers(aopkit.Kernel(environ={})), AGENTS))
+    agents = guessers(aopkit.Kernel(environ={}))
     size, half = AGENTS // POOLS, AGENTS // 2
     groups = aopkit.pools(agents[:half], size, runtime="ray", resources={"node_a": 0.01})
     groups += aopkit.pools(agents[half:], size, runtime="ray", resources={"node_b": 0.01})
+    remote = aopkit.Rounds(groups)
+    del agents
+    gc.collect()
+    gc.freeze()  # the agents and proxies live for the whole game, as in bench_simulation
+    avg, times, floors = 50.0, [], []
     try:
-        return await game(groups)
+        for r in range(ROUNDS):
+            msg = Msg("host", f"round {r}", "user", metadata={"average": avg})
+            floor = await local.play(msg, aggregate=average)
+            played = await remote.play(msg, aggregate=average)
+            assert played.aggregates == floor.aggregates  # the very same game
+            assert not played.failures and len(played.replies) == AGENTS
+            avg = played.aggregates["average"]
+            times.append(played.seconds)
+            floors.append(floor.seconds)
     finally:
+        gc.unfreeze()
         for pool in groups:
             pool.kill()  # type: ignore[attr-defined]
+    return min(times), min(floors)
 
 
 def start_cluster() -> Cluster:
@@ -151,10 +153,9 @@ def main() -> None:
             floor_name="bare Ray actor call, same message",
             target="<= 1.5x floor",
         )
-        local = asyncio.run(local_rounds())
-        pooled = asyncio.run(pooled_rounds())
+        pooled, local = asyncio.run(game())
         report(
-            f"guess 2/3 game, {AGENTS} agents in {POOLS} pools on 2 nodes",
+            f"guess 2/3 game, {AGENTS:,} agents in {POOLS} pools on 2 nodes",
             pooled,
             "s/round",
             floor=local,

@@ -3,12 +3,15 @@
 Messages arrive as the kernel's own serialised form (``codec.dump``). Every call on an agent
 carries a sequence number given by its proxy, so the agent sees calls in the order they were
 made even though an async actor may start them out of order, and a call that Ray retries after
-a restart is recognised and never applied twice.
+a restart is recognised and never applied twice. A pool's bulk call whose agents are all in
+order (the usual case) runs through the kernel's own :class:`aopkit.AgentPool`, as a local pool
+does, and its replies go back as columns (:mod:`aopkit_ray._columns`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import pickle
 from collections.abc import Callable
@@ -17,11 +20,24 @@ from typing import Any
 
 import attrs
 
-from aopkit import Agent, AopkitError, Kernel, Msg, ReplyError, StoreError, hookimpl
+from aopkit import (
+    Agent,
+    AgentPool,
+    AopkitError,
+    DecodeError,
+    Kernel,
+    Msg,
+    Replies,
+    ReplyError,
+    StoreError,
+    hookimpl,
+)
 from aopkit.events import Event
 from aopkit.session import Store
 
-Recipe = Callable[[Kernel], Agent] | bytes  # a factory, or a pickled agent without its kernel
+from ._columns import Columns, pack
+
+Recipe = Callable[[Kernel], Agent] | Agent  # a factory, or an agent without its kernel
 
 
 class RemoteAgentError(AopkitError):
@@ -74,7 +90,7 @@ class _Capture:
 class _Slot:
     agent: Agent
     next: int | None = None  # the sequence number of the next call to apply; None: not known yet
-    last_reply: tuple[int, Any] | None = None  # (seq, dumped reply) of the latest reply
+    last_reply: tuple[int, Msg] | None = None  # (seq, reply) of the latest reply
     turn: asyncio.Condition = attrs.field(factory=asyncio.Condition)
 
 
@@ -83,7 +99,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def build_agent(recipe: Recipe, kernel: Kernel) -> Agent:
-    agent = pickle.loads(recipe) if isinstance(recipe, bytes) else recipe(kernel)
+    agent = recipe if isinstance(recipe, Agent) else recipe(kernel)
     if not isinstance(agent, Agent):
         raise AopkitError(f"an agent factory must return an aopkit.Agent, got {agent!r:.80}")
     agent._kernel = kernel
@@ -96,18 +112,27 @@ class AgentHost:
     def __init__(
         self,
         spec: KernelSpec,
-        recipes: dict[str, Recipe],
+        recipes: dict[str, Recipe] | bytes,
         store: Store | None,
         session: str,
         order_timeout: float,
     ) -> None:
         self.kernel = spec.build()
+        if isinstance(recipes, bytes):  # pickled by the pool in one go
+            recipes = pickle.loads(recipes)
+            assert isinstance(recipes, dict)
         self.slots = {key: _Slot(build_agent(r, self.kernel)) for key, r in recipes.items()}
         self.store, self.session, self.order_timeout = store, session, order_timeout
         self.capture = _Capture()
         self.capturing = False
         self.loading: asyncio.Future[None] | None = None
         self.save_lock = asyncio.Lock()
+        self.waiting: dict[str, int] = {}  # calls waiting for their turn, by agent
+
+    @functools.cached_property
+    def pool(self) -> AgentPool:
+        """The actor's agents as the kernel's pool: the bulk calls' fast path."""
+        return AgentPool([slot.agent for slot in self.slots.values()], kernel=self.kernel)
 
     # -- plumbing ----------------------------------------------------------------------------
     async def _prepare(self, events: bool) -> None:
@@ -135,12 +160,18 @@ class AgentHost:
     def _restore(self, key: str, slot: _Slot, saved: dict[str, Any]) -> None:
         """Put back what :meth:`_save` stored, or say clearly that it is something else."""
         agent, next_seq, last = saved.get("agent"), saved.get("next"), saved.get("last_reply")
-        shapes = (
-            isinstance(agent, dict),
-            next_seq is None or (isinstance(next_seq, int) and not isinstance(next_seq, bool)),
-            last is None or (isinstance(last, list) and len(last) == 2),
+        shaped = (
+            isinstance(agent, dict)
+            and (next_seq is None or type(next_seq) is int)
+            and (last is None or (isinstance(last, list) and len(last) == 2))
         )
-        if not all(shapes):
+        reply: Msg | None = None
+        if shaped and last:
+            try:
+                reply = self.kernel.codec.load(last[1])
+            except DecodeError:
+                shaped = False
+        if not shaped:
             raise StoreError(
                 f"{self.store!r}, session {self.session!r}: the state saved for agent {key!r} "
                 "is not an aopkit_ray host's (an object with 'agent', 'next' and "
@@ -148,7 +179,7 @@ class AgentHost:
             )
         slot.agent.load_state_dict(agent)
         slot.next = next_seq
-        slot.last_reply = (last[0], last[1]) if last else None
+        slot.last_reply = (last[0], reply) if last and reply else None
 
     def _drain(self) -> list[dict[str, Any]]:
         events, self.capture.events = self.capture.events, []
@@ -165,18 +196,36 @@ class AgentHost:
         if seq < slot.next:
             return None
         if seq > slot.next:
-            async with slot.turn:
-                try:
+            self.waiting[key] = self.waiting.get(key, 0) + 1
+            try:
+                async with slot.turn:
                     await asyncio.wait_for(
                         slot.turn.wait_for(lambda: slot.next is not None and slot.next >= seq),
                         self.order_timeout,
                     )
-                except asyncio.TimeoutError:
-                    raise RemoteAgentError(
-                        f"agent {key!r}: call {seq} waited {self.order_timeout}s for call "
-                        f"{slot.next}, which never arrived"
-                    ) from None
+            except asyncio.TimeoutError:
+                raise RemoteAgentError(
+                    f"agent {key!r}: call {seq} waited {self.order_timeout}s for call "
+                    f"{slot.next}, which never arrived"
+                ) from None
+            finally:
+                self.waiting[key] -= 1
+                if not self.waiting[key]:
+                    del self.waiting[key]
         return slot
+
+    def _in_order(self, seqs: list[int]) -> bool:
+        """Whether a bulk call is every agent's next call and no other call waits: then it
+        may take the fast path, which starts every agent's call at once."""
+        if len(seqs) != len(self.slots):
+            raise RemoteAgentError(
+                f"a bulk call names {len(seqs)} calls for the {len(self.slots)} agents of "
+                "this actor"
+            )
+        return not self.waiting and all(
+            slot.next is None or slot.next == seq
+            for slot, seq in zip(self.slots.values(), seqs, strict=True)
+        )
 
     async def _advance(self, slot: _Slot, seq: int) -> None:
         slot.next = seq + 1
@@ -189,17 +238,18 @@ class AgentHost:
         states = {}
         for key in keys:
             slot = self.slots[key]
+            last = slot.last_reply
             states[key] = {
                 "agent": slot.agent.state_dict(),
                 "next": slot.next,
-                "last_reply": slot.last_reply,
+                "last_reply": last and (last[0], self.kernel.codec.dump(last[1])),
             }
         async with self.save_lock:  # saves land in call order: an older state never wins
             await self.store.save(self.session, states)
 
     async def _reply(
         self, key: str, seq: int, resync: bool, msg: Any, structured: Any
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Msg, Any]:
         slot = await self._turn(key, seq, resync)
         if slot is None:
             found = self.slots[key].last_reply
@@ -213,9 +263,8 @@ class AgentHost:
         # the agent may take in other calls while it replies, as a local agent in a hub does
         result = await slot.agent(incoming, structured=structured)
         reply = result if structured is None else slot.agent.memory[-1]
-        dumped = self.kernel.codec.dump(reply)
-        slot.last_reply = (seq, dumped)
-        return dumped, None if structured is None else result
+        slot.last_reply = (seq, reply)
+        return reply, None if structured is None else result
 
     async def _observe(self, key: str, seq: int, resync: bool, msg: Any) -> None:
         slot = await self._turn(key, seq, resync)
@@ -233,7 +282,8 @@ class AgentHost:
         failed: the proxy raises it as the local agent would, after re-emitting the events."""
         await self._prepare(events)
         try:
-            dumped, value = await self._reply(key, seq, resync, msg, structured)
+            reply, value = await self._reply(key, seq, resync, msg, structured)
+            dumped = self.kernel.codec.dump(reply)
         except Exception as exc:
             cause = exc.__cause__ if isinstance(exc, ReplyError) and exc.__cause__ else exc
             dumped, value = None, _reason(cause)
@@ -249,34 +299,69 @@ class AgentHost:
         return self._drain()
 
     async def reply_all(
-        self, seqs: dict[str, int], msg: Any, events: bool
-    ) -> tuple[list[Any], dict[str, str], list[dict[str, Any]]]:
-        """Every agent of ``seqs`` replies to ``msg`` concurrently: one actor call for a pool.
-        (dumped replies in agent order, {agent: error} of those that failed, events)."""
+        self, seqs: list[int], msg: Any, events: bool
+    ) -> tuple[Columns, dict[str, str], list[dict[str, Any]]]:
+        """Every agent replies to ``msg``: one actor call for a pool (``seqs``: each agent's
+        call number, in agent order). (the replies as columns, in agent order; {agent: error}
+        of those that failed; events)."""
         await self._prepare(events)
+        if self._in_order(seqs):
+            for slot, seq in zip(self.slots.values(), seqs, strict=True):
+                slot.next = seq + 1
+            replies = await self.pool.reply_all(self._load_one(msg))
+            if self.store is not None:  # what a retry after a restart answers with
+                given = iter(replies)
+                for slot, seq in zip(self.slots.values(), seqs, strict=True):
+                    if slot.agent.name not in replies.failures:
+                        slot.last_reply = (seq, next(given))
+        else:
+            replies = await self._reply_in_turn(seqs, msg)
+        await self._save(list(self.slots))
+        return pack(replies, self.kernel.codec), replies.failures, self._drain()
+
+    async def _reply_in_turn(self, seqs: list[int], msg: Any) -> Replies:
+        """The slow path of :meth:`reply_all`: each agent waits for its turn (an earlier call
+        still to come) or answers a call already applied (Ray retried it after a restart)."""
         results = await asyncio.gather(
-            *(self._reply(key, seq, False, msg, None) for key, seq in seqs.items()),
+            *(
+                self._reply(key, seq, False, msg, None)
+                for key, seq in zip(self.slots, seqs, strict=True)
+            ),
             return_exceptions=True,
         )
-        await self._save(list(seqs))
-        dumped, failures = [], {}
-        for key, result in zip(seqs, results, strict=True):
+        replies, failures = [], {}
+        for slot, result in zip(self.slots.values(), results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result
                 cause = result.__cause__ if isinstance(result, ReplyError) else None
-                failures[self.slots[key].agent.name] = _reason(cause or result)
+                failures[slot.agent.name] = _reason(cause or result)
             else:
-                dumped.append(result[0])
-        return dumped, failures, self._drain()
+                replies.append(result[0])
+        return Replies(replies, failures)
 
-    async def observe_all(
-        self, seqs: dict[str, int], msg: Any, events: bool
-    ) -> list[dict[str, Any]]:
-        """Every agent of ``seqs`` observes ``msg``: one actor call for a pool."""
+    async def observe_all(self, seqs: list[int], msg: Any, events: bool) -> list[dict[str, Any]]:
+        """Every agent observes ``msg``: one actor call for a pool (``seqs`` as for
+        :meth:`reply_all`)."""
         await self._prepare(events)
-        await asyncio.gather(*(self._observe(key, seq, False, msg) for key, seq in seqs.items()))
-        await self._save(list(seqs))
+        if self._in_order(seqs):
+            try:
+                await self.pool.observe_all(self._load_one(msg))
+            finally:  # calls that came meanwhile wait until the message is taken in
+                for slot, seq in zip(self.slots.values(), seqs, strict=True):
+                    slot.next = seq + 1
+                for key in list(self.waiting):
+                    turn = self.slots[key].turn
+                    async with turn:
+                        turn.notify_all()
+        else:
+            await asyncio.gather(
+                *(
+                    self._observe(key, seq, False, msg)
+                    for key, seq in zip(self.slots, seqs, strict=True)
+                )
+            )
+        await self._save(list(self.slots))
         return self._drain()
 
     async def state(self, key: str, seq: int, resync: bool) -> dict[str, Any]:
@@ -309,6 +394,12 @@ class AgentHost:
         import ray
 
         return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def _load_one(self, data: Any) -> Msg | None:
+        msg = self._load(data)
+        if isinstance(msg, list):
+            raise RemoteAgentError("a pool's bulk call carries one message, not a list")
+        return msg
 
     def _load(self, data: Any) -> Msg | list[Msg] | None:
         if data is None:

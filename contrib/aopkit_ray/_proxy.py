@@ -19,6 +19,7 @@ from aopkit.pool import Replies
 from aopkit.secret import SecretNotPortable
 from aopkit.session import Store
 
+from ._columns import unpack
 from ._host import AgentHost, KernelSpec, Recipe, RemoteAgentError
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ _Host = ray.remote(AgentHost)
 
 
 def _recipe(agent: Agent | Any) -> tuple[str | None, Recipe]:
-    """(name if known, recipe): an agent is shipped pickled without its kernel, hubs or
-    running replies; a factory ``f(kernel) -> Agent`` is shipped as it is."""
+    """(name if known, recipe): an agent travels without its kernel, hubs or running
+    replies; a factory ``f(kernel) -> Agent`` travels as it is."""
     if not isinstance(agent, Agent):
         if not callable(agent):
             raise AopkitError(f"expected an aopkit.Agent or a factory f(kernel), got {agent!r:.80}")
@@ -39,15 +40,32 @@ def _recipe(agent: Agent | Any) -> tuple[str | None, Recipe]:
         raise AopkitError(f"{agent!r} is already remote")
     bare = copy.copy(agent)
     bare._kernel, bare._hubs, bare._replies, bare._sessions = None, [], set(), None
+    return agent.name, bare
+
+
+def _pickled(recipes: dict[str, Recipe]) -> bytes:
+    """A pool's recipes pickled in one go (with cloudpickle: an agent class defined in a script
+    travels once, not once per agent), or an error that names the agent that cannot travel."""
     try:
-        return agent.name, ray.cloudpickle.dumps(bare)  # type: ignore[no-untyped-call]
-    except SecretNotPortable as exc:  # a key must not travel in the actor's arguments
-        raise SecretNotPortable(f"agent {agent.name!r}: {exc}") from None
-    except Exception as exc:
-        raise AopkitError(
-            f"agent {agent.name!r} cannot be pickled ({type(exc).__name__}: {exc}); pass a "
-            f"factory instead: to_dist(lambda kernel: {type(agent).__name__}(..., kernel=kernel))"
-        ) from None
+        return ray.cloudpickle.dumps(recipes)  # type: ignore[no-any-return,no-untyped-call]
+    except Exception:
+        for key, recipe in recipes.items():
+            try:
+                ray.cloudpickle.dumps(recipe)  # type: ignore[no-untyped-call]
+            except SecretNotPortable as exc:  # a key must not travel in the actor's arguments
+                raise SecretNotPortable(f"agent {key!r}: {exc}") from None
+            except Exception as exc:
+                if not isinstance(recipe, Agent):
+                    raise AopkitError(
+                        f"the factory of agent {key!r} cannot be pickled "
+                        f"({type(exc).__name__}: {exc})"
+                    ) from None
+                raise AopkitError(
+                    f"agent {key!r} cannot be pickled ({type(exc).__name__}: {exc}); pass a "
+                    f"factory instead: to_dist(lambda kernel: {type(recipe).__name__}(..., "
+                    "kernel=kernel))"
+                ) from None
+        raise
 
 
 class AgentPool:
@@ -111,11 +129,12 @@ class AgentPool:
         if runtime_env is not None:
             options["runtime_env"] = runtime_env
         spec, wait = KernelSpec.of(self.kernel), timeout or 600.0
+        shipped = _pickled(recipes)
         self.actor: Any = cast(
-            Any, _Host.options(**options).remote(spec, recipes, store, session or self.name, wait)
+            Any, _Host.options(**options).remote(spec, shipped, store, session or self.name, wait)
         )
         names = list(recipes)
-        if any(not isinstance(r, bytes) for r in recipes.values()):  # factories name their agents
+        if any(not isinstance(r, Agent) for r in recipes.values()):  # factories name their agents
             names = self._get_now(self.actor.names.remote(), "names")
         self.agents = [RemoteAgent(self, key, n) for key, n in zip(recipes, names, strict=True)]
         self._by_name = {a.name: a for a in self.agents}
@@ -129,19 +148,18 @@ class AgentPool:
         not stop the others). Replies are not broadcast to hubs: this is the bulk path of
         simulations."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
-        seqs = {a.key: a._next() for a in self.agents}
-        dumped, failures, events = await self._wait(
+        seqs = [a._next() for a in self.agents]
+        columns, failures, events = await self._wait(
             self.actor.reply_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
             "reply_all",
         )
         self._emit(events)
-        load = self.kernel.codec.load
-        return Replies([load(d) for d in dumped], failures)
+        return Replies(unpack(columns, self.kernel.codec), failures)
 
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message) in one actor call."""
         msg = as_msg(msg, "pool {!r}: observe_all(msg)", self.name)
-        seqs = {a.key: a._next() for a in self.agents}
+        seqs = [a._next() for a in self.agents]
         events = await self._wait(
             self.actor.observe_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
             "observe_all",

@@ -95,9 +95,9 @@ class Guesser(Agent):
         return Msg(self.name, f"{guess:.3f}", "assistant", metadata={"guess": guess})
 
 
-async def guessing_game(pools: list, rounds: int = 3) -> list[tuple[int, int, float]]:
-    """The simulation program, whatever runtime made the pools: (replied, failed, average)
-    of each round."""
+async def guessing_game(pools: list, rounds: int = 3) -> list[tuple[list, dict[str, str], float]]:
+    """The simulation program, whatever runtime made the pools: each round's replies (all but
+    their ids and timestamps), failures and average."""
     game = aopkit.Rounds(pools, run="game")
     results, last = [], 50.0
     for r in range(rounds):
@@ -107,5 +107,6 @@ async def guessing_game(pools: list, rounds: int = 3) -> list[tuple[int, int, fl
             aggregate=lambda rs: {"average": sum(m.metadata["guess"] for m in rs) / len(rs)},
         )
         last = played.aggregates["average"]
-        results.append((len(played.replies), len(played.failures), round(last, 9)))
+        replies = [(m.name, m.role, m.content, m.metadata) for m in played.replies]
+        results.append((replies, played.failures, last))
     return results

@@ -1,9 +1,12 @@
 """The Ray host's saved state, read back without Ray: a foreign or damaged state is a clear
 StoreError, and the host's own state restores."""
 
+import asyncio
+
 import pytest
 
 from aopkit import JSONFileStore, Msg, StoreError
+from aopkit_ray._columns import unpack
 from aopkit_ray._host import AgentHost, KernelSpec
 
 from ...kernel.helpers import Echo
@@ -20,6 +23,7 @@ def host(store):
         {"agent": [], "next": 1, "last_reply": None},
         {"agent": {"name": "a", "memory": []}, "next": "1", "last_reply": None},
         {"agent": {"name": "a", "memory": []}, "next": 1, "last_reply": [1]},
+        {"agent": {"name": "a", "memory": []}, "next": 1, "last_reply": [1, "not a message"]},
     ],
 )
 async def test_a_state_the_host_did_not_save_is_a_store_error(tmp_path, saved):
@@ -54,6 +58,53 @@ async def test_a_pool_host_counts_each_failing_agent_and_answers_for_the_others(
     }
     actor = AgentHost(KernelSpec(), recipes, None, "s", 5.0)
     question = actor.kernel.codec.dump(Msg("host", "q", "user", metadata={"average": 9.0}))
-    dumped, failures, events = await actor.reply_all({"g0": 0, "bad": 0, "g1": 0}, question, False)
-    assert [d["name"] for d in dumped] == ["g0", "g1"]
+    columns, failures, events = await actor.reply_all([0, 0, 0], question, False)
+    assert [m.name for m in unpack(columns, actor.kernel.codec)] == ["g0", "g1"]
     assert failures == {"bad": "ValueError: no answer today"} and events == []
+
+
+async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
+    """A bulk call takes the fast path only when it is every agent's next call: a later call
+    that came first waits for it, and a bulk call Ray retries after a restart gets the replies
+    already given."""
+    from .agents import Counter
+
+    actor = AgentHost(
+        KernelSpec(), {n: lambda k, n=n: Counter(n, kernel=k) for n in ("c0", "c1")}, None, "s", 5.0
+    )
+    codec = actor.kernel.codec
+
+    async def bulk(seqs: list[int], text: str) -> list[str]:
+        columns, failures, _ = await actor.reply_all(
+            seqs, codec.dump(Msg("host", text, "user")), False
+        )
+        assert failures == {}
+        return [m.text for m in unpack(columns, codec)]
+
+    assert await bulk([0, 0], "a") == ["c0#1: saw a", "c1#1: saw a"]
+    later = actor.observe("c0", 2, False, codec.dump(Msg("host", "after", "user")), False)
+    waiting = asyncio.ensure_future(later)
+    await asyncio.sleep(0)  # call 2 of c0 came first: it waits for call 1, the bulk reply
+    assert await bulk([1, 1], "b") == ["c0#3: saw a,c0#1,b", "c1#3: saw a,c1#1,b"]
+    await waiting
+    assert [m.text.split(":")[0] for m in actor.slots["c0"].agent.memory] == [
+        *("a", "c0#1", "b", "c0#3", "after")
+    ]
+    assert await bulk([1, 1], "b") == ["c0#3: saw a,c0#1,b", "c1#3: saw a,c1#1,b"]  # retried
+    assert await bulk([3, 2], "c") == [
+        "c0#6: saw a,c0#1,b,c0#3,after,c",
+        "c1#5: saw a,c1#1,b,c1#3,c",
+    ]
+
+
+def test_replies_cross_as_columns_and_come_back_equal():
+    from aopkit import Kernel
+    from aopkit.blocks import TextBlock, ToolUseBlock
+    from aopkit_ray._columns import pack
+
+    codec = Kernel(environ={}).codec
+    replies = [
+        Msg("a", "plain", "assistant", metadata={"guess": 1.5, "seen": [1, "x"]}),
+        Msg("b", [TextBlock("hi"), ToolUseBlock("t1", "search", {"q": "x"})], "assistant"),
+    ]
+    assert unpack(pack(replies, codec), codec) == replies

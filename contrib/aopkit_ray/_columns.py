@@ -1,0 +1,45 @@
+"""A pool's replies as one payload of columns (names, contents, roles, metadata, ids,
+timestamps) instead of one serialised message per agent: a round of many agents crosses the
+wire as six lists that Ray pickles in one go, and the driver rebuilds the very same messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aopkit import Msg
+from aopkit.codec import Codec
+
+Columns = tuple[list[str], list[Any], list[str], list[dict[str, Any]], list[str], list[float]]
+
+
+def pack(replies: list[Msg], codec: Codec) -> Columns:
+    """The columns of ``replies``; content that is not plain text goes as the codec's form of
+    its blocks (media stay references, unknown block types keep their fields)."""
+    return (
+        [m.name for m in replies],
+        [m.content if type(m.content) is str else codec.dump(m.content) for m in replies],
+        [m.role for m in replies],
+        [m.metadata for m in replies],
+        [m.id for m in replies],
+        [m.timestamp for m in replies],
+    )
+
+
+def unpack(columns: Columns, codec: Codec) -> list[Msg]:
+    """The messages :func:`pack` took apart, equal to the originals (ids and timestamps
+    included)."""
+    return [
+        Msg(name, content, role, metadata=metadata, id=id, timestamp=timestamp)
+        if type(content) is str
+        else codec.load(
+            {
+                "name": name,
+                "content": content,
+                "role": role,
+                "metadata": metadata,
+                "id": id,
+                "timestamp": timestamp,
+            }
+        )
+        for name, content, role, metadata, id, timestamp in zip(*columns, strict=True)
+    ]
