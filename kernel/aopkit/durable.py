@@ -22,14 +22,14 @@ import contextvars
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
-from .errors import AopkitError
+from .errors import AopkitError, Claimed
 from .message import Msg
-from .session import JournalStore, check_run_id
+from .session import JournalStore, check_run_id, claim_of
 
 if TYPE_CHECKING:
     from .blocks import ToolResultBlock, ToolUseBlock
@@ -45,6 +45,11 @@ Entry = dict[str, Any]
 class DurableError(AopkitError):
     """A durable run cannot go on: its journal and the program disagree, or a decision is
     missing. Nothing journaled is changed."""
+
+
+class RunInUse(DurableError):
+    """Another process (or another task of this one, through another store object) holds the
+    run: it is being resumed there now. Nothing was run or journaled here."""
 
 
 class Diverged(DurableError):
@@ -286,14 +291,33 @@ async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
         )
     _OPEN.add(where)
     try:
-        found = Run(store, run, _checked(run, await store.journal(run)))
-        token = _RUN.set(found)
-        try:
-            yield found
-        finally:
-            _RUN.reset(token)
+        async with _claimed(store, run):
+            found = Run(store, run, _checked(run, await store.journal(run)))
+            token = _RUN.set(found)
+            try:
+                yield found
+            finally:
+                _RUN.reset(token)
     finally:
         _OPEN.discard(where)
+
+
+@asynccontextmanager
+async def _claimed(store: JournalStore, run: str) -> AsyncIterator[None]:
+    """The store's claim on ``run`` held for the block, if the store can claim (see
+    :class:`~aopkit.session.ClaimingStore`): a second process is refused at once."""
+    claiming = claim_of(store)
+    async with AsyncExitStack() as held:
+        if claiming is not None:
+            try:
+                await held.enter_async_context(claiming.claim(f"run:{run}"))
+            except Claimed:
+                raise RunInUse(
+                    f"run {run!r} is in use: another process resumes it now ({store!r} holds "
+                    "its claim); resuming it here too would run its models and tools twice. "
+                    "Try again once that process has ended (a process that dies frees the run)"
+                ) from None
+        yield
 
 
 async def resume(store: JournalStore, run: str, program: Callable[[], Awaitable[T]]) -> T:
