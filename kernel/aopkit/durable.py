@@ -14,6 +14,8 @@ Journal keys follow the program's structure, not the clock: ``<agent>/<n>`` is t
 n-th call in the run, ``<agent>/<n>/model<k>`` its k-th model answer in that call, and so on.
 The program must therefore make the same calls in the same order when it is run again (it is
 deterministic apart from models and tools), and agent names must be unique within a run.
+One process at a time works in a run: the block holds the store's claim on it (see
+:class:`aopkit.session.ClaimingStore`), which dies with the process.
 """
 
 from __future__ import annotations
@@ -276,7 +278,9 @@ def current_run() -> Run | None:
 @asynccontextmanager
 async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
     """Make the work inside the block (this task's and the tasks it starts) durable under
-    ``run``; the journal so far is loaded first, so the block replays what it records."""
+    ``run``; the journal so far is loaded first, so the block replays what it records. The
+    run is held for the block: opened elsewhere at the same time (another block of this
+    process, or another process on a store that can claim) it is refused (:class:`RunInUse`)."""
     check_run_id(run)
     if not callable(getattr(store, "append", None)) or not callable(
         getattr(store, "journal", None)

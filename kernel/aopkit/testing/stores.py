@@ -306,7 +306,8 @@ class StoreSuite:
                 async with claiming.claim(name):
                     pass  # names only name a lock: hostile ones are as safe as any
             with pytest.raises(StoreError, match="non-empty str"):
-                claiming.claim("")
+                async with claiming.claim(""):
+                    pass
 
     @staticmethod
     async def _enter(claiming: ClaimingStore, name: str, wait: float) -> None:

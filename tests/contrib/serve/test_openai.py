@@ -18,7 +18,7 @@ from aopkit.events import ReplyChunk
 from aopkit_serve import build_app
 from tests.tool_history import assert_answered
 
-from .agents import Recall
+from .agents import Recall, held
 
 TOKEN = "tok-" + "x" * 30
 HEADER = "X-Aopkit-Conversation"
@@ -418,7 +418,7 @@ async def test_a_turn_another_server_holds_too_long_is_a_409(kernel, start, tmp_
     ]
     asked = {"model": "recall", **header("c")}
     slow = asyncio.create_task(first.chat.completions.create(messages=user("sleep:0.5"), **asked))
-    await asyncio.sleep(0.2)
+    await held(aopkit.SQLiteStore(tmp_path / "s.db"), "session:c")
     with pytest.raises(openai.ConflictError, match="conversation 'c' is busy") as caught:
         await second.chat.completions.create(messages=user("x"), **asked)
     assert caught.value.code == "conversation_busy"
