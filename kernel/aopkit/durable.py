@@ -317,9 +317,10 @@ async def _claimed(store: JournalStore, run: str) -> AsyncIterator[None]:
                 await held.enter_async_context(claiming.claim(f"run:{run}"))
             except Claimed:
                 raise RunInUse(
-                    f"run {run!r} is in use: another process resumes it now ({store!r} holds "
-                    "its claim); resuming it here too would run its models and tools twice. "
-                    "Try again once that process has ended (a process that dies frees the run)"
+                    f"run {run!r} is in use: another process resumes it now (its claim in "
+                    f"{store!r} is held); resuming it here too would run its models and tools "
+                    "twice. Try again once that process has ended (a process that dies frees "
+                    "the run)"
                 ) from None
         yield
 
