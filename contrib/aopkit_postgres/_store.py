@@ -204,7 +204,7 @@ class PostgresStore:
         advisory lock whose 64-bit key is a digest of ``name``, on a connection opened for the
         claim and closed with it. Two names whose keys collided would only take turns."""
         key = int.from_bytes(claim_digest(repr(self), name)[:8], "big", signed=True)
-        what = f"claim {name!r}"
+        what = f"claim {name!r:.80}"
         try:
             db = await asyncpg.connect(self.dsn, password=self.password, timeout=self.timeout)
         except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
@@ -230,7 +230,7 @@ class PostgresStore:
                 if time.monotonic() >= deadline:
                     after = f", still after {wait:g} s" if wait else ""
                     raise Claimed(
-                        f"{self!r}: {name!r} is claimed by someone else (another process, "
+                        f"{self!r}: {name!r:.80} is claimed by someone else (another process, "
                         f"or another task of this one){after}"
                     )
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))

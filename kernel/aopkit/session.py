@@ -112,12 +112,12 @@ async def _claimed_file(where: str, path: Path, name: str, wait: float) -> Async
         fd = await files.claim(path, wait=wait)
     except files.Held:
         raise Claimed(
-            f"{where}: {name!r} is claimed by someone else (another process, or another task "
+            f"{where}: {_shown(name)} is claimed by someone else (another process, or another task "
             f"of this one){f', still after {wait:g} s' if wait else ''}"
         ) from None
     except OSError as exc:
         raise StoreError(
-            f"{where}: cannot claim {name!r} (lock file {path}): {exc.strerror or exc}"
+            f"{where}: cannot claim {_shown(name)} (lock file {path}): {exc.strerror or exc}"
         ) from exc
     try:
         yield
