@@ -9,6 +9,9 @@ Guarantees (each call is one transaction):
   the sequence numbers have no gaps;
 - a writer killed mid-transaction (SIGKILL, a lost node) leaves nothing half-written: the
   server rolls it back;
+- a claim (``async with store.claim(name):``) is a session-level advisory lock held on a
+  connection of its own: one holder at a time in the whole cluster, freed by the server when
+  the holder's connection or process dies;
 - the tables are created on first use, under a lock, so processes starting together agree;
 - a server that cannot be reached, refuses the login, or fails mid-call gives a
   :class:`aopkit.StoreError` naming the store (the DSN without its password) and what to do.
@@ -19,17 +22,20 @@ Guarantees (each call is one transaction):
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from aopkit import StoreError
+from aopkit import Claimed, StoreError
 from aopkit.session import (  # the embedded stores' rules and messages, shared
     check_run_id,
     check_session_id,
+    claim_digest,
     decode_entry,
     decode_state,
     encode_entries,
@@ -190,6 +196,47 @@ class PostgresStore:
             return [decode_entry(f"{where}, entry {r['seq']}", r["entry"]) for r in rows]
 
         return await self._transaction(f"read the journal of run {run!r}", read)
+
+    # -- claims ------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def claim(self, name: str, *, wait: float = 0.0) -> AsyncIterator[None]:
+        """An exclusive claim on ``name`` (see :class:`aopkit.session.ClaimingStore`): an
+        advisory lock whose 64-bit key is a digest of ``name``, on a connection opened for the
+        claim and closed with it. Two names whose keys collided would only take turns."""
+        key = int.from_bytes(claim_digest(repr(self), name)[:8], "big", signed=True)
+        what = f"claim {name!r:.80}"
+        try:
+            db = await asyncpg.connect(self.dsn, password=self.password, timeout=self.timeout)
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise self._error(what, exc, "; is the server running and reachable?") from None
+        try:
+            await self._lock(db, what, key, name, wait)
+            yield
+        finally:
+            try:
+                await db.close(timeout=self.timeout)
+            except BaseException as exc:
+                db.terminate()  # the server frees the lock when it sees the connection go
+                if not isinstance(exc, Exception):
+                    raise  # a cancellation goes on; a broken connection has freed it already
+
+    async def _lock(
+        self, db: asyncpg.Connection, what: str, key: int, name: str, wait: float
+    ) -> None:
+        deadline = time.monotonic() + wait
+        pause = 0.005
+        try:
+            while not await db.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                if time.monotonic() >= deadline:
+                    after = f", still after {wait:g} s" if wait else ""
+                    raise Claimed(
+                        f"{self!r}: {name!r:.80} is claimed by someone else (another process, "
+                        f"or another task of this one){after}"
+                    )
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.1)
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            raise self._error(what, exc, "") from None
 
     # -- connections -------------------------------------------------------------------------
     async def _transaction(

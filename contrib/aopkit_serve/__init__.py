@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from ._a2a import ask_client
     from ._a2a_agent import A2AAgent, RemoteAgentError
     from ._app import PROTOCOLS, SERVICE, build_app
-    from ._service import Conversation, Events, InvalidConversation, Service, UnknownAgent
+    from ._service import (
+        Conversation,
+        ConversationBusy,
+        Events,
+        InvalidConversation,
+        Service,
+        UnknownAgent,
+    )
 
 _PUBLIC = {
     "A2AAgent": "_a2a_agent",
@@ -26,6 +33,7 @@ _PUBLIC = {
     "SERVICE": "_app",
     "build_app": "_app",
     "Conversation": "_service",
+    "ConversationBusy": "_service",
     "Events": "_service",
     "InvalidConversation": "_service",
     "Service": "_service",
@@ -36,6 +44,7 @@ __all__ = [
     "SERVICE",
     "A2AAgent",
     "Conversation",
+    "ConversationBusy",
     "Events",
     "InvalidConversation",
     "RemoteAgentError",

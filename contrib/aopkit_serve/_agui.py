@@ -47,7 +47,7 @@ from aopkit.events import (
 )
 
 from . import _approvals
-from ._service import Conversation, InvalidConversation, Service, UnknownAgent
+from ._service import Conversation, ConversationBusy, InvalidConversation, Service, UnknownAgent
 
 CUSTOM = (Retried, Corrected, CritiqueRound, Escalated)  # sent as CUSTOM "aopkit.<type>"
 APPROVAL_REQUESTED = "aopkit.approval_requested"  # the calls a paused run waits on
@@ -92,6 +92,8 @@ class _Runs:
                     await _play(request, stream, conv, name, text)
             except InvalidConversation as exc:
                 return web.json_response({"error": str(exc)}, status=400)
+            except ConversationBusy as exc:
+                return web.json_response({"error": str(exc)}, status=409)
             except ConnectionError:
                 raise
             except Exception as exc:  # the run failed: the stream says so, and ends cleanly

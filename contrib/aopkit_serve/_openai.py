@@ -24,7 +24,7 @@ from aopkit.message import Role
 from aopkit.models import Usage
 from aopkit.usage import BudgetExceeded
 
-from ._service import Conversation, InvalidConversation, Service, UnknownAgent
+from ._service import Conversation, ConversationBusy, InvalidConversation, Service, UnknownAgent
 
 HEADER = "X-Aopkit-Conversation"
 WATCH_SECONDS = 0.25  # how often a reply with nothing to send checks that its client is there
@@ -201,6 +201,8 @@ def _error(kernel: aopkit.Kernel, exc: aopkit.AopkitError) -> tuple[int, dict[st
         found = (413, "invalid_request_error", None, "request_too_large")
     elif isinstance(exc, (BadRequest, InvalidConversation)):
         found = (400, "invalid_request_error", getattr(exc, "param", None), None)
+    elif isinstance(exc, ConversationBusy):
+        found = (409, "invalid_request_error", None, "conversation_busy")
     elif isinstance(exc, BudgetExceeded):
         found = (429, "insufficient_quota", None, "insufficient_quota")
     else:

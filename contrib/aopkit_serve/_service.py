@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import aopkit
 from aopkit.events import Event
-from aopkit.session import JournalStore, State, Store, check_session_id
+from aopkit.session import JournalStore, State, Store, check_session_id, claim_of
 
 T = TypeVar("T")
 Served = aopkit.Agent | Sequence[aopkit.Agent]
@@ -35,6 +35,11 @@ class UnknownAgent(aopkit.AopkitError, LookupError):
 
 class InvalidConversation(aopkit.AopkitError, ValueError):
     """A conversation id that cannot name a session in the store."""
+
+
+class ConversationBusy(aopkit.AopkitError):
+    """Another process on the same store kept a turn of this conversation going for longer
+    than this one would wait (``Service.claim_wait``); nothing of this request was run."""
 
 
 # The event queues of the ``conv.events()`` blocks the current task runs in (innermost last).
@@ -64,6 +69,9 @@ class Service:
     called once per conversation and once at start to learn the names) with its kernel,
     session store and toolkits; with ``durable`` (a journal store), protocols that can make
     each conversation a durable run (A2A) do."""
+
+    claim_wait = 60.0
+    """Seconds a turn waits for a turn of the same conversation in another process."""
 
     def __init__(
         self,
@@ -97,10 +105,11 @@ class Service:
     @asynccontextmanager
     async def conversation(self, conversation_id: str | None) -> AsyncIterator[Conversation]:
         """One request's turn in a conversation (a fresh one when ``conversation_id`` is None).
-        Turns of one conversation run one at a time; the agents' state is saved when the block
-        ends, also when it fails or is cancelled."""
+        Turns of one conversation run one at a time, also across processes on one store that
+        can claim (see :class:`aopkit.session.ClaimingStore`); the agents' state is saved when
+        the block ends, also when it fails or is cancelled."""
         conversation_id = _checked_id(conversation_id)
-        async with self._turn(conversation_id):
+        async with self._turn(conversation_id), self._claimed(conversation_id):
             states = await self.store.load(conversation_id)
             conv = Conversation(conversation_id, self._fresh_agents(conversation_id), states)
             try:
@@ -127,6 +136,24 @@ class Service:
             lock.users -= 1
             if not lock.users:  # nobody waits: forget it, or the server would keep every id
                 del self._locks[conversation_id]
+
+    @asynccontextmanager
+    async def _claimed(self, conversation_id: str) -> AsyncIterator[None]:
+        """The store's claim on the conversation, from load to save: a turn in another process
+        waits for it (up to ``claim_wait``) instead of overwriting its save."""
+        claiming = claim_of(self.store)
+        async with AsyncExitStack() as held:
+            if claiming is not None:
+                try:
+                    claim = claiming.claim(f"session:{conversation_id}", wait=self.claim_wait)
+                    await held.enter_async_context(claim)
+                except aopkit.Claimed:
+                    raise ConversationBusy(
+                        f"conversation {conversation_id!r} is busy: another server process on "
+                        f"the same store has been answering it for over {self.claim_wait:g} s; "
+                        "try again later"
+                    ) from None
+            yield
 
     def _fresh_agents(self, conversation_id: str) -> dict[str, aopkit.Agent]:
         if _is_factory(self._target):

@@ -25,6 +25,7 @@ from .durable import (
     Decision,
     Diverged,
     DurableError,
+    RunInUse,
     ToolInterrupted,
     answer_approval,
     durable,
@@ -33,6 +34,7 @@ from .durable import (
 )
 from .errors import (
     AopkitError,
+    Claimed,
     ConfigurationError,
     DecodeError,
     DuplicateRegistrationError,
@@ -81,6 +83,7 @@ __all__ = [
     "Budget",
     "BudgetExceeded",
     "ChatLog",
+    "Claimed",
     "Codec",
     "Compaction",
     "ConfigurationError",
@@ -108,6 +111,7 @@ __all__ = [
     "ReplyError",
     "Round",
     "Rounds",
+    "RunInUse",
     "SQLiteStore",
     "StoreError",
     "TextBlock",

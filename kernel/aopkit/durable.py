@@ -14,6 +14,8 @@ Journal keys follow the program's structure, not the clock: ``<agent>/<n>`` is t
 n-th call in the run, ``<agent>/<n>/model<k>`` its k-th model answer in that call, and so on.
 The program must therefore make the same calls in the same order when it is run again (it is
 deterministic apart from models and tools), and agent names must be unique within a run.
+One process at a time works in a run: the block holds the store's claim on it (see
+:class:`aopkit.session.ClaimingStore`), which dies with the process.
 """
 
 from __future__ import annotations
@@ -22,15 +24,15 @@ import contextvars
 import itertools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
 from .blocks import Block, ToolResultBlock
-from .errors import AopkitError
+from .errors import AopkitError, Claimed
 from .message import Msg
-from .session import JournalStore, check_run_id
+from .session import JournalStore, check_run_id, claim_of
 
 if TYPE_CHECKING:
     from .blocks import ToolUseBlock
@@ -46,6 +48,11 @@ Entry = dict[str, Any]
 class DurableError(AopkitError):
     """A durable run cannot go on: its journal and the program disagree, or a decision is
     missing. Nothing journaled is changed."""
+
+
+class RunInUse(DurableError):
+    """Another process (or another task of this one, through another store object) holds the
+    run: it is being resumed there now. Nothing was run or journaled here."""
 
 
 class Diverged(DurableError):
@@ -272,7 +279,9 @@ def current_run() -> Run | None:
 @asynccontextmanager
 async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
     """Make the work inside the block (this task's and the tasks it starts) durable under
-    ``run``; the journal so far is loaded first, so the block replays what it records."""
+    ``run``; the journal so far is loaded first, so the block replays what it records. The
+    run is held for the block: opened elsewhere at the same time (another block of this
+    process, or another process on a store that can claim) it is refused (:class:`RunInUse`)."""
     check_run_id(run)
     if not callable(getattr(store, "append", None)) or not callable(
         getattr(store, "journal", None)
@@ -287,14 +296,34 @@ async def durable(store: JournalStore, run: str) -> AsyncIterator[Run]:
         )
     _OPEN.add(where)
     try:
-        found = Run(store, run, _checked(run, await store.journal(run)))
-        token = _RUN.set(found)
-        try:
-            yield found
-        finally:
-            _RUN.reset(token)
+        async with _claimed(store, run):
+            found = Run(store, run, _checked(run, await store.journal(run)))
+            token = _RUN.set(found)
+            try:
+                yield found
+            finally:
+                _RUN.reset(token)
     finally:
         _OPEN.discard(where)
+
+
+@asynccontextmanager
+async def _claimed(store: JournalStore, run: str) -> AsyncIterator[None]:
+    """The store's claim on ``run`` held for the block, if the store can claim (see
+    :class:`~aopkit.session.ClaimingStore`): a second process is refused at once."""
+    claiming = claim_of(store)
+    async with AsyncExitStack() as held:
+        if claiming is not None:
+            try:
+                await held.enter_async_context(claiming.claim(f"run:{run}"))
+            except Claimed:
+                raise RunInUse(
+                    f"run {run!r} is in use: another process resumes it now (its claim in "
+                    f"{store!r} is held); resuming it here too would run its models and tools "
+                    "twice. Try again once that process has ended (a process that dies frees "
+                    "the run)"
+                ) from None
+        yield
 
 
 async def resume(store: JournalStore, run: str, program: Callable[[], Awaitable[T]]) -> T:

@@ -92,3 +92,8 @@ class ReplyError(AopkitError):
 
 class StoreError(AopkitError):
     """A store (sessions, incidents) could not save or load; the message names the store."""
+
+
+class Claimed(StoreError):
+    """A store's claim on a name is held by someone else (another process, or another task
+    of this one), and was not given up within the time allowed."""

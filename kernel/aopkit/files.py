@@ -7,11 +7,14 @@ writers in other threads or processes take turns instead of losing each other's 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,3 +118,78 @@ def start_on_a_new_line(fd: int) -> None:
     size = os.fstat(fd).st_size
     if size and os.pread(fd, 1, size - 1) != b"\n":
         os.write(fd, b"\n")
+
+
+class Held(Exception):
+    """The claim file is locked by another holder (a process, or another task of this one)."""
+
+
+_claimed: set[int] = set()  # the descriptors of the claims this process holds
+
+
+def _close_claims_in_child() -> None:
+    """A forked child drops its copies of the parent's claims: they die with the parent."""
+    for fd in _claimed:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _claimed.clear()
+
+
+os.register_at_fork(after_in_child=_close_claims_in_child)
+
+
+async def claim(path: Path, *, wait: float = 0.0) -> int:
+    """Lock ``path`` as an exclusive claim (release it with :func:`release`), or raise
+    :class:`Held` once ``wait`` seconds have passed without getting it; the descriptor.
+
+    An ``flock`` on a file of its own: the OS releases it when the holder dies, even by
+    SIGKILL. Each claim opens the file anew, so two tasks or threads of one process exclude
+    each other too. The holder removes the file when it is done; whoever locked a file that
+    was removed meanwhile (it is no longer at ``path``) tries again, so removing never lets two
+    holders in. Opened without following a symbolic link, and never truncated.
+    """
+    deadline = time.monotonic() + wait
+    pause = 0.005
+    while True:
+        fd = _try_claim(path)
+        if fd is not None:
+            return fd
+        if time.monotonic() >= deadline:
+            raise Held(path)
+        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.1)
+
+
+def release(path: Path, fd: int) -> None:
+    """Give up the claim :func:`claim` returned ``fd`` for."""
+    _claimed.discard(fd)
+    try:
+        os.unlink(path)  # still ours: _try_claim checked it, and only a holder removes it
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _try_claim(path: Path) -> int | None:
+    """The descriptor of ``path`` locked, or None if someone else holds it. Synchronous on
+    purpose: no await between taking the lock and recording it, so a cancelled caller
+    cannot leak one."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            raise
+        try:
+            found, held = os.stat(path, follow_symlinks=False), os.fstat(fd)
+            same = (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+        except FileNotFoundError:
+            same = False
+        if same:
+            _claimed.add(fd)
+            return fd
+        os.close(fd)  # its holder removed it after we opened it: take the new one

@@ -15,23 +15,27 @@ A store maps ``session id -> {agent name -> state}``, and keeps the journals of 
 - a journal append is atomic (a batch is stored whole or not at all, also under SIGKILL),
   durable when it returns, and ordered: concurrent appenders from tasks, threads and processes
   never interleave a batch or lose one. An entry that is not a strict-JSON object refuses the
-  whole batch.
+  whole batch;
+- a claim (``async with store.claim(name):``) is held by one holder at a time, across tasks,
+  threads and processes, and dies with its holder (the OS releases it, even after SIGKILL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
 import sqlite3
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import files, jsontext
-from .errors import AopkitError, DecodeError, EncodeError, StoreError
+from .errors import AopkitError, Claimed, DecodeError, EncodeError, StoreError
 from .events import StateLoaded, StateSaved
 
 if TYPE_CHECKING:
@@ -70,6 +74,55 @@ class JournalStore(Store, Protocol):
 
     async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None: ...
     async def journal(self, run: str) -> list[dict[str, Any]]: ...
+
+
+class ClaimingStore(Protocol):
+    """A store that can also give one holder at a time an exclusive claim on a name.
+
+    ``async with store.claim(name, wait=seconds):`` holds the claim for the block, or raises
+    :class:`~aopkit.errors.Claimed` when someone else (another process, or another task of
+    this one) still holds it after ``wait`` seconds (0: at once). A claim is not re-entrant,
+    and it dies with its holder: when the process dies, even by SIGKILL, it is free. A durable
+    run holds ``run:<id>`` for its whole block (a second process is refused), a served turn
+    ``session:<id>`` from load to save (a second process waits). Optional: a store without
+    ``claim`` works as before, without these refusals and waits.
+    """
+
+    def claim(self, name: str, *, wait: float = 0.0) -> AbstractAsyncContextManager[None]: ...
+
+
+def claim_of(store: object) -> ClaimingStore | None:
+    """``store`` if it can claim names (it has a ``claim`` method), else None."""
+    return store if callable(getattr(store, "claim", None)) else None  # type: ignore[return-value]
+
+
+def claim_digest(where: str, name: str) -> bytes:
+    """A digest of a claim's ``name``: what names its lock (a file name, an advisory lock
+    key), so that any name is safe there; a name that is no text is a StoreError."""
+    if not isinstance(name, str) or not name:
+        raise StoreError(f"{where}: a claim's name must be a non-empty str, got {_shown(name)}")
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()
+
+
+@asynccontextmanager
+async def _claimed_file(where: str, path: Path, name: str, wait: float) -> AsyncIterator[None]:
+    """The claim on ``name`` held through the lock file ``path`` (see :func:`files.claim`)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = await files.claim(path, wait=wait)
+    except files.Held:
+        raise Claimed(
+            f"{where}: {_shown(name)} is claimed by someone else (another process, or another task "
+            f"of this one){f', still after {wait:g} s' if wait else ''}"
+        ) from None
+    except OSError as exc:
+        raise StoreError(
+            f"{where}: cannot claim {_shown(name)} (lock file {path}): {exc.strerror or exc}"
+        ) from exc
+    try:
+        yield
+    finally:
+        files.release(path, fd)
 
 
 def check_run_id(run: str) -> str:
@@ -224,6 +277,12 @@ class JSONFileStore:
     def _journal_path(self, run: str) -> Path:
         return self.root / f"{check_run_id(run)}.journal"
 
+    def claim(self, name: str, *, wait: float = 0.0) -> AbstractAsyncContextManager[None]:
+        """An exclusive claim on ``name`` (see :class:`ClaimingStore`): an ``flock`` on
+        ``.<digest>.claim`` in the store's folder, removed when the claim ends."""
+        digest = claim_digest(repr(self), name).hex()[:32]
+        return _claimed_file(repr(self), self.root / f".{digest}.claim", name, wait)
+
     async def append(self, run: str, entries: Sequence[dict[str, Any]]) -> None:
         path = self._journal_path(run)
         texts = encode_entries(f"journal {path}", entries)
@@ -331,6 +390,14 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
+
+    def claim(self, name: str, *, wait: float = 0.0) -> AbstractAsyncContextManager[None]:
+        """An exclusive claim on ``name`` (see :class:`ClaimingStore`): an ``flock`` on
+        ``.<database file>.<digest>.claim`` beside the database, removed when the claim ends."""
+        digest = claim_digest(repr(self), name).hex()[:32]
+        database = Path(self.path)
+        lock = database.with_name(f".{database.name}.{digest}.claim")
+        return _claimed_file(repr(self), lock, name, wait)
 
     def _run(self, work: Any, *, write: bool = True) -> Any:
         """Run ``work(connection)`` in one transaction (immediate to ``write``: it holds the

@@ -113,6 +113,9 @@ class Killing:
     async def load(self, session_id: str) -> Any:
         return await self.store.load(session_id)
 
+    def claim(self, name: str, *, wait: float = 0.0) -> Any:
+        return self.store.claim(name, wait=wait)  # each resume must find the killed one's freed
+
 
 async def program(store: Any, run: str | None, root: Path) -> dict[str, list[Any]]:
     """The run; the agents' final memories (as data)."""

@@ -10,8 +10,10 @@ handle on the same storage; other processes call it too)::
             return functools.partial(MyStore, tmp_path / "db")
 
 A store with an async ``aclose`` method is closed after use. The suite checks sessions
-(round trip, merge, refusals) and journals (order, all-or-none batches, concurrent appenders
-from tasks and processes, entries acknowledged before a SIGKILL are kept).
+(round trip, merge, refusals), journals (order, all-or-none batches, concurrent appenders
+from tasks and processes, entries acknowledged before a SIGKILL are kept) and, for a store
+with a ``claim`` method, claims (one holder at a time across tasks, threads and processes; a
+durable run refused to a second process; a claim freed when its holder is SIGKILLed).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from typing import Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from aopkit.errors import StoreError
-from aopkit.session import JournalStore
+from aopkit.durable import RunInUse, durable
+from aopkit.errors import Claimed, StoreError
+from aopkit.session import ClaimingStore, JournalStore, claim_of
 
 StoreFactory = Callable[[], JournalStore]
 
@@ -92,6 +95,27 @@ def _append_until_killed(factory: StoreFactory, run: str, acks: Any, size: int) 
                 acks.send(number)
 
     asyncio.run(work())
+
+
+def _hold_run(factory: StoreFactory, run: str, line: Any) -> None:
+    """A child process's work: open durable run ``run``, journal a step, say so on ``line``,
+    and wait there to be told to go on (or killed); then journal another step."""
+
+    async def work() -> None:
+        async with opened(factory) as store, durable(store, run) as found:
+            await found.record("step", "child/0")
+            line.send("holding")
+            await asyncio.to_thread(line.recv)
+            await found.record("step", "child/1")
+
+    asyncio.run(work())
+
+
+def _claiming(store: JournalStore) -> ClaimingStore:
+    claiming = claim_of(store)
+    if claiming is None:
+        pytest.skip(f"{store!r} has no claim method (claims are optional)")
+    return claiming
 
 
 class StoreSuite:
@@ -243,3 +267,81 @@ class StoreSuite:
             assert _check_batches(await store.journal(run), size)[0] == list(
                 range(len(batches) + 1)
             )
+
+    # claims (optional: skipped for a store without ``claim``)
+
+    async def test_a_claim_has_one_holder_at_a_time(
+        self, store: JournalStore, store_factory: StoreFactory
+    ) -> None:
+        claiming = _claiming(store)
+
+        def from_another_thread() -> None:
+            async def attempt() -> None:
+                async with opened(store_factory) as there:
+                    with pytest.raises(Claimed, match="'run:x' is claimed by someone else"):
+                        async with _claiming(there).claim("run:x"):
+                            pass
+
+            asyncio.run(attempt())
+
+        async with opened(store_factory) as other:
+            other_claiming = _claiming(other)
+            async with claiming.claim("run:x"):
+                for holder in (claiming, other_claiming):  # not re-entrant, even on one object
+                    with pytest.raises(Claimed, match="'run:x' is claimed by someone else"):
+                        async with holder.claim("run:x"):
+                            pass
+                await asyncio.to_thread(from_another_thread)
+                async with other_claiming.claim("run:y"), other_claiming.claim("x" * 300):
+                    pass  # other names are free, whatever they hold
+                cancelled = asyncio.create_task(self._enter(other_claiming, "run:x", 30))
+                waiter = asyncio.create_task(self._enter(other_claiming, "run:x", 30))
+                await asyncio.sleep(0.05)
+                assert not waiter.done(), "a waiter got a claim that was held"
+                cancelled.cancel()
+                with pytest.raises(Claimed, match=r"still after 0\.01 s"):
+                    await self._enter(other_claiming, "run:x", 0.01)
+            await asyncio.wait_for(waiter, 10)  # it gets the claim once it is given up
+            for name in ("../../etc/passwd", "a\0b", "\ud800", "/", ".."):
+                async with claiming.claim(name):
+                    pass  # names only name a lock: hostile ones are as safe as any
+            with pytest.raises(StoreError, match="non-empty str"):
+                async with claiming.claim(""):
+                    pass
+
+    @staticmethod
+    async def _enter(claiming: ClaimingStore, name: str, wait: float) -> None:
+        async with claiming.claim(name, wait=wait):
+            pass
+
+    async def test_a_durable_run_is_refused_to_a_second_process_and_freed_by_a_sigkill(
+        self, store: JournalStore, store_factory: StoreFactory
+    ) -> None:
+        _claiming(store)
+        context = _processes()
+        for finish in ("normally", "by SIGKILL"):
+            here, there = context.Pipe()
+            child = context.Process(target=_hold_run, args=(store_factory, "held", there))
+            child.start()
+            assert await asyncio.to_thread(here.poll, 30) and here.recv() == "holding"
+            with pytest.raises(RunInUse, match="run 'held' is in use: another process"):
+                async with durable(store, "held"):
+                    pass
+            if finish == "normally":
+                here.send("go on")  # the first process is unaffected by the refusal
+                await asyncio.to_thread(child.join, 30)
+                assert child.exitcode == 0, f"the holding process failed ({child.exitcode})"
+            else:
+                child.kill()
+                await asyncio.to_thread(child.join, 30)
+        deadline = time.monotonic() + 10  # a server store sees the dead connection soon
+        while True:
+            try:
+                async with durable(store, "held") as resumed:
+                    await resumed.record("step", "parent/0")
+                break
+            except RunInUse:
+                assert time.monotonic() < deadline, "the killed holder's claim was never freed"
+                await asyncio.sleep(0.05)
+        keys = [entry["key"] for entry in await store.journal("held")]
+        assert keys == ["child/0", "child/1", "child/0", "parent/0"]

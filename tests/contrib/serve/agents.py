@@ -27,4 +27,15 @@ class Recall(aopkit.Agent):
         return aopkit.Msg(self.name, text, "assistant")
 
 
+async def held(store: aopkit.SQLiteStore, name: str) -> None:
+    """Return once someone holds the claim ``name`` (a turn has begun)."""
+    while True:
+        try:
+            async with store.claim(name):
+                pass  # free: taken and given back at once, so the turn can take it
+        except aopkit.Claimed:
+            return
+        await asyncio.sleep(0.01)
+
+
 recall = Recall("recall")

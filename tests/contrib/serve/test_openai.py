@@ -18,7 +18,7 @@ from aopkit.events import ReplyChunk
 from aopkit_serve import build_app
 from tests.tool_history import assert_answered
 
-from .agents import Recall
+from .agents import Recall, held
 
 TOKEN = "tok-" + "x" * 30
 HEADER = "X-Aopkit-Conversation"
@@ -408,3 +408,20 @@ async def test_a_client_leaving_while_text_streams_and_a_cancelled_plain_call(
         return cancelled == ["x", "y"] and len(memory) == 1
 
     await eventually(plain_cancelled)
+
+
+async def test_a_turn_another_server_holds_too_long_is_a_409(kernel, start, tmp_path, monkeypatch):
+    monkeypatch.setattr("aopkit_serve.Service.claim_wait", 0.05)
+    first, second = [
+        await start(Recall("recall", kernel=kernel), store=aopkit.SQLiteStore(tmp_path / "s.db"))
+        for _ in range(2)
+    ]
+    asked = {"model": "recall", **header("c")}
+    slow = asyncio.create_task(first.chat.completions.create(messages=user("sleep:0.5"), **asked))
+    await held(aopkit.SQLiteStore(tmp_path / "s.db"), "session:c")
+    with pytest.raises(openai.ConflictError, match="conversation 'c' is busy") as caught:
+        await second.chat.completions.create(messages=user("x"), **asked)
+    assert caught.value.code == "conversation_busy"
+    await slow
+    again = await second.chat.completions.create(messages=user("y"), **asked)
+    assert again.choices[0].message.content == "sleep:0.5|y"

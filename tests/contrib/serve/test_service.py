@@ -8,9 +8,9 @@ import pytest
 
 import aopkit
 from aopkit.events import ReplyChunk, ReplyFinished
-from aopkit_serve import InvalidConversation, Service, UnknownAgent
+from aopkit_serve import ConversationBusy, InvalidConversation, Service, UnknownAgent
 
-from .agents import Recall
+from .agents import Recall, held
 
 
 async def ask(service: Service, conversation: str | None, text: str, name: str = "a") -> str:
@@ -243,3 +243,25 @@ async def test_cancelled_again_while_saving_the_turn_still_saves_before_the_next
     with pytest.raises(asyncio.CancelledError):
         await turn
     assert await ask(service, "c", "two") == "one|two"
+
+
+async def test_two_services_on_one_store_keep_both_turns_of_one_conversation(kernel, tmp_path):
+    """Two server processes on one SQLite file (two services, two store objects: their claims
+    exclude each other as two processes' do): neither turn is lost to the other's save."""
+    store = aopkit.SQLiteStore(tmp_path / "s.db")
+    first, second = (
+        Service(Recall("a", kernel=kernel), store=aopkit.SQLiteStore(tmp_path / "s.db"))
+        for _ in range(2)
+    )
+    slow = asyncio.create_task(ask(first, "c", "sleep:0.2"))
+    await held(store, "session:c")  # the first turn is loading or running
+    assert await ask(second, "c", "x") == "sleep:0.2|x", "the second turn waited for the first"
+    assert await slow == "sleep:0.2"
+    assert await ask(first, "c", "y") == "sleep:0.2|x|y"
+    second.claim_wait = 0.05
+    slow = asyncio.create_task(ask(first, "c", "sleep:0.5"))
+    await held(store, "session:c")
+    with pytest.raises(ConversationBusy, match="conversation 'c' is busy: another server"):
+        await ask(second, "c", "z")
+    await slow
+    assert await ask(second, "c", "w") == "sleep:0.2|x|y|sleep:0.5|w", "nothing of z was kept"
