@@ -66,6 +66,31 @@ class Replaying(Protocol):
         ...
 
 
+class Recording:
+    """A base for :class:`Replaying` builders that send every addition through one method of
+    theirs: that method calls :meth:`note` with what it added, and :meth:`recorded` keeps what
+    one message adds. The builder's :meth:`replay` adds such notes again."""
+
+    made: list[Any] | None = None  # what the message being recorded adds
+
+    async def message(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    def note(self, added: Any) -> None:
+        """Keep ``added`` if a message is being recorded."""
+        if self.made is not None:
+            self.made.append(added)
+
+    async def recorded(self, msg: Msg) -> list[Any]:
+        """Add ``msg`` and return what it added (see :class:`Replaying`)."""
+        self.made = []
+        try:
+            await self.message(msg)
+            return self.made
+        finally:
+            self.made = None
+
+
 class Formatter:
     """Turns messages into the message part of one provider's request payload.
 

@@ -25,6 +25,7 @@ from aopkit.blocks import (
 )
 from aopkit.formatting import (
     Formatter,
+    Recording,
     inline,
     is_http,
     media_note,
@@ -59,25 +60,15 @@ def left_out(block: Block, why: str) -> Item:
     return text_item(f"[{block.type} block not shown to the model ({why})]")
 
 
-class _Builder:
-    """Collects the system prompt and the turns of one request."""
+class _Builder(Recording):
+    """Collects the system prompt and the turns of one request. Turns are merged as items are
+    added (through :meth:`lift` and :meth:`add`), so what a message added merges alike anywhere."""
 
     def __init__(self, capabilities: Capabilities, pool: HTTPPool | None) -> None:
         self.capabilities = capabilities
         self.pool = pool
         self.system: list[Item] = []
         self.turns: list[tuple[str, list[Item], list[Item]]] = []  # role, tool results, the rest
-        self.made: list[tuple[str, Item]] | None = None  # what the message being recorded adds
-
-    async def recorded(self, msg: Msg) -> list[tuple[str, Item]]:
-        """Add ``msg``; what it added (role or "system", item), kept on it to be added again:
-        turns are merged as the items are added, so the same items merge alike anywhere."""
-        self.made = []
-        try:
-            await self.message(msg)
-            return self.made
-        finally:
-            self.made = None
 
     def replay(self, made: list[tuple[str, Item]]) -> None:
         for role, item in made:
@@ -88,13 +79,11 @@ class _Builder:
 
     def lift(self, item: Item) -> None:
         """Add to the system prompt."""
-        if self.made is not None:
-            self.made.append(("system", item))
+        self.note(("system", item))
         self.system.append(item)
 
     def add(self, role: str, item: Item) -> None:
-        if self.made is not None:
-            self.made.append((role, item))
+        self.note((role, item))
         if not self.turns or self.turns[-1][0] != role:
             self.turns.append((role, [], []))
         _, results, rest = self.turns[-1]

@@ -27,6 +27,7 @@ from aopkit.blocks import (
 )
 from aopkit.formatting import (
     Formatter,
+    Recording,
     inline,
     media_note,
     transcript_text,
@@ -77,28 +78,20 @@ Part = dict[str, Any]
 Added = tuple[str, Part | None, ToolUseBlock | ToolResultBlock | None]  # see _Builder.add
 
 
-class _Builder:
+class _Builder(Recording):
+    """Turns are merged and results matched to calls as they are added (through :meth:`add`),
+    so what a message added fits anywhere again."""
+
     def __init__(self, capabilities: Capabilities, pool: HTTPPool | None) -> None:
         self.capabilities = capabilities
         self.pool = pool
         self.system: list[Part] = []
         self.turns: list[_Turn] = []
-        self.made: list[Added] | None = None  # what the message being recorded adds
 
     def turn(self, role: str) -> _Turn:
         if not self.turns or self.turns[-1].role != role:
             self.turns.append(_Turn(role))
         return self.turns[-1]
-
-    async def recorded(self, msg: Msg) -> list[Added]:
-        """Add ``msg``; what it added, kept on it to be added again: turns are merged and
-        results matched to calls as they are added, so the same additions fit anywhere."""
-        self.made = []
-        try:
-            await self.message(msg)
-            return self.made
-        finally:
-            self.made = None
 
     def replay(self, made: list[Added]) -> None:
         for added in made:
@@ -109,8 +102,7 @@ class _Builder:
     ) -> None:
         """Add ``part`` to the system instruction (``role`` "system") or to a turn of ``role``,
         with the call it makes or the result it answers (placed when the turns are joined)."""
-        if self.made is not None:
-            self.made.append((role, part, block))
+        self.note((role, part, block))
         if role == "system":
             self.system += [part] if part is not None else []
             return
