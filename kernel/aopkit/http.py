@@ -231,8 +231,10 @@ class Request:
     async def send(self) -> dict[str, Any]:
         """POST the payload and return the decoded JSON answer (always an object)."""
         failure: ModelError | None = None
+        turns = self.pool.turn()
+        await turns.acquire()  # not ``async with``: its bound __aexit__ would be held in flight
         try:
-            async with self.pool.turn(), self._post() as response:
+            async with self._post() as response:
                 body = self.secrets.redact(await response.text(errors="replace"))
                 status = response.status
                 if status >= 400:
@@ -246,6 +248,8 @@ class Request:
                     )
         except Exception as exc:
             failure = self._transport_error(exc)
+        finally:
+            turns.release()
         if failure is not None:
             try:  # outside the except block: the transport error is not its context
                 raise failure
@@ -266,8 +270,10 @@ class Request:
     async def lines(self) -> AsyncGenerator[bytes, None]:
         """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
         failure: ModelError | None = None
+        turns = self.pool.turn()
+        await turns.acquire()
         try:
-            async with self.pool.turn(), self._post() as response:
+            async with self._post() as response:
                 if response.status >= 400:
                     body = self.secrets.redact(await response.text(errors="replace"))
                     failure = error_for_status(
@@ -283,6 +289,8 @@ class Request:
                         yield self.secrets.redact_bytes(line)
         except Exception as exc:
             failure = self._transport_error(exc)
+        finally:
+            turns.release()
         if failure is not None:
             try:  # outside the except block: the transport error is not its context
                 raise failure
