@@ -208,7 +208,14 @@ def concurrent(port: int, n: int) -> None:
     )
 
 
+def load() -> str:
+    """The machine's load average now (1, 5, 15 minutes): on a shared machine, the figures
+    mean little without it."""
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
+    print(f"load average at the start: {load()} ({os.cpu_count()} CPUs)", flush=True)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("loopback_server.py")), str(port), str(DELAY)]
@@ -259,6 +266,7 @@ def main() -> None:
         floor=floor["rss_mb"],
         floor_name="bare aiohttp loop",
     )
+    print(f"load average at the end: {load()}", flush=True)
 
 
 if __name__ == "__main__":

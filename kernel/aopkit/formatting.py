@@ -4,6 +4,7 @@ model cannot take, the multi-agent transcript, and truncation to a token budget.
 from __future__ import annotations
 
 import base64
+import functools
 import mimetypes
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,7 +116,7 @@ class Formatter:
         self, messages: Sequence[Msg], *, capabilities: Capabilities, pool: HTTPPool | None = None
     ) -> Any:
         builder = self.builder(capabilities, pool)
-        key = self.key(capabilities) if isinstance(builder, Replaying) else None
+        key = self.key(capabilities) if _replaying(type(builder)) else None
         if not self.multi_agent:
             for msg in messages:
                 await add_message(builder, msg, key)
@@ -126,6 +127,13 @@ class Formatter:
                 else:
                     await builder.transcript(part)
         return builder.payload()
+
+
+@functools.cache
+def _replaying(builder: type) -> bool:
+    """Whether builders of this class are :class:`Replaying`: asked once per class, as a
+    protocol check costs microseconds, more than formatting a short message."""
+    return issubclass(builder, Replaying)
 
 
 async def add_message(builder: Builder, msg: Msg, key: object) -> None:

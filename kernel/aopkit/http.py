@@ -52,12 +52,18 @@ class HTTPPool:
 
     ``limit`` caps the connections open at once, over all servers together (one server may use
     them all): it is how many requests are in flight at most. Requests beyond it wait for a
-    free connection, untimed (a model's ``timeout`` starts once the request is sent)."""
+    free connection, untimed (a model's ``timeout`` starts once the request is sent).
+
+    A model call waits for its turn (:meth:`turn`) *before* aiohttp builds its request: a
+    crowd of calls far larger than the limit (100,000 agents on 1,024 connections) then holds
+    one waiting future each, not a request object each, which the cyclic collector would
+    traverse again and again while they wait."""
 
     def __init__(self, limit: int = DEFAULT_CONNECTIONS) -> None:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._turns: asyncio.Semaphore | None = None
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -69,8 +75,17 @@ class HTTPPool:
                 connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=0),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
+            self._turns = asyncio.Semaphore(self.limit)
             self._loop = loop
         return self._session
+
+    def turn(self) -> asyncio.Semaphore:
+        """What a request holds while it is in flight, ``limit`` at a time, first come first
+        served: ``async with pool.turn(): ...`` (the session's, made with it)."""
+        if self._turns is None or self._loop is not asyncio.get_running_loop():
+            self.session()
+        assert self._turns is not None
+        return self._turns
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -216,6 +231,8 @@ class Request:
     async def send(self) -> dict[str, Any]:
         """POST the payload and return the decoded JSON answer (always an object)."""
         failure: ModelError | None = None
+        turns = self.pool.turn()
+        await turns.acquire()  # not ``async with``: its bound __aexit__ would be held in flight
         try:
             async with self._post() as response:
                 body = self.secrets.redact(await response.text(errors="replace"))
@@ -231,6 +248,8 @@ class Request:
                     )
         except Exception as exc:
             failure = self._transport_error(exc)
+        finally:
+            turns.release()
         if failure is not None:
             try:  # outside the except block: the transport error is not its context
                 raise failure
@@ -251,6 +270,8 @@ class Request:
     async def lines(self) -> AsyncGenerator[bytes, None]:
         """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
         failure: ModelError | None = None
+        turns = self.pool.turn()
+        await turns.acquire()
         try:
             async with self._post() as response:
                 if response.status >= 400:
@@ -268,6 +289,8 @@ class Request:
                         yield self.secrets.redact_bytes(line)
         except Exception as exc:
             failure = self._transport_error(exc)
+        finally:
+            turns.release()
         if failure is not None:
             try:  # outside the except block: the transport error is not its context
                 raise failure

@@ -105,14 +105,21 @@ class ModelAgent(Agent):
             self.memory.extend(compacted)
 
     async def reply(self, msg: Incoming) -> Msg:
-        await self.compact()
+        if self.compaction is not None:
+            await self.compact()
+        if current_call() is None:  # not in a durable run: nothing to journal or replay
+            response: Any = await self.model(self.messages())
+        else:
+            response = await self._journaled_answer()
+        return Msg(self.name, response.content, "assistant")
 
+    async def _journaled_answer(self) -> ChatResponse:
         async def ask() -> ChatResponse:
             response: Any = await self.model(self.messages())
             return response  # type: ignore[no-any-return]
 
         response, _ = await model_answer(self.kernel, self.model.name, ask)
-        return Msg(self.name, response.content, "assistant")
+        return response
 
     async def reply_structured(self, msg: Incoming, target: Target[T]) -> tuple[Msg, T]:
         from .faults import resolve

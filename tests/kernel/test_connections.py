@@ -109,6 +109,25 @@ async def test_the_limit_caps_calls_in_flight_over_all_servers(serve):
         assert alone.most == 3
 
 
+async def test_calls_waiting_for_a_connection_hold_no_request(serve):
+    """Calls beyond the limit wait before aiohttp builds their request: a crowd far larger
+    than the limit holds a waiting future each, not a request the collector walks again and
+    again while it waits."""
+    from aiohttp import ClientRequest
+
+    server = Counting(delay=0.5)
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=3) as kernel:
+        model = model_of(kernel, await serve(server.app()))
+        calls = [asyncio.ensure_future(model("hi")) for _ in range(30)]
+        while server.now < 3:
+            await asyncio.sleep(0.01)
+        requests = [o for o in gc.get_objects() if isinstance(o, ClientRequest)]
+        assert len(requests) <= 3, f"{len(requests)} requests built for 3 connections"
+        del requests
+        assert [a.text for a in await asyncio.gather(*calls)] == ["ok"] * 30
+        assert server.most == 3
+
+
 async def test_cancelled_calls_give_their_connections_back(serve):
     slow, fast = Counting(delay=30), Counting(delay=0.2)
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=2) as kernel:

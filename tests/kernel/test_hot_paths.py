@@ -96,3 +96,41 @@ def test_run_options_still_load_when_used() -> None:
         option.arguments(parser)
     args = parser.parse_args([])
     assert all(option.start(args) is None for option in options)
+
+
+async def test_a_formatter_asks_whether_its_builder_replays_once_per_class(monkeypatch) -> None:
+    """A protocol check costs microseconds, more than formatting a short message: it is made
+    once per builder class, not on every model call."""
+    from typing import Any, Protocol, runtime_checkable
+
+    from aopkit import formatting
+    from aopkit.models import Capabilities
+
+    checks = []
+
+    class Counting(type(Protocol)):  # type: ignore[misc]
+        def __instancecheck__(cls, other: object) -> bool:
+            checks.append(other)
+            return super().__instancecheck__(other)
+
+        def __subclasscheck__(cls, other: type) -> bool:
+            checks.append(other)
+            return super().__subclasscheck__(other)
+
+    @runtime_checkable
+    class Replaying(Protocol, metaclass=Counting):
+        async def recorded(self, msg: aopkit.Msg) -> Any: ...
+        def replay(self, made: Any) -> None: ...
+
+    monkeypatch.setattr(formatting, "Replaying", Replaying)
+    formatting._replaying.cache_clear()
+    try:
+        async with aopkit.Kernel(environ={}) as kernel:
+            formatter = kernel.formatters["anthropic"]
+            msgs = [aopkit.Msg("u", "hi", "user")]
+            first = await formatter.format(msgs, capabilities=Capabilities())
+            for _ in range(3):
+                assert await formatter.format(msgs, capabilities=Capabilities()) == first
+    finally:
+        formatting._replaying.cache_clear()
+    assert len(checks) == 1
