@@ -136,6 +136,7 @@ def _journal(store_factory):
     return asyncio.run(store_factory().journal("trip"))
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(("kind", "most"), [("json", 25), ("sqlite", 12)])
 def test_killed_at_random_points_and_resumed_the_memories_are_an_uninterrupted_runs(
     tmp_path, kind, most

@@ -19,6 +19,8 @@ import pytest
 from aopkit import JSONFileStore, SQLiteStore, StoreError
 from aopkit import files as aopkit_files
 
+pytestmark = pytest.mark.processes  # see the marker in pyproject.toml
+
 ROOT = Path(__file__).parents[2]
 
 

@@ -13,6 +13,8 @@ from aopkit import JsonlTrace, Kernel, Msg
 from aopkit.events import MessageSent
 from aopkit.faults import IncidentStore, SkippedLine
 
+pytestmark = pytest.mark.processes  # see the marker in pyproject.toml
+
 
 def incident(n):
     return {"id": f"inc-{n}", "model": "m", "reason": "r" * 50, "outputs": [], "resolution": None}

@@ -83,6 +83,7 @@ ATTACKS = [
 ]
 
 
+@pytest.mark.processes
 @needs_setlimit
 def test_memory_attacks_stay_under_a_bound_in_a_child_process(path):
     """Peak memory of a child that runs the attacks: each once cost the host 1-5 GB."""

@@ -20,7 +20,10 @@ SECRET = "the secret outside the workspace"
 RENAME_EXCHANGE = 2
 SECONDS = 2.5  # per race: long enough for tens of thousands of swaps
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux renameat2")
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux renameat2"),
+]
 
 
 def exchange(a, b):

@@ -19,10 +19,13 @@ from aopkit_tools import CodeExecutor, cgroups
 
 from .test_execution import alive, with_environment
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None,
-    reason="no bubblewrap (see scripts/install-debian.sh)",
-)
+pytestmark = [
+    pytest.mark.processes,
+    pytest.mark.skipif(
+        shutil.which("bwrap") is None,
+        reason="no bubblewrap (see scripts/install-debian.sh)",
+    ),
+]
 
 PROJECT = Path(__file__).parents[3]
 SECRET = f"aopkit-secret-{uuid.uuid4().hex}"
