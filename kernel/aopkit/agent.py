@@ -266,6 +266,7 @@ class Agent:
         finally:
             leave_call(entered_call)
             SCOPE.reset(entered)
+            del entered, entered_call  # not held while the reply runs: a crowd waits so
         self._replies.add(task)
         reply, interrupted = await self._reply_outcome(task, given, started)
         value = None

@@ -95,6 +95,8 @@ def dollars(value: float) -> str:
 FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of an account's sums
 CALLS, COST = FIELDS.index("calls"), FIELDS.index("cost")
 ALWAYS = 3  # input_tokens, output_tokens, seconds: in usage data even when unknown or zero
+NOTHING_HELD = (0, 0, 0.0)  # an account's reservations when no call holds one: a tuple, so
+# that an account (one per agent and per reply with a model call) is not two lists besides
 
 
 class Account:
@@ -112,7 +114,7 @@ class Account:
         self.unreported = 0  # calls whose server did not say how many tokens they used
         self.unpriced = 0  # calls with no price
         self._sums: list[Any] = list(ZERO)
-        self._held = [0, 0, 0.0]  # calls, tokens, cost reserved by calls under way
+        self._held = NOTHING_HELD  # calls, tokens, cost reserved by calls under way
 
     def __repr__(self) -> str:
         return f"<Account {self.label}: {self.usage}>"
@@ -157,10 +159,8 @@ class Account:
         return None
 
     def _hold(self, sign: int, tokens: int, cost: float) -> None:
-        held = self._held
-        held[0] += sign
-        held[1] += sign * tokens
-        held[2] += sign * cost
+        calls, held_tokens, held_cost = self._held
+        self._held = (calls + sign, held_tokens + sign * tokens, held_cost + sign * cost)
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(zip(FIELDS, self._sums, strict=True))

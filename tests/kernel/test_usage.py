@@ -311,7 +311,7 @@ async def test_totals_do_not_grow_with_history(kernel):
             await agent(HI)
     assert agent.usage.usage.calls == hub.usage.usage.calls == 300
     assert len(kernel.usage.agents) == 1 and len(kernel.usage.models) == 1
-    assert kernel.usage.agents["a"]._held == [0, 0, 0.0]
+    assert kernel.usage.agents["a"]._held == (0, 0, 0.0)
 
 
 async def test_totals_cleared_in_the_middle_of_a_reply_count_its_later_calls(kernel):
@@ -526,7 +526,7 @@ async def test_a_cancelled_call_releases_its_reservation(kernel):
     with pytest.raises(asyncio.CancelledError):
         await task
     account = agent.usage
-    assert account._held == [0, 0, 0.0]
+    assert account._held == (0, 0, 0.0)
     assert account.usage.calls == 1 and account.unreported == 1  # made, tokens unknown
 
 
@@ -539,7 +539,7 @@ async def test_a_stream_reserves_when_read_and_is_refused_there(kernel):
     with pytest.raises(BudgetExceeded):
         async for _ in never_read:
             pass
-    assert kernel.usage.total._held == [0, 0, 0.0]
+    assert kernel.usage.total._held == (0, 0, 0.0)
 
 
 async def test_budget_errors_pass_through_agents_unwrapped(kernel):
@@ -582,7 +582,7 @@ async def test_a_stream_left_midway_is_charged_and_releases_its_reservation(kern
         break  # the consumer stops reading after the first chunk
     await stream.aclose()
     total = kernel.usage.total
-    assert total._held == [0, 0, 0.0]
+    assert total._held == (0, 0, 0.0)
     assert total.usage.calls == 1 and total.unreported == 1  # made; its usage never arrived
 
 
