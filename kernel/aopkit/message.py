@@ -147,8 +147,10 @@ def with_metadata(msg: Msg, key: str, value: Any) -> Msg:
 
 
 _COUNTED = _Kept.__dict__["_counted"]  # the slot itself: set past the frozen class's refusal
+# each slot's setter looked up by its name: a reordering of the fields cannot cross them
+_FIELD_NAMES = ("name", "content", "role", "metadata", "id", "timestamp")
 _set_name, _set_content, _set_role, _set_metadata, _set_id, _set_timestamp = (
-    Msg.__dict__[field.name].__set__ for field in attrs.fields(Msg)
+    Msg.__dict__[name].__set__ for name in _FIELD_NAMES
 )
 
 
