@@ -18,7 +18,6 @@ from .durable import (
     DurableError,
     current_run,
     enter_call,
-    leave_call,
     read,
 )
 from .errors import AopkitError, ConfigurationError, DecodeError, ReplyError
@@ -72,30 +71,59 @@ def _announce_made(kernel: Kernel, given: Incoming, original: object) -> None:
             kernel.emit(MessageSent(msg=made))
 
 
-async def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
-    """Finish ``coro``, which already ran up to its first suspension (``pending`` is what it
-    yielded): the task running this waits on what ``coro`` waits on."""
-    return await _delegate(coro, pending)
+_FIRST: Any = object()  # no step of the coroutine has run yet
+_stepping_eagerly = False
+"""True while a pool runs a reply's first step in the pool's own task (see
+``Agent._reply_eagerly``): a call made in that step gets a task of its own, so that
+``interrupt()`` never reaches the pool's task."""
 
 
 @types.coroutine
-def _delegate(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    while True:
+def _stepped(
+    context: contextvars.Context, coro: Coroutine[Any, Any, Any], pending: Any = _FIRST
+) -> Generator[Any, Any, Any]:
+    """Run ``coro`` to its end with each step in ``context``, as a task of its own would run
+    it, but in the task awaiting this, which waits on what ``coro`` waits on (a reply costs no
+    task of its own). ``pending``: what ``coro`` yielded, if its first step ran already."""
+    if pending is _FIRST:
         try:
-            sent = yield pending
+            pending = context.run(coro.send, None)
+        except StopIteration as done:
+            return done.value
+    while True:
+        thrown: BaseException | None = None
+        try:
+            value = yield pending
         except GeneratorExit:
-            coro.close()
+            context.run(coro.close)
             raise
         except BaseException as exc:  # a cancellation thrown in by the task: pass it on
-            try:
-                pending = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                pending = coro.send(sent)
-            except StopIteration as done:
-                return done.value
+            thrown = exc
+        try:
+            if thrown is None:
+                pending = context.run(coro.send, value)
+            else:
+                pending = context.run(coro.throw, thrown)
+        except StopIteration as done:
+            return done.value
+
+
+async def _awaiting(awaitable: Awaitable[T]) -> T:
+    """An awaitable that is not a coroutine (an unusual ``reply()``), as one."""
+    return await awaitable
+
+
+def _enter_reply(scope: Scope, call: Call | None) -> None:
+    """What a reply's context holds: its usage scope, its place in a durable run."""
+    SCOPE.set(scope)
+    enter_call(call)
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """Take back one request to cancel ``task``: how many remain (Python 3.10 does not count
+    them, nor need them taken back)."""
+    uncancel = getattr(task, "uncancel", None)
+    return 0 if uncancel is None else int(uncancel())
 
 
 def check_name(name: object, what: str) -> str:
@@ -154,8 +182,9 @@ class Agent:
         self._kernel = _check_kernel(kernel)
         self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
         self._hubs: list[MsgHub] = []
-        self._replies: set[asyncio.Future[Any]] = set()
-        self._interrupting = False
+        # the tasks running this agent's replies, each with whether interrupt() cancelled it
+        # (None: a task a pool made for a reply, which has not begun)
+        self._replies: dict[asyncio.Task[Any], bool | None] = {}
         self._sessions: dict[str, Self] | None = None
         self.session_id: str | None = None  # set on the agents :meth:`session` returns
 
@@ -255,20 +284,21 @@ class Agent:
                 await hub.broadcast(reply, sender=self)
             return reply
         scope = kernel.usage.enter(self.name, self._hubs)
-        entered = SCOPE.set(scope)  # the reply's task runs in a copy of this context
-        entered_call = enter_call(call)
-        try:
-            if structured is None:
-                task: asyncio.Future[Any] = asyncio.ensure_future(self.reply(given))
-            else:
-                target = Target.of(structured, kernel)
-                task = asyncio.ensure_future(self.reply_structured(given, target))
-        finally:
-            leave_call(entered_call)
-            SCOPE.reset(entered)
-            del entered, entered_call  # not held while the reply runs: a crowd waits so
-        self._replies.add(task)
-        reply, interrupted = await self._reply_outcome(task, given, started)
+        context = contextvars.copy_context()  # the reply runs in a copy, as a task would
+        context.run(_enter_reply, scope, call)
+        coro: Coroutine[Any, Any, Any]
+        if structured is None:
+            coro = self.reply(given)
+        else:
+            coro = self.reply_structured(given, Target.of(structured, kernel))
+        if type(coro) is not types.CoroutineType:
+            coro = _awaiting(coro)
+        outcome: Awaitable[tuple[Any, bool]] = self._reply_outcome(
+            _stepped(context, coro), given, started
+        )
+        if _stepping_eagerly:  # in a pool's task: the reply gets one of its own
+            outcome = asyncio.ensure_future(outcome)
+        reply, interrupted = await outcome
         value = None
         if structured is not None and not interrupted:
             reply, value = reply
@@ -305,9 +335,10 @@ class Agent:
         # ``given`` is a message or None: the method itself, without the wrapper that converts
         method = getattr(type(self).reply, "given_messages", None)
         coro = self.reply(given) if method is None else method(self, given)
-        if type(coro) is not types.CoroutineType:  # an unusual reply(): let a task run it
-            task = context.run(asyncio.ensure_future, coro)
-            return self._reply_later(task, given, scope, started)
+        if type(coro) is not types.CoroutineType:
+            coro = _awaiting(coro)
+        global _stepping_eagerly
+        outer, _stepping_eagerly = _stepping_eagerly, True
         try:
             pending = context.run(coro.send, None)
         except StopIteration as done:
@@ -320,28 +351,23 @@ class Agent:
             return self._reply_done(reply, scope, started, False)
         except Exception as exc:
             raise self._reply_error(exc, started) from exc
-        task = context.run(asyncio.ensure_future, _resume(coro, pending))
-        return self._reply_later(task, given, scope, started)
+        finally:
+            _stepping_eagerly = outer
+        rest = _stepped(context, coro, pending)
+        task = asyncio.ensure_future(self._reply_later(rest, given, scope, started))
+        self._replies[task] = None  # from now on interrupt() reaches it
+        return task
 
-    def _reply_later(
-        self, task: asyncio.Future[Any], given: Incoming, scope: Scope, started: float
-    ) -> asyncio.Future[Msg]:
-        """The rest of a reply that went on in ``task``, as a future; cancelling the future
-        cancels the reply, even before the future has begun to wait for it."""
-        self._replies.add(task)  # from now on interrupt() reaches it
-
-        async def finishing() -> Msg:
-            reply, interrupted = await self._reply_outcome(task, given, started)
-            return self._reply_done(self._reply_msg(reply, started), scope, started, interrupted)
-
-        def abandoned(future: asyncio.Future[Msg]) -> None:
-            if future.cancelled():
-                task.cancel()
-                self._replies.discard(task)
-
-        future = asyncio.ensure_future(finishing())
-        future.add_done_callback(abandoned)
-        return future
+    async def _reply_later(
+        self, rest: Awaitable[Any], given: Incoming, scope: Scope, started: float
+    ) -> Msg:
+        """The rest of a reply that suspended in its first step, in a task of its own."""
+        task = asyncio.current_task()
+        interrupted = bool(self._replies.pop(task, None))  # type: ignore[arg-type]
+        if interrupted:  # before the task began: the reply is cancelled where it waits
+            task.cancel()  # type: ignore[union-attr]
+        reply, interrupted = await self._reply_outcome(rest, given, started, interrupted)
+        return self._reply_done(self._reply_msg(reply, started), scope, started, interrupted)
 
     def _reply_begun(self, given: Incoming) -> float:
         """A reply begins: observers are told, the input is remembered."""
@@ -355,22 +381,43 @@ class Agent:
         return started
 
     async def _reply_outcome(
-        self, task: asyncio.Future[Any], given: Incoming, started: float
+        self, reply: Awaitable[Any], given: Incoming, started: float, interrupted: bool = False
     ) -> tuple[Any, bool]:
-        """(what the reply's task (in ``_replies``) returned, interrupted?): an interrupt
+        """(what ``reply`` returned, interrupted?), awaited in the current task, which
+        :meth:`interrupt` cancels meanwhile (``interrupted``: it did already): an interrupt
         gives :meth:`handle_interrupt`'s reply, an error becomes a :class:`ReplyError`."""
+        task = asyncio.current_task()
+        replies = self._replies
+        # a reply of this agent inside another of its replies, in one task, shares its entry
+        own = task is not None and task not in replies
+        if own:
+            replies[task] = interrupted  # type: ignore[index]
         try:
-            return await task, False
+            return await reply, False
         except asyncio.CancelledError:
-            if not (self._interrupting and task.cancelled()):
+            if not self._interrupt_taken(task):
                 raise
             return await self.handle_interrupt(given), True
         except Exception as exc:
             raise self._reply_error(exc, started) from exc
         finally:
-            self._replies.discard(task)
-            if not self._replies:
-                self._interrupting = False
+            if own and replies.pop(task):  # type: ignore[arg-type]  # the reply outlived one
+                _uncancel(task)  # type: ignore[arg-type]
+
+    def _interrupt_taken(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether the cancellation raised in ``task`` is :meth:`interrupt`'s alone; if so,
+        it is taken back, and the task goes on with the interrupt reply."""
+        if task is None or not self._replies.get(task):
+            return False
+        self._replies[task] = False
+        return _uncancel(task) == 0
+
+    @property
+    def _interrupting(self) -> bool:
+        """Whether :meth:`interrupt` cancelled the reply the current task runs (a cancellation
+        from elsewhere is no interrupt)."""
+        task = asyncio.current_task()
+        return task is not None and bool(self._replies.get(task))
 
     def _reply_error(self, exc: Exception, started: float) -> Exception:
         """The error a failed reply raises (observers are told first): a
@@ -444,10 +491,12 @@ class Agent:
     def interrupt(self) -> None:
         """Cancel the running reply; the call returns :meth:`handle_interrupt`'s reply instead,
         and memory keeps the input and that reply."""
-        if self._replies:
-            self._interrupting = True
-            for task in self._replies:
-                task.cancel()
+        replies = self._replies
+        for task, interrupted in replies.items():
+            if not interrupted:  # cancelled once: a second request would outlive the reply
+                replies[task] = True
+                if interrupted is False:  # a task not begun is cancelled as it begins
+                    task.cancel()
 
     async def observe(self, msg: Input) -> None:
         """Take in messages without replying (hubs deliver others' replies here)."""
@@ -519,8 +568,7 @@ class Agent:
         """Start conversation state afresh (subclasses with more state extend this)."""
         self.memory = Memory(window=self.memory.window)
         self._hubs = []
-        self._replies = set()
-        self._interrupting = False
+        self._replies = {}
         if self._hooks:
             self._hooks = {kind: list(hooks) for kind, hooks in self._hooks.items()}
 

@@ -367,17 +367,11 @@ def current_call() -> Call | None:
     return _CALL.get()
 
 
-def enter_call(call: Call | None) -> contextvars.Token[Call | None] | None:
-    """Make ``call`` the current one (for a reply's task to copy); None if it already is
-    none, as outside every durable run: then there is nothing to set, or to undo."""
-    if call is None and _CALL.get() is None:
-        return None
-    return _CALL.set(call)
-
-
-def leave_call(token: contextvars.Token[Call | None] | None) -> None:
-    if token is not None:
-        _CALL.reset(token)
+def enter_call(call: Call | None) -> None:
+    """Make ``call`` the current one, in the context a reply runs in (a copy of its
+    caller's); outside every durable run there is nothing to set."""
+    if call is not None or _CALL.get() is not None:
+        _CALL.set(call)
 
 
 async def model_answer(

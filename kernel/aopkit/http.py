@@ -22,6 +22,7 @@ from .formatting import Formatter
 from .message import Msg
 from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
 from .secret import Secret, SecretMissing, Secrets, names_a_credential
+from .turns import Turns
 
 if TYPE_CHECKING:
     import aiohttp
@@ -63,7 +64,7 @@ class HTTPPool:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._turns: asyncio.Semaphore | None = None
+        self._turns: Turns | None = None
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -75,11 +76,11 @@ class HTTPPool:
                 connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=0),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
-            self._turns = asyncio.Semaphore(self.limit)
+            self._turns = Turns(self.limit)
             self._loop = loop
         return self._session
 
-    def turn(self) -> asyncio.Semaphore:
+    def turn(self) -> Turns:
         """What a request holds while it is in flight, ``limit`` at a time, first come first
         served: ``async with pool.turn(): ...`` (the session's, made with it)."""
         if self._turns is None or self._loop is not asyncio.get_running_loop():

@@ -1,0 +1,99 @@
+"""The turns model calls take (``aopkit.turns.Turns``): first come first served, none lost to
+a cancellation, and a release that hands its turn over without walking the queue."""
+
+import asyncio
+
+import pytest
+
+from aopkit.turns import Turns
+
+
+async def holder(turns, name, order, gate):
+    await turns.acquire()
+    order.append(name)
+    try:
+        await gate.wait()
+    finally:
+        turns.release()
+
+
+async def test_turns_are_taken_in_the_order_they_were_asked_for():
+    turns, order, gate = Turns(2), [], asyncio.Event()
+    tasks = [asyncio.ensure_future(holder(turns, i, order, gate)) for i in range(10)]
+    await asyncio.sleep(0)
+    assert order == [0, 1]
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == list(range(10))
+    assert (turns._free, len(turns._waiting)) == (2, 0)
+
+
+async def test_a_newcomer_never_passes_a_waiter():
+    turns = Turns(1)
+    await turns.acquire()
+    waiter = asyncio.ensure_future(turns.acquire())
+    await asyncio.sleep(0)
+    turns.release()  # handed to the waiter, which has not run yet
+    newcomer = asyncio.ensure_future(turns.acquire())
+    await asyncio.sleep(0)
+    assert waiter.done() and not newcomer.done()
+    turns.release()
+    await asyncio.wait_for(newcomer, 1)
+
+
+async def test_a_cancelled_waiter_is_passed_over():
+    turns = Turns(1)
+    await turns.acquire()
+    first = asyncio.ensure_future(turns.acquire())
+    second = asyncio.ensure_future(turns.acquire())
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    turns.release()
+    await asyncio.wait_for(second, 1)
+    turns.release()
+    assert (turns._free, len(turns._waiting)) == (1, 0)
+
+
+async def test_a_turn_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on():
+    turns = Turns(1)
+    await turns.acquire()
+    first = asyncio.ensure_future(turns.acquire())
+    second = asyncio.ensure_future(turns.acquire())
+    await asyncio.sleep(0)
+    turns.release()  # handed to ``first``...
+    first.cancel()  # ...which is cancelled before it runs: the turn goes on to ``second``
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 1)
+    turns.release()
+    assert (turns._free, len(turns._waiting)) == (1, 0)
+
+
+async def test_a_burst_of_releases_takes_each_waiter_off_the_queue_at_once():
+    """Each release hands over and dequeues one waiter: the next release does not walk past
+    those woken before it (asyncio's semaphore in 3.10-3.12 did, quadratic in a burst)."""
+    limit, waiting = 1_000, 5_000
+    turns = Turns(limit)
+    for _ in range(limit):
+        await turns.acquire()
+    waiters = [asyncio.ensure_future(turns.acquire()) for _ in range(waiting)]
+    await asyncio.sleep(0)
+    assert len(turns._waiting) == waiting
+    for released in range(1, limit + 1):  # one burst: no waiter runs in between
+        turns.release()
+        assert len(turns._waiting) == waiting - released
+    await asyncio.gather(*waiters[:limit])
+    for waiter in waiters[limit:]:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    for _ in range(limit):
+        turns.release()
+    assert (turns._free, len(turns._waiting)) == (limit, 0)
+
+
+async def test_async_with_holds_a_turn():
+    turns = Turns(1)
+    async with turns:
+        assert turns._free == 0
+    assert turns._free == 1
