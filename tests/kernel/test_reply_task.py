@@ -67,11 +67,17 @@ async def test_a_reply_runs_in_its_own_context(kernel):
     assert MARK.get() == "caller"
 
 
-async def test_interrupting_an_agent_awaited_inside_another_reply_reaches_only_it(kernel):
+async def asking_a_slow_agent(kernel):
+    """(inner, outer, the outer call): the inner agent's reply has begun and waits."""
     inner = Slow("inner", 60, kernel=kernel)
     outer = Asking("outer", inner, kernel=kernel)
     call = asyncio.ensure_future(outer(Msg("u", "x", "user")))
     await inner.started.wait()
+    return inner, outer, call
+
+
+async def test_interrupting_an_agent_awaited_inside_another_reply_reaches_only_it(kernel):
+    inner, outer, call = await asking_a_slow_agent(kernel)
     inner.interrupt()
     reply = await asyncio.wait_for(call, 5)
     assert outer.heard.metadata == {"interrupted": True}
@@ -80,10 +86,7 @@ async def test_interrupting_an_agent_awaited_inside_another_reply_reaches_only_i
 
 
 async def test_interrupting_the_outer_agent_cancels_the_inner_reply_too(kernel):
-    inner = Slow("inner", 60, kernel=kernel)
-    outer = Asking("outer", inner, kernel=kernel)
-    call = asyncio.ensure_future(outer(Msg("u", "x", "user")))
-    await inner.started.wait()
+    inner, outer, call = await asking_a_slow_agent(kernel)
     outer.interrupt()
     reply = await asyncio.wait_for(call, 5)
     assert reply.metadata == {"interrupted": True} and outer.heard is None
