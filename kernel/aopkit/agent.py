@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import copy
 import functools
 import inspect
 import time
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from .durable import (
@@ -72,10 +73,20 @@ def _announce_made(kernel: Kernel, given: Incoming, original: object) -> None:
 
 
 _FIRST: Any = object()  # no step of the coroutine has run yet
-_stepping_eagerly = False
-"""True while a pool runs a reply's first step in the pool's own task (see
-``Agent._reply_eagerly``): a call made in that step gets a task of its own, so that
-``interrupt()`` never reaches the pool's task."""
+_stepping_eagerly = False  # see stepping_eagerly()
+
+
+@contextlib.contextmanager
+def stepping_eagerly() -> Iterator[None]:
+    """While a pool runs replies' first steps in its own task (``Agent._reply_eagerly``, one
+    stretch of agents at a time): an agent called in such a step gets a task of its own for
+    its reply, so that its ``interrupt()`` never reaches the pool's task."""
+    global _stepping_eagerly
+    outer, _stepping_eagerly = _stepping_eagerly, True
+    try:
+        yield
+    finally:
+        _stepping_eagerly = outer
 
 
 @types.coroutine
@@ -320,7 +331,7 @@ class Agent:
         that once a round): a reply that never suspends (most rule-based ones) is run to its
         end right here, without a task; one that suspends goes on in a task and an awaitable
         is returned. Agents with hooks, hubs or their own ``__call__`` take the ordinary
-        path."""
+        path. The pool calls it inside :func:`stepping_eagerly`."""
         if self._hooks or self._hubs or type(self).__call__ is not Agent.__call__:
             return self(given)
         kernel = self._kernel or self.kernel
@@ -337,8 +348,6 @@ class Agent:
         coro = self.reply(given) if method is None else method(self, given)
         if type(coro) is not types.CoroutineType:
             coro = _awaiting(coro)
-        global _stepping_eagerly
-        outer, _stepping_eagerly = _stepping_eagerly, True
         try:
             pending = context.run(coro.send, None)
         except StopIteration as done:
@@ -351,8 +360,6 @@ class Agent:
             return self._reply_done(reply, scope, started, False)
         except Exception as exc:
             raise self._reply_error(exc, started) from exc
-        finally:
-            _stepping_eagerly = outer
         rest = _stepped(context, coro, pending)
         task = asyncio.ensure_future(self._reply_later(rest, given, scope, started))
         self._replies[task] = None  # from now on interrupt() reaches it

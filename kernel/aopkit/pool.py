@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .agent import Agent
+from .agent import Agent, stepping_eagerly
 from .durable import current_run
 from .errors import AopkitError, ConfigurationError, ReplyError
 from .events import RoundFinished
@@ -93,7 +93,7 @@ class AgentPool:
                     progress.advanced(start - len(waiting) - reported)
                     reported = start - len(waiting)
                     await asyncio.sleep(0)
-                with _collector_paused():
+                with _collector_paused(), stepping_eagerly():
                     for i, agent in enumerate(agents[start : start + YIELD_EVERY], start):
                         try:
                             reply = agent(msg) if durable else agent._reply_eagerly(msg)
