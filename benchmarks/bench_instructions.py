@@ -1,0 +1,135 @@
+"""Instructions, not seconds: the hot paths counted with valgrind's callgrind.
+
+On a shared or virtual machine, timed pairs of runs differ by more than a change worth making
+(docs/benchmarks.md, 2026-12-01: the same tree measured 266 to 546 µs of collector time a
+reply from one run to the next). The instructions a process executes do not depend on the
+machine's load. Each workload runs in a child process under callgrind twice, with ``SMALL``
+and ``SMALL + COUNT`` repetitions, so the startup (interpreter, imports, kernel) cancels out;
+each figure is printed beside a floor counted the same way. Skipped where valgrind is not
+installed. Slow: about a minute per child process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from _util import report
+
+HERE = Path(__file__).parent
+SMALL, COUNT = 1, 2_000
+
+# Each workload is run as ``python -c CODE N``: N repetitions of the work counted.
+AGENT_REPLY = """
+import asyncio, sys, aopkit
+class Echo(aopkit.Agent):
+    async def reply(self, msg):
+        return aopkit.Msg(self.name, msg.text, "assistant")
+async def main(n):
+    agent, msg = Echo("e", kernel=aopkit.Kernel(environ={})), aopkit.Msg("u", "hi", "user")
+    for _ in range(n):
+        await agent(msg)
+        agent.memory.clear()
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+AGENT_REPLY_FLOOR = """
+import asyncio, sys, aopkit
+async def reply(msg):
+    return aopkit.Msg("e", msg.text, "assistant")
+async def main(n):
+    aopkit.Kernel(environ={})
+    msg = aopkit.Msg("u", "hi", "user")
+    for _ in range(n):
+        await reply(msg)
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+POOL_ROUND = """
+import asyncio, gc, sys, aopkit
+from bench_simulation import Guesser, average
+AGENTS = 20_000
+async def main(rounds):
+    kernel = aopkit.Kernel(environ={})
+    agents = [Guesser(f"g{i}", i % 4, kernel) for i in range(AGENTS)]
+    gc.collect(); gc.freeze()
+    play = aopkit.Rounds(aopkit.pools(agents, AGENTS), run="count", kernel=kernel).play
+    avg = 50.0
+    for _ in range(rounds):
+        q = aopkit.Msg("host", "guess", "user", metadata={"average": avg})
+        avg = (await play(q, aggregate=average)).aggregates["average"]
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+POOL_ROUND_FLOOR = """
+import sys, aopkit
+from bench_simulation import Plain, floor_round
+plain = [Plain(i % 4) for i in range(20_000)]
+aopkit.Kernel(environ={})
+avg = 50.0
+for _ in range(int(sys.argv[1])):
+    avg = floor_round(plain, avg)
+"""
+
+ROUNDS = 3  # the pool round's repetitions (each is 20,000 agents), against SMALL
+
+
+def instructions(code: str, repetitions: int) -> int:
+    """What callgrind counts for ``python -c code repetitions``."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            code,
+            str(repetitions),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_repetition(code: str, count: int) -> float:
+    """Instructions per repetition of ``code``'s work, its startup subtracted."""
+    return (instructions(code, SMALL + count) - instructions(code, SMALL)) / count
+
+
+def main() -> None:
+    if shutil.which("valgrind") is None:
+        print("instruction counts: skipped (valgrind is not installed)")
+        return
+    reply = per_repetition(AGENT_REPLY, COUNT)
+    floor = per_repetition(AGENT_REPLY_FLOOR, COUNT)
+    report(
+        "agent reply (await agent(msg)), instructions",
+        reply,
+        "per reply",
+        floor=floor,
+        floor_name="a coroutine making the same Msg",
+    )
+    round_ = per_repetition(POOL_ROUND, ROUNDS - SMALL) / 20_000
+    floor = per_repetition(POOL_ROUND_FLOOR, ROUNDS - SMALL) / 20_000
+    report(
+        "pool round of the guess-2/3 game, 20,000 agents, instructions",
+        round_,
+        "per agent",
+        floor=floor,
+        floor_name="plain loop over plain objects",
+    )
+
+
+if __name__ == "__main__":
+    main()
