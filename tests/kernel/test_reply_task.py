@@ -111,12 +111,18 @@ async def test_the_caller_goes_on_after_an_interrupt(kernel):
         assert call.cancelling() == 0
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 does not count cancellations")
-async def test_a_cancellation_from_elsewhere_wins_over_an_interrupt(kernel):
-    agent = Slow("slow", 60, kernel=kernel)
+async def interrupted(agent):
+    """The call of ``agent`` (a ``Slow``), interrupted once its reply has begun."""
     call = asyncio.ensure_future(agent(Msg("u", "x", "user")))
     await agent.started.wait()
     agent.interrupt()
+    return call
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 does not count cancellations")
+async def test_a_cancellation_from_elsewhere_wins_over_an_interrupt(kernel):
+    agent = Slow("slow", 60, kernel=kernel)
+    call = await interrupted(agent)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
@@ -126,9 +132,7 @@ async def test_a_cancellation_from_elsewhere_wins_over_an_interrupt(kernel):
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 does not count cancellations")
 async def test_an_interrupt_the_reply_swallowed_is_taken_back(kernel):
     agent = Swallowing("s", 60, kernel=kernel)
-    call = asyncio.ensure_future(agent(Msg("u", "x", "user")))
-    await agent.started.wait()
-    agent.interrupt()
+    call = await interrupted(agent)
     reply = await asyncio.wait_for(call, 5)
     assert reply.text == "not stopping" and call.cancelling() == 0
 

@@ -41,12 +41,18 @@ async def test_a_newcomer_never_passes_a_waiter():
     await asyncio.wait_for(newcomer, 1)
 
 
-async def test_a_cancelled_waiter_is_passed_over():
-    turns = Turns(1)
+async def two_waiting(turns):
+    """(first, second): two waiters for ``turns`` (of one turn, taken here), in that order."""
     await turns.acquire()
     first = asyncio.ensure_future(turns.acquire())
     second = asyncio.ensure_future(turns.acquire())
     await asyncio.sleep(0)
+    return first, second
+
+
+async def test_a_cancelled_waiter_is_passed_over():
+    turns = Turns(1)
+    first, second = await two_waiting(turns)
     first.cancel()
     await asyncio.sleep(0)
     turns.release()
@@ -57,10 +63,7 @@ async def test_a_cancelled_waiter_is_passed_over():
 
 async def test_a_turn_handed_to_a_waiter_cancelled_before_it_ran_is_passed_on():
     turns = Turns(1)
-    await turns.acquire()
-    first = asyncio.ensure_future(turns.acquire())
-    second = asyncio.ensure_future(turns.acquire())
-    await asyncio.sleep(0)
+    first, second = await two_waiting(turns)
     turns.release()  # handed to ``first``...
     first.cancel()  # ...which is cancelled before it runs: the turn goes on to ``second``
     with pytest.raises(asyncio.CancelledError):
