@@ -363,7 +363,11 @@ class Agent:
         rest = _stepped(context, coro, pending)
         task = asyncio.ensure_future(self._reply_later(rest, given, scope, started))
         self._replies[task] = None  # from now on interrupt() reaches it
+        task.add_done_callback(self._forget)  # also if it is cancelled before it begins
         return task
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        self._replies.pop(task, None)
 
     async def _reply_later(
         self, rest: Awaitable[Any], given: Incoming, scope: Scope, started: float

@@ -164,3 +164,17 @@ async def test_interrupting_a_pooled_reply_before_its_task_begins(kernel):
     (reply,) = await asyncio.wait_for(running, 5)
     assert reply.metadata == {"interrupted": True}
     assert not agent._replies
+
+
+async def test_a_pooled_reply_cancelled_before_its_task_begins_leaves_nothing(kernel):
+    agent = Slow("slow", 60, kernel=kernel)
+    pool = aopkit.AgentPool([agent])
+    running = asyncio.ensure_future(pool.reply_all(Msg("host", "go", "user")))
+    while not agent._replies:
+        await asyncio.sleep(0)
+    assert list(agent._replies.values()) == [None]  # made, not begun
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await asyncio.sleep(0)
+    assert not agent._replies
