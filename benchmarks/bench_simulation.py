@@ -68,6 +68,36 @@ class Listener:
         self.rounds += isinstance(event, aopkit.events.RoundFinished)
 
 
+class Waiting(aopkit.Agent):
+    """A reply that waits once (as a model call would), then answers."""
+
+    async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+        await asyncio.sleep(0)
+        return Msg(self.name, "", "assistant")
+
+
+async def waiting_round(count: int, rounds: int = 5) -> tuple[float, float]:
+    """(best µs an agent of a pool round whose replies all wait, best floor): the floor gathers
+    the same coroutines, as bare tasks."""
+    kernel = aopkit.Kernel(environ={})
+    agents = [Waiting(f"w{i}", kernel=kernel, memory=aopkit.Memory(window=2)) for i in range(count)]
+    pool, question = aopkit.AgentPool(agents), Msg("host", "wait", "user")
+
+    async def bare(msg: Msg) -> Msg:
+        await asyncio.sleep(0)
+        return Msg("w", "", "assistant")
+
+    times, floors = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        assert len(await pool.reply_all(question)) == count
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await asyncio.gather(*(bare(question) for _ in range(count)))
+        floors.append(time.perf_counter() - start)
+    return min(times) / count * 1e6, min(floors) / count * 1e6
+
+
 def average(replies: list[Msg]) -> dict[str, float]:
     return {"average": sum(m.metadata["guess"] for m in replies) / len(replies)}
 
@@ -124,6 +154,14 @@ async def main() -> None:
         floor_name="plain loop over plain objects",
     )
     assert listener.rounds == 3 and listener.events > 3 * AGENTS
+    value, floor = await waiting_round(min(AGENTS, 20_000))
+    report(
+        f"pool round of replies that wait, {min(AGENTS, 20_000):,} agents",
+        value,
+        "us/agent",
+        floor=floor,
+        floor_name="asyncio.gather of the same coroutines",
+    )
 
 
 if __name__ == "__main__":

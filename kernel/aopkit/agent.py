@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import copy
 import functools
 import inspect
 import time
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from .durable import (
@@ -73,20 +72,6 @@ def _announce_made(kernel: Kernel, given: Incoming, original: object) -> None:
 
 
 _FIRST: Any = object()  # no step of the coroutine has run yet
-_stepping_eagerly = False  # see stepping_eagerly()
-
-
-@contextlib.contextmanager
-def stepping_eagerly() -> Iterator[None]:
-    """While a pool runs replies' first steps in its own task (``Agent._reply_eagerly``, one
-    stretch of agents at a time): an agent called in such a step gets a task of its own for
-    its reply, so that its ``interrupt()`` never reaches the pool's task."""
-    global _stepping_eagerly
-    outer, _stepping_eagerly = _stepping_eagerly, True
-    try:
-        yield
-    finally:
-        _stepping_eagerly = outer
 
 
 @types.coroutine
@@ -194,8 +179,7 @@ class Agent:
         self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
         self._hubs: list[MsgHub] = []
         # the tasks running this agent's replies, each with whether interrupt() cancelled it
-        # (None: a task a pool made for a reply, which has not begun)
-        self._replies: dict[asyncio.Task[Any], bool | None] = {}
+        self._replies: dict[asyncio.Task[Any], bool] = {}
         self._sessions: dict[str, Self] | None = None
         self.session_id: str | None = None  # set on the agents :meth:`session` returns
 
@@ -304,12 +288,7 @@ class Agent:
             coro = self.reply_structured(given, Target.of(structured, kernel))
         if type(coro) is not types.CoroutineType:
             coro = _awaiting(coro)
-        outcome: Awaitable[tuple[Any, bool]] = self._reply_outcome(
-            _stepped(context, coro), given, started
-        )
-        if _stepping_eagerly:  # in a pool's task: the reply gets one of its own
-            outcome = asyncio.ensure_future(outcome)
-        reply, interrupted = await outcome
+        reply, interrupted = await self._reply_outcome(_stepped(context, coro), given, started)
         value = None
         if structured is not None and not interrupted:
             reply, value = reply
@@ -329,9 +308,9 @@ class Agent:
     def _reply_eagerly(self, given: Msg | None) -> Msg | Awaitable[Msg]:
         """``self(given)`` for the bulk path of pools, outside durable runs (the pool checks
         that once a round): a reply that never suspends (most rule-based ones) is run to its
-        end right here, without a task; one that suspends goes on in a task and an awaitable
-        is returned. Agents with hooks, hubs or their own ``__call__`` take the ordinary
-        path. The pool calls it inside :func:`stepping_eagerly`."""
+        end right here; for one that suspends, the rest of it is returned, to be awaited in
+        the task that ran this (the reply's first step bound it). Agents with hooks, hubs or
+        their own ``__call__`` take the ordinary path."""
         if self._hooks or self._hubs or type(self).__call__ is not Agent.__call__:
             return self(given)
         kernel = self._kernel or self.kernel
@@ -360,24 +339,13 @@ class Agent:
             return self._reply_done(reply, scope, started, False)
         except Exception as exc:
             raise self._reply_error(exc, started) from exc
-        rest = _stepped(context, coro, pending)
-        task = asyncio.ensure_future(self._reply_later(rest, given, scope, started))
-        self._replies[task] = None  # from now on interrupt() reaches it
-        task.add_done_callback(self._forget)  # also if it is cancelled before it begins
-        return task
+        return self._reply_rest(_stepped(context, coro, pending), given, scope, started)
 
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._replies.pop(task, None)
-
-    async def _reply_later(
+    async def _reply_rest(
         self, rest: Awaitable[Any], given: Incoming, scope: Scope, started: float
     ) -> Msg:
-        """The rest of a reply that suspended in its first step, in a task of its own."""
-        task = asyncio.current_task()
-        interrupted = bool(self._replies.pop(task, None))  # type: ignore[arg-type]
-        if interrupted:  # before the task began: the reply is cancelled where it waits
-            task.cancel()  # type: ignore[union-attr]
-        reply, interrupted = await self._reply_outcome(rest, given, started, interrupted)
+        """The rest of a reply that suspended in its first step."""
+        reply, interrupted = await self._reply_outcome(rest, given, started)
         return self._reply_done(self._reply_msg(reply, started), scope, started, interrupted)
 
     def _reply_begun(self, given: Incoming) -> float:
@@ -392,17 +360,17 @@ class Agent:
         return started
 
     async def _reply_outcome(
-        self, reply: Awaitable[Any], given: Incoming, started: float, interrupted: bool = False
+        self, reply: Awaitable[Any], given: Incoming, started: float
     ) -> tuple[Any, bool]:
         """(what ``reply`` returned, interrupted?), awaited in the current task, which
-        :meth:`interrupt` cancels meanwhile (``interrupted``: it did already): an interrupt
-        gives :meth:`handle_interrupt`'s reply, an error becomes a :class:`ReplyError`."""
+        :meth:`interrupt` cancels meanwhile: an interrupt gives :meth:`handle_interrupt`'s
+        reply, an error becomes a :class:`ReplyError`."""
         task = asyncio.current_task()
         replies = self._replies
         # a reply of this agent inside another of its replies, in one task, shares its entry
         own = task is not None and task not in replies
         if own:
-            replies[task] = interrupted  # type: ignore[index]
+            replies[task] = False  # type: ignore[index]
         try:
             return await reply, False
         except asyncio.CancelledError:
@@ -506,8 +474,7 @@ class Agent:
         for task, interrupted in replies.items():
             if not interrupted:  # cancelled once: a second request would outlive the reply
                 replies[task] = True
-                if interrupted is False:  # a task not begun is cancelled as it begins
-                    task.cancel()
+                task.cancel()
 
     async def observe(self, msg: Input) -> None:
         """Take in messages without replying (hubs deliver others' replies here)."""

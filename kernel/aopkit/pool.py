@@ -7,17 +7,18 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
 
-from .agent import Agent, stepping_eagerly
+from .agent import Agent
 from .durable import current_run
 from .errors import AopkitError, ConfigurationError, ReplyError
 from .events import RoundFinished
 from .kernel import Kernel, default_kernel
 from .message import Msg, as_msg, new_id
+from .progress import Progress
 from .usage import BudgetExceeded
 
 YIELD_EVERY = 10_000
@@ -81,43 +82,19 @@ class AgentPool:
         Cancelling the call cancels the replies still running. The garbage collector is paused
         while a stretch of replies runs (see ``_collector_paused``)."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
-        agents = self.agents
-        replies: list[Msg | None] = [None] * len(agents)
-        failures: dict[str, str] = {}
-        waiting: list[tuple[int, asyncio.Future[Msg]]] = []
-        progress, reported = self.kernel.progress, 0  # agents shown as done (or failed)
-        durable = current_run() is not None  # a durable run's replies take the ordinary path
+        drive = _Drive(self.agents, msg, self.kernel.progress)
         try:
-            for start in range(0, len(agents), YIELD_EVERY):
-                if start:
-                    progress.advanced(start - len(waiting) - reported)
-                    reported = start - len(waiting)
-                    await asyncio.sleep(0)
-                with _collector_paused(), stepping_eagerly():
-                    for i, agent in enumerate(agents[start : start + YIELD_EVERY], start):
-                        try:
-                            reply = agent(msg) if durable else agent._reply_eagerly(msg)
-                        except Exception as exc:
-                            failures[agent.name] = _reason(exc)
-                            continue
-                        if isinstance(reply, Msg):
-                            replies[i] = reply
-                        else:
-                            waiting.append((i, asyncio.ensure_future(reply)))
-            progress.advanced(len(agents) - len(waiting) - reported)
-            if waiting:
-                done = await asyncio.gather(*(w for _, w in waiting), return_exceptions=True)
-                progress.advanced(len(waiting))
-                for (i, _), result in zip(waiting, done, strict=True):
-                    if isinstance(result, BaseException):
-                        failures[agents[i].name] = _reason(result)
-                    else:
-                        replies[i] = result
+            await drive.from_agent(0)
+            for task in drive.tasks:  # the list grows while earlier tasks are awaited
+                await task
         except BaseException:
-            for _, pending in waiting:
-                pending.cancel()
+            for task in drive.tasks:
+                if not task.done():
+                    task.cancel()
+                elif not task.cancelled():
+                    task.exception()  # seen: a failure of a task not awaited is not logged
             raise
-        return Replies((r for r in replies if r is not None), failures)
+        return Replies((r for r in drive.replies if r is not None), drive.failures)
 
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message)."""
@@ -126,6 +103,62 @@ class AgentPool:
             if i and not i % YIELD_EVERY:
                 await asyncio.sleep(0)
             await agent.observe(msg)
+
+
+class _Drive:
+    """One :meth:`AgentPool.reply_all`. Each agent's first step runs in turn, in the task
+    driving the agents: a reply that never waits (most rule-based ones) costs no task. A reply
+    that waits goes on in the task that ran its first step, so whatever that step bound to
+    "the current task" (``asyncio.timeout``, a task group, an HTTP timer, ``interrupt()``) is
+    the reply's own; the agents after it are driven on by a new task (``tasks``)."""
+
+    def __init__(self, agents: list[Agent], msg: Msg | None, progress: Progress) -> None:
+        self.agents, self.msg, self.progress = agents, msg, progress
+        self.replies: list[Msg | None] = [None] * len(agents)
+        self.failures: dict[str, str] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.durable = current_run() is not None  # a durable run's replies take the usual path
+
+    async def from_agent(self, start: int) -> None:
+        """Drive the agents from ``start`` on, ``YIELD_EVERY`` at a time between two yields to
+        the event loop, until one's reply waits: this task goes on with that reply."""
+        end = len(self.agents)
+        while start < end:
+            stop = min(end, (start // YIELD_EVERY + 1) * YIELD_EVERY)
+            with _collector_paused():
+                start, waiting = self._first_steps(start, stop)
+            if waiting is not None:
+                self.tasks.append(asyncio.ensure_future(self.from_agent(start + 1)))
+                await self._finish(start, waiting)
+                return
+            if start < end:
+                await asyncio.sleep(0)
+
+    def _first_steps(self, start: int, stop: int) -> tuple[int, Awaitable[Msg] | None]:
+        """Run the first steps of agents ``start`` to ``stop``: (where it stopped, the rest of
+        the reply that waits there, if one does)."""
+        agents, msg, replies, durable = self.agents, self.msg, self.replies, self.durable
+        for i in range(start, stop):
+            agent = agents[i]
+            try:
+                reply = agent(msg) if durable else agent._reply_eagerly(msg)
+            except Exception as exc:
+                self.failures[agent.name] = _reason(exc)
+                continue
+            if isinstance(reply, Msg):
+                replies[i] = reply
+            else:
+                self.progress.advanced(i - start)
+                return i, reply
+        self.progress.advanced(stop - start)
+        return stop, None
+
+    async def _finish(self, i: int, rest: Awaitable[Msg]) -> None:
+        try:
+            self.replies[i] = await rest
+        except Exception as exc:
+            self.failures[self.agents[i].name] = _reason(exc)
+        self.progress.advanced(1)
 
 
 @contextlib.contextmanager
@@ -152,7 +185,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, BudgetExceeded) or not isinstance(exc, Exception):
         raise exc
     cause = exc.__cause__ if isinstance(exc, ReplyError) and exc.__cause__ else exc
-    return f"{type(cause).__name__}: {cause}"
+    text = str(cause)
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 def pools(

@@ -210,7 +210,7 @@ async def test_cancelling_a_round_cancels_every_waiting_reply(kernel):
     pool = aopkit.AgentPool([Guesser("g", kernel=kernel), *waiters])
     before = len(asyncio.all_tasks())
     running = asyncio.ensure_future(pool.reply_all(question()))
-    for _ in range(3):
+    while not all(w.memory for w in waiters):  # every reply has begun, and waits
         await asyncio.sleep(0)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -222,6 +222,71 @@ async def test_cancelling_a_round_cancels_every_waiting_reply(kernel):
     gate.set()  # a later round is unaffected
     replies = await pool.reply_all(question())
     assert len(replies) == 21
+
+
+async def test_a_round_cancelled_midway_begins_no_more_replies(kernel):
+    gate = asyncio.Event()
+    waiters = [Waiter(f"w{i}", gate, kernel=kernel) for i in range(20)]
+    before = len(asyncio.all_tasks())
+    running = asyncio.ensure_future(aopkit.AgentPool(waiters).reply_all(question()))
+    while not waiters[5].memory:
+        await asyncio.sleep(0)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    for _ in range(3):
+        await asyncio.sleep(0)
+    begun = [w for w in waiters if w.memory]
+    assert 6 <= len(begun) < 20 and all(w.cancelled for w in begun)
+    assert len(asyncio.all_tasks()) == before and not any(w._replies for w in waiters)
+
+
+class LateFailing(Agent):
+    """Fails after it waited."""
+
+    async def reply(self, msg):
+        await asyncio.sleep(0)
+        raise ValueError(f"{self.name} lost count")
+
+
+def mixed_agents(kernel, count):
+    kinds = [Guesser, Waiter, Failing, Deferred, LateFailing, Odd]
+    return [kinds[i % len(kinds)](f"a{i}", kernel=kernel) for i in range(count)]
+
+
+async def test_a_round_of_every_kind_across_stretches(kernel, monkeypatch):
+    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 4)
+    agents = mixed_agents(kernel, 30)
+    for _ in range(2):
+        replies = await aopkit.AgentPool(agents).reply_all(question())
+        answered = [a.name for a in agents if type(a) in (Guesser, Waiter, Deferred)]
+        failed = [a.name for a in agents if type(a) in (Failing, LateFailing, Odd)]
+        assert [r.name for r in replies] == answered  # in agent order, whatever waited
+        assert sorted(replies.failures) == sorted(failed)
+    assert not any(a._replies for a in agents) and gc.isenabled()
+
+
+@pytest.mark.parametrize("ticks", range(12))
+async def test_a_round_cancelled_at_any_await_leaves_nothing_behind(kernel, monkeypatch, ticks):
+    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 3)
+    gate = asyncio.Event()
+    agents = [*mixed_agents(kernel, 12), Waiter("gated", gate, kernel=kernel)]
+    before = asyncio.all_tasks()
+    running = asyncio.ensure_future(aopkit.AgentPool(agents).reply_all(question()))
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before and gc.isenabled()
+    assert not any(a._replies for a in agents)
+    for agent in agents:  # every memory is whole: the question alone, or the question answered
+        assert [m.role for m in agent.memory] in ([], ["user"], ["user", "assistant"])
+    gate.set()
+    replies = await aopkit.AgentPool(agents).reply_all(question())
+    assert len(replies) + len(replies.failures) == len(agents)
 
 
 async def test_interrupting_a_pooled_reply_gives_the_interrupt_reply(kernel):

@@ -153,28 +153,45 @@ async def test_an_agent_called_in_a_pooled_first_step_never_cancels_the_pool(ker
     assert not replies.failures
 
 
-async def test_interrupting_a_pooled_reply_before_its_task_begins(kernel):
-    agent = Slow("slow", 60, kernel=kernel)
-    pool = aopkit.AgentPool([agent])
-    running = asyncio.ensure_future(pool.reply_all(Msg("host", "go", "user")))
-    while not agent._replies:  # the pool made the reply's task; it has not run yet
-        await asyncio.sleep(0)
-    assert list(agent._replies.values()) == [None]
-    agent.interrupt()
-    (reply,) = await asyncio.wait_for(running, 5)
-    assert reply.metadata == {"interrupted": True}
-    assert not agent._replies
+class TaskBound(Agent):
+    """Binds its first step to the current task (a timeout, a task group), then waits."""
+
+    def __init__(self, name, wait, **kwargs):
+        super().__init__(name, **kwargs)
+        self.wait, self.tasks = wait, []
+
+    async def reply(self, msg):
+        self.tasks.append(asyncio.current_task())
+        async with asyncio.timeout(0.05):
+            async with asyncio.TaskGroup() as group:
+                group.create_task(asyncio.sleep(self.wait))
+        self.tasks.append(asyncio.current_task())
+        return Msg(self.name, "in time", "assistant")
 
 
-async def test_a_pooled_reply_cancelled_before_its_task_begins_leaves_nothing(kernel):
-    agent = Slow("slow", 60, kernel=kernel)
-    pool = aopkit.AgentPool([agent])
-    running = asyncio.ensure_future(pool.reply_all(Msg("host", "go", "user")))
-    while not agent._replies:
-        await asyncio.sleep(0)
-    assert list(agent._replies.values()) == [None]  # made, not begun
-    running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    await asyncio.sleep(0)
-    assert not agent._replies
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is Python 3.11+")
+async def test_a_pooled_reply_keeps_the_task_its_first_step_ran_in(kernel):
+    agents = [TaskBound(f"t{i}", 60 if i % 2 else 0, kernel=kernel) for i in range(6)]
+    caller = asyncio.current_task()
+    replies = await asyncio.wait_for(aopkit.AgentPool(agents).reply_all("go"), 5)
+    assert [r.name for r in replies] == ["t0", "t2", "t4"]  # the others timed out, alone
+    assert set(replies.failures) == {"t1", "t3", "t5"}
+    assert all(f.startswith("TimeoutError") for f in replies.failures.values())
+    assert caller.cancelling() == 0
+    for agent in agents[::2]:
+        first, last = agent.tasks
+        assert first is last  # the reply went on where its first step bound the timeout
+    tasks = [agent.tasks[0] for agent in agents]
+    assert len({id(t) for t in tasks}) == len(tasks)
+
+
+async def test_interrupting_a_pooled_reply_that_waits(kernel):
+    agents = [Slow(f"s{i}", 60, kernel=kernel) for i in range(3)]
+    running = asyncio.ensure_future(aopkit.AgentPool(agents).reply_all(Msg("host", "go", "user")))
+    for agent in agents:
+        await agent.started.wait()
+    for agent in agents:
+        agent.interrupt()
+    replies = await asyncio.wait_for(running, 5)
+    assert [r.metadata for r in replies] == [{"interrupted": True}] * 3
+    assert not any(agent._replies for agent in agents)
