@@ -214,14 +214,22 @@ class AgentHost:
                     del self.waiting[key]
         return slot
 
-    def _in_order(self, seqs: list[int]) -> bool:
+    def _in_order(self, seqs: list[int], resync: list[int]) -> bool:
         """Whether a bulk call is every agent's next call and no other call waits: then it
-        may take the fast path, which starts every agent's call at once."""
+        may take the fast path, which starts every agent's call at once. The agents named in
+        ``resync`` (by index) had a call the driver gave up on (it timed out or was cancelled
+        there), which may never come: their next call is this one, as for a single call."""
         if len(seqs) != len(self.slots):
             raise RemoteAgentError(
                 f"a bulk call names {len(seqs)} calls for the {len(self.slots)} agents of "
                 "this actor"
             )
+        if resync:
+            slots = list(self.slots.values())
+            for i in resync:
+                slot = slots[i]
+                if slot.next is None or seqs[i] > slot.next:
+                    slot.next = seqs[i]
         return not self.waiting and all(
             slot.next is None or slot.next == seq
             for slot, seq in zip(self.slots.values(), seqs, strict=True)
@@ -299,13 +307,14 @@ class AgentHost:
         return self._drain()
 
     async def reply_all(
-        self, seqs: list[int], msg: Any, events: bool
+        self, seqs: list[int], msg: Any, events: bool, resync: list[int]
     ) -> tuple[Columns, dict[str, str], list[dict[str, Any]]]:
         """Every agent replies to ``msg``: one actor call for a pool (``seqs``: each agent's
-        call number, in agent order). (the replies as columns, in agent order; {agent: error}
+        call number, in agent order; ``resync``: the agents whose earlier call may never have
+        come, see :meth:`_resync`). (the replies as columns, in agent order; {agent: error}
         of those that failed; events)."""
         await self._prepare(events)
-        if self._in_order(seqs):
+        if self._in_order(seqs, resync):
             for slot, seq in zip(self.slots.values(), seqs, strict=True):
                 slot.next = seq + 1
             replies = await self.pool.reply_all(self._load_one(msg))
@@ -340,11 +349,13 @@ class AgentHost:
                 replies.append(result[0])
         return Replies(replies, failures)
 
-    async def observe_all(self, seqs: list[int], msg: Any, events: bool) -> list[dict[str, Any]]:
-        """Every agent observes ``msg``: one actor call for a pool (``seqs`` as for
-        :meth:`reply_all`)."""
+    async def observe_all(
+        self, seqs: list[int], msg: Any, events: bool, resync: list[int]
+    ) -> list[dict[str, Any]]:
+        """Every agent observes ``msg``: one actor call for a pool (``seqs`` and ``resync`` as
+        for :meth:`reply_all`)."""
         await self._prepare(events)
-        if self._in_order(seqs):
+        if self._in_order(seqs, resync):
             try:
                 await self.pool.observe_all(self._load_one(msg))
             finally:  # calls that came meanwhile wait until the message is taken in

@@ -148,10 +148,13 @@ class AgentPool:
         not stop the others). Replies are not broadcast to hubs: this is the bulk path of
         simulations."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
-        seqs = [a._next() for a in self.agents]
+        seqs, resync = self._bulk()
         columns, failures, events = await self._wait(
-            self.actor.reply_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
+            self.actor.reply_all.remote(
+                seqs, _dump(self.kernel, msg), self.kernel.observed, resync
+            ),
             "reply_all",
+            bulk=True,
         )
         self._emit(events)
         return Replies(unpack(columns, self.kernel.codec), failures)
@@ -159,10 +162,13 @@ class AgentPool:
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message) in one actor call."""
         msg = as_msg(msg, "pool {!r}: observe_all(msg)", self.name)
-        seqs = [a._next() for a in self.agents]
+        seqs, resync = self._bulk()
         events = await self._wait(
-            self.actor.observe_all.remote(seqs, _dump(self.kernel, msg), self.kernel.observed),
+            self.actor.observe_all.remote(
+                seqs, _dump(self.kernel, msg), self.kernel.observed, resync
+            ),
             "observe_all",
+            bulk=True,
         )
         self._emit(events)
 
@@ -176,16 +182,29 @@ class AgentPool:
         ray.kill(self.actor, no_restart=True)
 
     # -- plumbing ----------------------------------------------------------------------------
-    async def _wait(self, ref: Any, what: str, agent: RemoteAgent | None = None) -> Any:
+    def _bulk(self) -> tuple[list[int], list[int]]:
+        """A bulk call's numbers, one per agent, and the indexes of the agents whose earlier
+        call may never have reached the actor (the actor does not wait for it)."""
+        agents = self.agents
+        return [a._next() for a in agents], [i for i, a in enumerate(agents) if a._resyncing()]
+
+    async def _wait(
+        self, ref: Any, what: str, agent: RemoteAgent | None = None, *, bulk: bool = False
+    ) -> Any:
         """The call's result, or a :class:`RemoteAgentError` that says what failed: never a
-        hang (``timeout``), never a raw Ray error."""
+        hang (``timeout``), never a raw Ray error. A call cancelled here is cancelled in the
+        actor too (an async actor cancels its task), so a stopped round stops there."""
         try:
             return await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.timeout)
         except asyncio.TimeoutError:
             ray.cancel(ref)
-            raise self._failed(what, agent, f"got no answer within {self.timeout}s") from None
+            raise self._failed(what, agent, f"got no answer within {self.timeout}s", bulk) from None
         except RayError as exc:
-            raise self._failed(what, agent, _explain(exc)) from None
+            raise self._failed(what, agent, _explain(exc), bulk) from None
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            self._lost(agent, bulk)
+            raise
 
     def _get_now(self, ref: Any, what: str, agent: RemoteAgent | None = None) -> Any:
         """Blocking form of :meth:`_wait`, for the kernel's synchronous state API."""
@@ -196,11 +215,18 @@ class AgentPool:
         except RayError as exc:
             raise self._failed(what, agent, _explain(exc)) from None
 
-    def _failed(self, what: str, agent: RemoteAgent | None, problem: str) -> RemoteAgentError:
-        if agent is not None:
-            agent._resync = True  # the call may never reach the actor: do not wait for it
+    def _failed(
+        self, what: str, agent: RemoteAgent | None, problem: str, bulk: bool = False
+    ) -> RemoteAgentError:
+        self._lost(agent, bulk)
         who = f"agent {agent.name!r}" if agent is not None else f"pool {self.name!r}"
         return RemoteAgentError(f"{who}: {what} {problem} (actor {self.name!r})")
+
+    def _lost(self, agent: RemoteAgent | None, bulk: bool) -> None:
+        """A call of ``agent`` (of every agent: ``bulk``) may never reach the actor: the next
+        call of each tells the actor not to wait for it."""
+        for each in self.agents if bulk else (agent,) if agent is not None else ():
+            each._resync = True
 
     def _emit(self, events: list[dict[str, Any]], reply: Msg | None = None, hubs: Any = ()) -> None:
         """Re-emit the actor's events into the driver's kernel (the Studio and traces see remote

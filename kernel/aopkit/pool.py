@@ -260,7 +260,7 @@ class Rounds:
         the round is reported with (an average, a count...)."""
         started = time.perf_counter()
         self.kernel.progress.round_started(self.agents)
-        answers = await asyncio.gather(*(self._reply_all(p, msg) for p in self.pools))
+        answers = await self._answers(msg)
         replies = [m for answer in answers for m in answer] if len(answers) != 1 else answers[0]
         failures = {k: v for answer in answers for k, v in answer.failures.items()}
         aggregates = aggregate(replies) if aggregate is not None else {}
@@ -280,6 +280,18 @@ class Rounds:
             )
         self.kernel.progress.changed(now=True)
         return Round(self.number, replies, failures, aggregates, seconds)
+
+    async def _answers(self, msg: Msg | str | None) -> list[Replies]:
+        """Every pool's replies. A round stopped in one pool (a budget reached, a cancellation)
+        stops the others' too before it is raised: no reply of the round runs on after it."""
+        running = [asyncio.ensure_future(self._reply_all(p, msg)) for p in self.pools]
+        try:
+            return await asyncio.gather(*running)
+        except BaseException:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
 
     async def _reply_all(self, pool: Pool, msg: Msg | str | None) -> Replies:
         answer = await pool.reply_all(msg)

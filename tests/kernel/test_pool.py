@@ -181,6 +181,22 @@ async def test_a_budget_stops_the_round(kernel):
         await pool.reply_all(question())
 
 
+async def test_a_budget_in_one_pool_stops_the_whole_round(kernel):
+    gate = asyncio.Event()
+    waiters = [Waiter(f"w{i}", gate, kernel=kernel) for i in range(5)]
+    spender = aopkit.AgentPool([BudgetSpender("s", kernel=kernel)])
+    rounds = aopkit.Rounds([aopkit.AgentPool(waiters), spender])
+    before = asyncio.all_tasks()
+    with pytest.raises(aopkit.BudgetExceeded):
+        await rounds.play(question())
+    assert asyncio.all_tasks() == before  # no reply of the round runs on after it
+    begun = [w for w in waiters if w.memory]
+    assert begun and all(w.cancelled for w in begun) and not any(w._replies for w in waiters)
+    gate.set()
+    await asyncio.sleep(0.01)
+    assert all(len(w.memory) < 2 for w in waiters)  # none answered afterwards
+
+
 async def test_events_reach_a_listener_and_cost_nothing_without_one(kernel):
     agents = [Guesser("g0", kernel=kernel), Waiter("w0", kernel=kernel)]
     rounds = aopkit.Rounds(aopkit.pools(agents, 10), run="game")

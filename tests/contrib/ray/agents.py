@@ -28,6 +28,25 @@ class Counter(Agent):
         return Msg(self.name, f"{self.name}#{len(self.memory)}: saw {seen}", "assistant")
 
 
+class SlowOnce(Agent):
+    """Its first reply waits ``delay`` seconds; every reply says how many replies were
+    cancelled before it (on the actor: what a cancelled round left running)."""
+
+    def __init__(self, name: str, delay: float, kernel: aopkit.Kernel | None = None):
+        super().__init__(name, kernel=kernel)
+        self.delay, self.began, self.cancelled = delay, 0, 0
+
+    async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+        self.began += 1
+        if self.began == 1:
+            try:
+                await asyncio.sleep(self.delay)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        return Msg(self.name, f"cancelled before: {self.cancelled}", "assistant")
+
+
 class Failing(Agent):
     async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
         raise ValueError("no answer today")

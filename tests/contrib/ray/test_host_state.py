@@ -58,7 +58,7 @@ async def test_a_pool_host_counts_each_failing_agent_and_answers_for_the_others(
     }
     actor = AgentHost(KernelSpec(), recipes, None, "s", 5.0)
     question = actor.kernel.codec.dump(Msg("host", "q", "user", metadata={"average": 9.0}))
-    columns, failures, events = await actor.reply_all([0, 0, 0], question, False)
+    columns, failures, events = await actor.reply_all([0, 0, 0], question, False, [])
     assert [m.name for m in unpack(columns, actor.kernel.codec)] == ["g0", "g1"]
     assert failures == {"bad": "ValueError: no answer today"} and events == []
 
@@ -76,7 +76,7 @@ async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
 
     async def bulk(seqs: list[int], text: str) -> list[str]:
         columns, failures, _ = await actor.reply_all(
-            seqs, codec.dump(Msg("host", text, "user")), False
+            seqs, codec.dump(Msg("host", text, "user")), False, []
         )
         assert failures == {}
         return [m.text for m in unpack(columns, codec)]
@@ -95,6 +95,32 @@ async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
         "c0#6: saw a,c0#1,b,c0#3,after,c",
         "c1#5: saw a,c1#1,b,c1#3,c",
     ]
+
+
+async def test_a_bulk_call_does_not_wait_for_a_call_the_driver_gave_up_on():
+    """``resync`` names the agents whose earlier call the driver gave up on (it may never
+    come): their bulk call is their next; the others' still wait for what they miss."""
+    from .agents import Counter
+
+    names = ("c0", "c1")
+    actor = AgentHost(
+        KernelSpec(), {n: lambda k, n=n: Counter(n, kernel=k) for n in names}, None, "s", 0.2
+    )
+    codec = actor.kernel.codec
+
+    async def bulk(seqs: list[int], text: str, resync: list[int]) -> tuple[list[str], dict]:
+        question = codec.dump(Msg("host", text, "user"))
+        columns, failures, _ = await actor.reply_all(seqs, question, False, resync)
+        return [m.text for m in unpack(columns, codec)], failures
+
+    assert await bulk([0, 0], "a", []) == (["c0#1: saw a", "c1#1: saw a"], {})
+    texts, failures = await bulk([2, 2], "b", [1])  # call 1 of each never came
+    assert texts == ["c1#3: saw a,c1#1,b"]
+    assert failures == {
+        "c0": "RemoteAgentError: agent 'c0': call 2 waited 0.2s for call 1, which never arrived"
+    }
+    texts, failures = await bulk([3, 3], "c", [0])
+    assert not failures and texts == ["c0#3: saw a,c0#1,c", "c1#5: saw a,c1#1,b,c1#3,c"]
 
 
 def test_replies_cross_as_columns_and_come_back_equal():

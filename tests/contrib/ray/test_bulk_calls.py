@@ -1,0 +1,63 @@
+"""A pool's bulk calls given up on the driver (a timeout, a cancellation): the actor stops the
+work, and the pool's next round neither waits for a call that never came nor fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import aopkit
+from aopkit import Msg
+
+pytest.importorskip("ray")
+
+from aopkit_ray import AgentPool, RemoteAgentError
+
+from .agents import SlowOnce
+
+A = {"node_a": 0.01}
+
+
+async def test_a_bulk_call_given_up_before_the_actor_saw_it_does_not_stall_the_next(
+    kernel, cluster
+):
+    agents = [SlowOnce(f"s{i}", 2, kernel=kernel) for i in range(3)]
+    pool = AgentPool(agents, resources=A, timeout=30, max_concurrency=1)  # one call at a time
+    try:
+        first = asyncio.ensure_future(pool.reply_all(Msg("user", "u1: hi", "user")))
+        await asyncio.sleep(0.5)  # the actor is busy with it for two seconds
+        pool.timeout = 0.2
+        with pytest.raises(RemoteAgentError, match="no answer within"):
+            await pool.reply_all(Msg("user", "u2: queued", "user"))  # given up while queued
+        pool.timeout = 30
+        assert {r.text for r in await first} == {"cancelled before: 0"}
+        replies = await asyncio.wait_for(pool.reply_all(Msg("user", "u3: next", "user")), 10)
+        assert {r.text for r in replies} == {"cancelled before: 0"} and not replies.failures
+        await pool.observe_all(Msg("user", "u4: noted", "user"))
+        texts = [m.text for m in pool["s0"].memory]
+        assert texts == ["u1: hi", "cancelled before: 0", "u3: next", texts[3], "u4: noted"]
+        assert "u2: queued" not in texts  # cancelled while queued: never delivered
+    finally:
+        pool.kill()
+
+
+async def test_cancelling_a_ray_round_stops_it_in_the_actor(kernel, cluster):
+    agents = [SlowOnce(f"s{i}", 60, kernel=kernel) for i in range(3)]
+    (pool,) = aopkit.pools(agents, 3, runtime="ray", resources=A, timeout=30)
+    try:
+        await pool.location()  # the actor is up
+        running = asyncio.ensure_future(pool.reply_all(Msg("user", "u1: hi", "user")))
+        await asyncio.sleep(1)  # every first reply has begun, and sleeps
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        for _ in range(50):  # the actor hears of the cancellation soon, not at once
+            replies = await pool.reply_all(Msg("user", "u2: again", "user"))
+            if {r.text for r in replies} == {"cancelled before: 1"}:
+                break
+            await asyncio.sleep(0.1)
+        assert {r.text for r in replies} == {"cancelled before: 1"}, replies
+        assert not replies.failures
+    finally:
+        pool.kill()
