@@ -38,6 +38,12 @@ MediaBlock = ImageBlock | AudioBlock | VideoBlock
 MEDIA_BLOCKS = (ImageBlock, AudioBlock, VideoBlock)
 
 
+MAX_MEDIA_BYTES = 32 * 1024 * 1024
+"""The most one media source may hold to be sent inline (a fetched URL, a local file): more is
+refused before it is read whole. Providers take less per request; this only keeps a wrong or
+hostile source from filling the process's memory."""
+
+
 class MediaError(AopkitError):
     """A media file could not be read when formatting."""
 
@@ -241,17 +247,17 @@ async def inline(source: Source, pool: HTTPPool | None = None) -> tuple[str, str
     if is_http(source):
         if pool is None:
             raise MediaError(f"cannot fetch {source.url}: no HTTP pool given to the formatter")
-        async with pool.session().get(source.url) as response:
-            if response.status >= 400:
-                raise MediaError(f"fetching {source.url} failed with HTTP {response.status}")
-            data = await response.read()
-            media_type = source.media_type or response.content_type or media_type_of(source)
+        data, content_type = await pool.fetch(source.url, MAX_MEDIA_BYTES)
+        media_type = source.media_type or content_type or media_type_of(source)
         return media_type, base64.b64encode(data).decode("ascii")
     path = local_path(source.url)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_MEDIA_BYTES + 1)  # what it holds now, not what stat said
     except OSError as exc:
         raise MediaError(f"cannot read media file {str(path)!r}: {exc.strerror or exc}") from None
+    if len(data) > MAX_MEDIA_BYTES:
+        raise MediaError(f"media file {str(path)!r} is larger than {MAX_MEDIA_BYTES} bytes")
     return media_type_of(source), base64.b64encode(data).decode("ascii")
 
 

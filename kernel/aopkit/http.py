@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
-from .formatting import Formatter
+from .formatting import Formatter, MediaError
 from .message import Msg
 from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
 from .secret import Secret, SecretMissing, Secrets, names_a_credential
@@ -36,6 +36,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 DEFAULT_CONNECTIONS = 1024
+MEDIA_TIMEOUT = 60.0
+"""Seconds a media fetch may take (to connect, send and read it all)."""
 
 
 def connection_limit(value: object, where: str) -> int:
@@ -87,6 +89,36 @@ class HTTPPool:
             self.session()
         assert self._turns is not None
         return self._turns
+
+    async def fetch(self, url: str, limit: int) -> tuple[bytes, str | None]:
+        """GET ``url`` (media a model needs inline): (body, content type). It takes a turn as
+        a model call does, gives up after ``MEDIA_TIMEOUT`` seconds, and refuses a body over
+        ``limit`` bytes before it is read whole. Every failure is a
+        :class:`~aopkit.formatting.MediaError` that names the URL."""
+        import aiohttp
+
+        too_large = f"{url} is larger than {limit} bytes"
+        turns = self.turn()
+        await turns.acquire()
+        try:
+            timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT)
+            async with self.session().get(url, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise MediaError(f"fetching {url} failed with HTTP {response.status}")
+                if (response.content_length or 0) > limit:
+                    raise MediaError(too_large)
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(65536):
+                    body += chunk
+                    if len(body) > limit:
+                        raise MediaError(too_large)
+                return bytes(body), response.content_type
+        except asyncio.TimeoutError:
+            raise MediaError(f"fetching {url} took more than {MEDIA_TIMEOUT} s") from None
+        except aiohttp.ClientError as exc:
+            raise MediaError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            turns.release()
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

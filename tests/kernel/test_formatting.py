@@ -1,8 +1,13 @@
+import asyncio
 import base64
+import socket
 
 import pytest
 from aiohttp import web
 
+import aopkit
+import aopkit.formatting
+import aopkit.http
 from aopkit import (
     AudioBlock,
     Base64Source,
@@ -55,6 +60,81 @@ async def test_http_media_is_fetched_through_the_kernel_pool(kernel, serve):
     )
     with pytest.raises(MediaError, match="HTTP 404"):
         await inline(URLSource(f"{base}/dog"), kernel.pool)
+
+
+async def media_server(serve):
+    """A server of bad media: one that stalls after its headers, one too long without saying
+    so, one too long that says so."""
+
+    async def stalled(request):
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        await response.write(b"\x89PNG")
+        await asyncio.sleep(60)
+        return response
+
+    async def endless(request):
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        for _ in range(1000):
+            await response.write(b"x" * 1000)
+        return response
+
+    async def declared(request):
+        return web.Response(body=b"x" * 5000, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/stalled", stalled)
+    app.router.add_get("/endless", endless)
+    app.router.add_get("/declared", declared)
+    return await serve(app)
+
+
+async def test_bad_media_servers_are_clear_errors(kernel, serve, monkeypatch):
+    monkeypatch.setattr(aopkit.http, "MEDIA_TIMEOUT", 0.3)
+    monkeypatch.setattr(aopkit.formatting, "MAX_MEDIA_BYTES", 4000)
+    base = await media_server(serve)
+    with pytest.raises(MediaError, match=r"/stalled took more than 0\.3 s"):
+        await inline(URLSource(f"{base}/stalled"), kernel.pool)
+    with pytest.raises(MediaError, match=r"/endless is larger than 4000 bytes"):
+        await inline(URLSource(f"{base}/endless"), kernel.pool)
+    with pytest.raises(MediaError, match=r"/declared is larger than 4000 bytes"):
+        await inline(URLSource(f"{base}/declared"), kernel.pool)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(MediaError, match=r"failed: ClientConnectorError"):
+        await inline(URLSource(f"http://127.0.0.1:{port}/cat.png"), kernel.pool)
+    with pytest.raises(MediaError, match=r"fetching http://\[ failed"):
+        await inline(URLSource("http://["), kernel.pool)
+    assert kernel.pool.turn()._free == kernel.pool.limit  # every turn taken was given back
+
+
+async def test_a_media_file_too_large_is_refused_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(aopkit.formatting, "MAX_MEDIA_BYTES", 100)
+    path = tmp_path / "big.png"
+    path.write_bytes(b"x" * 101)
+    with pytest.raises(MediaError, match=r"big\.png' is larger than 100 bytes"):
+        await inline(URLSource(str(path)))
+    path.write_bytes(b"x" * 100)  # at the limit
+    assert (await inline(URLSource(str(path))))[1] == base64.b64encode(b"x" * 100).decode()
+
+
+async def test_a_media_fetch_waits_for_a_turn(serve):
+    async def image(request):
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/cat", image)
+    base = await serve(app)
+    async with aopkit.Kernel(environ={}, connections=1) as kernel:
+        turns = kernel.pool.turn()
+        await turns.acquire()  # a model call holds the only connection
+        fetching = asyncio.ensure_future(inline(URLSource(f"{base}/cat"), kernel.pool))
+        await asyncio.sleep(0.05)
+        assert not fetching.done()
+        turns.release()
+        assert (await asyncio.wait_for(fetching, 5))[1] == base64.b64encode(PNG).decode()
 
 
 async def test_base64_sources_pass_through():
