@@ -94,17 +94,20 @@ class HTTPPool:
         """GET ``url`` (media a model needs inline): (body, content type). It takes a turn as
         a model call does, gives up after ``MEDIA_TIMEOUT`` seconds, and refuses a body over
         ``limit`` bytes before it is read whole. Every failure is a
-        :class:`~aopkit.formatting.MediaError` that names the URL."""
+        :class:`~aopkit.formatting.MediaError` that names the URL, its credentials masked."""
         import aiohttp
 
-        too_large = f"{url} is larger than {limit} bytes"
+        secrets = Secrets()
+        secrets.add_url(url)  # a password or a signed query in it is named in no error
+        shown = secrets.redact(url)
+        too_large = f"{shown} is larger than {limit} bytes"
         turns = self.turn()
         await turns.acquire()
         try:
             timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT)
             async with self.session().get(url, timeout=timeout) as response:
                 if response.status >= 400:
-                    raise MediaError(f"fetching {url} failed with HTTP {response.status}")
+                    raise MediaError(f"fetching {shown} failed with HTTP {response.status}")
                 if (response.content_length or 0) > limit:
                     raise MediaError(too_large)
                 body = bytearray()
@@ -114,9 +117,10 @@ class HTTPPool:
                         raise MediaError(too_large)
                 return bytes(body), response.content_type
         except asyncio.TimeoutError:
-            raise MediaError(f"fetching {url} took more than {MEDIA_TIMEOUT} s") from None
+            raise MediaError(f"fetching {shown} took more than {MEDIA_TIMEOUT} s") from None
         except aiohttp.ClientError as exc:
-            raise MediaError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from None
+            why = secrets.redact(f"{type(exc).__name__}: {exc}")
+            raise MediaError(f"fetching {shown} failed: {why}") from None
         finally:
             turns.release()
 

@@ -191,11 +191,16 @@ class Secrets:
 
     def add_url(self, url: str) -> None:
         """Remember credentials inside ``url``: its password (also as the Basic credentials
-        it turns into) and the values of credential query parameters (``?key=``)."""
-        parts = urlsplit(url)
-        if parts.password:
-            basic = f"{parts.username or ''}:{parts.password}"
-            self.add(parts.password, basic, base64.b64encode(basic.encode()).decode())
+        it turns into) and the values of credential query parameters (``?key=``). A URL that
+        cannot be parsed holds none that could be found (it is refused where it is used)."""
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+        except ValueError:
+            return
+        if password:
+            basic = f"{parts.username or ''}:{password}"
+            self.add(password, basic, base64.b64encode(basic.encode()).decode())
         for pair in parts.query.split("&"):
             name, _, value = pair.partition("=")
             if CREDENTIAL_WORDS.search(unquote_plus(name)):  # as written, and as decoded

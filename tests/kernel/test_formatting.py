@@ -107,6 +107,10 @@ async def test_bad_media_servers_are_clear_errors(kernel, serve, monkeypatch):
         await inline(URLSource(f"http://127.0.0.1:{port}/cat.png"), kernel.pool)
     with pytest.raises(MediaError, match=r"fetching http://\[ failed"):
         await inline(URLSource("http://["), kernel.pool)
+    signed = f"http://user:pw-secret-1@127.0.0.1:{port}/cat.png?token=tok-secret-2"
+    with pytest.raises(MediaError) as failed:
+        await inline(URLSource(signed), kernel.pool)
+    assert "secret" not in str(failed.value) and "/cat.png" in str(failed.value)
     assert kernel.pool.turn()._free == kernel.pool.limit  # every turn taken was given back
 
 
