@@ -6,7 +6,7 @@ reply from one run to the next). The instructions a process executes do not depe
 machine's load. Each workload runs in a child process under callgrind twice, with ``SMALL``
 and ``SMALL + COUNT`` repetitions, so the startup (interpreter, imports, kernel) cancels out;
 each figure is printed beside a floor counted the same way. Skipped where valgrind is not
-installed. Slow: about a minute per child process.
+installed. Slow: about a minute per child process, twelve of them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ async def main(n):
     for _ in range(n):
         await reply(msg)
 asyncio.run(main(int(sys.argv[1])))
+"""
+
+REACT_REPLY = """
+import asyncio, sys, bench_react
+bench_react.N = int(sys.argv[1])
+asyncio.run(bench_react.replies())
+"""
+
+REACT_REPLY_FLOOR = """
+import asyncio, sys, aopkit, bench_react
+aopkit.Kernel(environ={})
+bench_react.N = int(sys.argv[1])
+asyncio.run(bench_react.by_hand())
 """
 
 POOL_ROUND = """
@@ -119,6 +132,15 @@ def main() -> None:
         "per reply",
         floor=floor,
         floor_name="a coroutine making the same Msg",
+    )
+    react = per_repetition(REACT_REPLY, COUNT)
+    floor = per_repetition(REACT_REPLY_FLOOR, COUNT)
+    report(
+        "ReAct reply (one tool call, then the answer), instructions",
+        react,
+        "per reply",
+        floor=floor,
+        floor_name="the same messages and tool call by hand",
     )
     round_ = per_repetition(POOL_ROUND, ROUNDS - SMALL) / 20_000
     floor = per_repetition(POOL_ROUND_FLOOR, ROUNDS - SMALL) / 20_000

@@ -20,7 +20,7 @@ MAX_DEPTH = 100
 """Objects and arrays nested deeper than this are refused."""
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 
 
@@ -77,7 +77,7 @@ def loads(
         raise DecodeError("", _TOO_DEEP) from None
     except ValueError as exc:
         raise DecodeError("", f"not valid JSON: {exc}") from None
-    if _could_be_deep(text, check_depth) or _SURROGATE_ESCAPE.search(text):
+    if _could_be_deep(text, check_depth) or _surrogate_in(text, escaped=True):
         found = problem(value, check_depth=check_depth)
         if found is not None:
             raise DecodeError(*found)
@@ -101,11 +101,20 @@ def dumps(value: Any, *, check_depth: bool = True) -> str:
     except (TypeError, ValueError, RecursionError) as exc:
         found = problem(value)
         raise EncodeError(*(found or ("", str(exc)))) from None
-    if _could_be_deep(text, check_depth) or _LONE_SURROGATE.search(text):
+    if _could_be_deep(text, check_depth) or _surrogate_in(text, escaped=False):
         found = problem(value, check_depth=check_depth)
         if found is not None:
             raise EncodeError(*found)
     return text
+
+
+def _surrogate_in(text: str, *, escaped: bool) -> bool:
+    """Whether ``text`` may hold a lone surrogate: a raw one, or (``escaped``) one written as
+    a ``\\uD8xx``-``\\uDFxx`` escape. Cheap on the common text: an ASCII string holds no raw
+    surrogate (``isascii`` reads a flag), and without ``\\u`` there is no escape."""
+    if escaped and "\\u" in text and _ESCAPED_SURROGATE.search(text):
+        return True
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
 
 
 def problem(value: Any, *, check_depth: bool = True) -> tuple[str, str] | None:
@@ -126,7 +135,7 @@ def problem(value: Any, *, check_depth: bool = True) -> tuple[str, str] | None:
             else:
                 stack.extend((inner, f"{path}[{i}]", depth + 1) for i, inner in enumerate(item))
         elif isinstance(item, str):
-            if (found := _LONE_SURROGATE.search(item)) is not None:
+            if not item.isascii() and (found := _LONE_SURROGATE.search(item)) is not None:
                 return path, (
                     f"lone surrogate {found.group()!r} at character {found.start()}: "
                     "UTF-8 cannot encode it"

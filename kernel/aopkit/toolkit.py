@@ -156,8 +156,11 @@ class Tool:
                     continue
                 raise DecodeError(key, f"unexpected argument; expected {sorted(self._types)}")
             kind = self._types[key]
+            if kind is Any or type(value) is kind:  # as given: what the codec would return
+                out[key] = value
+                continue
             try:
-                out[key] = value if kind is Any else kernel.codec.load(value, kind)
+                out[key] = kernel.codec.load(value, kind)
             except DecodeError as exc:
                 raise exc.under(key) from None
         missing = [k for k in self.parameters["required"] if k not in out]

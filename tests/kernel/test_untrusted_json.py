@@ -3,6 +3,8 @@ escape as RecursionError or land in a message that could not be saved."""
 
 import pytest
 
+from aopkit import jsontext
+from aopkit.errors import DecodeError, EncodeError
 from aopkit.http import ndjson
 from aopkit.models import ModelUnavailable, parse_tool_arguments
 from aopkit.structured import NotJSON, Target
@@ -32,3 +34,23 @@ async def test_a_deeply_nested_stream_line_is_a_retryable_error():
         async for item in ndjson(lines(), "m"):
             got.append(item)
     assert got == [{"ok": 1}]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"x": "\\ud800"}',  # escaped, in ASCII text
+        '{"x": "\\uDBFF ok"}',  # upper-case escape
+        '{"x": "café \\udc00"}',  # escaped, in text that is not ASCII
+        '{"x": "café \udc00"}',  # raw, in text that is not ASCII
+    ],
+)
+def test_a_lone_surrogate_is_refused_however_it_is_written(text):
+    with pytest.raises(DecodeError, match="x"):
+        jsontext.loads(text)
+
+
+def test_a_lone_surrogate_is_not_written_and_a_pair_loads():
+    with pytest.raises(EncodeError, match="x"):
+        jsontext.dumps({"x": "café \udc00"})
+    assert jsontext.loads('{"x": "caf\\u00e9 \\ud83d\\ude00"}') == {"x": "café 😀"}
