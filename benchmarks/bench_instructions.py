@@ -120,37 +120,36 @@ def per_repetition(code: str, count: int) -> float:
     return (instructions(code, SMALL + count) - instructions(code, SMALL)) / count
 
 
+# (what is counted, its workload, the floor's, the floor's name, repetitions, per how many)
+FIGURES = (
+    (
+        "agent reply (await agent(msg)), instructions per reply",
+        (AGENT_REPLY, AGENT_REPLY_FLOOR, "a coroutine making the same Msg", COUNT, 1),
+    ),
+    (
+        "ReAct reply (one tool call, then the answer), instructions per reply",
+        (REACT_REPLY, REACT_REPLY_FLOOR, "the same messages and tool call by hand", COUNT, 1),
+    ),
+    (
+        "pool round of the guess-2/3 game, 20,000 agents, instructions per agent",
+        (POOL_ROUND, POOL_ROUND_FLOOR, "plain loop over plain objects", ROUNDS - SMALL, 20_000),
+    ),
+)
+
+
 def main() -> None:
     if shutil.which("valgrind") is None:
         print("instruction counts: skipped (valgrind is not installed)")
         return
-    reply = per_repetition(AGENT_REPLY, COUNT)
-    floor = per_repetition(AGENT_REPLY_FLOOR, COUNT)
-    report(
-        "agent reply (await agent(msg)), instructions",
-        reply,
-        "per reply",
-        floor=floor,
-        floor_name="a coroutine making the same Msg",
-    )
-    react = per_repetition(REACT_REPLY, COUNT)
-    floor = per_repetition(REACT_REPLY_FLOOR, COUNT)
-    report(
-        "ReAct reply (one tool call, then the answer), instructions",
-        react,
-        "per reply",
-        floor=floor,
-        floor_name="the same messages and tool call by hand",
-    )
-    round_ = per_repetition(POOL_ROUND, ROUNDS - SMALL) / 20_000
-    floor = per_repetition(POOL_ROUND_FLOOR, ROUNDS - SMALL) / 20_000
-    report(
-        "pool round of the guess-2/3 game, 20,000 agents, instructions",
-        round_,
-        "per agent",
-        floor=floor,
-        floor_name="plain loop over plain objects",
-    )
+    for name, (code, floor_code, floor_name, count, per) in FIGURES:
+        figure, unit = name.rsplit(", ", 1)
+        report(
+            figure,
+            per_repetition(code, count) / per,
+            unit,
+            floor=per_repetition(floor_code, count) / per,
+            floor_name=floor_name,
+        )
 
 
 if __name__ == "__main__":

@@ -240,6 +240,15 @@ async def test_cancelling_a_round_cancels_every_waiting_reply(kernel):
     assert len(replies) == 21
 
 
+async def cancelled(running):
+    """Cancel a running round, see it raise, and let what it cancelled finish."""
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 async def test_a_round_cancelled_midway_begins_no_more_replies(kernel):
     gate = asyncio.Event()
     waiters = [Waiter(f"w{i}", gate, kernel=kernel) for i in range(20)]
@@ -247,11 +256,7 @@ async def test_a_round_cancelled_midway_begins_no_more_replies(kernel):
     running = asyncio.ensure_future(aopkit.AgentPool(waiters).reply_all(question()))
     while not waiters[5].memory:
         await asyncio.sleep(0)
-    running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await cancelled(running)
     begun = [w for w in waiters if w.memory]
     assert 6 <= len(begun) < 20 and all(w.cancelled for w in begun)
     assert len(asyncio.all_tasks()) == before and not any(w._replies for w in waiters)
@@ -291,11 +296,7 @@ async def test_a_round_cancelled_at_any_await_leaves_nothing_behind(kernel, monk
     running = asyncio.ensure_future(aopkit.AgentPool(agents).reply_all(question()))
     for _ in range(ticks):
         await asyncio.sleep(0)
-    running.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await running
-    for _ in range(3):
-        await asyncio.sleep(0)
+    await cancelled(running)
     assert asyncio.all_tasks() == before and gc.isenabled()
     assert not any(a._replies for a in agents)
     for agent in agents:  # every memory is whole: the question alone, or the question answered
