@@ -306,6 +306,27 @@ async def test_a_round_cancelled_at_any_await_leaves_nothing_behind(kernel, monk
     assert len(replies) + len(replies.failures) == len(agents)
 
 
+class Stubborn(Agent):
+    """Swallows the cancellation of its reply and answers anyway."""
+
+    async def reply(self, msg):
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "not stopping"
+        return "slept"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 does not count cancellations")
+async def test_a_reply_that_swallows_the_rounds_cancellation_does_not_end_it(kernel):
+    agents = [Stubborn(f"s{i}", kernel=kernel) for i in range(3)]
+    running = asyncio.ensure_future(aopkit.AgentPool(agents).reply_all(question()))
+    while not all(a.memory for a in agents):
+        await asyncio.sleep(0)
+    await cancelled(running)  # raised, though the reply running in the round's task answered
+    assert all(not a._replies for a in agents)
+
+
 async def test_interrupting_a_pooled_reply_gives_the_interrupt_reply(kernel):
     gate = asyncio.Event()
     waiter = Waiter("w", gate, kernel=kernel)
