@@ -22,16 +22,19 @@ A = {"node_a": 0.01}
 async def test_a_bulk_call_given_up_before_the_actor_saw_it_does_not_stall_the_next(
     kernel, cluster
 ):
-    agents = [SlowOnce(f"s{i}", 2, kernel=kernel) for i in range(3)]
+    agents = [SlowOnce(f"s{i}", 3, kernel=kernel) for i in range(3)]
     pool = AgentPool(agents, resources=A, timeout=30, max_concurrency=1)  # one call at a time
     try:
+        # The actor first: an async actor may start calls queued before it was up in any order.
+        await pool.location()
         first = asyncio.ensure_future(pool.reply_all(Msg("user", "u1: hi", "user")))
-        await asyncio.sleep(0.5)  # the actor is busy with it for two seconds
+        await asyncio.sleep(1)  # the actor is busy with it for three seconds
         pool.timeout = 0.2
         with pytest.raises(RemoteAgentError, match="no answer within"):
             await pool.reply_all(Msg("user", "u2: queued", "user"))  # given up while queued
         pool.timeout = 30
-        assert {r.text for r in await first} == {"cancelled before: 0"}
+        done = await first
+        assert {r.text for r in done} == {"cancelled before: 0"}, done.failures
         replies = await asyncio.wait_for(pool.reply_all(Msg("user", "u3: next", "user")), 10)
         assert {r.text for r in replies} == {"cancelled before: 0"} and not replies.failures
         await pool.observe_all(Msg("user", "u4: noted", "user"))
