@@ -1,11 +1,12 @@
 """The Ray actor that hosts agents: one agent, or a pool of many light ones.
 
 Messages arrive as the kernel's own serialised form (``codec.dump``). Every call on an agent
-carries a sequence number given by its proxy, so the agent sees calls in the order they were
-made even though an async actor may start them out of order, and a call that Ray retries after
-a restart is recognised and never applied twice. A pool's bulk call whose agents are all in
-order (the usual case) runs through the kernel's own :class:`aopkit.AgentPool`, as a local pool
-does, and its replies go back as columns (:mod:`aopkit_ray._columns`).
+carries a sequence number given by its proxy (from 0, for each pool the driver makes), so the
+agent sees calls in the order they were made even though an async actor may start them out of
+order, and a call that Ray retries after a restart is recognised and never applied twice. A
+pool's bulk call whose agents are all in order (the usual case) runs through the kernel's own
+:class:`aopkit.AgentPool`, as a local pool does, and its replies go back as columns
+(:mod:`aopkit_ray._columns`).
 """
 
 from __future__ import annotations
@@ -89,13 +90,24 @@ class _Capture:
 @attrs.define
 class _Slot:
     agent: Agent
-    next: int | None = None  # the sequence number of the next call to apply; None: not known yet
+    next: int | None  # the sequence number of the next call to apply; None: not known yet
     last_reply: tuple[int, Msg] | None = None  # (seq, reply) of the latest reply
     turn: asyncio.Condition = attrs.field(factory=asyncio.Condition)
 
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _restarted() -> bool:
+    """Whether Ray restarted this actor: its constructor then runs again, with the arguments it
+    was first given."""
+    import ray  # the host also runs without Ray (in tests)
+
+    if not ray.is_initialized():  # get_runtime_context() would start a local Ray
+        return False
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
 
 
 def build_agent(recipe: Recipe, kernel: Kernel) -> Agent:
@@ -116,13 +128,18 @@ class AgentHost:
         store: Store | None,
         session: str,
         order_timeout: float,
+        run: str,
     ) -> None:
         self.kernel = spec.build()
         if isinstance(recipes, bytes):  # pickled by the pool in one go
             recipes = pickle.loads(recipes)
             assert isinstance(recipes, dict)
-        self.slots = {key: _Slot(build_agent(r, self.kernel)) for key, r in recipes.items()}
+        # A new actor knows its pool's numbering starts at 0. A restarted one knows it only from
+        # the state it saved; without one, its agents start afresh at the next call that comes.
+        first = None if _restarted() else 0
+        self.slots = {key: _Slot(build_agent(r, self.kernel), first) for key, r in recipes.items()}
         self.store, self.session, self.order_timeout = store, session, order_timeout
+        self.run = run  # the pool's own id: its calls' numbers mean nothing to another pool
         self.capture = _Capture()
         self.capturing = False
         self.loading: asyncio.Future[None] | None = None
@@ -158,12 +175,15 @@ class AgentHost:
                 self._restore(key, slot, saved)
 
     def _restore(self, key: str, slot: _Slot, saved: dict[str, Any]) -> None:
-        """Put back what :meth:`_save` stored, or say clearly that it is something else."""
+        """Put back what :meth:`_save` stored, or say clearly that it is something else. A state
+        an earlier pool saved on this session gives its agents; this pool numbers its own calls."""
         agent, next_seq, last = saved.get("agent"), saved.get("next"), saved.get("last_reply")
+        run = saved.get("run")
         shaped = (
             isinstance(agent, dict)
             and (next_seq is None or type(next_seq) is int)
             and (last is None or (isinstance(last, list) and len(last) == 2))
+            and (run is None or isinstance(run, str))
         )
         reply: Msg | None = None
         if shaped and last:
@@ -174,12 +194,13 @@ class AgentHost:
         if not shaped:
             raise StoreError(
                 f"{self.store!r}, session {self.session!r}: the state saved for agent {key!r} "
-                "is not an aopkit_ray host's (an object with 'agent', 'next' and "
-                "'last_reply'); it is left as it is"
+                "is not an aopkit_ray host's (an object with 'agent', 'next', 'last_reply' "
+                "and 'run'); it is left as it is"
             )
         slot.agent.load_state_dict(agent)
-        slot.next = next_seq
-        slot.last_reply = (last[0], reply) if last and reply else None
+        if run == self.run:
+            slot.next = next_seq
+            slot.last_reply = (last[0], reply) if last and reply else None
 
     def _drain(self) -> list[dict[str, Any]]:
         events, self.capture.events = self.capture.events, []
@@ -251,6 +272,7 @@ class AgentHost:
                 "agent": slot.agent.state_dict(),
                 "next": slot.next,
                 "last_reply": last and (last[0], self.kernel.codec.dump(last[1])),
+                "run": self.run,
             }
         async with self.save_lock:  # saves land in call order: an older state never wins
             await self.store.save(self.session, states)

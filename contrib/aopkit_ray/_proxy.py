@@ -131,7 +131,10 @@ class AgentPool:
         spec, wait = KernelSpec.of(self.kernel), timeout or 600.0
         shipped = _pickled(recipes)
         self.actor: Any = cast(
-            Any, _Host.options(**options).remote(spec, shipped, store, session or self.name, wait)
+            Any,
+            _Host.options(**options).remote(
+                spec, shipped, store, session or self.name, wait, new_id()
+            ),
         )
         names = list(recipes)
         if any(not isinstance(r, Agent) for r in recipes.values()):  # factories name their agents

@@ -1,5 +1,5 @@
-"""The Ray host's saved state, read back without Ray: a foreign or damaged state is a clear
-StoreError, and the host's own state restores."""
+"""The Ray host without Ray: its saved state (a foreign or damaged state is a clear
+StoreError, the host's own state restores) and the order of each agent's calls."""
 
 import asyncio
 
@@ -12,8 +12,15 @@ from aopkit_ray._host import AgentHost, KernelSpec
 from ...kernel.helpers import Echo
 
 
-def host(store):
-    return AgentHost(KernelSpec(), {"a": lambda k: Echo("a", kernel=k)}, store, "s", 5.0)
+def host(store, run="run-1"):
+    return AgentHost(KernelSpec(), {"a": lambda k: Echo("a", kernel=k)}, store, "s", 5.0, run)
+
+
+def counters(names, order_timeout=5.0):
+    from .agents import Counter
+
+    recipes = {n: lambda k, n=n: Counter(n, kernel=k) for n in names}
+    return AgentHost(KernelSpec(), recipes, None, "s", order_timeout, "run-1")
 
 
 @pytest.mark.parametrize(
@@ -46,6 +53,39 @@ async def test_the_hosts_own_state_restores(tmp_path):
     assert [m.text for m in second.slots["a"].agent.memory.messages()] == ["remember me"]
 
 
+async def test_a_new_pool_on_a_saved_session_takes_its_agents_and_numbers_its_own_calls(tmp_path):
+    """A later program's pool on the same store and session: the agents go on with what they
+    had, and its first call (number 0) is applied, not taken for one applied already."""
+    store = JSONFileStore(tmp_path)
+    first = host(store)
+    codec = first.kernel.codec
+    await first.observe("a", 0, False, codec.dump(Msg("u", "remember me", "user")), False)
+    await first.reply("a", 1, False, codec.dump(Msg("u", "hi", "user")), None, False)
+    later = host(store, run="run-2")
+    dumped, _, _ = await later.reply(
+        "a", 0, False, codec.dump(Msg("u", "again", "user")), None, False
+    )
+    assert codec.load(dumped).text == "a: again"
+    texts = [m.text for m in later.slots["a"].agent.memory.messages()]
+    assert texts == ["remember me", "hi", "a: hi", "again", "a: again"]
+    assert later.slots["a"].next == 1
+
+
+async def test_a_new_hosts_first_call_waits_for_the_calls_before_it():
+    """An async actor may start call 1 before call 0 (both queued before it was up): call 1
+    waits, and both are applied in the order they were made."""
+    actor = counters(["c0"])
+    codec = actor.kernel.codec
+    second = asyncio.ensure_future(
+        actor.observe("c0", 1, False, codec.dump(Msg("u", "second", "user")), False)
+    )
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    await actor.observe("c0", 0, False, codec.dump(Msg("u", "first", "user")), False)
+    await second
+    assert [m.text for m in actor.slots["c0"].agent.memory] == ["first", "second"]
+
+
 async def test_a_pool_host_counts_each_failing_agent_and_answers_for_the_others():
     """The actor side of ``reply_all``, without Ray: one failing agent is named in the
     failures, the others' replies come back in order."""
@@ -56,7 +96,7 @@ async def test_a_pool_host_counts_each_failing_agent_and_answers_for_the_others(
         "bad": lambda k: Failing("bad", kernel=k),
         "g1": lambda k: Guesser("g1", 2, k),
     }
-    actor = AgentHost(KernelSpec(), recipes, None, "s", 5.0)
+    actor = AgentHost(KernelSpec(), recipes, None, "s", 5.0, "run-1")
     question = actor.kernel.codec.dump(Msg("host", "q", "user", metadata={"average": 9.0}))
     columns, failures, events = await actor.reply_all([0, 0, 0], question, False, [])
     assert [m.name for m in unpack(columns, actor.kernel.codec)] == ["g0", "g1"]
@@ -67,11 +107,7 @@ async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
     """A bulk call takes the fast path only when it is every agent's next call: a later call
     that came first waits for it, and a bulk call Ray retries after a restart gets the replies
     already given."""
-    from .agents import Counter
-
-    actor = AgentHost(
-        KernelSpec(), {n: lambda k, n=n: Counter(n, kernel=k) for n in ("c0", "c1")}, None, "s", 5.0
-    )
+    actor = counters(["c0", "c1"])
     codec = actor.kernel.codec
 
     async def bulk(seqs: list[int], text: str) -> list[str]:
@@ -100,12 +136,7 @@ async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
 async def test_a_bulk_call_does_not_wait_for_a_call_the_driver_gave_up_on():
     """``resync`` names the agents whose earlier call the driver gave up on (it may never
     come): their bulk call is their next; the others' still wait for what they miss."""
-    from .agents import Counter
-
-    names = ("c0", "c1")
-    actor = AgentHost(
-        KernelSpec(), {n: lambda k, n=n: Counter(n, kernel=k) for n in names}, None, "s", 0.2
-    )
+    actor = counters(["c0", "c1"], order_timeout=0.2)
     codec = actor.kernel.codec
 
     async def bulk(seqs: list[int], text: str, resync: list[int]) -> tuple[list[str], dict]:

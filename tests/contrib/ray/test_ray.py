@@ -99,6 +99,33 @@ async def test_an_actor_killed_mid_reply_restarts_with_its_saved_state(
     agent.pool.kill()
 
 
+async def test_a_restarted_actor_without_a_store_starts_its_agent_afresh(kernel, cluster):
+    agent = to_dist(
+        Counter("fresh", kernel=kernel), resources=A, max_restarts=1, max_task_retries=1
+    )
+    await agent(Msg("user", "u1: hello", "user"))
+    pid, _ = await agent.pool.location()
+    os.kill(pid, signal.SIGKILL)
+    reply = await agent(Msg("user", "u2: again", "user"))  # call 2: the actor's first
+    assert reply.text == "fresh#1: saw u2"
+    assert (await agent.pool.location())[0] != pid
+    agent.pool.kill()
+
+
+async def test_a_later_pool_on_a_saved_session_takes_up_its_agents(kernel, cluster, tmp_path):
+    """Another program's pool on the same store and session: the agent remembers, and the new
+    pool's calls (numbered from 0 again) are all applied."""
+    store = aopkit.JSONFileStore(tmp_path)
+    first = to_dist(Counter("keeper", kernel=kernel), resources=A, store=store, session="kept")
+    await first(Msg("user", "u1: hello", "user"))
+    first.pool.kill()
+    later = to_dist(Counter("keeper", kernel=kernel), resources=B, store=store, session="kept")
+    await later.observe(Msg("user", "u2: news", "user"))
+    reply = await later(Msg("user", "u3: and?", "user"))
+    assert reply.text == "keeper#4: saw u1,keeper#1,u2,u3"
+    later.pool.kill()
+
+
 async def test_a_dead_actor_gives_a_clear_error_not_a_hang(kernel, cluster):
     agent = to_dist(Counter("once", kernel=kernel), resources=A, timeout=20)
     await agent(Msg("user", "u1: hi", "user"))
