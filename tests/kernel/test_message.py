@@ -1,5 +1,7 @@
+import copy
 import inspect
 import multiprocessing
+import pickle
 import time
 
 import attrs
@@ -39,8 +41,9 @@ def test_messages_are_immutable_values():
     assert changed.id == msg.id and changed.content == "y" and msg.content == "x"
 
 
-def test_msg_init_is_the_one_attrs_would_write():
-    """Msg writes its own __init__ (a hot path): same parameters, defaults, values and check."""
+def test_msg_is_made_as_attrs_would_make_it():
+    """Msg makes itself (a hot path, in ``__new__``): the parameters, defaults, values and
+    check of the ``__init__`` attrs would write."""
     twin = attrs.make_class(
         "Twin",
         {
@@ -50,8 +53,8 @@ def test_msg_init_is_the_one_attrs_would_write():
         frozen=True,
     )
     params = [
-        [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
-        for cls in (Msg, twin)
+        [(p.name, p.kind, p.default) for p in inspect.signature(made).parameters.values()][1:]
+        for made in (Msg.__new__, twin.__init__)
     ]
     assert params[0] == params[1]
     given = {"metadata": {"k": [1]}, "id": "x", "timestamp": 1.0}
@@ -64,6 +67,36 @@ def test_msg_init_is_the_one_attrs_would_write():
     for role in ("robot", "", None):
         with pytest.raises(ValueError, match="role must be one of"):
             Msg("a", "x", role)  # type: ignore[arg-type]
+
+
+class Note(Msg):
+    """A plain subclass: it has a ``__dict__`` besides Msg's slots."""
+
+
+@attrs.frozen
+class Tagged(Msg):
+    tag: str = "none"
+
+
+@pytest.mark.parametrize(
+    "copied", [copy.copy, copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))]
+)
+def test_messages_and_subclasses_copy_and_pickle_whole(copied):
+    for msg in (
+        Msg("a", [TextBlock("t")], "user", metadata={"k": 1}),
+        Note("a", "t", "user", id="n1"),
+        Tagged("a", "t", "assistant", tag="x"),
+    ):
+        again = copied(msg)
+        assert type(again) is type(msg) and again == msg and again.id == msg.id
+        assert attrs.evolve(msg, name="b") == attrs.evolve(again, name="b")
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            again.name = "b"
+    assert Tagged("a", "t", "user").tag == "none" and Tagged("a", "t", "user", tag="y").tag == "y"
+    with pytest.raises(ValueError, match="role must be one of"):
+        Note("a", "x", "robot")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Msg("a", "x")  # type: ignore[call-arg]
 
 
 def test_ids_are_unique_and_differ_in_a_forked_child():
