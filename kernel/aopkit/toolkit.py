@@ -11,6 +11,7 @@ import asyncio
 import copy
 import functools
 import inspect
+import json
 import re
 import time
 import typing
@@ -502,9 +503,13 @@ def _text(value: Any, kernel: Kernel) -> str:
         return value
     if value is None:
         return ""
+    if type(value) in _NUMBERS:  # as JSON writes them: the codec would give them back as they are
+        return _as_json(value)
     try:
-        import json
-
-        return json.dumps(kernel.codec.dump(value), ensure_ascii=False, default=str)
+        return _as_json(kernel.codec.dump(value))
     except Exception:  # whatever a tool returned, the model gets something to read
         return str(value)
+
+
+_NUMBERS = frozenset((int, float, bool))
+_as_json = json.JSONEncoder(ensure_ascii=False, default=str).encode  # made once, not per call

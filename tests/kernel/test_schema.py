@@ -432,6 +432,18 @@ async def test_tool_results_of_every_kind_of_class_are_json_under_their_schema_n
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(42, "42"), (2.5, "2.5"), (True, "true"), (float("inf"), "Infinity"), (None, "")],
+)
+async def test_a_number_a_tool_returns_is_read_as_json_writes_it(kernel, value, text):
+    def number() -> object:
+        return value
+
+    result = await Toolkit([number], kernel=kernel).call(ToolUseBlock("c1", "number", {}))
+    assert not result.is_error and result.output == text
+
+
 async def test_a_react_agent_calls_a_pydantic_tool_and_a_bad_call_is_repaired(kernel):
     seen = []
 
