@@ -169,18 +169,20 @@ class Tool:
             raise DecodeError(missing[0], "required argument is missing")
         return out
 
-    async def run(self, arguments: Mapping[str, Any]) -> AsyncIterator[Any]:
-        """Yield what the tool produces: one value, or a stream's items as they come."""
+    async def result(self, arguments: Mapping[str, Any]) -> Any:
+        """What a tool that does not stream returns (a plain function in a worker thread if
+        ``thread``)."""
         kwargs = {**arguments, **self.preset}
-        if self.is_stream:
-            async for item in self.func(**kwargs):
-                yield item
-        elif self.is_async:
-            yield await self.func(**kwargs)
-        elif self.thread:
-            yield await asyncio.to_thread(self.func, **kwargs)
-        else:
-            yield self.func(**kwargs)
+        if self.is_async:
+            return await self.func(**kwargs)
+        if self.thread:
+            return await asyncio.to_thread(self.func, **kwargs)
+        return self.func(**kwargs)
+
+    def items(self, arguments: Mapping[str, Any]) -> AsyncIterator[Any]:
+        """What a streaming tool yields, as it comes."""
+        items: AsyncIterator[Any] = self.func(**arguments, **self.preset)
+        return items
 
 
 def _flag(value: object, name: str, func: object) -> bool:
@@ -398,7 +400,14 @@ class Toolkit:
         """Run ``use`` to the end and return its result (an error result if anything failed,
         a cancel from within the tool included); cancelling the caller cancels the tool.
         Its events go to ``kernel`` (agents pass theirs), else to :attr:`kernel`."""
-        results = [result async for result in self.stream(use, kernel=kernel)]
+        kernel = kernel or self.kernel
+        found = self._ready(use, kernel)
+        if isinstance(found, ToolResultBlock):
+            return found
+        tool, arguments = found
+        if not tool.is_stream:  # no async generator: each costs a hook and a weak reference
+            return await self._result(use, tool, arguments, kernel)
+        results = [result async for result in self._streamed(use, tool, arguments, kernel)]
         return results[-1]
 
     async def stream(
@@ -407,12 +416,24 @@ class Toolkit:
         """Partial results of a streaming tool (each holds everything so far), then the final
         one; a plain tool yields its one result."""
         kernel = kernel or self.kernel
+        found = self._ready(use, kernel)
+        if isinstance(found, ToolResultBlock):
+            yield found
+        elif not found[0].is_stream:
+            yield await self._result(use, *found, kernel)
+        else:
+            async for result in self._streamed(use, *found, kernel):
+                yield result
+
+    def _ready(
+        self, use: ToolUseBlock, kernel: Kernel
+    ) -> tuple[Tool, dict[str, Any]] | ToolResultBlock:
+        """The tool ``use`` names and its arguments, or the error result that says why not."""
         self._use_by(kernel)
         found = self.active(use.name)
         if found is None:
             known = ", ".join(t.name for t in self.tools.values() if t.group not in self.inactive)
-            yield _error(use, f"unknown tool {use.name!r}; available tools: {known or 'none'}")
-            return
+            return _error(use, f"unknown tool {use.name!r}; available tools: {known or 'none'}")
         try:
             if use.raw_input is not None:
                 raise DecodeError(
@@ -420,35 +441,59 @@ class Toolkit:
                 )
             arguments = found.arguments(use.input, kernel)
         except DecodeError as exc:
-            yield _error(use, f"invalid arguments: {exc}")
-            return
+            return _error(use, f"invalid arguments: {exc}")
         # Credentials the program presets (``api_key=...``) join the kernel's secrets, so an
         # error or a result that echoes one is scrubbed.
         kernel.secrets.add(
             *(v for k, v in found.preset.items() if isinstance(v, str) and names_a_credential(k))
         )
-        started = time.perf_counter()
-        if kernel.observed:
-            kernel.emit(ToolStarted(tool=use.name, call_id=use.id))
+        return found, arguments
+
+    async def _result(
+        self, use: ToolUseBlock, tool: Tool, arguments: dict[str, Any], kernel: Kernel
+    ) -> ToolResultBlock:
+        started = _started(kernel, use)
+        try:
+            value = await tool.result(arguments)
+        except asyncio.CancelledError:
+            if _being_cancelled():  # the caller's decision: it goes on to the caller
+                _finished(kernel, use, started, STOPPED)
+                raise
+            error = CANCELLED_WITHIN
+        except Exception as exc:
+            error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
+        else:
+            _finished(kernel, use, started, None)
+            return ToolResultBlock(use.id, use.name, _output([value], kernel))
+        _finished(kernel, use, started, error)
+        return _error(use, error)
+
+    async def _streamed(
+        self, use: ToolUseBlock, tool: Tool, arguments: dict[str, Any], kernel: Kernel
+    ) -> AsyncIterator[ToolResultBlock]:
+        started = _started(kernel, use)
         parts: list[Any] = []
         error = None
         try:
-            async for item in found.run(arguments):
+            async for item in tool.items(arguments):
                 parts.append(item)
-                if found.is_stream:
-                    yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
+                yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
         except asyncio.CancelledError:
             if _being_cancelled():  # the caller's decision: it goes on to the caller
-                _finished(kernel, use, started, "CancelledError: stopped before it finished")
+                _finished(kernel, use, started, STOPPED)
                 raise
-            error = "CancelledError: the tool was cancelled from within"
+            error = CANCELLED_WITHIN
         except Exception as exc:
             error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
         _finished(kernel, use, started, error)
         if error is not None:
             yield _error(use, error)
-        elif not found.is_stream:
+        elif not parts:  # a stream that yielded nothing still ends with a result
             yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
+
+
+STOPPED = "CancelledError: stopped before it finished"
+CANCELLED_WITHIN = "CancelledError: the tool was cancelled from within"
 
 
 def _being_cancelled() -> bool:
@@ -457,6 +502,13 @@ def _being_cancelled() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return cancelling is None or cancelling() > 0
+
+
+def _started(kernel: Kernel, use: ToolUseBlock) -> float:
+    started = time.perf_counter()
+    if kernel.observed:
+        kernel.emit(ToolStarted(tool=use.name, call_id=use.id))
+    return started
 
 
 def _finished(kernel: Kernel, use: ToolUseBlock, started: float, error: str | None) -> None:

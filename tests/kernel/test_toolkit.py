@@ -134,6 +134,23 @@ async def test_streaming_tools_yield_partial_results(kernel):
     partial = [r.output async for r in toolkit.stream(use("count", n=3))]
     assert partial == ["0 ", "0 1 ", "0 1 2 "]
     assert (await toolkit.call(use("count", n=2))).output == "0 1 "
+    assert [r.output async for r in toolkit.stream(use("count", n=0))] == [""]  # still ends
+    empty = await toolkit.call(use("count", n=0))
+    assert empty.output == "" and not empty.is_error
+
+
+async def test_a_plain_tool_streamed_yields_its_one_result_and_its_failures(kernel):
+    def fail(n: int) -> int:
+        """Fail."""
+        raise ValueError(f"no {n}")
+
+    toolkit = Toolkit([search, fail], kernel=kernel)
+    [result] = [r async for r in toolkit.stream(use("search", query="x", limit=1))]
+    assert result == await toolkit.call(use("search", query="x", limit=1))
+    [failed] = [r async for r in toolkit.stream(use("fail", n=3))]
+    assert failed.is_error and failed.output == "ValueError: no 3"
+    [unknown] = [r async for r in toolkit.stream(use("nope"))]
+    assert unknown.is_error and "unknown tool 'nope'" in unknown.output
 
 
 async def test_tools_may_return_media_blocks(kernel):
