@@ -190,33 +190,15 @@ class _Unfrozen(_Kept):
     timestamp: float
 
 
-def _made_bare(
-    cls: type[Msg],
-    name: str,
-    content: str | list[Block],
-    role: Role,
-    *more: Any,
-    metadata: dict[str, Any] = _UNSET,
-    id: str = _UNSET,
-    timestamp: float = _UNSET,
-    **others: Any,
-) -> Msg:
-    """A subclass's ``__new__``: Msg's arguments, defaults and role check, each slot set past
-    the frozen class's refusal. What else it is given is its own ``__init__``'s (an attrs
-    subclass's sets every field again)."""
-    if role not in ROLES:
-        _check_role(None, None, role)
+def _made_bare(cls: type[Msg], *args: Any, **kwargs: Any) -> Msg:
+    """A subclass's ``__new__``: Msg's own arguments make a Msg (its checks and defaults),
+    whose fields the subclass's instance takes, set past the frozen class's refusal. What else
+    it is given is its own ``__init__``'s (an attrs subclass's sets every field again)."""
+    given = {name: kwargs[name] for name in Msg.__slots__ if name in kwargs}
+    made = Msg(*args[:3], **given)
     msg = object.__new__(cls)
-    values = {
-        "name": name,
-        "content": content,
-        "role": role,
-        "metadata": {} if metadata is _UNSET else metadata,
-        "id": new_id() if id is _UNSET else id,
-        "timestamp": time.time() if timestamp is _UNSET else timestamp,
-    }
-    for field, value in values.items():
-        object.__setattr__(msg, field, value)
+    for name in Msg.__slots__:
+        object.__setattr__(msg, name, getattr(made, name))
     return msg
 
 

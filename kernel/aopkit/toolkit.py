@@ -455,13 +455,10 @@ class Toolkit:
         started = _started(kernel, use)
         try:
             value = await tool.result(arguments)
-        except asyncio.CancelledError:
-            if _being_cancelled():  # the caller's decision: it goes on to the caller
-                _finished(kernel, use, started, STOPPED)
+        except (asyncio.CancelledError, Exception) as exc:
+            error = _stopped_by(kernel, use, started, exc)
+            if error is None:
                 raise
-            error = CANCELLED_WITHIN
-        except Exception as exc:
-            error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
         else:
             _finished(kernel, use, started, None)
             return ToolResultBlock(use.id, use.name, _output([value], kernel))
@@ -478,13 +475,10 @@ class Toolkit:
             async for item in tool.items(arguments):
                 parts.append(item)
                 yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
-        except asyncio.CancelledError:
-            if _being_cancelled():  # the caller's decision: it goes on to the caller
-                _finished(kernel, use, started, STOPPED)
+        except (asyncio.CancelledError, Exception) as exc:
+            error = _stopped_by(kernel, use, started, exc)
+            if error is None:
                 raise
-            error = CANCELLED_WITHIN
-        except Exception as exc:
-            error = kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
         _finished(kernel, use, started, error)
         if error is not None:
             yield _error(use, error)
@@ -492,8 +486,17 @@ class Toolkit:
             yield ToolResultBlock(use.id, use.name, _output(parts, kernel))
 
 
-STOPPED = "CancelledError: stopped before it finished"
-CANCELLED_WITHIN = "CancelledError: the tool was cancelled from within"
+def _stopped_by(
+    kernel: Kernel, use: ToolUseBlock, started: float, exc: BaseException
+) -> str | None:
+    """The error result's text for what stopped a tool, or None for a cancel that is its
+    caller's decision (announced here; the caller raises it on)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return kernel.secrets.redact(f"{type(exc).__name__}: {exc}")
+    if _being_cancelled():
+        _finished(kernel, use, started, "CancelledError: stopped before it finished")
+        return None
+    return "CancelledError: the tool was cancelled from within"
 
 
 def _being_cancelled() -> bool:
