@@ -94,6 +94,12 @@ class _Slot:
     last_reply: tuple[int, Msg] | None = None  # (seq, reply) of the latest reply
     turn: asyncio.Condition = attrs.field(factory=asyncio.Condition)
 
+    def skip_to(self, seq: int) -> None:
+        """The calls before ``seq`` may never come (the driver gave up on one, or this actor
+        cannot know them): ``seq`` is the next call to apply, unless a later one is."""
+        if self.next is None or seq > self.next:
+            self.next = seq
+
 
 def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
@@ -212,8 +218,8 @@ class AgentHost:
         slot = self.slots.get(key)
         if slot is None:
             raise RemoteAgentError(f"this actor hosts no agent named {key!r}")
-        if slot.next is None or (resync and seq > slot.next):
-            slot.next = seq
+        if slot.next is None or resync:
+            slot.skip_to(seq)
         if seq < slot.next:
             return None
         if seq > slot.next:
@@ -248,9 +254,7 @@ class AgentHost:
         if resync:
             slots = list(self.slots.values())
             for i in resync:
-                slot = slots[i]
-                if slot.next is None or seqs[i] > slot.next:
-                    slot.next = seqs[i]
+                slots[i].skip_to(seqs[i])
         return not self.waiting and all(
             slot.next is None or slot.next == seq
             for slot, seq in zip(self.slots.values(), seqs, strict=True)
@@ -333,7 +337,7 @@ class AgentHost:
     ) -> tuple[Columns, dict[str, str], list[dict[str, Any]]]:
         """Every agent replies to ``msg``: one actor call for a pool (``seqs``: each agent's
         call number, in agent order; ``resync``: the agents whose earlier call may never have
-        come, see :meth:`_resync`). (the replies as columns, in agent order; {agent: error}
+        come, see :meth:`_in_order`). (the replies as columns, in agent order; {agent: error}
         of those that failed; events)."""
         await self._prepare(events)
         if self._in_order(seqs, resync):

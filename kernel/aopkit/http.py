@@ -101,11 +101,9 @@ class HTTPPool:
         secrets.add_url(url)  # a password or a signed query in it is named in no error
         shown = secrets.redact(url)
         too_large = f"{shown} is larger than {limit} bytes"
-        turns = self.turn()
-        await turns.acquire()
+        timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT)
         try:
-            timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT)
-            async with self.session().get(url, timeout=timeout) as response:
+            async with self.turn(), self.session().get(url, timeout=timeout) as response:
                 if response.status >= 400:
                     raise MediaError(f"fetching {shown} failed with HTTP {response.status}")
                 if (response.content_length or 0) > limit:
@@ -121,8 +119,6 @@ class HTTPPool:
         except aiohttp.ClientError as exc:
             why = secrets.redact(f"{type(exc).__name__}: {exc}")
             raise MediaError(f"fetching {shown} failed: {why}") from None
-        finally:
-            turns.release()
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

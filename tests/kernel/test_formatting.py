@@ -114,6 +114,17 @@ async def test_bad_media_servers_are_clear_errors(kernel, serve, monkeypatch):
     assert kernel.pool.turn()._free == kernel.pool.limit  # every turn taken was given back
 
 
+async def test_a_media_fetch_cancelled_mid_download_gives_its_turn_back(kernel, serve):
+    base = await media_server(serve)
+    fetching = asyncio.ensure_future(inline(URLSource(f"{base}/stalled"), kernel.pool))
+    await asyncio.sleep(0.3)  # the headers came; the body stalls
+    assert kernel.pool.turn()._free == kernel.pool.limit - 1
+    fetching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fetching
+    assert kernel.pool.turn()._free == kernel.pool.limit
+
+
 async def test_a_media_file_too_large_is_refused_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(aopkit.formatting, "MAX_MEDIA_BYTES", 100)
     path = tmp_path / "big.png"
