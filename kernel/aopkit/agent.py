@@ -26,7 +26,7 @@ from .kernel import Kernel
 from .memory import Memory
 from .message import Msg, as_input, with_metadata
 from .structured import Target
-from .usage import SCOPE, BudgetExceeded, Scope, checked_budget
+from .usage import SCOPE, BudgetExceeded, Scope, checked_budget, new_scope
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -149,6 +149,77 @@ def _ids(msg: Incoming) -> tuple[str, ...]:
     if isinstance(msg, Msg):
         return (msg.id,)
     return tuple(m.id for m in msg)
+
+
+def first_steps(
+    agents: Sequence[Agent],
+    given: Msg | None,
+    start: int,
+    stop: int,
+    replies: list[Msg | None],
+    failed: Callable[[Agent, Exception], None],
+) -> tuple[int, Awaitable[Msg] | None]:
+    """The bulk path of pools, outside durable runs: agents ``start`` to ``stop`` reply to
+    ``given`` as ``await agent(given)`` would, each reply's first step run right here, so a
+    reply that never suspends (most rule-based ones) costs no task and no call of its own.
+    Replies go to ``replies[i]``, failures to ``failed``. The first reply that suspends ends
+    the stretch: (its index, the rest of it), to be awaited in the task that ran this, which
+    its first step bound; else (``stop``, None). Agents with hooks, hubs or their own
+    ``__call__`` take the ordinary path: ``agent(given)`` is that rest. A reply begun while
+    its kernel had no observer counts its seconds (should events want them) from the
+    stretch's start."""
+    started = time.perf_counter()
+    outer, copy, enter = SCOPE.get(), contextvars.copy_context, SCOPE.set
+    kind: type[Agent] | None = None
+    method: Callable[..., Any] | None = None
+    for i in range(start, stop):
+        agent = agents[i]
+        if type(agent) is not kind:
+            kind = type(agent)
+            method = _plain_reply(kind)
+        try:
+            if method is None or agent._hooks or agent._hubs:
+                return i, agent(given)
+            kernel = agent._kernel or agent.kernel
+            if kernel.observed or given is None:
+                began = agent._reply_begun(given)
+            else:  # the common case of a simulation, inlined: it runs a million times a round
+                began = started
+                agent.memory.add(given)
+            scope = new_scope(agent.name, kernel.usage, (), outer)
+            context = copy()  # as a task would run it: in a copy
+            context.run(enter, scope)
+            coro = method(agent, given)
+            if type(coro) is not types.CoroutineType:
+                coro = _awaiting(coro)
+            try:
+                pending = context.run(coro.send, None)
+            except StopIteration as done:
+                reply = done.value
+                if type(reply) is Msg and scope.reply is None and not kernel.observed:
+                    agent.memory.add(reply)  # no model call, no observer
+                    replies[i] = reply
+                else:
+                    reply = agent._reply_msg(reply, began)
+                    replies[i] = agent._reply_done(reply, scope, began, False)
+                continue
+            except Exception as exc:
+                raise agent._reply_error(exc, began) from exc
+        except Exception as exc:
+            failed(agent, exc)
+            continue
+        return i, agent._reply_rest(_stepped(context, coro, pending), given, scope, began)
+    return stop, None
+
+
+def _plain_reply(kind: type[Agent]) -> Callable[..., Any] | None:
+    """``kind.reply`` as given messages are passed to it (without the wrapper that converts
+    text), or None if ``kind`` has its own ``__call__``."""
+    if kind.__call__ is not Agent.__call__:
+        return None
+    reply = kind.reply
+    method: Callable[..., Any] = getattr(reply, "given_messages", reply)
+    return method
 
 
 class Agent:
@@ -304,42 +375,6 @@ class Agent:
         for hub in self._hubs:
             await hub.broadcast(reply, sender=self)
         return reply if structured is None or interrupted else value
-
-    def _reply_eagerly(self, given: Msg | None) -> Msg | Awaitable[Msg]:
-        """``self(given)`` for the bulk path of pools, outside durable runs (the pool checks
-        that once a round): a reply that never suspends (most rule-based ones) is run to its
-        end right here; for one that suspends, the rest of it is returned, to be awaited in
-        the task that ran this (the reply's first step bound it). Agents with hooks, hubs or
-        their own ``__call__`` take the ordinary path."""
-        if self._hooks or self._hubs or type(self).__call__ is not Agent.__call__:
-            return self(given)
-        kernel = self._kernel or self.kernel
-        if kernel.observed or given is None:
-            started = self._reply_begun(given)
-        else:  # the common case of a simulation, inlined: it runs a million times a round
-            started = time.perf_counter()
-            self.memory.add(given)
-        scope = Scope(self.name, kernel.usage, (), SCOPE.get())
-        context = contextvars.copy_context()  # as a task would run it: in a copy
-        context.run(SCOPE.set, scope)
-        # ``given`` is a message or None: the method itself, without the wrapper that converts
-        method = getattr(type(self).reply, "given_messages", None)
-        coro = self.reply(given) if method is None else method(self, given)
-        if type(coro) is not types.CoroutineType:
-            coro = _awaiting(coro)
-        try:
-            pending = context.run(coro.send, None)
-        except StopIteration as done:
-            reply = done.value
-            if type(reply) is not Msg:
-                reply = self._reply_msg(reply, started)
-            if scope.reply is None and not kernel.observed:  # no model call, no observer
-                self.memory.add(reply)
-                return reply
-            return self._reply_done(reply, scope, started, False)
-        except Exception as exc:
-            raise self._reply_error(exc, started) from exc
-        return self._reply_rest(_stepped(context, coro, pending), given, scope, started)
 
     async def _reply_rest(
         self, rest: Awaitable[Any], given: Incoming, scope: Scope, started: float

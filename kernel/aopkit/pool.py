@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import attrs
 
-from .agent import Agent
+from .agent import Agent, first_steps
 from .durable import current_run
 from .errors import AopkitError, ConfigurationError, ReplyError
 from .events import RoundFinished
@@ -80,7 +81,7 @@ class AgentPool:
         """Every agent replies to ``msg`` (a ``str`` is a user message; every agent gets the
         same object). Replies are not broadcast to hubs: this is the bulk path of simulations.
         Cancelling the call cancels the replies still running. The garbage collector is paused
-        while a stretch of replies runs (see ``_collector_paused``)."""
+        while replies that do not wait run (see ``_collector_paused``)."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
         drive = _Drive(self.agents, msg, self.kernel.progress)
         this = asyncio.current_task()
@@ -98,7 +99,10 @@ class AgentPool:
                 elif not task.cancelled():
                     task.exception()  # seen: a failure of a task not awaited is not logged
             raise
-        return Replies((r for r in drive.replies if r is not None), drive.failures)
+        replies = drive.replies
+        if drive.failures:  # an agent that failed left None
+            replies = [r for r in replies if r is not None]
+        return Replies(replies, drive.failures)  # type: ignore[arg-type]  # no None is left
 
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message)."""
@@ -125,37 +129,34 @@ class _Drive:
 
     async def from_agent(self, start: int) -> None:
         """Drive the agents from ``start`` on, ``YIELD_EVERY`` at a time between two yields to
-        the event loop, until one's reply waits: this task goes on with that reply."""
-        end = len(self.agents)
-        while start < end:
-            stop = min(end, (start // YIELD_EVERY + 1) * YIELD_EVERY)
-            with _collector_paused():
+        the event loop, until one's reply waits: this task goes on with that reply. The
+        collector stays paused while this task drives (see :func:`_collector_paused`)."""
+        end, waiting = len(self.agents), None
+        with _collector_paused():
+            while start < end:
+                stop = min(end, (start // YIELD_EVERY + 1) * YIELD_EVERY)
                 start, waiting = self._first_steps(start, stop)
-            if waiting is not None:
-                self.tasks.append(asyncio.ensure_future(self.from_agent(start + 1)))
-                await self._finish(start, waiting)
-                return
-            if start < end:
-                await asyncio.sleep(0)
+                if waiting is not None:
+                    break
+                if start < end:
+                    await asyncio.sleep(0)
+        if waiting is not None:
+            self.tasks.append(asyncio.ensure_future(self.from_agent(start + 1)))
+            await self._finish(start, waiting)
 
     def _first_steps(self, start: int, stop: int) -> tuple[int, Awaitable[Msg] | None]:
         """Run the first steps of agents ``start`` to ``stop``: (where it stopped, the rest of
         the reply that waits there, if one does)."""
-        agents, msg, replies, durable = self.agents, self.msg, self.replies, self.durable
-        for i in range(start, stop):
-            agent = agents[i]
-            try:
-                reply = agent(msg) if durable else agent._reply_eagerly(msg)
-            except Exception as exc:
-                self.failures[agent.name] = _reason(exc)
-                continue
-            if isinstance(reply, Msg):
-                replies[i] = reply
-            else:
-                self.progress.advanced(i - start)
-                return i, reply
-        self.progress.advanced(stop - start)
-        return stop, None
+        rest: Awaitable[Msg] | None
+        if self.durable:  # each reply takes the usual path, in a task of its own
+            at, rest = start, self.agents[start](self.msg)
+        else:
+            at, rest = first_steps(self.agents, self.msg, start, stop, self.replies, self._failed)
+        self.progress.advanced(at - start)
+        return at, rest
+
+    def _failed(self, agent: Agent, exc: Exception) -> None:
+        self.failures[agent.name] = _reason(exc)
 
     async def _finish(self, i: int, rest: Awaitable[Msg]) -> None:
         try:
@@ -165,22 +166,33 @@ class _Drive:
         self.progress.advanced(1)
 
 
+_pauses = 0  # drives holding the collector paused now, in every thread
+_pauses_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused (if it runs) for one stretch of replies (at
-    most ``YIELD_EVERY`` first steps, which no other task interleaves with; another thread's
-    cycles wait for the stretch's end too): the replies a round keeps would otherwise set it
-    off every few hundred agents, and each full collection walks every message kept.
-    Reference counting still frees what is not in a cycle; the collector resumes after the
-    stretch and counts the stretch's objects then."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
+    """Python's cyclic garbage collector paused while a task drives replies that do not wait,
+    the drive's yields to the event loop included (other tasks then run with it paused), and
+    resumed when the last drive of any pool stops. Each stretch's replies would otherwise set
+    it off, and the replies a round keeps, walked young, then again middle-aged, would set off
+    a full collection every round: about a fifth of a million-agent round. Reference counting
+    still frees what is not in a cycle; cycles wait for the round's end (or its first reply
+    that waits). A program that paused the collector itself keeps it paused."""
+    global _pauses
+    with _pauses_lock:
+        took = _pauses > 0 or gc.isenabled()
+        if took:
+            _pauses += 1
+            gc.disable()
     try:
         yield
     finally:
-        gc.enable()
+        if took:
+            with _pauses_lock:
+                _pauses -= 1
+                if not _pauses:
+                    gc.enable()
 
 
 def _cancelling(task: asyncio.Task[Any] | None) -> int:

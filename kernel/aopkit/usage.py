@@ -180,22 +180,18 @@ class Scope:
     :attr:`accounts` the call is charged to besides the kernel's and its model's. Both are
     derived at the reply's first model call, as most replies make none: a reply only records
     its agent's name, the ledger holding its account, its hubs and the enclosing reply's scope
-    (a million replies that call no model make no account)."""
+    (a million replies that call no model make no account). Made by :func:`new_scope`."""
 
     __slots__ = ("_accounts", "_charged", "_hubs", "_ledger", "_names", "_outer", "agent", "reply")
 
-    def __init__(
-        self,
-        agent: str,
-        ledger: UsageLedger,
-        hubs: tuple[MsgHub, ...] = (),
-        outer: Scope | None = None,
-    ) -> None:
-        self.agent, self._ledger, self._hubs, self._outer = agent, ledger, hubs, outer
-        self.reply: Account | None = None  # the reply's own account, made at its first call
-        self._accounts: tuple[Account, ...] | None = None
-        self._charged: tuple[str, Account, tuple[Account, ...]] | None = None
-        self._names: tuple[str, ...] | None = None if hubs or outer is not None else ()
+    agent: str
+    reply: Account | None  # the reply's own account, made at its first call
+    _ledger: UsageLedger
+    _hubs: tuple[MsgHub, ...]
+    _outer: Scope | None
+    _accounts: tuple[Account, ...] | None
+    _charged: tuple[str, Account, tuple[Account, ...]] | None
+    _names: tuple[str, ...] | None
 
     @property
     def hubs(self) -> tuple[str, ...]:
@@ -243,6 +239,22 @@ class Scope:
         found = (ledger.total, ledger._model(model), *self.accounts)
         self._charged = (model, ledger.total, found)
         return found
+
+
+def new_scope(
+    agent: str, ledger: UsageLedger, hubs: tuple[MsgHub, ...] = (), outer: Scope | None = None
+) -> Scope:
+    """The scope of a reply of ``agent`` in ``hubs``, inside ``outer`` (the enclosing reply's),
+    charged in ``ledger``. A function filling a bare :class:`Scope`, not a class call: on
+    CPython that costs a third less, and every reply makes one."""
+    scope = _bare_scope(Scope)
+    scope.agent, scope._ledger, scope._hubs, scope._outer = agent, ledger, hubs, outer
+    scope.reply = scope._accounts = scope._charged = None
+    scope._names = None if hubs or outer is not None else ()
+    return scope
+
+
+_bare_scope = object.__new__
 
 
 SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
@@ -319,7 +331,7 @@ class UsageLedger:
     def enter(self, agent: str, hubs: Sequence[MsgHub]) -> Scope:
         """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
         its calls count towards the enclosing replies too."""
-        return Scope(agent, self, tuple(hubs) if hubs else (), SCOPE.get())
+        return new_scope(agent, self, tuple(hubs) if hubs else (), SCOPE.get())
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(

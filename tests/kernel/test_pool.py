@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import gc
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -108,6 +109,32 @@ async def test_a_pool_replies_as_each_agent_would(kernel):
         assert agent.memory[0] is msg and agent.memory[1] is reply  # one shared question
     alone = Guesser("alone", kernel=kernel)
     assert (await alone(msg)).metadata == replies[0].metadata
+
+
+class Counted(Guesser):
+    """Its own ``__call__``: a pool must call it, as ``await agent(msg)`` would."""
+
+    calls = 0
+
+    async def __call__(self, msg=None, **kwargs):
+        type(self).calls += 1
+        return await super().__call__(msg, **kwargs)
+
+
+async def test_agents_of_mixed_kinds_each_take_their_own_path(kernel, monkeypatch):
+    monkeypatch.setattr(Counted, "calls", 0)
+    hooked, texts = Guesser("hooked", kernel=kernel), []
+    hooked.add_hook("post_reply", lambda agent, msg, reply: texts.append(reply.name))
+    kinds = [Guesser, Counted, Heir, Counted, Guesser]
+    agents = [*(kind(f"a{i}", kernel=kernel) for i, kind in enumerate(kinds)), hooked]
+    host = Guesser("host", kernel=kernel)
+    async with aopkit.MsgHub([host, agents[4]], name="room"):
+        replies = await aopkit.AgentPool(agents).reply_all(question())
+    assert [r.name for r in replies] == [a.name for a in agents] and not replies.failures
+    assert {r.metadata["guess"] for r in replies} == {20.0}
+    assert Counted.calls == 2 and texts == ["hooked"]  # own __call__ and hooks both ran
+    assert [m.name for m in host.memory] == ["a4"]  # a hub's member broadcasts its reply
+    assert all(len(a.memory) == 2 for a in agents)
 
 
 async def test_observe_all_and_text_and_bad_input(kernel):
@@ -432,41 +459,98 @@ async def test_a_big_round_yields_to_the_loop(kernel, monkeypatch):
     assert ticks >= 9
 
 
-async def test_the_collector_is_paused_only_while_a_stretch_of_replies_runs(kernel, monkeypatch):
-    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 3)
-    first_steps, later_steps, between = [], [], []
+class Watcher(Agent):
+    """Notes whether the collector runs in its reply's first step and, if it waits, after."""
 
-    class Watcher(Agent):
-        async def reply(self, msg):
-            first_steps.append(gc.isenabled())
+    first_steps: ClassVar[list[bool]] = []
+    later_steps: ClassVar[list[bool]] = []
+
+    def __init__(self, name, waits, **kwargs):
+        super().__init__(name, **kwargs)
+        self.waits = waits
+
+    async def reply(self, msg):
+        self.first_steps.append(gc.isenabled())
+        if self.waits:
             await asyncio.sleep(0)  # the rest runs beside the program's other tasks
-            later_steps.append(gc.isenabled())
-            return "seen"
+            self.later_steps.append(gc.isenabled())
+        return "seen"
+
+
+async def ticking(round_):
+    """(what ``round_`` returned, whether the collector ran at each tick of another task)."""
+    seen = []
 
     async def ticker():
         while True:
-            between.append(gc.isenabled())
+            seen.append(gc.isenabled())
             await asyncio.sleep(0)
 
-    agents = [Watcher(f"w{i}", kernel=kernel) for i in range(7)]
-    pool = aopkit.AgentPool([*agents, Failing("bad", kernel=kernel)])
     task = asyncio.ensure_future(ticker())
     await asyncio.sleep(0)
-    replies = await pool.reply_all(question())
-    task.cancel()
-    assert len(replies) == 7 and list(replies.failures) == ["bad"]
-    assert first_steps == [False] * 7 and later_steps == [True] * 7
-    assert len(between) >= 3 and all(between) and gc.isenabled()
+    try:
+        return await round_, seen[1:]
+    finally:
+        task.cancel()
 
-    spender = aopkit.AgentPool([Guesser("g", kernel=kernel), BudgetSpender("s", kernel=kernel)])
-    with pytest.raises(aopkit.BudgetExceeded):  # a round that stops resumes the collector
-        await spender.reply_all(question())
+
+@pytest.fixture
+def watched(monkeypatch):
+    monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 3)
+    monkeypatch.setattr(Watcher, "first_steps", [])
+    monkeypatch.setattr(Watcher, "later_steps", [])
+    yield Watcher
     assert gc.isenabled()
 
-    gc.disable()  # a program that turned the collector off keeps it off
-    try:
+
+async def test_the_collector_is_paused_while_replies_that_do_not_wait_run(kernel, watched):
+    agents = [watched(f"w{i}", waits=False, kernel=kernel) for i in range(8)]
+    replies, ticks = await ticking(aopkit.AgentPool(agents).reply_all(question()))
+    assert len(replies) == 8 and watched.first_steps == [False] * 8
+    assert ticks[:2] == [False, False]  # the stretches' yields: paused till the round ends
+    assert gc.isenabled()
+
+
+async def test_the_collector_runs_beside_replies_that_wait(kernel, watched):
+    agents = [watched(f"w{i}", waits=True, kernel=kernel) for i in range(7)]
+    pool = aopkit.AgentPool([*agents, Failing("bad", kernel=kernel)])
+    replies, ticks = await ticking(pool.reply_all(question()))
+    assert len(replies) == 7 and list(replies.failures) == ["bad"]
+    assert watched.first_steps == [False] * 7 and watched.later_steps == [True] * 7
+    assert len(ticks) >= 3 and all(ticks)
+
+
+async def test_the_collector_resumes_when_the_last_of_concurrent_rounds_ends(kernel, watched):
+    quick = aopkit.AgentPool([watched(f"q{i}", waits=False, kernel=kernel) for i in range(2)])
+    long = aopkit.AgentPool([watched(f"l{i}", waits=False, kernel=kernel) for i in range(9)])
+    ended = []
+
+    async def round_(pool):
         await pool.reply_all(question())
-        assert not gc.isenabled() and not any(first_steps[7:] + later_steps[7:])
+        ended.append(gc.isenabled())
+
+    await asyncio.gather(round_(long), round_(quick))
+    assert ended == [False, True]  # the quick one ended while the long one ran
+
+
+async def test_a_round_that_stops_resumes_the_collector(kernel, watched):
+    spender = aopkit.AgentPool([Guesser("g", kernel=kernel), BudgetSpender("s", kernel=kernel)])
+    with pytest.raises(aopkit.BudgetExceeded):
+        await spender.reply_all(question())
+    assert gc.isenabled()
+    agents = [watched(f"w{i}", waits=False, kernel=kernel) for i in range(9)]
+    running = asyncio.ensure_future(aopkit.AgentPool(agents).reply_all(question()))
+    await asyncio.sleep(0)  # cancelled at a stretch's yield
+    await cancelled(running)
+    assert 3 <= len(watched.first_steps) < 9
+
+
+async def test_a_program_that_paused_the_collector_keeps_it_paused(kernel, watched):
+    agents = [watched(f"w{i}", waits=i % 2, kernel=kernel) for i in range(7)]
+    gc.disable()
+    try:
+        await aopkit.AgentPool(agents).reply_all(question())
+        assert not gc.isenabled() and not any(watched.first_steps + watched.later_steps)
     finally:
         gc.enable()
 
