@@ -43,7 +43,9 @@ _SOURCES: dict[str, type[URLSource] | type[Base64Source]] = {
 
 def _strict(kind: type, name: str) -> Callable[[Any, Any], Any]:
     def check(value: Any, _: Any) -> Any:
-        if (type(value) is bool and kind is not bool) or not isinstance(value, kind):
+        if type(value) is kind:  # the common case, and the only one for str and bool
+            return value
+        if type(value) is bool or not isinstance(value, kind):
             raise TypeError(f"expected {name}, got {type(value).__name__} {value!r:.40}")
         return value
 
@@ -92,11 +94,13 @@ class Codec:
         conv.register_structure_hook_func(_is_content, self._structure_content)
         conv.register_structure_hook_func(lambda t: t == Source, self._structure_source)
         conv.register_unstructure_hook_func(_is_block_class, self._unstructure_block)
+        conv.register_unstructure_hook_func(_is_content, self._unstructure_content)
         conv.register_unstructure_hook_func(_is_source_class, self._unstructure_source)
         schema.teach(conv)
         conv.register_unstructure_hook(Usage, _usage_unstructurer(conv))
         self._unstructurers: dict[type, Callable[[Any], dict[str, Any]]] = {}
-        self._known_fields: dict[type, frozenset[str]] = {}
+        # each known block and source class: its field names, its structure hook
+        self._known: dict[type, tuple[frozenset[str], Callable[[Any, Any], Any]]] = {}
         self.converter = conv
 
     # -- public API -------------------------------------------------------------------------
@@ -149,7 +153,8 @@ class Codec:
         tag = data.get("type")
         if not isinstance(tag, str):
             raise DecodeError("type", "a block needs a string 'type' tag")
-        fields = {k: v for k, v in data.items() if k != "type"}
+        fields = data.copy()
+        del fields["type"]
         cls = self.block_types.get(tag)
         if cls is None:
             return UnknownBlock(tag, fields)
@@ -179,22 +184,23 @@ class Codec:
 
     def _structure_known(self, fields: dict[str, Any], cls: type[Any]) -> Any:
         """``cls`` from ``fields``; fields ``cls`` does not know go to its ``unknown_fields``."""
-        known = self._known_fields.get(cls)
-        if known is None:
-            known = self._known_fields[cls] = frozenset(
-                a.name for a in attrs.fields(cls) if a.name != "unknown_fields"
-            )
-        unknown = fields.keys() - known
-        if not unknown:
-            return self.converter.structure(fields, cls)
-        value = self.converter.structure({k: fields[k] for k in fields if k in known}, cls)
-        return attrs.evolve(value, unknown_fields={k: fields[k] for k in fields if k in unknown})
+        found = self._known.get(cls)
+        if found is None:
+            names = frozenset(a.name for a in attrs.fields(cls) if a.name != "unknown_fields")
+            found = self._known[cls] = (names, _structure_hook(self.converter, cls))
+        known, structure = found
+        if known.issuperset(fields):
+            return structure(fields, cls)
+        value = structure({k: fields[k] for k in fields if k in known}, cls)
+        unknown = {k: fields[k] for k in fields if k not in known}
+        return attrs.evolve(value, unknown_fields=unknown)
 
     def _structure_source(self, data: Any, _: Any) -> Source:
         tag = data.get("type") if isinstance(data, dict) else None
         if not isinstance(tag, str):
             raise DecodeError("", "a media source must be an object with a string 'type' tag")
-        fields = {k: v for k, v in data.items() if k != "type"}
+        fields = data.copy()
+        del fields["type"]
         cls = _SOURCES.get(tag)
         if cls is None:
             return UnknownSource(tag, fields)
@@ -248,6 +254,14 @@ class Codec:
             )
         return {"type": cls.type, **block.unknown_fields, **fn(block)}
 
+    def _unstructure_content(self, content: str | list[Block]) -> str | list[Any]:
+        """A message's content (or a tool result's output): each block dumped directly, not
+        dispatched on its type, as every message a store or a server keeps has some."""
+        if isinstance(content, str):
+            return content
+        block, other = self._unstructure_block, self.converter.unstructure
+        return [block(b) if isinstance(b, Block) else other(b) for b in content]
+
     def _unstructure_source(self, source: Source) -> dict[str, Any]:
         if isinstance(source, UnknownSource):
             return {"type": source.type, **source.fields}
@@ -257,6 +271,15 @@ class Codec:
             if a.name != "unknown_fields" and (v := getattr(source, a.name)) is not None
         }
         return {"type": source.type, **source.unknown_fields, **known}
+
+
+def _structure_hook(conv: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
+    """The hook ``conv.structure(data, cls)`` dispatches to, found once, not on every call."""
+    get: Any = getattr(conv, "get_structure_hook", None)  # cattrs 24 and later
+    if get is None:
+        get = conv._structure_func.dispatch  # what cattrs 23's structure() calls
+    hook: Callable[[Any, Any], Any] = get(cls)
+    return hook
 
 
 def _usage_unstructurer(conv: cattrs.Converter) -> Callable[[Usage], dict[str, Any]]:

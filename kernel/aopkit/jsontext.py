@@ -61,14 +61,12 @@ def loads(
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError("", f"not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(text, str):
+        raise TypeError(f"JSON text is a str or bytes, not {type(text).__name__}")
     try:
-        value = json.loads(
-            text,
-            strict=not control_characters,
-            parse_constant=_constant,
-            parse_float=_finite,
-            object_pairs_hook=_one_value_per_key if unique_keys else None,
-        )
+        if text.startswith("\ufeff"):
+            raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+        value = _DECODERS[not control_characters, unique_keys].decode(text)
     except _NotANumber as exc:
         path = _path_of_number(text)
         why = f"{exc} is not a JSON number (NaN and Infinity are refused)"
@@ -93,11 +91,25 @@ def _one_value_per_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+# made once, not per call as json.loads and json.dumps with options make them
+_DECODERS = {
+    (strict, unique): json.JSONDecoder(
+        strict=strict,
+        parse_constant=_constant,
+        parse_float=_finite,
+        object_pairs_hook=_one_value_per_key if unique else None,
+    )
+    for strict in (True, False)
+    for unique in (True, False)
+}
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
 def dumps(value: Any, *, check_depth: bool = True) -> str:
     """Compact JSON text of ``value``; :class:`EncodeError` naming the path of a value that
     JSON cannot hold or that :func:`loads` would refuse (with the same ``check_depth``)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         found = problem(value)
         raise EncodeError(*(found or ("", str(exc)))) from None

@@ -50,6 +50,23 @@ def test_every_standard_block_round_trips(kernel):
     assert data["content"][1]["extra"] == {"signature": "c2ln"}
 
 
+def test_the_saved_form_is_fixed_to_the_byte(kernel):
+    """Stores, journals and cassettes compare saved text: its order and its omissions stay."""
+    content = [
+        TextBlock("hi"),
+        ToolResultBlock("c1", "look", [TextBlock("found", extra={"k": 1})]),
+        ImageBlock(URLSource("https://example.test/a.png")),
+    ]
+    msg = Msg("a", content, "assistant", metadata={"n": [1, {"b": None}]}, id="m", timestamp=2.5)
+    assert kernel.codec.dumps(msg) == (
+        '{"name":"a","content":[{"type":"text","text":"hi"},{"type":"tool_result","id":"c1",'
+        '"name":"look","output":[{"type":"text","text":"found","extra":{"k":1}}],'
+        '"is_error":false},{"type":"image","source":{"type":"url",'
+        '"url":"https://example.test/a.png"}}],"role":"assistant","metadata":{"n":[1,{"b":null}]},'
+        '"id":"m","timestamp":2.5}'
+    )
+
+
 def test_unknown_block_type_is_kept_and_dumps_back_unchanged(kernel):
     foreign = {"type": "vendor.chart", "series": [1, 2, 3], "extra": {"v": 2}, "title": None}
     data = {

@@ -54,3 +54,26 @@ def test_a_lone_surrogate_is_not_written_and_a_pair_loads():
     with pytest.raises(EncodeError, match="x"):
         jsontext.dumps({"x": "café \udc00"})
     assert jsontext.loads('{"x": "caf\\u00e9 \\ud83d\\ude00"}') == {"x": "café 😀"}
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "problem"),
+    [
+        ("\ufeff{}", {}, "BOM"),
+        (b"\xef\xbb\xbf{}", {}, "BOM"),
+        ('{"a": 1, "a": 2}', {"unique_keys": True}, "two values"),
+        ('{"a": "line\nbreak"}', {}, "Invalid control character"),
+        ('{"a": 1e999}', {}, "not a JSON number"),
+    ],
+)
+def test_the_decoders_made_once_keep_every_option_apart(text, options, problem):
+    with pytest.raises(DecodeError, match=problem):
+        jsontext.loads(text, **options)
+    if options:  # the same text without the option loads: no decoder is shared by mistake
+        assert jsontext.loads(text) == {"a": 2}
+    assert jsontext.loads('{"a": "line\nbreak"}', control_characters=True) == {"a": "line\nbreak"}
+
+
+def test_json_text_of_another_type_is_a_type_error():
+    with pytest.raises(TypeError, match="str or bytes, not int"):
+        jsontext.loads(7)  # type: ignore[arg-type]
