@@ -444,9 +444,11 @@ class Toolkit:
             return _error(use, f"invalid arguments: {exc}")
         # Credentials the program presets (``api_key=...``) join the kernel's secrets, so an
         # error or a result that echoes one is scrubbed.
-        kernel.secrets.add(
-            *(v for k, v in found.preset.items() if isinstance(v, str) and names_a_credential(k))
-        )
+        preset = found.preset
+        if preset:
+            kernel.secrets.add(
+                *(v for k, v in preset.items() if isinstance(v, str) and names_a_credential(k))
+            )
         return found, arguments
 
     async def _result(

@@ -190,7 +190,7 @@ class Scope:
     _hubs: tuple[MsgHub, ...]
     _outer: Scope | None
     _accounts: tuple[Account, ...] | None
-    _charged: tuple[str, Account, tuple[Account, ...]] | None
+    _charged: tuple[str, Account, Ticket] | None
     _names: tuple[str, ...] | None
 
     @property
@@ -228,15 +228,16 @@ class Scope:
         reply = self.reply
         return reply.usage_data() if reply is not None and reply._sums[CALLS] else None
 
-    def charged(self, model: str) -> tuple[Account, ...]:
-        """Every account a call of ``model`` in this scope is charged to: the kernel's, the
-        model's and :attr:`accounts`; worked out once per model a reply calls (and again
-        after the totals are cleared)."""
+    def ticket(self, model: str) -> Ticket:
+        """The ticket of a call of ``model`` in this scope that no budget applies to: every
+        account it is charged to (the kernel's, the model's and :attr:`accounts`), nothing
+        reserved. Tickets are never changed, so one is made per model a reply calls (and
+        again after the totals are cleared), not per call."""
         ledger = self._ledger
         last = self._charged
         if last is not None and last[0] == model and last[1] is ledger.total:
             return last[2]
-        found = (ledger.total, ledger._model(model), *self.accounts)
+        found = Ticket(model, self, (ledger.total, ledger._model(model), *self.accounts))
         self._charged = (model, ledger.total, found)
         return found
 
@@ -342,12 +343,13 @@ class UsageLedger:
         ``budget_reached``) if a budget would be exceeded."""
         scope = SCOPE.get()
         if scope is not None:
-            accounts = scope.charged(model)
+            plain = scope.ticket(model)
         else:
-            accounts = (self.total, self._model(model), self.outside)
+            plain = Ticket(model, None, (self.total, self._model(model), self.outside))
+        accounts = plain.accounts
         budgets = [a.budget for a in accounts if a.budget is not None]
         if not budgets:
-            return Ticket(model, scope, accounts)
+            return plain
         tokens = 0
         if any(b.tokens is not None or b.cost is not None for b in budgets):
             tokens = estimate_tokens(messages, tools)
