@@ -6,7 +6,7 @@ reply from one run to the next). The instructions a process executes do not depe
 machine's load. Each workload runs in a child process under callgrind twice, with ``SMALL``
 and ``SMALL + COUNT`` repetitions, so the startup (interpreter, imports, kernel) cancels out;
 each figure is printed beside a floor counted the same way. Skipped where valgrind is not
-installed. Slow: about a minute per child process, twelve of them.
+installed. Slow: about a minute per child process, sixteen of them.
 """
 
 from __future__ import annotations
@@ -88,6 +88,20 @@ for _ in range(int(sys.argv[1])):
     avg = floor_round(plain, avg)
 """
 
+CODEC_ROUND_TRIP = """
+import sys, aopkit, bench_codec
+codec = aopkit.Kernel(environ={}).codec
+for _ in range(int(sys.argv[1])):
+    codec.loads(codec.dumps(bench_codec.MSG))
+"""
+
+CODEC_ROUND_TRIP_FLOOR = """
+import json, sys, aopkit, bench_codec
+data = aopkit.Kernel(environ={}).codec.dump(bench_codec.MSG)
+for _ in range(int(sys.argv[1])):
+    json.loads(json.dumps(data))
+"""
+
 ROUNDS = 3  # the pool round's repetitions (each is 20,000 agents), against SMALL
 
 
@@ -129,6 +143,16 @@ FIGURES = (
     (
         "ReAct reply (one tool call, then the answer), instructions per reply",
         (REACT_REPLY, REACT_REPLY_FLOOR, "the same messages and tool call by hand", COUNT, 1),
+    ),
+    (
+        "Msg JSON round trip (5 blocks, strict), instructions per round trip",
+        (
+            CODEC_ROUND_TRIP,
+            CODEC_ROUND_TRIP_FLOOR,
+            "json.dumps + json.loads of the same dict",
+            COUNT,
+            1,
+        ),
     ),
     (
         "pool round of the guess-2/3 game, 20,000 agents, instructions per agent",

@@ -158,16 +158,18 @@ def first_steps(
     stop: int,
     replies: list[Msg | None],
     failed: Callable[[Agent, Exception], None],
+    *,
+    usual: bool = False,
 ) -> tuple[int, Awaitable[Msg] | None]:
-    """The bulk path of pools, outside durable runs: agents ``start`` to ``stop`` reply to
-    ``given`` as ``await agent(given)`` would, each reply's first step run right here, so a
-    reply that never suspends (most rule-based ones) costs no task and no call of its own.
-    Replies go to ``replies[i]``, failures to ``failed``. The first reply that suspends ends
-    the stretch: (its index, the rest of it), to be awaited in the task that ran this, which
-    its first step bound; else (``stop``, None). Agents with hooks, hubs or their own
-    ``__call__`` take the ordinary path: ``agent(given)`` is that rest. A reply begun while
-    its kernel had no observer counts its seconds (should events want them) from the
-    stretch's start."""
+    """The bulk path of pools: agents ``start`` to ``stop`` reply to ``given`` as ``await
+    agent(given)`` would, each reply's first step run right here, so a reply that never
+    suspends (most rule-based ones) costs no task and no call of its own. Replies go to
+    ``replies[i]``, failures to ``failed``. The first reply that suspends ends the stretch:
+    (its index, the rest of it), to be awaited in the task that ran this, which its first step
+    bound; else (``stop``, None). Agents with hooks, hubs or their own ``__call__``, and every
+    agent if ``usual`` (a durable run's), take the usual path: ``agent(given)`` is that rest.
+    A reply begun while its kernel had no observer counts its seconds (should events want
+    them) from the stretch's start."""
     started = time.perf_counter()
     outer, copy, enter = SCOPE.get(), contextvars.copy_context, SCOPE.set
     kind: type[Agent] | None = None
@@ -178,7 +180,7 @@ def first_steps(
             kind = type(agent)
             method = _plain_reply(kind)
         try:
-            if method is None or agent._hooks or agent._hubs:
+            if usual or method is None or agent._hooks or agent._hubs:
                 return i, agent(given)
             kernel = agent._kernel or agent.kernel
             if kernel.observed or given is None:

@@ -125,7 +125,7 @@ class _Drive:
         self.replies: list[Msg | None] = [None] * len(agents)
         self.failures: dict[str, str] = {}
         self.tasks: list[asyncio.Task[None]] = []
-        self.durable = current_run() is not None  # a durable run's replies take the usual path
+        self.durable = current_run() is not None  # each reply then takes the usual path
 
     async def from_agent(self, start: int) -> None:
         """Drive the agents from ``start`` on, ``YIELD_EVERY`` at a time between two yields to
@@ -147,11 +147,9 @@ class _Drive:
     def _first_steps(self, start: int, stop: int) -> tuple[int, Awaitable[Msg] | None]:
         """Run the first steps of agents ``start`` to ``stop``: (where it stopped, the rest of
         the reply that waits there, if one does)."""
-        rest: Awaitable[Msg] | None
-        if self.durable:  # each reply takes the usual path, in a task of its own
-            at, rest = start, self.agents[start](self.msg)
-        else:
-            at, rest = first_steps(self.agents, self.msg, start, stop, self.replies, self._failed)
+        at, rest = first_steps(
+            self.agents, self.msg, start, stop, self.replies, self._failed, usual=self.durable
+        )
         self.progress.advanced(at - start)
         return at, rest
 

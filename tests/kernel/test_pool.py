@@ -574,3 +574,14 @@ def test_the_ray_runtime_without_ray_says_what_to_install(kernel, monkeypatch):
     with pytest.raises(AopkitError, match=r"needs Ray"):
         Guesser("g", kernel=kernel).to_dist()
     assert "ray" in kernel.runtimes and aopkit_ray.RayRuntime
+
+
+async def test_a_pool_in_a_durable_run_journals_each_reply_and_replays_it(tmp_path, kernel):
+    store = aopkit.SQLiteStore(tmp_path / "db")
+    rounds = []
+    for _ in range(2):
+        agents = [Guesser(f"g{i}", kernel=kernel) for i in range(3)]
+        async with aopkit.durable(store, "round"):
+            rounds.append(await aopkit.AgentPool(agents).reply_all(question()))
+    first, again = rounds
+    assert len(first) == 3 and again == first  # ids and times too: replayed from the journal
