@@ -122,6 +122,25 @@ def _uncancel(task: asyncio.Task[Any]) -> int:
     return 0 if uncancel is None else int(uncancel())
 
 
+_COUNTED = hasattr(asyncio.Task, "cancelling")  # Python 3.11 and later count cancellations
+
+
+def cancelling(task: asyncio.Task[Any] | None) -> int:
+    """How many requests to cancel ``task`` are pending (Python 3.10 does not count them)."""
+    if _COUNTED and task is not None:
+        count: int = task.cancelling()  # type: ignore[attr-defined]  # 3.11 and later
+        return count
+    return 0
+
+
+def still_wanted(task: asyncio.Task[Any] | None, before: int) -> None:
+    """Raise the cancellation that a reply running in ``task`` swallowed (it caught
+    ``CancelledError`` and answered): its caller stops all the same, as it would had the
+    reply run in a task of its own that it awaited under a task group."""
+    if cancelling(task) > before:
+        raise asyncio.CancelledError
+
+
 def check_name(name: object, what: str) -> str:
     """A non-empty ``str`` name, or a :class:`ConfigurationError` saying so."""
     if not isinstance(name, str) or not name.strip():
@@ -337,6 +356,8 @@ class Agent:
         ``structured=SomeClass`` (attrs, dataclass, pydantic model) an instance of it is
         returned instead."""
         given = msg if msg is None or type(msg) is Msg else self._given(msg, "{}(msg)")
+        task = asyncio.current_task()
+        before = cancelling(task)  # a request to cancel the caller the reply swallows: raised
         kernel = self.kernel
         if self._hooks:
             hooked = await self._run_hooks("pre_reply", given)
@@ -361,7 +382,8 @@ class Agent:
             coro = self.reply_structured(given, Target.of(structured, kernel))
         if type(coro) is not types.CoroutineType:
             coro = _awaiting(coro)
-        reply, interrupted = await self._reply_outcome(_stepped(context, coro), given, started)
+        stepped = _stepped(context, coro)
+        reply, interrupted = await self._reply_outcome(stepped, given, started, task)
         value = None
         if structured is not None and not interrupted:
             reply, value = reply
@@ -376,13 +398,15 @@ class Agent:
         reply = self._reply_done(reply, noted, started, interrupted)
         for hub in self._hubs:
             await hub.broadcast(reply, sender=self)
+        still_wanted(task, before)  # after the reply is kept: nothing it made is lost
         return reply if structured is None or interrupted else value
 
     async def _reply_rest(
         self, rest: Awaitable[Any], given: Incoming, scope: Scope, started: float
     ) -> Msg:
         """The rest of a reply that suspended in its first step."""
-        reply, interrupted = await self._reply_outcome(rest, given, started)
+        task = asyncio.current_task()
+        reply, interrupted = await self._reply_outcome(rest, given, started, task)
         return self._reply_done(self._reply_msg(reply, started), scope, started, interrupted)
 
     def _reply_begun(self, given: Incoming) -> float:
@@ -397,12 +421,15 @@ class Agent:
         return started
 
     async def _reply_outcome(
-        self, reply: Awaitable[Any], given: Incoming, started: float
+        self,
+        reply: Awaitable[Any],
+        given: Incoming,
+        started: float,
+        task: asyncio.Task[Any] | None,
     ) -> tuple[Any, bool]:
-        """(what ``reply`` returned, interrupted?), awaited in the current task, which
+        """(what ``reply`` returned, interrupted?), awaited in ``task``, the current one, which
         :meth:`interrupt` cancels meanwhile: an interrupt gives :meth:`handle_interrupt`'s
         reply, an error becomes a :class:`ReplyError`."""
-        task = asyncio.current_task()
         replies = self._replies
         # a reply of this agent inside another of its replies, in one task, shares its entry
         own = task is not None and task not in replies

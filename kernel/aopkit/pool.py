@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .agent import Agent, first_steps
+from .agent import Agent, cancelling, first_steps, still_wanted
 from .durable import current_run
 from .errors import AopkitError, ConfigurationError, ReplyError
 from .events import RoundFinished
@@ -85,13 +85,13 @@ class AgentPool:
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
         drive = _Drive(self.agents, msg, self.kernel.progress)
         this = asyncio.current_task()
-        before = _cancelling(this)
+        before = cancelling(this)
         try:
             await drive.from_agent(0)
-            _still_wanted(this, before)
+            still_wanted(this, before)
             for task in drive.tasks:  # the list grows while earlier tasks are awaited
                 await task
-                _still_wanted(this, before)
+                still_wanted(this, before)
         except BaseException:
             for task in drive.tasks:
                 if not task.done():
@@ -191,18 +191,6 @@ def _collector_paused() -> Iterator[None]:
                 _pauses -= 1
                 if not _pauses:
                     gc.enable()
-
-
-def _cancelling(task: asyncio.Task[Any] | None) -> int:
-    """How many requests to cancel ``task`` are pending (Python 3.10 does not count them)."""
-    return task.cancelling() if task is not None and hasattr(task, "cancelling") else 0
-
-
-def _still_wanted(task: asyncio.Task[Any] | None, before: int) -> None:
-    """Raise the cancellation of the round a reply running in ``task`` swallowed (it caught
-    ``CancelledError`` and answered): the round ends all the same, as a gathered one would."""
-    if _cancelling(task) > before:
-        raise asyncio.CancelledError
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ import pytest
 import aopkit
 from aopkit import Agent, Msg
 
-from .helpers import Echo, Slow
+from .helpers import Echo, Recorder, Slow
 
 MARK: contextvars.ContextVar[str | None] = contextvars.ContextVar("mark", default=None)
 
@@ -135,6 +135,33 @@ async def test_an_interrupt_the_reply_swallowed_is_taken_back(kernel):
     call = await interrupted(agent)
     reply = await asyncio.wait_for(call, 5)
     assert reply.text == "not stopping" and call.cancelling() == 0
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 does not count cancellations")
+async def test_a_cancellation_the_reply_swallowed_still_stops_the_caller(kernel):
+    agent = Swallowing("s", 60, kernel=kernel)
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    call = asyncio.ensure_future(agent(Msg("u", "x", "user")))
+    await agent.started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert [m.text for m in agent.memory] == ["x", "not stopping"]  # the reply is kept
+    assert recorder.events[-1].type == "reply_finished" and not agent._replies
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in Python 3.11")
+async def test_a_cancellation_taken_back_inside_the_reply_is_not_raised(kernel):
+    class Timed(Agent):
+        async def reply(self, msg):
+            try:
+                async with asyncio.timeout(0.01):  # cancels this task, then takes it back
+                    await asyncio.sleep(60)
+            except TimeoutError:
+                return "timed out"
+
+    assert (await Timed("t", kernel=kernel)("go")).text == "timed out"
 
 
 async def test_an_agent_called_in_a_pooled_first_step_never_cancels_the_pool(kernel):
