@@ -193,6 +193,9 @@ class Scope:
     _charged: tuple[str, Account, Ticket] | None
     _names: tuple[str, ...] | None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a Scope is made by aopkit.usage.new_scope(agent, ledger, hubs, outer)")
+
     @property
     def hubs(self) -> tuple[str, ...]:
         """The names of the hubs the reply is in, the enclosing replies' first."""

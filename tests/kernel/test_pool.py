@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import gc
 import sys
+import threading
 from typing import ClassVar
 
 import pytest
@@ -531,6 +532,38 @@ async def test_the_collector_resumes_when_the_last_of_concurrent_rounds_ends(ker
 
     await asyncio.gather(round_(long), round_(quick))
     assert ended == [False, True]  # the quick one ended while the long one ran
+
+
+async def test_a_round_in_another_thread_keeps_the_collector_paused_past_this_ones(kernel):
+    """The pause is process-wide: a round ending here must not resume the collector while a
+    round in another thread's event loop is mid-stretch."""
+    entered, release, seen = threading.Event(), threading.Event(), {}
+
+    class Blocking(Agent):  # its first step holds its thread's loop until released
+        async def reply(self, msg):
+            entered.set()
+            release.wait(10)
+            return "released"
+
+    def other_round():
+        other = aopkit.Kernel(environ={})
+        seen["replies"] = asyncio.run(aopkit.AgentPool([Blocking("b", kernel=other)]).reply_all())
+
+    thread = threading.Thread(target=other_round)
+
+    class Starter(Agent):  # its first step starts the other round and waits until it is in
+        async def reply(self, msg):
+            thread.start()
+            assert entered.wait(10)
+            return "started"
+
+    try:
+        await aopkit.AgentPool([Starter("s", kernel=kernel)]).reply_all(question())
+        assert not gc.isenabled()  # the other thread's stretch still runs
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.join, 10)
+    assert [r.text for r in seen["replies"]] == ["released"] and gc.isenabled()
 
 
 async def test_a_round_that_stops_resumes_the_collector(kernel, watched):

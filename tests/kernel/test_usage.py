@@ -595,3 +595,13 @@ def test_usages_add_what_each_knows():
     assert (total.calls, total.retries, total.cost, total.tokens) == (3, 1, 0.25, 10)
     assert sum([a, b, Usage()], Usage()) == total  # Usage() is nothing
     assert (Usage() + Usage()).input_tokens is None  # unknown stays unknown
+
+
+def test_a_scope_is_made_by_new_scope_not_by_its_class(kernel):
+    from aopkit.usage import Scope, new_scope
+
+    with pytest.raises(TypeError, match="new_scope"):
+        Scope("a", kernel.usage)
+    scope = new_scope("a", kernel.usage)
+    assert scope.agent == "a" and scope.reply is None and scope.hubs == ()
+    assert [a.label for a in scope.accounts] == ["agent 'a'", "reply of 'a'"]
