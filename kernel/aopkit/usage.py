@@ -190,7 +190,7 @@ class Scope:
     _hubs: tuple[MsgHub, ...]
     _outer: Scope | None
     _accounts: tuple[Account, ...] | None
-    _charged: tuple[str, Account, Ticket] | None
+    _charged: tuple[str, Account, tuple[Account, ...]] | None
     _names: tuple[str, ...] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -231,16 +231,16 @@ class Scope:
         reply = self.reply
         return reply.usage_data() if reply is not None and reply._sums[CALLS] else None
 
-    def ticket(self, model: str) -> Ticket:
-        """The ticket of a call of ``model`` in this scope that no budget applies to: every
-        account it is charged to (the kernel's, the model's and :attr:`accounts`), nothing
-        reserved. Tickets are never changed, so one is made per model a reply calls (and
-        again after the totals are cleared), not per call."""
+    def charged(self, model: str) -> tuple[Account, ...]:
+        """Every account a call of ``model`` in this scope is charged to: the kernel's, the
+        model's and :attr:`accounts`. Kept for the last model called (and found again after
+        the totals are cleared), not found per call. Not a ticket: a ticket names its scope,
+        and a scope holding one would be a reference cycle, which only the collector frees."""
         ledger = self._ledger
         last = self._charged
         if last is not None and last[0] == model and last[1] is ledger.total:
             return last[2]
-        found = Ticket(model, self, (ledger.total, ledger._model(model), *self.accounts))
+        found = (ledger.total, ledger._model(model), *self.accounts)
         self._charged = (model, ledger.total, found)
         return found
 
@@ -346,13 +346,12 @@ class UsageLedger:
         ``budget_reached``) if a budget would be exceeded."""
         scope = SCOPE.get()
         if scope is not None:
-            plain = scope.ticket(model)
+            accounts = scope.charged(model)
         else:
-            plain = Ticket(model, None, (self.total, self._model(model), self.outside))
-        accounts = plain.accounts
+            accounts = (self.total, self._model(model), self.outside)
         budgets = [a.budget for a in accounts if a.budget is not None]
         if not budgets:
-            return plain
+            return Ticket(model, scope, accounts)
         tokens = 0
         if any(b.tokens is not None or b.cost is not None for b in budgets):
             tokens = estimate_tokens(messages, tools)

@@ -187,8 +187,14 @@ async def test_a_call_leaves_no_reference_cycles(serve):
             agent.memory.clear()
             await agent("hi")
 
+        crowd = [aopkit.ModelAgent(f"a{i}", model) for i in range(20)]
+
+        async def replied_at_once():  # each reply a task, as a simulation's round runs them
+            await asyncio.gather(*(each("hi") for each in crowd))
+
         assert await calls_leave_no_cycles(answered) == 0
         assert await calls_leave_no_cycles(replied) == 0
+        assert await calls_leave_no_cycles(replied_at_once) == 0
 
 
 async def test_a_failed_call_leaves_no_reference_cycles(serve):
