@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
+import attrs
 import pytest
 from aiohttp import web
 
@@ -15,6 +16,7 @@ import aopkit
 from aopkit.errors import ConfigurationError
 from aopkit.models import ModelRejected, ModelUnavailable
 from aopkit.retry import RetryPolicy
+from tests.kernel.helpers import Recorder
 
 ANSWER = {
     "id": "msg_1",
@@ -126,6 +128,73 @@ async def test_calls_waiting_for_a_connection_hold_no_request(serve):
         del requests
         assert [a.text for a in await asyncio.gather(*calls)] == ["ok"] * 30
         assert server.most == 3
+
+
+async def test_a_call_waits_for_its_connection_before_it_starts(serve):
+    """A call waits for its turn before anything else: while it waits, neither its request
+    nor its call record nor its budget ticket exists, and observers hear of it only when it
+    starts. Everything a waiting call holds, the collector walks again and again."""
+    from aopkit.events import ModelCallStarted
+    from aopkit.http import Request
+    from aopkit.models import _Call
+    from aopkit.usage import Ticket
+
+    server = Counting(delay=0.5)
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=2) as kernel:
+        recorder = Recorder()
+        kernel.register(recorder, "recorder")
+        model = model_of(kernel, await serve(server.app()))
+        agents = [aopkit.ModelAgent(f"a{i}", model) for i in range(20)]
+        replies = [asyncio.ensure_future(agent("hi")) for agent in agents]
+        while server.now < 2:
+            await asyncio.sleep(0.01)
+        for kind in (Request, _Call, Ticket):
+            built = sum(isinstance(o, kind) for o in gc.get_objects())
+            assert built <= 2, f"{built} {kind.__name__} objects for 2 connections"
+        assert len(recorder.of(ModelCallStarted)) == 2
+        assert kernel.progress.in_flight == 2
+        assert [r.text for r in await asyncio.gather(*replies)] == ["ok"] * 20
+        assert len(recorder.of(ModelCallStarted)) == 20 and server.most == 2
+        assert kernel.pool.turn()._free == 2
+
+
+async def test_a_call_refused_after_its_wait_gives_its_connection_back(serve):
+    server = Counting(delay=0.3)
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
+        model = model_of(kernel, await serve(server.app()))
+        busy = asyncio.ensure_future(model("hi"))
+        while server.now < 1:
+            await asyncio.sleep(0.01)
+        refused = aopkit.ModelAgent("r", model)
+        refused.budget = aopkit.Budget(calls=0)
+        with pytest.raises(aopkit.BudgetExceeded):
+            await asyncio.wait_for(refused("hi"), 5)  # refused once the connection was free
+        assert (await busy).text == "ok"
+        assert (await asyncio.wait_for(model("again"), 5)).text == "ok"
+        assert kernel.pool.turn()._free == 1
+
+
+async def test_media_fetched_inside_a_call_uses_the_calls_connection(serve):
+    """With one connection, a call that must fetch an image to inline it fetches it on the
+    connection it waited for (no second turn, no deadlock), then sends on the next free one."""
+    png = b"\x89PNG\r\n\x1a\n fake"
+
+    async def image(request: web.Request) -> web.Response:
+        return web.Response(body=png, content_type="image/png")
+
+    server = Counting()
+    app = server.app()
+    app.router.add_get("/cat.png", image)
+    base = await serve(app)
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
+        model = model_of(kernel, base)
+        model.capabilities = attrs.evolve(model.capabilities, media_urls=False)
+        picture = aopkit.Msg(
+            "user", [aopkit.ImageBlock(aopkit.URLSource(f"{base}/cat.png"))], "user"
+        )
+        answers = await asyncio.wait_for(asyncio.gather(model([picture]), model([picture])), 10)
+        assert [a.text for a in answers] == ["ok", "ok"] and server.seen == 2
+        assert kernel.pool.turn()._free == 1
 
 
 async def test_cancelled_calls_give_their_connections_back(serve):
