@@ -14,23 +14,13 @@ import math
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 from .formatting import Formatter, MediaError
 from .message import Msg
-from .models import (
-    Capabilities,
-    ChatModel,
-    ChatResponse,
-    ModelError,
-    ModelRejected,
-    ModelUnavailable,
-    ToolChoice,
-    ToolSpec,
-)
+from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
 from .secret import Secret, SecretMissing, Secrets, names_a_credential
 from .turns import Turns
 
@@ -113,7 +103,7 @@ class HTTPPool:
         too_large = f"{shown} is larger than {limit} bytes"
         timeout = aiohttp.ClientTimeout(total=MEDIA_TIMEOUT)
         turns = self.turn()
-        await take(turns)  # inside a call that holds a turn, that one: never a second
+        await turns.take()  # inside a call that holds a turn, that one: never a second
         try:
             async with self.session().get(url, timeout=timeout) as response:
                 if response.status >= 400:
@@ -138,20 +128,6 @@ class HTTPPool:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
-
-
-_HELD: ContextVar[Turns | None] = ContextVar("aopkit_turn_held", default=None)
-"""The turn the model call under way in this context waited for before it started, until a
-request of the call takes it (see :meth:`HTTPChatModel.__call__`)."""
-
-
-async def take(turns: Turns) -> None:
-    """Take a turn of ``turns``: the one the call under way waited for, if it still holds it,
-    else the next free one."""
-    if _HELD.get() is turns:
-        _HELD.set(None)
-    else:
-        await turns.acquire()
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -293,7 +269,7 @@ class Request:
         """POST the payload and return the decoded JSON answer (always an object)."""
         failure: ModelError | None = None
         turns = self.pool.turn()
-        await take(turns)  # not ``async with``: its bound __aexit__ would be held in flight
+        await turns.take()  # not ``async with``: its bound __aexit__ would be held in flight
         try:
             async with self._post() as response:
                 body = self.secrets.redact(await response.text(errors="replace"))
@@ -332,7 +308,7 @@ class Request:
         """POST the payload and yield the answer's lines (for SSE and NDJSON streams)."""
         failure: ModelError | None = None
         turns = self.pool.turn()
-        await take(turns)
+        await turns.take()
         try:
             async with self._post() as response:
                 if response.status >= 400:
@@ -503,35 +479,9 @@ class HTTPChatModel(ChatModel):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} at {self.kernel.secrets.redact(self.base_url)}>"
 
-    async def __call__(
-        self,
-        messages: Sequence[Msg | str] | str,
-        *,
-        tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured: Mapping[str, Any] | None = None,
-        stream: bool = False,
-    ) -> ChatResponse | AsyncIterator[ChatResponse]:
-        """A call waits for its connection turn before anything else, and its first request
-        takes that turn: a crowd of calls waiting for the kernel's connections (100,000 on
-        1,024) then holds a waiting future each, not its formatted request, call record and
-        budget reservation, which the cyclic collector would walk again and again while
-        they wait. A stream takes its turn when it is first read, as it starts then."""
-        if stream:
-            return await super().__call__(
-                messages, tools=tools, tool_choice=tool_choice, structured=structured, stream=True
-            )
-        turns = self.kernel.pool.turn()
-        await turns.acquire()
-        held = _HELD.set(turns)
-        try:
-            return await super().__call__(
-                messages, tools=tools, tool_choice=tool_choice, structured=structured
-            )
-        finally:
-            if _HELD.get() is turns:  # no request took it: refused, or failed before sending
-                turns.release()
-            _HELD.reset(held)
+    def turns(self) -> Turns:
+        """The kernel's connection turns, shared by every model of the kernel."""
+        return self.kernel.pool.turn()
 
     @property
     def server(self) -> tuple[str, int] | None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .codec import Codec
     from .faults import Fault, FaultPolicy
     from .kernel import Kernel
+    from .turns import Turns
     from .usage import Ticket
 
 ToolChoice = Literal["auto", "none", "required"] | str  # or the name of one tool
@@ -296,21 +297,41 @@ class ChatModel:
             raise ModelRejected(self.name, "this model does not stream")
         if stream:  # a stream reserves its budget when it starts, so one never read holds none
             return self._observed_stream(messages, specs, tool_choice, structured)
-        call = self._started(messages, specs, tool_choice, structured, stream=False)
+        turns, lent = self.turns(), None
+        if turns is not None:  # see ``turns``
+            await turns.acquire()
+            lent = turns.lend()
         try:
-            try:  # the first try skips the retry machinery: it costs ~50 µs a call
-                response = await self._complete(
-                    messages=messages, tools=specs, tool_choice=tool_choice, structured=structured
-                )
-            except ModelError as exc:
-                if not exc.retryable or self.retry.attempts <= 1:
-                    raise
-                response = await self._retry_complete(call, exc)
-        except BaseException as exc:
-            self._finished(call, None, exc)
-            raise
+            call = self._started(messages, specs, tool_choice, structured, stream=False)
+            try:
+                try:  # the first try skips the retry machinery: it costs ~50 µs a call
+                    response = await self._complete(
+                        messages=messages,
+                        tools=specs,
+                        tool_choice=tool_choice,
+                        structured=structured,
+                    )
+                except ModelError as exc:
+                    if not exc.retryable or self.retry.attempts <= 1:
+                        raise
+                    response = await self._retry_complete(call, exc)
+            except BaseException as exc:
+                self._finished(call, None, exc)
+                raise
+        finally:
+            if turns is not None:
+                turns.take_back(lent)
         self._finished(call, response, None)
         return response
+
+    def turns(self) -> Turns | None:
+        """The connection turns this model's requests take (:class:`~aopkit.turns.Turns`), or
+        None for a model that calls no server. A call that is not streamed waits for its turn
+        before anything else (before its budget is checked, its messages formatted and
+        observers told), and its first request takes that turn: a crowd of calls waiting for
+        connections then holds no formatted request, call record or budget ticket each, which
+        the cyclic collector would walk again and again while they wait."""
+        return None
 
     def _started(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from types import TracebackType
+from typing import Any
 
 
 class Turns:
@@ -20,11 +21,12 @@ class Turns:
 
     Bound to the event loop it is first used in, as the session it goes with."""
 
-    __slots__ = ("_free", "_waiting")
+    __slots__ = ("_free", "_lent", "_waiting")
 
     def __init__(self, limit: int) -> None:
         self._free = limit
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._lent: set[asyncio.Task[Any]] = set()  # tasks holding a turn none of theirs took
 
     def __repr__(self) -> str:
         return f"<Turns free={self._free} waiting={len(self._waiting)}>"
@@ -43,6 +45,37 @@ class Turns:
             if waiter.done() and not waiter.cancelled():  # handed a turn as it was cancelled
                 self.release()
             raise
+
+    def lend(self) -> asyncio.Task[Any] | None:
+        """Lend the turn just acquired to the current task: its next :meth:`take` has it at
+        once. Give what this returns to :meth:`take_back` when the task is done with the
+        turn's purpose. A model call waits for its turn before anything else, so that while
+        it waits it holds nothing but its place in the queue. The task itself is the token:
+        no object more per call. Outside a task there is nothing to lend to: the turn goes
+        back at once."""
+        task = asyncio.current_task()
+        if task is None:
+            self.release()
+        else:
+            self._lent.add(task)
+        return task
+
+    async def take(self) -> None:
+        """Take the turn lent to the current task if it still has one, else wait for one."""
+        lent = self._lent
+        if lent:
+            task = asyncio.current_task()
+            if task in lent:
+                lent.remove(task)
+                return
+        await self.acquire()
+
+    def take_back(self, task: asyncio.Task[Any] | None) -> None:
+        """Give back the turn lent to ``task`` if it was never taken (a call refused by a
+        budget, or failing before it sent anything)."""
+        if task in self._lent:
+            self._lent.remove(task)
+            self.release()
 
     def release(self) -> None:
         """Give the turn back: to the longest waiter still waiting, or to the free ones."""

@@ -158,6 +158,20 @@ async def test_a_call_waits_for_its_connection_before_it_starts(serve):
         assert kernel.pool.turn()._free == 2
 
 
+async def test_a_pool_round_of_model_agents_keeps_to_the_limit(serve):
+    """A pool runs its replies' first steps in one task, one after another: each call's turn is
+    lent to that task until the call's request takes it, so none is taken by another's call."""
+    server = Counting(delay=0.05)
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=2) as kernel:
+        model = model_of(kernel, await serve(server.app()))
+        pool = aopkit.AgentPool([aopkit.ModelAgent(f"a{i}", model) for i in range(30)])
+        for _ in range(2):
+            replies = await asyncio.wait_for(pool.reply_all("hi"), 20)
+            assert [r.text for r in replies] == ["ok"] * 30
+        assert server.seen == 60 and server.most == 2
+        assert (kernel.pool.turn()._free, kernel.pool.turn()._lent) == (2, set())
+
+
 async def test_a_call_refused_after_its_wait_gives_its_connection_back(serve):
     server = Counting(delay=0.3)
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
@@ -171,7 +185,7 @@ async def test_a_call_refused_after_its_wait_gives_its_connection_back(serve):
             await asyncio.wait_for(refused("hi"), 5)  # refused once the connection was free
         assert (await busy).text == "ok"
         assert (await asyncio.wait_for(model("again"), 5)).text == "ok"
-        assert kernel.pool.turn()._free == 1
+        assert (kernel.pool.turn()._free, kernel.pool.turn()._lent) == (1, set())
 
 
 async def test_media_fetched_inside_a_call_uses_the_calls_connection(serve):

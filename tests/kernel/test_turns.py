@@ -2,6 +2,7 @@
 a cancellation, and a release that hands its turn over without walking the queue."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -100,3 +101,57 @@ async def test_async_with_holds_a_turn():
     async with turns:
         assert turns._free == 0
     assert turns._free == 1
+
+
+async def test_a_lent_turn_is_taken_once_by_its_own_task():
+    turns = Turns(1)
+    await turns.acquire()
+    lent = turns.lend()
+    assert lent is asyncio.current_task()
+
+    async def elsewhere():  # another task waits for a turn of its own
+        await turns.take()
+        turns.release()
+
+    other = asyncio.ensure_future(elsewhere())
+    await asyncio.sleep(0)
+    assert not other.done(), "a turn lent to one task is not another's"
+    await turns.take()  # this task's: at once
+    second = asyncio.ensure_future(turns.take())  # a second take in the same task waits
+    await asyncio.sleep(0)
+    assert not second.done()
+    turns.take_back(lent)  # taken already: nothing to give back
+    assert turns._free == 0
+    turns.release()
+    await asyncio.gather(other, second)
+    turns.release()
+    assert (turns._free, turns._lent) == (1, set())
+
+
+async def test_a_lent_turn_never_taken_is_given_back():
+    turns = Turns(1)
+    await turns.acquire()
+    lent = turns.lend()
+    waiter = asyncio.ensure_future(turns.acquire())
+    await asyncio.sleep(0)
+    turns.take_back(lent)  # handed to the waiter
+    await asyncio.wait_for(waiter, 1)
+    turns.take_back(lent)  # twice: still once
+    turns.release()
+    assert (turns._free, turns._lent) == (1, set())
+
+
+async def test_outside_a_task_a_turn_is_not_lent_but_given_back():
+    turns, lent = Turns(1), []
+
+    async def call():
+        await turns.acquire()
+        lent.append(turns.lend())
+
+    def by_hand():  # a loop callback driving the coroutine: no task runs it
+        with contextlib.suppress(StopIteration):
+            call().send(None)
+
+    asyncio.get_running_loop().call_soon(by_hand)
+    await asyncio.sleep(0)
+    assert lent == [None] and turns._free == 1
