@@ -39,7 +39,7 @@ def _recipe(agent: Agent | Any) -> tuple[str | None, Recipe]:
     if isinstance(agent, RemoteAgent):
         raise AopkitError(f"{agent!r} is already remote")
     bare = copy.copy(agent)
-    bare._kernel, bare._hubs, bare._replies, bare._sessions = None, [], {}, None
+    bare._kernel, bare._hubs, bare._replies, bare._sessions = None, (), {}, None
     return agent.name, bare
 
 

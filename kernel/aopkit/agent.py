@@ -269,7 +269,7 @@ class Agent:
         self.memory = Memory() if memory is None else check_instance(memory, Memory, "memory")
         self._kernel = _check_kernel(kernel)
         self._hooks: dict[str, list[tuple[Callable[..., Any], bool]]] | None = None
-        self._hubs: list[MsgHub] = []
+        self._hubs: tuple[MsgHub, ...] = ()  # a tuple: a million agents hold no list each
         # the tasks running this agent's replies, each with whether interrupt() cancelled it
         self._replies: dict[asyncio.Task[Any], bool] = {}
         self._sessions: dict[str, Self] | None = None
@@ -609,7 +609,7 @@ class Agent:
     def _reset(self) -> None:
         """Start conversation state afresh (subclasses with more state extend this)."""
         self.memory = Memory(window=self.memory.window)
-        self._hubs = []
+        self._hubs = ()
         self._replies = {}
         if self._hooks:
             self._hooks = {kind: list(hooks) for kind, hooks in self._hooks.items()}

@@ -124,7 +124,7 @@ class MsgHub:
     def _join(self, agents: Iterable[Agent]) -> None:
         kernel = self.kernel
         for agent in agents:
-            agent._hubs.append(self)
+            agent._hubs = (*agent._hubs, self)
             if kernel.observed:
                 kernel.emit(HubJoined(hub=self.name, agent=agent.name))
 
@@ -132,7 +132,9 @@ class MsgHub:
         kernel = self.kernel
         for agent in agents:
             if self in agent._hubs:
-                agent._hubs.remove(self)
+                hubs = list(agent._hubs)
+                hubs.remove(self)
+                agent._hubs = tuple(hubs)
             if kernel.observed:
                 kernel.emit(HubLeft(hub=self.name, agent=agent.name))
 

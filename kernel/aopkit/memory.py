@@ -9,7 +9,7 @@ from .errors import ConfigurationError, DecodeError
 from .message import Msg, as_msg
 
 SCAN = 16
-"""Up to this window, a memory finds duplicates by looking through its messages (no set)."""
+"""Up to this many messages, a memory finds duplicates by looking through them (no set)."""
 
 
 class Memory:
@@ -27,7 +27,7 @@ class Memory:
             raise ConfigurationError(f"Memory(window=...) must be an int >= 1, got {window!r:.80}")
         self.window = window
         self._messages: list[Msg] = []
-        self._ids: set[str] | None = set() if window is None or window > SCAN else None
+        self._ids: set[str] | None = None  # made when it holds more than SCAN messages
         self.extend(messages)
 
     def add(self, msg: Msg | str) -> bool:
@@ -36,14 +36,17 @@ class Memory:
         if not isinstance(msg, Msg):
             msg = as_msg(msg, "Memory.add(msg)")
         ids, messages = self._ids, self._messages
-        if ids is None:  # a small window: looking through it is cheaper than a set
+        if ids is None:  # a short memory: looking through it is cheaper than a set, and a
+            # million agents' memories hold no set each the collector must walk
             msg_id = msg.id
             for kept in messages:
                 if kept.id == msg_id:
                     return False
             messages.append(msg)
-            if len(messages) > self.window:  # type: ignore[operator]
+            if self.window is not None and len(messages) > self.window:
                 del messages[0]
+            elif len(messages) > SCAN:  # grown long: from now on, a set of its ids
+                self._ids = {kept.id for kept in messages}
             return True
         if msg.id in ids:
             return False

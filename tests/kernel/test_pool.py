@@ -419,6 +419,30 @@ def test_a_window_keeps_the_latest_messages():
         assert len(memory) == 0 and msgs[0] not in memory
 
 
+@pytest.mark.parametrize("window", [None, 16, 17, 30])
+def test_duplicates_are_refused_before_and_after_a_memory_grows_long(window):
+    """A memory looks through its messages while it holds few (a million agents' memories
+    then hold no set each), and keeps a set of their ids once it holds more than 16."""
+    from aopkit.memory import SCAN
+
+    msgs = [Msg("u", str(i), "user") for i in range(40)]
+    memory = Memory(window=window)
+    for i, msg in enumerate(msgs):
+        assert memory.add(msg)
+        assert not memory.add(msg) and not memory.add(msgs[max(0, i - 3)])
+        grown = (window is None or window > SCAN) and i >= SCAN
+        assert (memory._ids is not None) is grown, "a set only once it holds more than 16"
+    kept = msgs if window is None else msgs[-window:]
+    assert memory.messages() == kept
+    assert all(m in memory for m in kept) and all(m not in memory for m in msgs[: -len(kept)])
+    assert (memory._ids is not None) is (len(kept) > SCAN)
+    assert [memory.add(m) for m in kept] == [False] * len(kept)
+    memory.remove(kept[0].id)
+    assert kept[0] not in memory and memory.add(kept[0])
+    memory.clear()
+    assert len(memory) == 0 and memory.add(kept[1])
+
+
 def test_a_window_survives_state_and_sessions(kernel):
     agent = Guesser("g", memory=Memory(window=2), kernel=kernel)  # an empty Memory is falsy
     assert agent.memory.window == 2
