@@ -11,6 +11,8 @@ from typing import Any
 class Turns:
     """What a request holds while it is in flight: ``limit`` turns, handed out in the order
     they were asked for. ``await turns.acquire()`` ... ``turns.release()``, or ``async with``.
+    A model call waits for its turn before it starts and lends it to its task
+    (:meth:`lend`), until the call's first request takes it (:meth:`take`).
 
     It does what an :class:`asyncio.Semaphore` does, but a release hands its turn straight to
     the longest waiter. The semaphore of Python 3.10 to 3.12 instead marks a waiter woken and
