@@ -211,6 +211,46 @@ async def test_media_fetched_inside_a_call_uses_the_calls_connection(serve):
         assert kernel.pool.turn()._free == 1
 
 
+async def test_a_call_stopped_before_its_request_gives_its_connection_back(serve, tmp_path):
+    """With one connection, a call stopped between its wait and its request: cancelled while
+    it fetches an image to inline, or failing on a missing file. Each leaves the connection
+    free and nothing lent, and the next call goes through."""
+    from aopkit.formatting import MediaError
+
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await response.prepare(request)
+        await response.write(b"\x89PNG")
+        await asyncio.sleep(30)
+        return response
+
+    server = Counting()
+    app = server.app()
+    app.router.add_get("/stalled.png", stalled)
+    base = await serve(app)
+    async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
+        model = model_of(kernel, base)
+        model.capabilities = attrs.evolve(model.capabilities, media_urls=False)
+        turns = kernel.pool.turn()
+
+        def showing(url: str) -> aopkit.Msg:
+            return aopkit.Msg("user", [aopkit.ImageBlock(aopkit.URLSource(url))], "user")
+
+        fetching = asyncio.ensure_future(model([showing(f"{base}/stalled.png")]))
+        while turns._free:  # the call's turn, lent to the fetch
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        fetching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetching
+        assert (turns._free, turns._lent) == (1, set())
+
+        with pytest.raises(MediaError, match=r"missing\.png"):
+            await model([showing(str(tmp_path / "missing.png"))])
+        assert (turns._free, turns._lent) == (1, set())
+        assert (await asyncio.wait_for(model("hi"), 5)).text == "ok" and server.seen == 1
+
+
 async def test_cancelled_calls_give_their_connections_back(serve):
     slow, fast = Counting(delay=30), Counting(delay=0.2)
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=2) as kernel:
