@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .faults import Fault, FaultPolicy
     from .kernel import Kernel
     from .turns import Turns
-    from .usage import Ticket
+    from .usage import Scope, Ticket
 
 ToolChoice = Literal["auto", "none", "required"] | str  # or the name of one tool
 MEDIA_KINDS = ("image", "audio", "video")
@@ -345,8 +345,8 @@ class ChatModel:
         """Reserve the call in every budget it counts towards (or raise BudgetExceeded), then
         announce it."""
         kernel = self.kernel
-        ticket = kernel.usage.reserve(self.name, messages, tools)
-        call = _Call(self, ticket, messages, tools, tool_choice, structured)
+        ticket, scope = kernel.usage.reserve(self.name, messages, tools)
+        call = _Call(self, ticket, scope, messages, tools, tool_choice, structured)
         progress = kernel.progress
         progress.in_flight += 1
         if progress.view is not None:
@@ -484,6 +484,7 @@ class _Call:
         "model",
         "previous",
         "retries",
+        "scope",
         "started",
         "structured",
         "ticket",
@@ -495,12 +496,13 @@ class _Call:
         self,
         model: ChatModel,
         ticket: Ticket,
+        scope: Scope | None,
         messages: list[Msg],
         tools: list[ToolSpec],
         tool_choice: ToolChoice | None,
         structured: Mapping[str, Any] | None,
     ) -> None:
-        self.model, self.ticket, self.id = model, ticket, new_id()
+        self.model, self.ticket, self.scope, self.id = model, ticket, scope, new_id()
         self.messages, self.tools = messages, tools
         self.tool_choice, self.structured = tool_choice, structured
         self.started = time.perf_counter()
@@ -519,12 +521,12 @@ class _Call:
 
     @property
     def agent(self) -> str | None:
-        scope = self.ticket.scope
+        scope = self.scope
         return scope.agent if scope else None
 
     @property
     def hubs(self) -> tuple[str, ...]:
-        scope = self.ticket.scope
+        scope = self.scope
         return scope.hubs if scope else ()
 
     def judged(self, error: ModelError) -> ModelError:

@@ -92,47 +92,108 @@ def dollars(value: float) -> str:
     return f"${value:,.6f}" if value < 1 else f"${value:,.2f}"
 
 
-FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of an account's sums
-CALLS, COST = FIELDS.index("calls"), FIELDS.index("cost")
-ALWAYS = 3  # input_tokens, output_tokens, seconds: in usage data even when unknown or zero
+FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of usage data
 NOTHING_HELD = (0, 0, 0.0)  # an account's reservations when no call holds one: a tuple, so
 # that an account (one per agent and per reply with a model call) is not two lists besides
+
+# An account's counts are one integer, each in a slot of ``WIDTH`` bits: a call is charged to
+# four or five accounts, and a Python loop over its counts for each cost more than the rest of
+# its accounting together. A call's count is below ``LIMIT`` (a larger one is no real count and
+# is taken as unreported), so no slot's sum reaches the next one before 2**64 calls. The
+# slots most calls fill come first, so that the integer stays short.
+WIDTH = 128
+LIMIT = 1 << 64
+SECONDS = 1e9  # no call takes 30 years: more is a provider's mistake, counted as no time
+MASK = (1 << WIDTH) - 1
+SLOTS = (
+    "calls",
+    "input_tokens",
+    "output_tokens",
+    "unpriced",
+    "unreported",
+    "retries",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+SHIFT = {name: WIDTH * i for i, name in enumerate(SLOTS)}
+IN, OUT = SHIFT["input_tokens"], SHIFT["output_tokens"]
+ONE_UNPRICED, ONE_UNREPORTED = 1 << SHIFT["unpriced"], 1 << SHIFT["unreported"]
+RETRIES = SHIFT["retries"]
+PARTS = tuple((name, SHIFT[name], 1 << i) for i, name in enumerate(SLOTS) if i >= 6)
+# the bits of an account's ``_known``: which counts some call reported (unknown is not zero)
+KNOWN_IN, KNOWN_OUT, KNOWN_COST = 1, 2, 4
+KNOWN_PARTS = sum(bit for _, _, bit in PARTS)
+REPORTED = KNOWN_IN | KNOWN_OUT
+COUNTED = (("input_tokens", IN, KNOWN_IN), ("output_tokens", OUT, KNOWN_OUT), *PARTS)
 
 
 class Account:
     """What one agent, hub run, model, reply or the whole kernel used, and its budget.
 
-    The sums are kept as plain numbers (``usage`` builds a :class:`Usage` when asked), so that
-    charging a call costs a few additions."""
+    The counts are kept as one number (see ``SLOTS``), the seconds and the cost as floats, and
+    ``usage`` builds a :class:`Usage` when asked: charging a call costs three additions."""
 
-    __slots__ = ("_held", "_sums", "budget", "label", "refused", "unpriced", "unreported")
+    __slots__ = ("_cost", "_held", "_known", "_seconds", "_sums", "budget", "label", "refused")
 
     def __init__(self, label: str, budget: Budget | None = None) -> None:
         self.label = label
         self.budget = budget
         self.refused = 0  # calls a budget refused
-        self.unreported = 0  # calls whose server did not say how many tokens they used
-        self.unpriced = 0  # calls with no price
-        self._sums: list[Any] = list(ZERO)
+        self._sums = 0
+        self._known = 0
+        self._seconds = 0.0
+        self._cost = 0.0
         self._held = NOTHING_HELD  # calls, tokens, cost reserved by calls under way
 
     def __repr__(self) -> str:
         return f"<Account {self.label}: {self.usage}>"
 
+    def _count(self, name: str) -> int:
+        return self._sums >> SHIFT[name] & MASK
+
+    @property
+    def calls(self) -> int:
+        """The calls made (a failed one too)."""
+        return self._sums & MASK
+
+    @property
+    def unreported(self) -> int:
+        """Calls whose server did not say how many tokens they used."""
+        return self._count("unreported")
+
+    @property
+    def unpriced(self) -> int:
+        """Calls with no price."""
+        return self._count("unpriced")
+
     @property
     def usage(self) -> Usage:
         """What was used so far."""
-        return Usage(**dict(zip(FIELDS, self._sums, strict=True)))
+        return Usage(**self.usage_data())
 
     def usage_data(self) -> dict[str, Any]:
         """:attr:`usage` as the codec dumps it (what a reply's ``metadata["usage"]`` holds),
         made from the sums without a :class:`Usage` or the codec: every reply with model
-        calls gets one."""
-        sums = self._sums
-        data = dict(zip(FIELDS[:ALWAYS], sums[:ALWAYS], strict=True))
-        for i, name, default in OMITTED:
-            if sums[i] != default:
-                data[name] = sums[i]
+        calls gets one. Unknown tokens are None, counts nothing reported are left out."""
+        sums, known = self._sums, self._known
+        data: dict[str, Any] = {
+            "input_tokens": sums >> IN & MASK if known & KNOWN_IN else None,
+            "output_tokens": sums >> OUT & MASK if known & KNOWN_OUT else None,
+            "seconds": self._seconds,
+        }
+        if known & KNOWN_PARTS:
+            for name, shift, bit in PARTS:
+                if known & bit:
+                    data[name] = sums >> shift & MASK
+        calls = sums & MASK
+        if calls:
+            data["calls"] = calls
+        retries = self._count("retries")
+        if retries:
+            data["retries"] = retries
+        if known & KNOWN_COST:
+            data["cost"] = self._cost
         return data
 
     def _refusal(self, tokens: int, cost: float | None, model: str) -> BudgetExceeded | None:
@@ -141,10 +202,11 @@ class Account:
             return None
         sums = self._sums
         calls_held, tokens_held, cost_held = self._held
-        if budget.calls is not None and sums[CALLS] + calls_held + 1 > budget.calls:
-            used = sums[CALLS] + calls_held
+        calls = sums & MASK
+        if budget.calls is not None and calls + calls_held + 1 > budget.calls:
+            used = calls + calls_held
             return BudgetExceeded(self.label, "calls", budget.calls, used, 1, model)
-        used_tokens = (sums[0] or 0) + (sums[1] or 0) + tokens_held  # input and output
+        used_tokens = (sums >> IN & MASK) + (sums >> OUT & MASK) + tokens_held
         if budget.tokens is not None and (
             used_tokens >= budget.tokens or used_tokens + tokens > budget.tokens
         ):
@@ -153,7 +215,7 @@ class Account:
             if cost is None:
                 why = f"is in dollars, but {model} has no price (set kernel.prices[{model!r}])"
                 return BudgetExceeded(self.label, "cost", budget.cost, 0.0, 0.0, model, why)
-            spent = (sums[COST] or 0.0) + cost_held
+            spent = self._cost + cost_held
             if spent >= budget.cost or spent + cost > budget.cost:
                 return BudgetExceeded(self.label, "cost", budget.cost, spent, cost, model)
         return None
@@ -163,16 +225,44 @@ class Account:
         self._held = (calls + sign, held_tokens + sign * tokens, held_cost + sign * cost)
 
     def as_dict(self) -> dict[str, Any]:
-        data = dict(zip(FIELDS, self._sums, strict=True))
+        data = attrs.asdict(self.usage)
         data.update(refused=self.refused, unreported=self.unreported, unpriced=self.unpriced)
         if self.budget is not None:
             data["budget"] = attrs.asdict(self.budget)
         return data
 
 
+def _counted(usage: Usage) -> tuple[int, int]:
+    """One call's ``usage`` (made plausible) as an addition to an account's counts (a call, its
+    tokens, whether they were reported), and the bits of the counts it knows."""
+    added, known = 1, 0
+    for name, shift, bit in COUNTED:
+        tokens = getattr(usage, name)
+        if tokens is not None:
+            added += tokens << shift
+            known |= bit
+    if known & REPORTED != REPORTED:
+        added += ONE_UNREPORTED
+    return added, known
+
+
+def _plausible(usage: Usage) -> Usage:
+    """``usage`` without what no call can report: a count that is not a whole number from 0
+    below ``LIMIT`` is unknown, seconds that are not a number from 0 below ``SECONDS`` are 0.
+    What a provider got wrong is neither summed nor priced."""
+    changes: dict[str, Any] = {}
+    for name, _, _ in COUNTED:
+        tokens = getattr(usage, name)
+        if tokens is not None and not (type(tokens) is int and 0 <= tokens < LIMIT):
+            changes[name] = None
+    seconds = usage.seconds
+    if type(seconds) not in (int, float) or not 0 <= seconds < SECONDS:
+        changes["seconds"] = 0.0
+    return attrs.evolve(usage, **changes) if changes else usage
+
+
 EMPTY = Usage()
-ZERO = tuple(getattr(EMPTY, name) for name in FIELDS)  # a new account's sums
-OMITTED = tuple((i, FIELDS[i], ZERO[i]) for i in range(ALWAYS, len(FIELDS)))  # when unused
+REPLY = "reply"  # the label of a reply's account: no budget, so no error names it
 
 
 class Scope:
@@ -190,7 +280,7 @@ class Scope:
     _hubs: tuple[MsgHub, ...]
     _outer: Scope | None
     _accounts: tuple[Account, ...] | None
-    _charged: tuple[str, Account, tuple[Account, ...]] | None
+    _charged: tuple[str, Account, Ticket] | None
     _names: tuple[str, ...] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -215,32 +305,38 @@ class Scope:
             outer = self._outer  # its accounts first, outside the lock: they take it
             charged = list(outer.accounts) if outer is not None else []
             own = self._ledger.agent(self.agent)
-            for account in (own, *(hub.usage for hub in self._hubs)):
-                if account not in charged:
-                    charged.append(account)
-            with _LOCK:  # tools in worker threads may share the scope
+            if own not in charged:
+                charged.append(own)
+            for hub in self._hubs:
+                if hub.usage not in charged:
+                    charged.append(hub.usage)
+            reply = Account(REPLY)
+            _LOCK.acquire()  # tools in worker threads may share the scope
+            try:
                 if self._accounts is None:
-                    self.reply = Account(f"reply of {self.agent!r}")
-                    self._accounts = (*charged, self.reply)
+                    self.reply = reply
+                    self._accounts = (*charged, reply)
                 found = self._accounts
+            finally:
+                _LOCK.release()
         return found
 
     def used(self) -> dict[str, Any] | None:
         """What the reply's model calls used, as data (see :meth:`Account.usage_data`); None
         if it made none."""
         reply = self.reply
-        return reply.usage_data() if reply is not None and reply._sums[CALLS] else None
+        return reply.usage_data() if reply is not None and reply._sums else None
 
-    def charged(self, model: str) -> tuple[Account, ...]:
-        """Every account a call of ``model`` in this scope is charged to: the kernel's, the
-        model's and :attr:`accounts`. Kept for the last model called (and found again after
-        the totals are cleared), not found per call. Not a ticket: a ticket names its scope,
-        and a scope holding one would be a reference cycle, which only the collector frees."""
+    def ticket(self, model: str) -> Ticket:
+        """The ticket of a call of ``model`` in this scope that reserves nothing: charged to
+        the kernel's account, the model's and :attr:`accounts`. Kept for the last model
+        called (and made again after the totals are cleared), not made per call; a ticket
+        names no scope, so keeping one makes no reference cycle."""
         ledger = self._ledger
         last = self._charged
         if last is not None and last[0] == model and last[1] is ledger.total:
             return last[2]
-        found = (ledger.total, ledger._model(model), *self.accounts)
+        found = Ticket(model, (ledger.total, ledger._model(model), *self.accounts))
         self._charged = (model, ledger.total, found)
         return found
 
@@ -270,21 +366,21 @@ def current_scope() -> Scope | None:
 
 
 class Ticket:
-    """A call admitted: the scope it was made in, the accounts it is charged to and what it
-    reserved (if a budget applied when it started), released when it ends."""
+    """A call admitted: the accounts it is charged to and what it reserved (if a budget
+    applied when it started), released when it ends. One that reserves nothing serves every
+    call of its model in its scope."""
 
-    __slots__ = ("accounts", "cost", "held", "model", "scope", "tokens")
+    __slots__ = ("accounts", "cost", "held", "model", "tokens")
 
     def __init__(
         self,
         model: str,
-        scope: Scope | None,
         accounts: tuple[Account, ...],
         held: bool = False,
         tokens: int = 0,
         cost: float = 0.0,
     ) -> None:
-        self.model, self.scope, self.accounts = model, scope, accounts
+        self.model, self.accounts = model, accounts
         self.held, self.tokens, self.cost = held, tokens, cost
 
 
@@ -298,6 +394,7 @@ class UsageLedger:
         self.agents: dict[str, Account] = {}
         self.models: dict[str, Account] = {}
         self.outside = Account("calls outside any agent's reply")
+        self._outside_last: tuple[str, Account, Ticket] | None = None
 
     @property
     def budget(self) -> Budget | None:
@@ -340,18 +437,20 @@ class UsageLedger:
     # -- around each call -----------------------------------------------------------------------
     def reserve(
         self, model: str, messages: Sequence[Msg], tools: Sequence[ToolSpec] = ()
-    ) -> Ticket:
+    ) -> tuple[Ticket, Scope | None]:
         """Admit one call of ``model`` in every account it is charged to, reserving its
         expected use where a budget applies, or raise :class:`BudgetExceeded` (emitting
-        ``budget_reached``) if a budget would be exceeded."""
+        ``budget_reached``) if a budget would be exceeded. Returns the call's ticket and the
+        scope it is made in (None outside any agent's reply)."""
         scope = SCOPE.get()
-        if scope is not None:
-            accounts = scope.charged(model)
+        ticket = scope.ticket(model) if scope is not None else self._outside(model)
+        accounts = ticket.accounts
+        for account in accounts:  # a loop, not a list of budgets: on every call's path
+            if account.budget is not None:
+                break
         else:
-            accounts = (self.total, self._model(model), self.outside)
+            return ticket, scope
         budgets = [a.budget for a in accounts if a.budget is not None]
-        if not budgets:
-            return Ticket(model, scope, accounts)
         tokens = 0
         if any(b.tokens is not None or b.cost is not None for b in budgets):
             tokens = estimate_tokens(messages, tools)
@@ -370,7 +469,7 @@ class UsageLedger:
                 for account in accounts:
                     account._hold(1, tokens, expected or 0.0)
         if refusal is None:
-            return Ticket(model, scope, accounts, True, tokens, expected or 0.0)
+            return Ticket(model, accounts, True, tokens, expected or 0.0), scope
         kernel = self.kernel
         if kernel.observed:
             kernel.emit(
@@ -395,46 +494,74 @@ class UsageLedger:
         """Release ``ticket`` and charge the call as made: its usage, priced. Returns that one
         call's usage as data (for its ``model_call_finished`` event) if ``report``."""
         u = reported or EMPTY
+        tokens_in, tokens_out = u.input_tokens, u.output_tokens
+        if (  # what most calls report, counted here: a call, its input and output tokens
+            type(tokens_in) is int
+            and type(tokens_out) is int
+            and 0 <= tokens_in | tokens_out < LIMIT
+            and u.cached_input_tokens is None
+            and u.cache_write_tokens is None
+            and u.reasoning_tokens is None
+            and type(u.seconds) is float
+            and 0.0 <= u.seconds < SECONDS
+        ):
+            added, known = 1 + (tokens_in << IN) + (tokens_out << OUT), REPORTED
+        else:
+            u = _plausible(u)
+            added, known = _counted(u)
         price = self.kernel.prices.get(ticket.model)
         cost = price.cost(u) if price is not None else None
-        call = (
-            u.input_tokens,
-            u.output_tokens,
-            u.seconds,
-            u.cached_input_tokens,
-            u.cache_write_tokens,
-            u.reasoning_tokens,
-            1,
-            retries,
-            cost,
-        )
-        # what adds something: a known count (a zero one too: it makes an unknown sum known),
-        # and the seconds, calls and retries that are not zero
-        known = [
-            (i, value) for i, value in enumerate(call) if value is not None and value != ZERO[i]
-        ]
-        unreported, unpriced = call[0] is None or call[1] is None, cost is None
-        held = ticket.held
-        with _LOCK:
-            for account in ticket.accounts:
-                if held:
+        if cost is None:
+            added += ONE_UNPRICED
+        else:
+            known |= KNOWN_COST
+        if retries:
+            added += retries << RETRIES
+        seconds, accounts = u.seconds, ticket.accounts
+        _LOCK.acquire()  # not ``with``: that costs twice as much, on every call
+        try:
+            for account in accounts:
+                account._sums += added
+                account._known |= known
+                account._seconds += seconds
+            if cost is not None:
+                for account in accounts:
+                    account._cost += cost
+            if ticket.held:
+                for account in accounts:
                     account._hold(-1, ticket.tokens, ticket.cost)
-                sums = account._sums
-                for i, value in known:
-                    old = sums[i]
-                    sums[i] = value if old is None else old + value
-                if unreported:
-                    account.unreported += 1
-                if unpriced:
-                    account.unpriced += 1
-        return dict(zip(FIELDS, call, strict=True)) if report else None
+        finally:
+            _LOCK.release()
+        if not report:
+            return None
+        return {
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "seconds": seconds,
+            "cached_input_tokens": u.cached_input_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+            "calls": 1,
+            "retries": retries,
+            "cost": cost,
+        }
 
     def replayed(self, model: str, reported: Usage | None) -> None:
         """Charge a model answer a durable run replays from its journal: the call was made
         (and paid) before a restart, so it counts where the call would, but nothing refuses it."""
         scope = SCOPE.get()
-        accounts = (self.total, self._model(model), *(scope.accounts if scope else (self.outside,)))
-        self.settle(Ticket(model, scope, accounts), reported, 0, report=False)
+        ticket = scope.ticket(model) if scope is not None else self._outside(model)
+        self.settle(ticket, reported, 0, report=False)
+
+    def _outside(self, model: str) -> Ticket:
+        """The ticket of a call of ``model`` made outside any agent's reply (kept as a scope
+        keeps its own)."""
+        last = self._outside_last
+        if last is not None and last[0] == model and last[1] is self.total:
+            return last[2]
+        found = Ticket(model, (self.total, self._model(model), self.outside))
+        self._outside_last = (model, self.total, found)
+        return found
 
     # -- reports ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:
@@ -451,14 +578,14 @@ class UsageLedger:
         budgets and what they refused."""
         with _LOCK:
             total = self.total
-            agents = [(n, a) for n, a in self.agents.items() if a._sums[CALLS] or a.refused]
-            if self.outside._sums[CALLS]:
+            agents = [(n, a) for n, a in self.agents.items() if a.calls or a.refused]
+            if self.outside.calls:
                 agents.append(("(no agent)", self.outside))
             models = list(self.models.items())
             budgeted = [a for a in (total, *self.agents.values()) if a.budget is not None]
             agent_rows = [(n, a.usage) for n, a in [*agents, ("total", total)]]
             model_rows = [(n, a.usage) for n, a in models]
-        if not total._sums[CALLS] and not total.refused:
+        if not total.calls and not total.refused:
             return "Usage report: no model calls."
         lines = ["Usage report:", *_table("agent", agent_rows), "", *_table("model", model_rows)]
         for account in budgeted:

@@ -4,6 +4,7 @@ high its cost would overflow, agent names made to break the report."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -84,3 +85,95 @@ def test_a_stored_usage_with_a_negative_count_is_a_decode_error(field):
     usage = {"input_tokens": 1, "output_tokens": 1, field: -1}
     with pytest.raises(DecodeError, match=f"metadata.usage.{field}: negative"):
         Usage.of(Msg("a", "x", "assistant", metadata={"usage": usage}))
+
+
+def answered(usage: Usage) -> ChatResponse:
+    return ChatResponse([TextBlock("ok")], usage, "stop")
+
+
+@pytest.mark.parametrize("count", [2**64, HUGE, -1, 1.5, True, "12", float("nan")], ids=repr)
+async def test_a_count_no_call_can_have_is_unknown_and_spoils_no_other(kernel, count):
+    """Sums are kept as one number a count each: a count that is no real count (too large,
+    negative, not a whole number) must neither spill into another count nor fail the call."""
+    usages = [
+        Usage(count, 5, 0.5),
+        Usage(3, count, 0.5),
+        Usage(3, 5, 0.5, cached_input_tokens=count, reasoning_tokens=count),
+    ]
+    model = kernel.model("scripted:m", responses=[answered(u) for u in usages])
+    agent = ModelAgent("a", model, kernel=kernel)
+    replies = [await agent(f"q{i}") for i in range(3)]
+    first, second, third = (r.metadata["usage"] for r in replies)
+    assert first["input_tokens"] is None and first["output_tokens"] == 5
+    assert second["input_tokens"] == 3 and second["output_tokens"] is None
+    assert (third["input_tokens"], third["output_tokens"]) == (3, 5)
+    assert "cached_input_tokens" not in third and "reasoning_tokens" not in third
+    total = kernel.usage.total
+    assert total.usage == Usage(6, 10, 1.5, calls=3)
+    assert total.unreported == 2 and total.unpriced == 3
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, 10**400])
+async def test_seconds_no_call_can_take_count_as_none(kernel, seconds):
+    model = kernel.model("scripted:m", responses=[answered(Usage(3, 5, seconds))])
+    reply = await ModelAgent("a", model, kernel=kernel)("q")
+    assert reply.metadata["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 5,
+        "seconds": 0.0,
+        "calls": 1,
+    }
+    assert kernel.usage.total.usage == Usage(3, 5, 0.0, calls=1)
+
+
+def test_the_largest_counts_a_call_can_have_stay_in_their_own_sums(kernel):
+    """The largest count a call can report, over and over, in every kind of count at once."""
+    from aopkit.usage import LIMIT, Account, Ticket
+
+    big = LIMIT - 1
+    usage = Usage(
+        big,
+        big,
+        1.0,
+        cached_input_tokens=big,
+        cache_write_tokens=big,
+        reasoning_tokens=big,
+    )
+    account = Account("a")
+    for _ in range(1000):
+        kernel.usage.settle(Ticket("scripted:m", (account,)), usage, 2**20, report=False)
+    n = 1000
+    assert account.usage == Usage(
+        n * big,
+        n * big,
+        n * 1.0,
+        cached_input_tokens=n * big,
+        cache_write_tokens=n * big,
+        reasoning_tokens=n * big,
+        calls=n,
+        retries=n * 2**20,
+    )
+    assert (account.unreported, account.unpriced) == (0, n)
+
+
+def test_threads_charging_the_same_accounts_lose_no_call(kernel):
+    from aopkit.usage import Account, Ticket
+
+    shared = (kernel.usage.total, Account("a"))
+    ticket = Ticket("scripted:m", shared)
+
+    def charge() -> None:
+        for _ in range(5000):
+            kernel.usage.settle(ticket, Usage(1, 2, 0.001), 0, report=False)
+
+    threads = [threading.Thread(target=charge) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for account in shared:
+        assert (account.calls, account.usage.input_tokens, account.usage.output_tokens) == (
+            40_000,
+            40_000,
+            80_000,
+        )

@@ -604,4 +604,4 @@ def test_a_scope_is_made_by_new_scope_not_by_its_class(kernel):
         Scope("a", kernel.usage)
     scope = new_scope("a", kernel.usage)
     assert scope.agent == "a" and scope.reply is None and scope.hubs == ()
-    assert [a.label for a in scope.accounts] == ["agent 'a'", "reply of 'a'"]
+    assert [a.label for a in scope.accounts] == ["agent 'a'", "reply"]
