@@ -143,12 +143,15 @@ def _known_sum(a: Any, b: Any) -> Any:
     return a if b is None else a + b
 
 
+COUNT_LIMIT = 1 << 64  # no call uses this many tokens: a larger count is a server's mistake
+
+
 def reported_tokens(*counts: Any) -> int | None:
     """The sum of the token counts a server reported, ignoring absent or malformed ones (null,
-    text, negative numbers); ``None`` when it reported none of them."""
+    text, negative numbers, numbers no call can have); ``None`` when it reported none of them."""
     total = None
     for count in counts:  # on every call's path: a loop, no list
-        if type(count) is int and count >= 0:  # bool is not a count
+        if type(count) is int and 0 <= count < COUNT_LIMIT:  # bool is not a count
             total = count if total is None else total + count
     return total
 

@@ -21,7 +21,7 @@ import attrs
 
 from .errors import AopkitError
 from .events import BudgetReached
-from .models import Usage
+from .models import COUNT_LIMIT, Usage
 from .printable import cell
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ NOTHING_HELD = (0, 0, 0.0)  # an account's reservations when no call holds one: 
 # is taken as unreported), so no slot's sum reaches the next one before 2**64 calls. The
 # slots most calls fill come first, so that the integer stays short.
 WIDTH = 128
-LIMIT = 1 << 64
+LIMIT = COUNT_LIMIT
 SECONDS = 1e9  # no call takes 30 years: more is a provider's mistake, counted as no time
 MASK = (1 << WIDTH) - 1
 SLOTS = (
@@ -189,9 +189,10 @@ class Account:
         calls = sums & MASK
         if calls:
             data["calls"] = calls
-        retries = self._count("retries")
-        if retries:
-            data["retries"] = retries
+        if sums >> RETRIES:  # retries, or the parts above them: rarely any
+            retries = sums >> RETRIES & MASK
+            if retries:
+                data["retries"] = retries
         if known & KNOWN_COST:
             data["cost"] = self._cost
         return data
@@ -232,9 +233,11 @@ class Account:
         return data
 
 
-def _counted(usage: Usage) -> tuple[int, int]:
-    """One call's ``usage`` (made plausible) as an addition to an account's counts (a call, its
-    tokens, whether they were reported), and the bits of the counts it knows."""
+def _made_plausible(usage: Usage) -> tuple[Usage, int, int]:
+    """``usage`` without what no call can report (see :func:`_plausible`), as an addition to
+    an account's counts (a call, its tokens, whether they were reported), and the bits of the
+    counts it knows."""
+    usage = _plausible(usage)
     added, known = 1, 0
     for name, shift, bit in COUNTED:
         tokens = getattr(usage, name)
@@ -243,6 +246,19 @@ def _counted(usage: Usage) -> tuple[int, int]:
             known |= bit
     if known & REPORTED != REPORTED:
         added += ONE_UNREPORTED
+    return usage, added, known
+
+
+def _with_parts(usage: Usage, added: int, known: int) -> tuple[int, int] | None:
+    """``added`` and ``known`` with the cached, cache-write and reasoning tokens ``usage``
+    reports; None if one is no real count."""
+    for name, shift, bit in PARTS:
+        tokens = getattr(usage, name)
+        if tokens is not None:
+            if type(tokens) is not int or not 0 <= tokens < LIMIT:
+                return None
+            added += tokens << shift
+            known |= bit
     return added, known
 
 
@@ -494,21 +510,27 @@ class UsageLedger:
         """Release ``ticket`` and charge the call as made: its usage, priced. Returns that one
         call's usage as data (for its ``model_call_finished`` event) if ``report``."""
         u = reported or EMPTY
-        tokens_in, tokens_out = u.input_tokens, u.output_tokens
+        tokens_in, tokens_out, seconds = u.input_tokens, u.output_tokens, u.seconds
         if (  # what most calls report, counted here: a call, its input and output tokens
             type(tokens_in) is int
             and type(tokens_out) is int
             and 0 <= tokens_in | tokens_out < LIMIT
-            and u.cached_input_tokens is None
-            and u.cache_write_tokens is None
-            and u.reasoning_tokens is None
-            and type(u.seconds) is float
-            and 0.0 <= u.seconds < SECONDS
+            and type(seconds) is float
+            and 0.0 <= seconds < SECONDS
         ):
             added, known = 1 + (tokens_in << IN) + (tokens_out << OUT), REPORTED
+            if (
+                u.cached_input_tokens is not None
+                or u.cache_write_tokens is not None
+                or u.reasoning_tokens is not None
+            ):
+                counted = _with_parts(u, added, known)
+                if counted is None:
+                    u, added, known = _made_plausible(u)
+                else:
+                    added, known = counted
         else:
-            u = _plausible(u)
-            added, known = _counted(u)
+            u, added, known = _made_plausible(u)
         price = self.kernel.prices.get(ticket.model)
         cost = price.cost(u) if price is not None else None
         if cost is None:
