@@ -92,7 +92,6 @@ def dollars(value: float) -> str:
     return f"${value:,.6f}" if value < 1 else f"${value:,.2f}"
 
 
-FIELDS = tuple(a.name for a in attrs.fields(Usage))  # the order of usage data
 NOTHING_HELD = (0, 0, 0.0)  # an account's reservations when no call holds one: a tuple, so
 # that an account (one per agent and per reply with a model call) is not two lists besides
 

@@ -214,7 +214,8 @@ def test_reported_tokens_takes_counts_only():
     assert reported_tokens(3, None, 4) == 7
     assert reported_tokens(0) == 0
     assert reported_tokens() is None
-    assert reported_tokens(None, "5", -1, True, 2.5) is None
+    assert reported_tokens(None, "5", -1, True, 2.5, 2**64) is None
+    assert reported_tokens(2**64 - 1) == 2**64 - 1  # the largest count a call can have
     assert Usage() == Usage(None, None, 0.0)
 
 
