@@ -22,12 +22,13 @@ from .prices import Price, PriceTable, price_entry
 from .progress import Progress
 from .registry import Registry
 from .secret import Secrets
+from .usage import UsageLedger
 
 if TYPE_CHECKING:
     from .events import Event
     from .faults import FaultPolicy, FaultReport, IncidentStore
     from .retry import RetryPolicy
-    from .usage import Budget, UsageLedger
+    from .usage import Budget
 
 BUILTIN = "aopkit"
 ENTRY_POINT_GROUP = "aopkit"
@@ -142,7 +143,9 @@ class Kernel:
         self._incidents: IncidentStore | None = None
         self.prices = PriceTable(self.registered_prices)  # the program's over the plugins'
         self.prices.update(prices or {})
-        self._usage: UsageLedger | None = None
+        # every model call's usage, totalled per agent and model; budgets; the usage report: an
+        # attribute, not a property made on first use, as every model call reads it twice
+        self.usage = UsageLedger(self)
         if budget is not None:
             self.usage.budget = budget
         self.plugin_errors: dict[str, PluginError] = {}
@@ -333,15 +336,6 @@ class Kernel:
 
             self._faults = FaultReport()
         return self._faults
-
-    @property
-    def usage(self) -> UsageLedger:
-        """Every model call's usage, totalled per agent and model; budgets; the usage report."""
-        if self._usage is None:
-            from .usage import UsageLedger
-
-            self._usage = UsageLedger(self)
-        return self._usage
 
     @property
     def incidents(self) -> IncidentStore:
