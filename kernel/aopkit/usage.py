@@ -119,9 +119,12 @@ SHIFT = {name: WIDTH * i for i, name in enumerate(SLOTS)}
 IN, OUT = SHIFT["input_tokens"], SHIFT["output_tokens"]
 ONE_UNPRICED, ONE_UNREPORTED = 1 << SHIFT["unpriced"], 1 << SHIFT["unreported"]
 RETRIES = SHIFT["retries"]
-PARTS = tuple((name, SHIFT[name], 1 << i) for i, name in enumerate(SLOTS) if i >= 6)
 # the bits of an account's ``_known``: which counts some call reported (unknown is not zero)
 KNOWN_IN, KNOWN_OUT, KNOWN_COST = 1, 2, 4
+PARTS = tuple(  # the parts of the input and output a call may report apart: name, slot, bit
+    (name, SHIFT[name], 8 << i)
+    for i, name in enumerate(("cached_input_tokens", "cache_write_tokens", "reasoning_tokens"))
+)
 KNOWN_PARTS = sum(bit for _, _, bit in PARTS)
 REPORTED = KNOWN_IN | KNOWN_OUT
 COUNTED = (("input_tokens", IN, KNOWN_IN), ("output_tokens", OUT, KNOWN_OUT), *PARTS)
@@ -232,48 +235,46 @@ class Account:
         return data
 
 
-def _made_plausible(usage: Usage) -> tuple[Usage, int, int]:
-    """``usage`` without what no call can report (see :func:`_plausible`), as an addition to
-    an account's counts (a call, its tokens, whether they were reported), and the bits of the
-    counts it knows."""
-    usage = _plausible(usage)
+def _counted(usage: Usage) -> tuple[Usage, int, int]:
+    """``usage`` made plausible (see :func:`_plausible`), as an addition to an account's
+    counts (a call, its tokens, whether they were reported), and the bits of the counts it
+    knows: for the calls :meth:`UsageLedger.settle` does not count itself, those that report
+    parts of their tokens apart or a count no call can have."""
     added, known = 1, 0
     for name, shift, bit in COUNTED:
         tokens = getattr(usage, name)
         if tokens is not None:
+            if not _is_count(tokens):
+                return _counted(_plausible(usage))
             added += tokens << shift
             known |= bit
+    if not _is_seconds(usage.seconds):
+        return _counted(_plausible(usage))
     if known & REPORTED != REPORTED:
         added += ONE_UNREPORTED
     return usage, added, known
-
-
-def _with_parts(usage: Usage, added: int, known: int) -> tuple[int, int] | None:
-    """``added`` and ``known`` with the cached, cache-write and reasoning tokens ``usage``
-    reports; None if one is no real count."""
-    for name, shift, bit in PARTS:
-        tokens = getattr(usage, name)
-        if tokens is not None:
-            if type(tokens) is not int or not 0 <= tokens < LIMIT:
-                return None
-            added += tokens << shift
-            known |= bit
-    return added, known
 
 
 def _plausible(usage: Usage) -> Usage:
     """``usage`` without what no call can report: a count that is not a whole number from 0
     below ``LIMIT`` is unknown, seconds that are not a number from 0 below ``SECONDS`` are 0.
     What a provider got wrong is neither summed nor priced."""
-    changes: dict[str, Any] = {}
-    for name, _, _ in COUNTED:
-        tokens = getattr(usage, name)
-        if tokens is not None and not (type(tokens) is int and 0 <= tokens < LIMIT):
-            changes[name] = None
-    seconds = usage.seconds
-    if type(seconds) not in (int, float) or not 0 <= seconds < SECONDS:
+    changes: dict[str, Any] = {
+        name: None
+        for name, _, _ in COUNTED
+        if (tokens := getattr(usage, name)) is not None and not _is_count(tokens)
+    }
+    if not _is_seconds(usage.seconds):
         changes["seconds"] = 0.0
-    return attrs.evolve(usage, **changes) if changes else usage
+    return attrs.evolve(usage, **changes)
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < LIMIT  # bool is not a count
+
+
+def _is_seconds(value: Any) -> bool:
+    return type(value) in (int, float) and 0 <= value < SECONDS
 
 
 EMPTY = Usage()
@@ -287,7 +288,7 @@ class Scope:
     its agent's name, the ledger holding its account, its hubs and the enclosing reply's scope
     (a million replies that call no model make no account). Made by :func:`new_scope`."""
 
-    __slots__ = ("_accounts", "_charged", "_hubs", "_ledger", "_names", "_outer", "agent", "reply")
+    __slots__ = ("_accounts", "_hubs", "_last", "_ledger", "_names", "_outer", "agent", "reply")
 
     agent: str
     reply: Account | None  # the reply's own account, made at its first call
@@ -295,7 +296,7 @@ class Scope:
     _hubs: tuple[MsgHub, ...]
     _outer: Scope | None
     _accounts: tuple[Account, ...] | None
-    _charged: tuple[str, Account, Ticket] | None
+    _last: tuple[str, Account, Ticket] | None  # the last model called, the total, its ticket
     _names: tuple[str, ...] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -348,11 +349,11 @@ class Scope:
         called (and made again after the totals are cleared), not made per call; a ticket
         names no scope, so keeping one makes no reference cycle."""
         ledger = self._ledger
-        last = self._charged
+        last = self._last
         if last is not None and last[0] == model and last[1] is ledger.total:
             return last[2]
         found = Ticket(model, (ledger.total, ledger._model(model), *self.accounts))
-        self._charged = (model, ledger.total, found)
+        self._last = (model, ledger.total, found)
         return found
 
 
@@ -364,7 +365,7 @@ def new_scope(
     CPython that costs a third less, and every reply makes one."""
     scope = _bare_scope(Scope)
     scope.agent, scope._ledger, scope._hubs, scope._outer = agent, ledger, hubs, outer
-    scope.reply = scope._accounts = scope._charged = None
+    scope.reply = scope._accounts = scope._last = None
     scope._names = None if hubs or outer is not None else ()
     return scope
 
@@ -409,7 +410,6 @@ class UsageLedger:
         self.agents: dict[str, Account] = {}
         self.models: dict[str, Account] = {}
         self.outside = Account("calls outside any agent's reply")
-        self._outside_last: tuple[str, Account, Ticket] | None = None
 
     @property
     def budget(self) -> Budget | None:
@@ -516,20 +516,13 @@ class UsageLedger:
             and 0 <= tokens_in | tokens_out < LIMIT
             and type(seconds) is float
             and 0.0 <= seconds < SECONDS
+            and u.cached_input_tokens is None
+            and u.cache_write_tokens is None
+            and u.reasoning_tokens is None
         ):
             added, known = 1 + (tokens_in << IN) + (tokens_out << OUT), REPORTED
-            if (
-                u.cached_input_tokens is not None
-                or u.cache_write_tokens is not None
-                or u.reasoning_tokens is not None
-            ):
-                counted = _with_parts(u, added, known)
-                if counted is None:
-                    u, added, known = _made_plausible(u)
-                else:
-                    added, known = counted
         else:
-            u, added, known = _made_plausible(u)
+            u, added, known = _counted(u)
         price = self.kernel.prices.get(ticket.model)
         cost = price.cost(u) if price is not None else None
         if cost is None:
@@ -575,14 +568,8 @@ class UsageLedger:
         self.settle(ticket, reported, 0, report=False)
 
     def _outside(self, model: str) -> Ticket:
-        """The ticket of a call of ``model`` made outside any agent's reply (kept as a scope
-        keeps its own)."""
-        last = self._outside_last
-        if last is not None and last[0] == model and last[1] is self.total:
-            return last[2]
-        found = Ticket(model, (self.total, self._model(model), self.outside))
-        self._outside_last = (model, self.total, found)
-        return found
+        """The ticket of a call of ``model`` made outside any agent's reply."""
+        return Ticket(model, (self.total, self._model(model), self.outside))
 
     # -- reports ------------------------------------------------------------------------------
     def as_dict(self) -> dict[str, Any]:

@@ -192,6 +192,20 @@ async def test_a_call_refused_after_its_wait_gives_its_connection_back(serve):
         assert (kernel.pool.turn()._free, kernel.pool.turn()._lent) == (1, set())
 
 
+async def serving_media(serve, path: str, handler) -> tuple[Counting, str]:
+    """A counting model server that also serves ``path`` (a medium) with ``handler``."""
+    server = Counting()
+    app = server.app()
+    app.router.add_get(path, handler)
+    return server, await serve(app)
+
+
+def inlining(model: aopkit.ChatModel) -> aopkit.ChatModel:
+    """``model`` told its server takes no media URLs: it fetches each medium to inline it."""
+    model.capabilities = attrs.evolve(model.capabilities, media_urls=False)
+    return model
+
+
 async def test_media_fetched_inside_a_call_uses_the_calls_connection(serve):
     """With one connection, a call that must fetch an image to inline it fetches it on the
     connection it waited for (no second turn, no deadlock), then sends on the next free one."""
@@ -200,13 +214,9 @@ async def test_media_fetched_inside_a_call_uses_the_calls_connection(serve):
     async def image(request: web.Request) -> web.Response:
         return web.Response(body=png, content_type="image/png")
 
-    server = Counting()
-    app = server.app()
-    app.router.add_get("/cat.png", image)
-    base = await serve(app)
+    server, base = await serving_media(serve, "/cat.png", image)
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
-        model = model_of(kernel, base)
-        model.capabilities = attrs.evolve(model.capabilities, media_urls=False)
+        model = inlining(model_of(kernel, base))
         picture = aopkit.Msg(
             "user", [aopkit.ImageBlock(aopkit.URLSource(f"{base}/cat.png"))], "user"
         )
@@ -228,13 +238,9 @@ async def test_a_call_stopped_before_its_request_gives_its_connection_back(serve
         await asyncio.sleep(30)
         return response
 
-    server = Counting()
-    app = server.app()
-    app.router.add_get("/stalled.png", stalled)
-    base = await serve(app)
+    server, base = await serving_media(serve, "/stalled.png", stalled)
     async with aopkit.Kernel(environ={}, plugins="anthropic", connections=1) as kernel:
-        model = model_of(kernel, base)
-        model.capabilities = attrs.evolve(model.capabilities, media_urls=False)
+        model = inlining(model_of(kernel, base))
         turns = kernel.pool.turn()
 
         def showing(url: str) -> aopkit.Msg:
