@@ -1,5 +1,6 @@
-"""HTTP for model providers: one pooled aiohttp session per kernel, JSON calls, SSE and NDJSON
-streams, and the mapping of failures onto :class:`ModelUnavailable` / :class:`ModelRejected`.
+"""HTTP for model providers: the kernel's connections (model calls on :mod:`aopkit.wire`, media
+fetches on an aiohttp session), JSON calls, SSE and NDJSON streams, and the mapping of failures
+onto :class:`ModelUnavailable` / :class:`ModelRejected`.
 
 aiohttp is imported on first use, so ``import aopkit`` stays light.
 """
@@ -23,6 +24,7 @@ from .message import Msg
 from .models import Capabilities, ChatModel, ModelError, ModelRejected, ModelUnavailable
 from .secret import Secret, SecretMissing, Secrets, names_a_credential
 from .turns import Turns
+from .wire import Connection, Wire, WireError, request_bytes, target
 
 if TYPE_CHECKING:
     import aiohttp
@@ -50,8 +52,9 @@ def connection_limit(value: object, where: str) -> int:
 
 
 class HTTPPool:
-    """The kernel's aiohttp session, created lazily for the running event loop and reused by
-    every model of the kernel (connection pooling); ``await pool.close()`` releases it.
+    """The kernel's connections, made lazily for the running event loop and reused by every
+    model of the kernel: the model calls' keep-alive connections (:class:`~aopkit.wire.Wire`)
+    and an aiohttp session for media fetches; ``await pool.close()`` releases both.
 
     ``limit`` caps the connections open at once, over all servers together (one server may use
     them all): it is how many requests are in flight at most. Requests beyond it wait for a
@@ -65,28 +68,41 @@ class HTTPPool:
     def __init__(self, limit: int = DEFAULT_CONNECTIONS) -> None:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._wire: Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turns: Turns | None = None
 
-    def session(self) -> aiohttp.ClientSession:
+    def _bind(self) -> None:
+        """Connections belong to one event loop: a kernel reused under a new loop gets new ones."""
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
+        if self._loop is not loop:
+            self._session, self._loop = None, loop
+            self._wire, self._turns = Wire(loop), Turns(self.limit)
+
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session media fetches use (model calls use :meth:`wire`)."""
+        self._bind()
+        if self._session is None or self._session.closed:
             import aiohttp
 
-            # A session belongs to one event loop; a kernel reused under a new loop gets a new one.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=0),
                 timeout=aiohttp.ClientTimeout(total=None),
             )
-            self._turns = Turns(self.limit)
-            self._loop = loop
         return self._session
+
+    def wire(self) -> Wire:
+        """The keep-alive connections model calls are sent on."""
+        if self._loop is not asyncio.get_running_loop():
+            self._bind()
+        assert self._wire is not None
+        return self._wire
 
     def turn(self) -> Turns:
         """What a request holds while it is in flight, ``limit`` at a time, first come first
-        served: ``async with pool.turn(): ...`` (the session's, made with it)."""
-        if self._turns is None or self._loop is not asyncio.get_running_loop():
-            self.session()
+        served: ``async with pool.turn(): ...``."""
+        if self._loop is not asyncio.get_running_loop():
+            self._bind()
         assert self._turns is not None
         return self._turns
 
@@ -125,19 +141,29 @@ class HTTPPool:
             turns.release()
 
     async def close(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
 
 
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """The value of header ``name`` (lower case) in ``headers``, whatever case they give it in."""
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds to wait from a ``Retry-After`` (seconds or HTTP date) or ``retry-after-ms``."""
-    if (ms := headers.get("retry-after-ms")) is not None:
+    if (ms := header(headers, "retry-after-ms")) is not None:
         try:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = headers.get("Retry-After")
+    value = header(headers, "retry-after")
     if value is None:
         return None
     try:
@@ -217,7 +243,7 @@ def error_for_status(
     behind."""
     if secrets is not None:
         body = secrets.redact(body)
-    message = provider_message(body, headers.get("Content-Type", ""))
+    message = provider_message(body, header(headers, "content-type") or "")
     if status in RETRYABLE_STATUS and not (status >= 500 and declares_invalid_request(body)):
         wait = retry_after(headers)
         if wait is None and retry_after_in_body is not None:
@@ -271,18 +297,14 @@ class Request:
         turns = self.pool.turn()
         await turns.take()  # not ``async with``: its bound __aexit__ would be held in flight
         try:
-            async with self._post() as response:
-                body = self.secrets.redact(await response.text(errors="replace"))
-                status = response.status
-                if status >= 400:
-                    failure = error_for_status(
-                        self.model,
-                        status,
-                        response.headers,
-                        body,
-                        None,
-                        self.retry_after_in_body,
-                    )
+            connection = await self._open()
+            try:
+                body = self.secrets.redact((await connection.whole()).decode("utf-8", "replace"))
+            finally:
+                connection.finish()
+            status = connection.status
+            if status >= 300:
+                failure = self._error(status, connection, body)
         except Exception as exc:
             failure = self._transport_error(exc)
         finally:
@@ -310,20 +332,16 @@ class Request:
         turns = self.pool.turn()
         await turns.take()
         try:
-            async with self._post() as response:
-                if response.status >= 400:
-                    body = self.secrets.redact(await response.text(errors="replace"))
-                    failure = error_for_status(
-                        self.model,
-                        response.status,
-                        response.headers,
-                        body,
-                        None,
-                        self.retry_after_in_body,
-                    )
+            connection = await self._open()
+            try:
+                if connection.status >= 300:
+                    whole = (await connection.whole()).decode("utf-8", "replace")
+                    failure = self._error(connection.status, connection, self.secrets.redact(whole))
                 else:
-                    async for line in response.content:
+                    while (line := await connection.line()) is not None:
                         yield self.secrets.redact_bytes(line)
+            finally:
+                connection.finish()  # a stream left midway closes its connection
         except Exception as exc:
             failure = self._transport_error(exc)
         finally:
@@ -334,30 +352,41 @@ class Request:
             finally:
                 del failure  # its traceback holds this frame: no local may hold it (a cycle)
 
-    def _post(self) -> Any:
-        return self.pool.session().post(
-            self.url, json=self.payload, headers=self.headers, timeout=_timeout(self.timeout)
-        )
+    async def _open(self) -> Connection:
+        data = request_bytes(target(self.url), self.headers, _json_bytes(self.payload))
+        return await self.pool.wire().open(self.url, data, self.timeout)
+
+    def _error(self, status: int, connection: Connection, body: str) -> ModelError:
+        headers = connection.response_headers()
+        if status < 400:  # a model API that moved: following it would hide the move for good
+            where = self.secrets.redact(header(headers, "location") or "nowhere")
+            return ModelRejected(
+                self.model,
+                f"the server redirected the call (HTTP {status}) to {where:.200}: "
+                "set the model's base_url to the new address",
+                status=status,
+            )
+        return error_for_status(self.model, status, headers, body, None, self.retry_after_in_body)
 
     def _transport_error(self, exc: Exception) -> ModelError:
         """A model error for what went wrong sending the request or reading the answer, in
         words scrubbed of secrets. Errors that are not the transport's are not retryable."""
-        import aiohttp
-
         if isinstance(exc, ModelError):
             return exc
-        if isinstance(exc, asyncio.TimeoutError):
-            what = f"no answer within {self.timeout} s"
-        elif isinstance(exc, aiohttp.ClientPayloadError):
-            what = f"the response was cut off: {exc}"
-        elif isinstance(exc, aiohttp.ClientConnectionError):
-            what = f"connection failed: {type(exc).__name__}: {exc}"
-        elif isinstance(exc, aiohttp.ClientError):
-            what = f"{type(exc).__name__}: {exc}"
-        else:
-            what = f"the request could not be sent: {type(exc).__name__}: {exc}"
-            return ModelRejected(self.model, self.secrets.redact(what))
-        return ModelUnavailable(self.model, self.secrets.redact(what))
+        if isinstance(exc, WireError):
+            what = self.secrets.redact(str(exc))
+            return (
+                ModelRejected(self.model, what)
+                if exc.rejected
+                else ModelUnavailable(self.model, what)
+            )
+        what = f"the request could not be sent: {type(exc).__name__}: {exc}"
+        return ModelRejected(self.model, self.secrets.redact(what))
+
+
+def _json_bytes(payload: Any) -> bytes:
+    """The payload as JSON text (ASCII: any text in it is escaped, so it always encodes)."""
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:
@@ -400,15 +429,6 @@ async def ndjson(lines: AsyncIterator[bytes], model: str) -> AsyncIterator[dict[
     async for raw in lines:
         if line := raw.strip():
             yield stream_object(line, model)
-
-
-@functools.lru_cache(maxsize=64)
-def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:
-    """The (immutable) timeouts of a request: to connect, and between reads of the answer.
-    None is no limit. A wait for a free connection of the pool is not timed."""
-    import aiohttp
-
-    return aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
 
 
 @functools.lru_cache(maxsize=256)
