@@ -77,7 +77,7 @@ class HTTPPool:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._session, self._loop = None, loop
-            self._wire, self._turns = Wire(loop), Turns(self.limit)
+            self._wire, self._turns = Wire(loop, self.limit), Turns(self.limit)
 
     def session(self) -> aiohttp.ClientSession:
         """The aiohttp session media fetches use (model calls use :meth:`wire`)."""
@@ -300,11 +300,11 @@ class Request:
             connection = await self._open()
             try:
                 body = self.secrets.redact((await connection.whole()).decode("utf-8", "replace"))
+                status = connection.status
+                if status >= 300:
+                    failure = self._error(status, connection, body)
             finally:
                 connection.finish()
-            status = connection.status
-            if status >= 300:
-                failure = self._error(status, connection, body)
         except Exception as exc:
             failure = self._transport_error(exc)
         finally:

@@ -155,6 +155,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.wire.open_connections += 1
 
     # -- one request ------------------------------------------------------------------------
 
@@ -219,6 +220,7 @@ class Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self._waiter = None
+        self.body, self.headers = bytearray(), []  # an idle connection holds no answer
         if self.complete and self.keep and not self.lost and self.error is None:
             self.wire.keep(self)
         else:
@@ -362,10 +364,13 @@ class Connection(asyncio.Protocol):
 
 class Wire:
     """The keep-alive connections of one event loop, by server; an idle one is reused most
-    recent first and closed after ``KEEPALIVE`` seconds."""
+    recent first and closed after ``KEEPALIVE`` seconds. At most ``limit`` are open: the
+    caller holds in flight no more than that (``HTTPPool.turn``), and a new connection closes
+    the longest idle one when the limit is reached."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self.loop, self.limit = loop, limit
+        self.open_connections = 0
         self._idle: dict[tuple[str, int, bool], dict[Connection, None]] = {}
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -401,6 +406,7 @@ class Wire:
             self._sweep = self.loop.call_later(KEEPALIVE, self._close_idle)
 
     def forget(self, connection: Connection) -> None:
+        self.open_connections -= 1
         idle = self._idle.get(connection.key)
         if idle is not None:
             idle.pop(connection, None)
@@ -426,6 +432,8 @@ class Wire:
         return None, False
 
     async def _connect(self, where: Target, timeout: float | None) -> Connection:
+        if self.open_connections >= self.limit:
+            self._close_longest_idle()
         try:
             _, connection = await asyncio.wait_for(
                 self.loop.create_connection(
@@ -442,6 +450,16 @@ class Wire:
         except (OSError, ssl.SSLError) as exc:
             raise WireError(f"connection failed: {type(exc).__name__}: {exc}") from None
         return connection
+
+    def _close_longest_idle(self) -> None:
+        oldest = min(
+            (next(iter(idle)) for idle in self._idle.values() if idle),
+            key=lambda connection: connection.read_at,
+            default=None,
+        )
+        if oldest is not None:
+            del self._idle[oldest.key][oldest]
+            oldest.close()
 
     def _close_idle(self) -> None:
         """Close the connections idle for ``KEEPALIVE`` seconds; look again later if any stay."""

@@ -50,6 +50,7 @@ class Raw:
         self.script = script
         self.requests: list[tuple[bytes, bytes]] = []
         self.connections = 0
+        self.open = 0  # connections not yet closed
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.AbstractServer | None = None
 
@@ -60,6 +61,7 @@ class Raw:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open += 1
         self.writers.append(writer)
         try:
             while True:
@@ -78,6 +80,7 @@ class Raw:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.open -= 1
             writer.close()
 
     async def stop(self) -> None:
@@ -370,6 +373,19 @@ async def test_many_calls_share_few_connections(raw):
     assert server.connections == 4
 
 
+async def test_the_limit_counts_idle_connections_too(raw):
+    """``connections=2`` is two connections open, not two in use and any number idle: a
+    call to another server closes an idle one first."""
+    first, a = await raw(lambda n: [0.05, answer()])
+    second, b = await raw(lambda n: [answer()])
+    async with aopkit.Kernel(environ={}, connections=2) as kernel:
+        await asyncio.gather(call(kernel, a).send(), call(kernel, a).send())
+        assert first.open == 2
+        await call(kernel, b).send()
+        await asyncio.sleep(0.05)
+        assert first.open + second.open == 2 and second.open == 1
+
+
 async def test_idle_connections_are_closed_after_the_keepalive(kernel, raw, monkeypatch):
     monkeypatch.setattr(wire, "KEEPALIVE", 0.1)
     server, base = await raw(lambda n: [answer()])
@@ -436,3 +452,11 @@ async def test_a_redirect_is_not_followed_but_named(kernel, raw, status):
     with pytest.raises(ModelRejected, match="set the model's base_url"):
         await lines(call(kernel, base))
     assert len(server.requests) == 2
+
+
+async def test_an_idle_connection_holds_no_answer(kernel, raw):
+    """A thousand idle connections must not keep a thousand answers alive."""
+    _, base = await raw(lambda n: [answer(b'{"big": "' + b"z" * 1_000_000 + b'"}')])
+    assert len((await call(kernel, base).send())["big"]) == 1_000_000
+    (connection,) = _connections(kernel)
+    assert not connection.active and len(connection.body) == 0 and connection.headers == []
