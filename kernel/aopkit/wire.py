@@ -33,6 +33,9 @@ STREAM_BUFFER = 1 << 20
 """Bytes of a stream read ahead of its reader; beyond them the server is not read."""
 MAX_LINE = 16 << 20
 """The longest line of a stream (an SSE event of a large tool call fits many times)."""
+MAX_ANSWER = 256 << 20
+"""The largest answer that is not a stream: a server that sends more (or a compressed body
+that would grow past it) is failed, not read until memory runs out."""
 
 # What every request says unless its headers say otherwise (by name, any case).
 DEFAULT_HEADERS = {
@@ -319,12 +322,18 @@ class Connection(asyncio.Protocol):
             return
         if self.inflate is not None:
             try:
-                body = self.inflate.decompress(body)
+                body = self.inflate.decompress(body, MAX_ANSWER)
             except zlib.error:
                 self._fail(WireError("the answer's compressed body is corrupt"))
                 return
+            if self.inflate.unconsumed_tail:
+                self._fail(WireError(f"the answer grows past {MAX_ANSWER} bytes uncompressed"))
+                return
         self.body += body
-        if self.streaming:
+        if not self.streaming:
+            if len(self.body) > MAX_ANSWER:
+                self._fail(WireError(f"the answer is larger than {MAX_ANSWER} bytes"))
+        else:
             if len(self.body) > STREAM_BUFFER and not self.paused:
                 self.paused = True
                 assert self.transport is not None

@@ -460,3 +460,18 @@ async def test_an_idle_connection_holds_no_answer(kernel, raw):
     assert len((await call(kernel, base).send())["big"]) == 1_000_000
     (connection,) = _connections(kernel)
     assert not connection.active and len(connection.body) == 0 and connection.headers == []
+
+
+async def test_an_answer_without_end_is_failed_at_the_size_limit(kernel, raw, monkeypatch):
+    """An endless answer (or a small gzip body that inflates without end) is failed, not read
+    until memory runs out."""
+    monkeypatch.setattr(wire, "MAX_ANSWER", 100_000)
+    endless = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+    endless += [b"%x\r\n%s\r\n" % (10_000, b"a" * 10_000)] * 20
+    bomb = gzip.compress(b"0" * 10_000_000)  # 10 kB that would be 10 MB
+    squeezed = answer(bomb, extra="Content-Encoding: gzip\r\n")
+    _, base = await raw(lambda n: [*endless, 5] if n == 1 else [squeezed])
+    with pytest.raises(ModelUnavailable, match="larger than 100000 bytes"):
+        await call(kernel, base, timeout=2).send()
+    with pytest.raises(ModelUnavailable, match="grows past 100000 bytes uncompressed"):
+        await call(kernel, base, timeout=2).send()
