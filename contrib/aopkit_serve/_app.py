@@ -32,19 +32,28 @@ def build_app(
     toolkits: Iterable[aopkit.Toolkit] = (),
     protocols: Sequence[str] = PROTOCOLS,
     durable: JournalStore | None = None,
+    private_media: bool = False,
 ) -> web.Application:
     """The application serving ``target`` (an agent, a list of agents, or a callable returning
     either per conversation) through ``protocols``; every request must carry
     ``Authorization: Bearer <token>``. Without a ``store`` conversations live in memory only.
     With ``durable`` (a journal store) each A2A conversation is a durable run: a turn paused
-    for approval is answered on a restarted server."""
+    for approval is answered on a restarted server. Media URLs in requests are fetched from
+    public addresses only (``HTTPPool.public_media_only``), unless ``private_media``."""
     if not isinstance(token, str) or not token.strip() or token != token.strip():
         raise aopkit.ConfigurationError(
             "serve: token must be a non-empty str without surrounding spaces"
         )
     setups = [_protocol(name) for name in protocols]
     app = web.Application(middlewares=[_bearer(token)])
-    app[SERVICE] = Service(target, kernel=kernel, store=store, toolkits=toolkits, durable=durable)
+    app[SERVICE] = Service(
+        target,
+        kernel=kernel,
+        store=store,
+        toolkits=toolkits,
+        durable=durable,
+        public_media_only=not private_media,
+    )
     app[SERVICE].kernel.secrets.add(token)  # scrubbed from logs, events and traces
     for setup in setups:
         setup(app, app[SERVICE])

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import functools
+import ipaddress
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from .errors import ConfigurationError
 from .formatting import Formatter, MediaError
@@ -28,6 +31,7 @@ from .wire import Connection, Wire, WireError, request_bytes, target
 
 if TYPE_CHECKING:
     import aiohttp
+    from aiohttp.abc import ResolveResult
 
     from .kernel import Kernel
 
@@ -40,6 +44,9 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 DEFAULT_CONNECTIONS = 1024
 MEDIA_TIMEOUT = 60.0
 """Seconds a media fetch may take (to connect, send and read it all)."""
+MEDIA_REDIRECTS = 10
+"""Redirects a media fetch follows; each new address is checked as the first was."""
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def connection_limit(value: object, where: str) -> int:
@@ -65,6 +72,12 @@ class HTTPPool:
     one waiting future each, not a request object each, which the cyclic collector would
     traverse again and again while they wait."""
 
+    public_media_only = False
+    """Fetch media from public addresses only: never from loopback, private, link-local or
+    other reserved ones (checked on the address connected to, at each redirect). For agents
+    whose messages come from others: ``aopkit serve`` sets it on every served agent's kernel,
+    so that a client cannot make the server fetch from its own network."""
+
     def __init__(self, limit: int = DEFAULT_CONNECTIONS) -> None:
         self.limit = limit
         self._session: aiohttp.ClientSession | None = None
@@ -85,9 +98,11 @@ class HTTPPool:
         if self._session is None or self._session.closed:
             import aiohttp
 
+            connector = aiohttp.TCPConnector(
+                limit=self.limit, limit_per_host=0, resolver=_resolver_class()(self)
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=0),
-                timeout=aiohttp.ClientTimeout(total=None),
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None)
             )
         return self._session
 
@@ -121,24 +136,48 @@ class HTTPPool:
         turns = self.turn()
         await turns.take()  # inside a call that holds a turn, that one: never a second
         try:
-            async with self.session().get(url, timeout=timeout) as response:
-                if response.status >= 400:
-                    raise MediaError(f"fetching {shown} failed with HTTP {response.status}")
-                if (response.content_length or 0) > limit:
-                    raise MediaError(too_large)
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(65536):
-                    body += chunk
-                    if len(body) > limit:
+            for _ in range(MEDIA_REDIRECTS + 1):
+                self._check_host(url, shown)
+                async with self.session().get(
+                    url, timeout=timeout, allow_redirects=False
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECTS and location:
+                        url = urljoin(url, location)
+                        continue
+                    if response.status >= 400:
+                        raise MediaError(f"fetching {shown} failed with HTTP {response.status}")
+                    if (response.content_length or 0) > limit:
                         raise MediaError(too_large)
-                return bytes(body), response.content_type
+                    body = bytearray()
+                    async for chunk in response.content.iter_chunked(65536):
+                        body += chunk
+                        if len(body) > limit:
+                            raise MediaError(too_large)
+                    return bytes(body), response.content_type
+            raise MediaError(f"fetching {shown} was redirected more than {MEDIA_REDIRECTS} times")
         except asyncio.TimeoutError:
             raise MediaError(f"fetching {shown} took more than {MEDIA_TIMEOUT} s") from None
         except aiohttp.ClientError as exc:
             why = secrets.redact(f"{type(exc).__name__}: {exc}")
             raise MediaError(f"fetching {shown} failed: {why}") from None
+        except OSError as exc:  # the resolver's refusal of a host with no public address
+            raise MediaError(f"fetching {shown} failed: {secrets.redact(str(exc))}") from None
         finally:
             turns.release()
+
+    def _check_host(self, url: str, shown: str) -> None:
+        """A host given as an address (which no resolver sees) must be public when
+        ``public_media_only``; a host name is checked by the session's resolver."""
+        if not self.public_media_only:
+            return
+        try:
+            host = urlsplit(url).hostname or ""
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return
+        if not _public(address):
+            raise MediaError(f"fetching {shown} refused: {NOT_PUBLIC.format(host)}")
 
     async def close(self) -> None:
         if self._wire is not None:
@@ -146,6 +185,40 @@ class HTTPPool:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+NOT_PUBLIC = "{} is not a public address (this kernel fetches media from public hosts only)"
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return (mapped or address).is_global
+
+
+@functools.cache
+def _resolver_class() -> type[Any]:
+    """aiohttp's threaded resolver, keeping only public addresses when the pool says so: the
+    address checked is the one connected to, so a name that resolves differently the second
+    time cannot lead a fetch inside."""
+    import aiohttp
+
+    class PublicResolver(aiohttp.ThreadedResolver):
+        def __init__(self, pool: HTTPPool) -> None:
+            super().__init__()
+            self.pool = pool
+
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            found = await super().resolve(host, port, family)
+            if not self.pool.public_media_only:
+                return found
+            public = [a for a in found if _public(ipaddress.ip_address(a["host"]))]
+            if not public:  # aiohttp's error shows an OSError's strerror
+                raise OSError(errno.EACCES, NOT_PUBLIC.format(host))
+            return public
+
+    return PublicResolver
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

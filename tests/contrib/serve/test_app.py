@@ -155,3 +155,22 @@ async def test_one_conversation_through_three_protocols_at_once_takes_turns(kern
         assert '"result":"sleep:0.3|' in streamed
         assert '"text": "sleep:0.3|' in answered
         assert await openai("last") in ("sleep:0.3|two|three|last", "sleep:0.3|three|two|last")
+
+
+async def test_served_agents_fetch_media_from_public_hosts_only(kernel):
+    """A client's image URL must not make the server fetch from its own network: every
+    served agent's kernel, per-conversation ones too, fetches media from public hosts only,
+    unless the app allows private ones."""
+    other = aopkit.Kernel(environ={})
+    try:
+        build_app(lambda: [Recall("a", kernel=other)], token=TOKEN, protocols=())
+        assert other.pool.public_media_only
+        other.pool.public_media_only = False
+        app = build_app(lambda: [Recall("a", kernel=other)], token=TOKEN, protocols=())
+        other.pool.public_media_only = False
+        async with app[SERVICE].conversation(None):  # a conversation's fresh agents
+            assert other.pool.public_media_only
+        build_app(Recall("b", kernel=kernel), token=TOKEN, protocols=(), private_media=True)
+        assert not kernel.pool.public_media_only
+    finally:
+        await other.aclose()
