@@ -45,6 +45,12 @@ def arguments(parser: Any) -> None:
         metavar="NAME",
         help="serve only this protocol (repeatable; default: openai, a2a, mcp and agui)",
     )
+    parser.add_argument(
+        "--private-media",
+        action="store_true",
+        help="fetch clients' media URLs from private and loopback addresses too (default: "
+        "public addresses only, so a client cannot make the server fetch from its network)",
+    )
 
 
 async def serve(args: Any, kernel: aopkit.Kernel) -> int:
@@ -66,6 +72,7 @@ async def serve(args: Any, kernel: aopkit.Kernel) -> int:
         token=token,
         store=aopkit.SQLiteStore(args.store),
         protocols=args.protocols or PROTOCOLS,
+        private_media=args.private_media,
     )
     served = app[SERVICE].kernel
     runner = web.AppRunner(app, access_log=None)

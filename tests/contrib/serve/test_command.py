@@ -122,3 +122,26 @@ def test_serve_refuses_what_it_cannot_serve_safely(tmp_path, monkeypatch, capsys
     assert main(["serve", *args, "--port", "0", "--store", str(tmp_path / "s")]) == code
     out, err = capsys.readouterr()
     assert said in err and "token" not in out
+
+
+async def test_serve_passes_private_media_to_the_app(monkeypatch):
+    """``--private-media`` reaches ``build_app``; without it the app fetches media from
+    public addresses only."""
+    import argparse
+
+    from aopkit_serve import _app, _command
+
+    seen: list[bool] = []
+
+    def build_app(*args, private_media: bool = False, **kwargs):
+        seen.append(private_media)
+        raise SystemExit(0)  # stop before serving
+
+    monkeypatch.setattr(_app, "build_app", build_app)
+    monkeypatch.setattr(_command, "load_object", lambda *args: None)
+    parser = argparse.ArgumentParser()
+    _command.arguments(parser)
+    for extra in ([], ["--private-media"]):
+        with pytest.raises(SystemExit):
+            await _command.serve(parser.parse_args([TARGET, *extra]), None)
+    assert seen == [False, True]
