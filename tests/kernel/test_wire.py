@@ -475,3 +475,10 @@ async def test_an_answer_without_end_is_failed_at_the_size_limit(kernel, raw, mo
         await call(kernel, base, timeout=2).send()
     with pytest.raises(ModelUnavailable, match="grows past 100000 bytes uncompressed"):
         await call(kernel, base, timeout=2).send()
+
+
+async def test_a_name_is_resolved_and_its_addresses_tried_in_turn(kernel, raw):
+    """``localhost`` may resolve to ::1 first; the server listens on 127.0.0.1 only."""
+    server, base = await raw(lambda n: [answer()])
+    assert await call(kernel, base.replace("127.0.0.1", "localhost")).send() == {"ok": True}
+    assert server.requests[0][0].splitlines()[1].startswith(b"Host: localhost:")
