@@ -173,10 +173,10 @@ class HTTPPool:
             return
         try:
             host = urlsplit(url).hostname or ""
-            address = ipaddress.ip_address(host)
         except ValueError:
-            return
-        if not _public(address):
+            return  # aiohttp refuses it too
+        address = _address(host)
+        if address is not None and not _public(address):
             raise MediaError(f"fetching {shown} refused: {NOT_PUBLIC.format(host)}")
 
     async def close(self) -> None:
@@ -188,6 +188,20 @@ class HTTPPool:
 
 
 NOT_PUBLIC = "{} is not a public address (this kernel fetches media from public hosts only)"
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address, in any form a connection would read as one (``127.1`` and
+    ``0x7f000001`` too, which some aiohttp versions connect to without resolving), else
+    None: a name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
