@@ -88,18 +88,17 @@ class Service:
         self.public_media_only = public_media_only
         probe = _served(target)
         self.kernel = kernel if kernel is not None else probe[0].kernel
-        self._limit_media(self.kernel, *probe)
+        self._limit_media(self.kernel, *(agent.kernel for agent in probe))
         self.store: Store = store if store is not None else _MemoryStore()
         self.toolkits = tuple(toolkits)
         self._described = {agent.name: _description(agent) for agent in probe}
         self._locks: dict[str, _Lock] = {}
 
-    def _limit_media(self, *served: aopkit.Kernel | aopkit.Agent) -> None:
+    def _limit_media(self, *kernels: aopkit.Kernel) -> None:
         """Clients' media URLs are fetched from public addresses only (unless the app allows
         private ones): a client must not make the server fetch from its own network."""
         if self.public_media_only:
-            for each in served:
-                kernel = each if isinstance(each, aopkit.Kernel) else each.kernel
+            for kernel in kernels:
                 kernel.pool.public_media_only = True
 
     def names(self) -> list[str]:
@@ -173,7 +172,7 @@ class Service:
                 agent.session_id = conversation_id
         else:
             agents = [a.session(conversation_id, keep=False) for a in _served(self._target)]
-        self._limit_media(*agents)
+        self._limit_media(*(agent.kernel for agent in agents))
         named = {agent.name: agent for agent in agents}
         if list(named) != self.names():
             raise aopkit.AopkitError(

@@ -161,8 +161,6 @@ class HTTPPool:
         except aiohttp.ClientError as exc:
             why = secrets.redact(f"{type(exc).__name__}: {exc}")
             raise MediaError(f"fetching {shown} failed: {why}") from None
-        except OSError as exc:  # the resolver's refusal of a host with no public address
-            raise MediaError(f"fetching {shown} failed: {secrets.redact(str(exc))}") from None
         finally:
             turns.release()
 
@@ -440,8 +438,9 @@ class Request:
                 del failure  # its traceback holds this frame: no local may hold it (a cycle)
 
     async def _open(self) -> Connection:
-        data = request_bytes(target(self.url), self.headers, _json_bytes(self.payload))
-        return await self.pool.wire().open(self.url, data, self.timeout)
+        where = target(self.url)
+        data = request_bytes(where, self.headers, _json_bytes(self.payload))
+        return await self.pool.wire().open(where, data, self.timeout)
 
     def _error(self, status: int, connection: Connection, body: str) -> ModelError:
         headers = connection.response_headers()

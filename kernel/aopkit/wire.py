@@ -384,12 +384,12 @@ class Wire:
         self._idle: dict[tuple[str, int, bool], dict[Connection, None]] = {}
         self._sweep: asyncio.TimerHandle | None = None
 
-    async def open(self, url: str, data: bytes, timeout: float | None) -> Connection:
-        """Send a request of ``data`` to ``url``; the connection, once the answer's head has
-        come (the caller reads the rest, then calls ``finish``). A reused connection the
-        server closed before answering (it closes idle ones when it likes) is retried once
-        on a new one: the server did not read the request."""
-        where = target(url)
+    async def open(self, where: Target, data: bytes, timeout: float | None) -> Connection:
+        """Send a request of ``data`` (see :func:`request_bytes`) to ``where``; the
+        connection, once the answer's head has come (the caller reads the rest, then calls
+        ``finish``). A reused connection the server closed before answering (it closes idle
+        ones when it likes) is retried once on a new one: the server did not read the
+        request."""
         now = self.loop.time()
         connection, reused = self._idle_connection(where.key, now)
         while True:

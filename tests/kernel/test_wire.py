@@ -482,3 +482,13 @@ async def test_a_name_is_resolved_and_its_addresses_tried_in_turn(kernel, raw):
     server, base = await raw(lambda n: [answer()])
     assert await call(kernel, base.replace("127.0.0.1", "localhost")).send() == {"ok": True}
     assert server.requests[0][0].splitlines()[1].startswith(b"Host: localhost:")
+
+
+async def test_a_server_that_never_finishes_connecting_times_out(kernel, raw):
+    """A TLS handshake to a server that accepts the connection and says nothing: the
+    connection itself is timed, not only the answer."""
+    _, base = await raw(lambda n: [answer()])  # plain TCP: it never answers a ClientHello
+    https = base.replace("http://", "https://")
+    with pytest.raises(ModelUnavailable, match=r"no answer within 0\.3 s \(connecting\)"):
+        await call(kernel, https, timeout=0.3).send()
+    assert kernel.pool.wire().open_connections == 0

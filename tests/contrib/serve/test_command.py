@@ -124,7 +124,7 @@ def test_serve_refuses_what_it_cannot_serve_safely(tmp_path, monkeypatch, capsys
     assert said in err and "token" not in out
 
 
-async def test_serve_passes_private_media_to_the_app(monkeypatch):
+async def test_serve_passes_private_media_to_the_app(monkeypatch, tmp_path):
     """``--private-media`` reaches ``build_app``; without it the app fetches media from
     public addresses only."""
     import argparse
@@ -143,5 +143,6 @@ async def test_serve_passes_private_media_to_the_app(monkeypatch):
     _command.arguments(parser)
     for extra in ([], ["--private-media"]):
         with pytest.raises(SystemExit):
-            await _command.serve(parser.parse_args([TARGET, *extra]), None)
+            store = str(tmp_path / "serve.sqlite3")
+            await _command.serve(parser.parse_args([TARGET, "--store", store, *extra]), None)
     assert seen == [False, True]
