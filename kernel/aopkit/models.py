@@ -481,7 +481,7 @@ class _Call:
     no reference cycle: thousands are in flight at once."""
 
     __slots__ = (
-        "id",
+        "_id",
         "last_error",
         "messages",
         "model",
@@ -505,7 +505,8 @@ class _Call:
         tool_choice: ToolChoice | None,
         structured: Mapping[str, Any] | None,
     ) -> None:
-        self.model, self.ticket, self.scope, self.id = model, ticket, scope, new_id()
+        self.model, self.ticket, self.scope = model, ticket, scope
+        self._id: str | None = None
         self.messages, self.tools = messages, tools
         self.tool_choice, self.structured = tool_choice, structured
         self.started = time.perf_counter()
@@ -521,6 +522,14 @@ class _Call:
             "tool_choice": self.tool_choice,
             "structured": self.structured,
         }
+
+    @property
+    def id(self) -> str:
+        """The call's id, for observers (made when first asked for: most calls have none)."""
+        found = self._id
+        if found is None:
+            found = self._id = new_id()
+        return found
 
     @property
     def agent(self) -> str | None:

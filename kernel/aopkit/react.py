@@ -24,10 +24,13 @@ if TYPE_CHECKING:
     from .faults import Fault, FaultPolicy
     from .kernel import Kernel
     from .memory import Memory
-    from .models import ChatModel, ChatResponse
+    from .models import ChatModel, ChatResponse, ToolChoice, ToolSpec
 
 T = TypeVar("T")
 Compressor = Callable[[list[Msg]], Awaitable[list[Msg]]]
+
+Checked = dict[str, tuple[dict[str, Any], dict[str, Any]]]  # by call id: given, checked
+NOT_CHECKED: tuple[None, None] = (None, None)
 
 CLOSING = (
     "You have used all your steps. Do not call tools now: answer with what you found so far, "
@@ -113,13 +116,14 @@ class ReActAgent(ModelAgent):
                 response = await self._think(tools=True)
                 if not response.tool_uses:
                     return Msg(self.name, list(response.content), "assistant")
-                content = [
-                    await self._checked(b, response.finish_reason)
-                    if isinstance(b, ToolUseBlock)
-                    else b
-                    for b in response.content
-                ]
-                await self._act(Msg(self.name, content, "assistant"))
+                checked: Checked = {}
+                content = list(response.content)
+                for i, block in enumerate(content):  # a loop: a comprehension that awaits
+                    if isinstance(block, ToolUseBlock):  # is a coroutine of its own
+                        fault = self._arguments(block, checked)
+                        if fault is not None:
+                            content[i] = await self._fixed(block, response.finish_reason, *fault)
+                await self._act(Msg(self.name, content, "assistant"), checked)
             closing = Msg("system", CLOSING, "user", metadata={"closing": True})
             response = await self._think(tools=False, extra=closing)  # for this call only
             return Msg(self.name, list(response.content), "assistant", metadata={"max_iters": True})
@@ -149,46 +153,67 @@ class ReActAgent(ModelAgent):
             history.append(extra)
         messages = await self.compress(history)
         choice = None if specs else ("none" if tools else None)
+        if current_call() is None:  # not in a durable run: nothing to journal or replay
+            return await self._ask(messages, specs, choice)
         kernel = self.kernel
-
-        async def ask() -> ChatResponse:
-            if not self.stream:
-                response: Any = await self.model(messages, tools=specs, tool_choice=choice)
-                return response  # type: ignore[no-any-return]
-            last = None
-            chunks: Any = await self.model(messages, tools=specs, tool_choice=choice, stream=True)
-            async for last in chunks:
-                if kernel.observed and last.text:
-                    kernel.emit(ReplyChunk(agent=self.name, text=last.text))
-            assert last is not None
-            final: ChatResponse = last
-            return final
-
-        answer, replayed = await model_answer(kernel, self.model.name, ask)
+        answer, replayed = await model_answer(
+            kernel, self.model.name, lambda: self._ask(messages, specs, choice)
+        )
         if replayed and self.stream and kernel.observed and answer.text:
             kernel.emit(ReplyChunk(agent=self.name, text=answer.text))
         return answer
 
-    async def _checked(self, use: ToolUseBlock, finish_reason: str | None) -> ToolUseBlock:
-        """Tool-call arguments pass the fault tiers before the tool runs. Tier 2 repairs them
-        without a model call (never when the answer was cut off); what it cannot fix goes back
-        to the model as an error result, and each next try of the model is a tier-3 round.
-        When the policy's rounds are spent, tier 4: a human's answer becomes the arguments, a
-        retry (or no one answering) gives the model its rounds again, an abort ends the reply."""
+    async def _ask(
+        self, messages: list[Msg], specs: list[ToolSpec], choice: ToolChoice | None
+    ) -> ChatResponse:
+        """The model's answer, streamed to observers as it comes if :attr:`stream`."""
+        if not self.stream:
+            response: Any = await self.model(messages, tools=specs, tool_choice=choice)
+            return response  # type: ignore[no-any-return]
+        kernel = self.kernel
+        last = None
+        chunks: Any = await self.model(messages, tools=specs, tool_choice=choice, stream=True)
+        async for last in chunks:
+            if kernel.observed and last.text:
+                kernel.emit(ReplyChunk(agent=self.name, text=last.text))
+        assert last is not None
+        final: ChatResponse = last
+        return final
+
+    def _arguments(self, use: ToolUseBlock, checked: Checked) -> tuple[Tool, str, str, str] | None:
+        """None if ``use`` goes to its tool as it is: its arguments fit the tool (they go into
+        ``checked``, so the call does not check them again), or it names no tool (the call's
+        result says so). Else the tool, the arguments as text, what is wrong with them (a
+        fault's kind) and the error, for :meth:`_fixed`."""
         found = self.toolkit.active(use.name)
         if found is None:
-            return use
+            return None
+        if use.raw_input is not None:
+            return found, use.raw_input, "malformed", "the arguments are not JSON"
+        try:
+            arguments = found.arguments(use.input, self.kernel)
+        except DecodeError as exc:
+            return found, json.dumps(use.input), "invalid", str(exc)
+        checked[use.id] = (use.input, arguments)
+        self._retried(use.name)
+        return None
+
+    async def _fixed(
+        self,
+        use: ToolUseBlock,
+        finish_reason: str | None,
+        found: Tool,
+        text: str,
+        kind: str,
+        error: str,
+    ) -> ToolUseBlock:
+        """Tool-call arguments that do not fit pass the fault tiers before the tool runs. Tier 2
+        repairs them without a model call (never when the answer was cut off); what it cannot
+        fix goes back to the model as an error result, and each next try of the model is a
+        tier-3 round. When the policy's rounds are spent, tier 4: a human's answer becomes the
+        arguments, a retry (or no one answering) gives the model its rounds again, an abort
+        ends the reply."""
         kernel = self.kernel
-        if use.raw_input is None:
-            try:
-                found.arguments(use.input, kernel)
-            except DecodeError as exc:
-                text, kind, error = json.dumps(use.input), "invalid", str(exc)
-            else:
-                self._retried(use.name)
-                return use
-        else:
-            text, kind, error = use.raw_input, "malformed", "the arguments are not JSON"
         from .faults import DEFAULT_POLICY, CutOff, Fault, answer, correct, new_incident
         from .faults import escalate as escalate_to_human
 
@@ -244,7 +269,7 @@ class ReActAgent(ModelAgent):
             fault = retrying.fault
             fault.tier, fault.resolver, fault.calls = 3, TIER_3, fault.calls + 1
 
-    async def _act(self, step: Msg) -> None:
+    async def _act(self, step: Msg, checked: Checked) -> None:
         """Run the step's tool calls (concurrently if allowed), then store the step and all its
         results at once, in the order the model asked for them, whatever happens: a call that
         finished keeps its real result even when the reply is interrupted or cancelled; only
@@ -262,16 +287,26 @@ class ReActAgent(ModelAgent):
             self._step(tools)
             return
         results: dict[int, ToolResultBlock] = {}
-        step = await self._approved(step, results)
+        toolkit = self.toolkit
         uses = step.blocks(ToolUseBlock)
+        asking = [u for u in uses if toolkit.needs_approval(u)]
+        if asking:
+            step = await self._approved(step, asking, results)
+            uses = step.blocks(ToolUseBlock)
         if kernel.observed:
             kernel.emit(MessageSent(msg=step))
         started: set[int] = set()
 
         async def run(index: int, use: ToolUseBlock) -> None:
             started.add(index)
-            found = self.toolkit.active(use.name)
-            results[index] = await tool_result(kernel, use, found, self._call_tool)
+            if call is not None:
+                found = toolkit.active(use.name)
+                results[index] = await tool_result(kernel, use, found, self._call_tool)
+                return
+            given, arguments = checked.get(use.id, NOT_CHECKED)
+            if given is not use.input:  # a person edited them since they were checked
+                arguments = None
+            results[index] = await toolkit.call(use, kernel=kernel, arguments=arguments)
 
         stopped = False  # a durable run that cannot go on leaves the step for its resume
         try:
@@ -302,14 +337,12 @@ class ReActAgent(ModelAgent):
     async def _call_tool(self, use: ToolUseBlock) -> ToolResultBlock:
         return await self.toolkit.call(use, kernel=self.kernel)
 
-    async def _approved(self, step: Msg, results: dict[int, ToolResultBlock]) -> Msg:
-        """Ask about the step's calls that need approval (none: the step as it is). Rejected
-        calls get their result here (the reason, as an error the model reads); edited calls
-        run with the new arguments, which the step then shows."""
-        uses = step.blocks(ToolUseBlock)
-        asking = [u for u in uses if self.toolkit.needs_approval(u)]
-        if not asking:
-            return step
+    async def _approved(
+        self, step: Msg, asking: list[ToolUseBlock], results: dict[int, ToolResultBlock]
+    ) -> Msg:
+        """Ask about the step's calls that need approval (``asking``). Rejected calls get their
+        result here (the reason, as an error the model reads); edited calls run with the new
+        arguments, which the step then shows."""
         decisions = await approvals(self.kernel, self.name, asking)
         content: list[Block] = []
         index = 0

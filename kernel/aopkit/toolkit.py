@@ -164,9 +164,9 @@ class Tool:
                 out[key] = kernel.codec.load(value, kind)
             except DecodeError as exc:
                 raise exc.under(key) from None
-        missing = [k for k in self.parameters["required"] if k not in out]
-        if missing:
-            raise DecodeError(missing[0], "required argument is missing")
+        for name in self.parameters["required"]:  # a loop: a comprehension is a call
+            if name not in out:
+                raise DecodeError(name, "required argument is missing")
         return out
 
     async def result(self, arguments: Mapping[str, Any]) -> Any:
@@ -396,12 +396,20 @@ class Toolkit:
             self._specs = [t.spec for t in self.tools.values() if t.group not in self.inactive]
         return self._specs
 
-    async def call(self, use: ToolUseBlock, *, kernel: Kernel | None = None) -> ToolResultBlock:
+    async def call(
+        self,
+        use: ToolUseBlock,
+        *,
+        kernel: Kernel | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> ToolResultBlock:
         """Run ``use`` to the end and return its result (an error result if anything failed,
         a cancel from within the tool included); cancelling the caller cancels the tool.
-        Its events go to ``kernel`` (agents pass theirs), else to :attr:`kernel`."""
+        Its events go to ``kernel`` (agents pass theirs), else to :attr:`kernel`.
+        ``arguments``: what :meth:`Tool.arguments` made of ``use.input`` already, if the
+        caller checked them (not checked again)."""
         kernel = kernel or self.kernel
-        found = self._ready(use, kernel)
+        found = self._ready(use, kernel, arguments)
         if isinstance(found, ToolResultBlock):
             return found
         tool, arguments = found
@@ -426,22 +434,24 @@ class Toolkit:
                 yield result
 
     def _ready(
-        self, use: ToolUseBlock, kernel: Kernel
+        self, use: ToolUseBlock, kernel: Kernel, arguments: dict[str, Any] | None = None
     ) -> tuple[Tool, dict[str, Any]] | ToolResultBlock:
-        """The tool ``use`` names and its arguments, or the error result that says why not."""
+        """The tool ``use`` names and its arguments (checked here unless given), or the error
+        result that says why not."""
         self._use_by(kernel)
         found = self.active(use.name)
         if found is None:
             known = ", ".join(t.name for t in self.tools.values() if t.group not in self.inactive)
             return _error(use, f"unknown tool {use.name!r}; available tools: {known or 'none'}")
-        try:
-            if use.raw_input is not None:
-                raise DecodeError(
-                    "", f"the arguments are not a JSON object: {use.raw_input!r:.200}"
-                )
-            arguments = found.arguments(use.input, kernel)
-        except DecodeError as exc:
-            return _error(use, f"invalid arguments: {exc}")
+        if arguments is None:
+            try:
+                if use.raw_input is not None:
+                    raise DecodeError(
+                        "", f"the arguments are not a JSON object: {use.raw_input!r:.200}"
+                    )
+                arguments = found.arguments(use.input, kernel)
+            except DecodeError as exc:
+                return _error(use, f"invalid arguments: {exc}")
         # Credentials the program presets (``api_key=...``) join the kernel's secrets, so an
         # error or a result that echoes one is scrubbed.
         preset = found.preset
@@ -536,6 +546,8 @@ def _output(parts: list[Any], kernel: Kernel) -> Output:
     """Text for plain values (JSON for data), scrubbed of the kernel's secrets; blocks stay
     blocks, so media a tool returns reach the model."""
     scrub = kernel.secrets.redact
+    if len(parts) == 1 and not _blocks_in(parts[0]):  # what a tool that does not stream gives
+        return scrub(_text(parts[0], kernel))
     if not any(_blocks_in(p) for p in parts):
         return scrub("".join(_text(p, kernel) for p in parts))
     blocks: list[Block] = []

@@ -104,6 +104,20 @@ async def test_an_edited_call_runs_with_the_new_arguments_which_the_history_show
     assert use.input == {"item": "canoe"} and use.id == "c1"
 
 
+async def test_an_edit_is_checked_against_the_tool_as_the_model_arguments_were(kernel):
+    """The model's arguments were checked before the person saw them; an edit replacing them
+    with ones that do not fit is checked again, and the tool does not run with them."""
+    kernel.register(Person(edit({"item": "canoe", "quantity": "many"})), "person")
+    ran = []
+    agent = _shop(kernel, ran)
+    agent.model.add([ToolUseBlock("c1", "buy", {"item": "yacht", "quantity": 3})], "ok")
+    await agent("buy a yacht")
+    assert ran == []
+    (result,) = _results(agent)
+    assert result.is_error and "invalid arguments" in result.output
+    assert "quantity" in result.output
+
+
 async def test_a_toolkit_policy_chooses_the_calls_that_need_approval(kernel):
     person = Person(lambda request: {c.id: approve() for c in request.calls})
     kernel.register(person, "person")

@@ -243,6 +243,24 @@ async def test_retryable_errors_are_retried_at_the_model_and_reported(kernel):
     assert (fault.kind, fault.tier, fault.resolver, fault.calls) == ("accessibility", 1, "retry", 1)
 
 
+async def test_a_calls_events_share_its_id_and_each_call_has_its_own(kernel):
+    """A call's id is made only when an observer first asks for it: the events of one call,
+    retries included, still name the same id, and no two calls share one."""
+    from aopkit.events import ModelCallFinished, ModelCallStarted
+
+    recorder = Recorder()
+    kernel.register(recorder, "recorder")
+    busy = ModelUnavailable("scripted:judge", "overloaded", status=503, retry_after=0.01)
+    judge = model(kernel, busy, GOOD, GOOD)
+    await judge(ASK)
+    await judge(ASK)
+    started = [e.call_id for e in recorder.of(ModelCallStarted)]
+    finished = [e.call_id for e in recorder.of(ModelCallFinished)]
+    [retry] = recorder.of(Retried)
+    assert started == finished and len(set(started)) == 2 and all(started)
+    assert retry.call_id == started[0]
+
+
 async def test_retries_stop_at_the_attempt_limit_and_the_deadline(kernel):
     busy = [ModelUnavailable("scripted:judge", "busy", status=429) for _ in range(5)]
     judge = model(kernel, *busy)

@@ -82,6 +82,39 @@ async def test_tool_failure_and_bad_arguments_go_back_to_the_model(kernel):
     assert second.is_error and "invalid arguments" in second.output
 
 
+@pytest.mark.parametrize("parallel", [True, False])
+async def test_arguments_are_converted_once_per_call_and_each_call_gets_its_own(kernel, parallel):
+    """The fault tiers check a call's arguments before it runs; the tool then gets what that
+    check made of them, not a second conversion, and two calls of one tool in one step each
+    get their own."""
+
+    @attrs.frozen
+    class Point:
+        x: int
+        y: int
+
+    made = []
+
+    def point_hook(value, _):
+        made.append(value)
+        return Point(**value)
+
+    kernel.codec.converter.register_structure_hook(Point, point_hook)
+
+    def norm(p: Point) -> int:
+        """The taxicab length of a point."""
+        return abs(p.x) + abs(p.y)
+
+    uses = [
+        ToolUseBlock("c1", "norm", {"p": {"x": 3, "y": -4}}),
+        ToolUseBlock("c2", "norm", {"p": {"x": 1, "y": 1}}),
+    ]
+    helper = agent(kernel, uses, "done", tools=(norm,), parallel=parallel)
+    await helper(Q)
+    assert [r.output for r in results(helper)] == ["7", "2"]
+    assert made == [{"x": 3, "y": -4}, {"x": 1, "y": 1}]
+
+
 async def test_parallel_tool_calls_run_concurrently(kernel):
     async def slow(n: int) -> int:
         """Wait a little."""
