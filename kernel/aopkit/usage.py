@@ -288,7 +288,17 @@ class Scope:
     its agent's name, the ledger holding its account, its hubs and the enclosing reply's scope
     (a million replies that call no model make no account). Made by :func:`new_scope`."""
 
-    __slots__ = ("_accounts", "_hubs", "_last", "_ledger", "_names", "_outer", "agent", "reply")
+    __slots__ = (
+        "_accounts",
+        "_for",
+        "_hubs",
+        "_last",
+        "_ledger",
+        "_names",
+        "_outer",
+        "agent",
+        "reply",
+    )
 
     agent: str
     reply: Account | None  # the reply's own account, made at its first call
@@ -296,6 +306,7 @@ class Scope:
     _hubs: tuple[MsgHub, ...]
     _outer: Scope | None
     _accounts: tuple[Account, ...] | None
+    _for: Account | None  # the kernel's account when they were worked out: cleared since?
     _last: tuple[str, Account, Ticket] | None  # the last model called, the total, its ticket
     _names: tuple[str, ...] | None
 
@@ -315,9 +326,11 @@ class Scope:
     @property
     def accounts(self) -> tuple[Account, ...]:
         """Every account a call in this scope is charged to: the enclosing replies', the
-        agent's, its hubs' (each once), and the reply's own last."""
-        found = self._accounts
-        if found is None:
+        agent's, its hubs' (each once), and the reply's own last. Worked out again once the
+        totals are cleared (:meth:`UsageLedger.clear` makes new agent accounts); the reply's
+        own account stays."""
+        found, total = self._accounts, self._ledger.total
+        if found is None or self._for is not total:
             outer = self._outer  # its accounts first, outside the lock: they take it
             charged = list(outer.accounts) if outer is not None else []
             own = self._ledger.agent(self.agent)
@@ -326,12 +339,13 @@ class Scope:
             for hub in self._hubs:
                 if hub.usage not in charged:
                     charged.append(hub.usage)
-            reply = Account(REPLY)
+            reply = self.reply or Account(REPLY)
             _LOCK.acquire()  # tools in worker threads may share the scope
             try:
-                if self._accounts is None:
-                    self.reply = reply
-                    self._accounts = (*charged, reply)
+                if self._accounts is None or self._for is not total:
+                    if self.reply is None:
+                        self.reply = reply
+                    self._accounts, self._for = (*charged, self.reply), total
                 found = self._accounts
             finally:
                 _LOCK.release()
@@ -365,7 +379,7 @@ def new_scope(
     CPython that costs a third less, and every reply makes one."""
     scope = _bare_scope(Scope)
     scope.agent, scope._ledger, scope._hubs, scope._outer = agent, ledger, hubs, outer
-    scope.reply = scope._accounts = scope._last = None
+    scope.reply = scope._accounts = scope._for = scope._last = None
     scope._names = None if hubs or outer is not None else ()
     return scope
 

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from aopkit import (
+    Agent,
     Budget,
     BudgetExceeded,
     JSONFileStore,
@@ -316,7 +317,8 @@ async def test_totals_do_not_grow_with_history(kernel):
 
 async def test_totals_cleared_in_the_middle_of_a_reply_count_its_later_calls(kernel):
     """A reply works out the accounts of its model once; clearing the totals makes new
-    kernel and model accounts, which its next call must be charged to."""
+    kernel, model and agent accounts, which its next call must be charged to, and so must the
+    next call of the reply it is part of."""
 
     def forget() -> str:
         """Clear the totals."""
@@ -330,10 +332,23 @@ async def test_totals_cleared_in_the_middle_of_a_reply_count_its_later_calls(ker
             answer("done", Usage(1, 1)),
         ],
     )
-    reply = await ReActAgent("a", model, tools=[forget], kernel=kernel)(HI)
-    assert Usage.of(reply).calls == 2  # the reply's own account lives as long as the reply
-    assert kernel.usage.total.usage.calls == kernel.usage.models["scripted:m"].usage.calls == 1
-    assert kernel.usage.total.usage.input_tokens == 1
+    inner = ReActAgent("a", model, tools=[forget], kernel=kernel)
+
+    class Outer(Agent):
+        async def reply(self, msg):
+            await self.kernel.model("scripted:o", responses=["before"])(HI)
+            reply = await inner(HI)
+            await self.kernel.model("scripted:o", responses=["after"])(HI)
+            return reply
+
+    outer = Outer("outer", kernel=kernel)
+    reply = await outer(HI)
+    assert Usage.of(reply).calls == 4  # the reply's own account lives as long as the reply
+    usage = kernel.usage
+    assert usage.total.calls == 2, "the inner call and the outer one after the clear"
+    assert usage.models["scripted:m"].calls == usage.models["scripted:o"].calls == 1
+    assert usage.agent("a").calls == 1, "the inner agent's next call, in the new account"
+    assert usage.agent("outer").calls == 2, "the outer reply's calls after the clear"
 
 
 def test_prices_are_checked_and_priced_as_documented():
