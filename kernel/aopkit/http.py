@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from aiohttp.abc import ResolveResult
 
     from .kernel import Kernel
+    from .proxies import Proxies
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 # ``error.type`` values by which servers say the request itself is invalid, whatever the status.
@@ -78,8 +79,9 @@ class HTTPPool:
     whose messages come from others: ``aopkit serve`` sets it on every served agent's kernel,
     so that a client cannot make the server fetch from its own network."""
 
-    def __init__(self, limit: int = DEFAULT_CONNECTIONS) -> None:
+    def __init__(self, limit: int = DEFAULT_CONNECTIONS, proxies: Proxies | None = None) -> None:
         self.limit = limit
+        self.proxies = proxies  # from the kernel's environment: see aopkit.proxies
         self._session: aiohttp.ClientSession | None = None
         self._wire: Wire | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -439,6 +441,9 @@ class Request:
 
     async def _open(self) -> Connection:
         where = target(self.url)
+        proxies = self.pool.proxies
+        if proxies is not None:
+            where = proxies.route(where)
         data = request_bytes(where, self.headers, _json_bytes(self.payload))
         return await self.pool.wire().open(where, data, self.timeout)
 

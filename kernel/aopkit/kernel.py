@@ -20,6 +20,7 @@ from .errors import ConfigurationError, DuplicateRegistrationError, PluginError
 from .http import DEFAULT_CONNECTIONS, HTTPPool, connection_limit
 from .prices import Price, PriceTable, price_entry
 from .progress import Progress
+from .proxies import proxies_of
 from .registry import Registry
 from .secret import Secrets
 from .usage import UsageLedger
@@ -131,12 +132,16 @@ class Kernel:
         }
         self.environ = env
         self.secrets = Secrets()  # every secret value this kernel knows, to scrub from text
+        proxies = proxies_of(env)
+        if proxies is not None:
+            self.secrets.add(*proxies.secrets())
         if connections is not None:
-            self.pool = HTTPPool(connection_limit(connections, "Kernel(connections=...)"))
+            limit = connection_limit(connections, "Kernel(connections=...)")
         else:
             given = env.get("AOPKIT_CONNECTIONS") or str(DEFAULT_CONNECTIONS)
             value = int(given) if given.strip().isdigit() else given
-            self.pool = HTTPPool(connection_limit(value, "AOPKIT_CONNECTIONS"))
+            limit = connection_limit(value, "AOPKIT_CONNECTIONS")
+        self.pool = HTTPPool(limit, proxies)
         self._config: dict[str, Any] | None = None
         self._faults: FaultReport | None = None
         self.progress = Progress(self)

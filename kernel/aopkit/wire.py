@@ -1,10 +1,11 @@
 """HTTP/1.1 for model calls, spoken directly over asyncio: keep-alive connections to model
 servers, answers read by httptools (llhttp, the parser Node.js uses).
 
-A model call is one kind of request, a POST of JSON to a server the user configured. A general
-client's machinery (cookies, redirects, proxies, traces, request and response objects of many
-parts) cost more CPU than all the rest of a model call, and kept about 45 objects per call in
-flight for the cyclic collector to walk; here a call in flight holds a future and a timer.
+A model call is one kind of request, a POST of JSON to a server the user configured (perhaps
+through a proxy: :mod:`aopkit.proxies`). A general client's machinery (cookies, redirects,
+traces, request and response objects of many parts) cost more CPU than all the rest of a model
+call, and kept about 45 objects per call in flight for the cyclic collector to walk; here a
+call in flight holds a future and a timer.
 Media fetches, which go anywhere and follow redirects, stay with aiohttp (``HTTPPool.fetch``).
 
 Nothing here knows models: failures are :class:`WireError`, which :class:`~aopkit.http.Request`
@@ -34,6 +35,8 @@ STREAM_BUFFER = 1 << 20
 """Bytes of a stream read ahead of its reader; beyond them the server is not read."""
 MAX_LINE = 16 << 20
 """The longest line of a stream (an SSE event of a large tool call fits many times)."""
+MAX_PROXY_ANSWER = 64 << 10
+"""The longest head a proxy may answer CONNECT with."""
 MAX_ANSWER = 256 << 20
 """The largest answer that is not a stream: a server that sends more (or a compressed body
 that would grow past it) is failed, not read until memory runs out."""
@@ -61,15 +64,30 @@ class WireError(Exception):
         self.rejected = rejected
 
 
+class Proxy(NamedTuple):
+    """An HTTP proxy calls go through (see :mod:`aopkit.proxies`)."""
+
+    host: str
+    port: int
+    shown: str  # ``host:port``, for errors: never its credentials
+    authorization: str  # a Proxy-Authorization header made of its URL's credentials, or ""
+    password: str
+
+    def __repr__(self) -> str:
+        return f"<Proxy {self.shown}>"  # not its credentials
+
+
 class Target(NamedTuple):
     """Where a URL's requests go, parsed once per URL."""
 
-    key: tuple[str, int, bool]  # the connections that can carry them: host, port, TLS
+    key: tuple[object, ...]  # the connections that can carry them: host, port, TLS, proxy
     host: str
     port: int
     tls: bool
     start: str  # the request line and Host header
     basic: str | None  # an Authorization header made of credentials in the URL
+    via: Proxy | None = None  # the proxy: a tunnel to the server if TLS, else the request's
+    # first stop (the request line then names the whole URL)
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,6 +120,18 @@ def target(url: str) -> Target:
     return Target((host, port, tls), host, port, tls, start, basic)
 
 
+@functools.lru_cache(maxsize=256)
+def routed(where: Target, proxy: Proxy) -> Target:
+    """``where`` reached through ``proxy``: by a tunnel for TLS (the proxy sees only the host
+    and port), else by asking the proxy for the whole URL (RFC 9112, absolute form)."""
+    if not where.tls:
+        line, rest = where.start.split("\r\n", 1)
+        method, path, version = line.split(" ")
+        authority = rest.removeprefix("Host: ").split("\r\n", 1)[0]
+        where = where._replace(start=f"{method} http://{authority}{path} {version}\r\n{rest}")
+    return where._replace(key=(*where.key, proxy), via=proxy)
+
+
 def request_bytes(where: Target, headers: Mapping[str, str], body: bytes) -> bytes:
     """The whole request: its head (the caller's headers over the defaults) and ``body``."""
     for name, value in headers.items():
@@ -121,6 +151,8 @@ def request_bytes(where: Target, headers: Mapping[str, str], body: bytes) -> byt
     defaults = "".join([line for name, line in DEFAULT_HEADERS.items() if name not in names])
     if where.basic and "authorization" not in names:
         defaults += where.basic
+    if where.via is not None and not where.tls and "proxy-authorization" not in names:
+        defaults += where.via.authorization
     given = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     head = f"{start}{defaults}{given}Content-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
@@ -136,7 +168,7 @@ class Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time. The parser's callbacks only note
     what came; the request's coroutine, woken through ``_waiter``, reads it."""
 
-    def __init__(self, wire: Wire, key: tuple[str, int, bool]) -> None:
+    def __init__(self, wire: Wire, key: tuple[object, ...]) -> None:
         self.wire, self.key = wire, key
         self.loop = wire.loop
         import httptools  # on first use, as aiohttp is: ``import aopkit`` stays light
@@ -381,7 +413,7 @@ class Wire:
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self.loop, self.limit = loop, limit
         self.open_connections = 0
-        self._idle: dict[tuple[str, int, bool], dict[Connection, None]] = {}
+        self._idle: dict[tuple[object, ...], dict[Connection, None]] = {}
         self._sweep: asyncio.TimerHandle | None = None
 
     async def open(self, where: Target, data: bytes, timeout: float | None) -> Connection:
@@ -431,7 +463,7 @@ class Wire:
             self._sweep = None
 
     def _idle_connection(
-        self, key: tuple[str, int, bool], now: float
+        self, key: tuple[object, ...], now: float
     ) -> tuple[Connection | None, bool]:
         idle = self._idle.get(key)
         while idle:
@@ -449,7 +481,8 @@ class Wire:
         except asyncio.TimeoutError:
             raise WireError(f"no answer within {timeout:g} s (connecting)") from None
         except OSError as exc:  # refused, an unknown name, TLS refused (an SSLError)
-            raise WireError(f"connection failed: {type(exc).__name__}: {exc}") from None
+            through = f" (through the proxy {where.via.shown})" if where.via else ""
+            raise WireError(f"connection failed{through}: {type(exc).__name__}: {exc}") from None
 
     async def _connected(self, where: Target) -> Connection:
         """A connection to ``where``: its addresses tried as RFC 8305 says (an IPv6 route that
@@ -457,9 +490,12 @@ class Wire:
         hands over a connected socket, so any event loop (uvloop too) can take it."""
         from aiohappyeyeballs import start_connection
 
-        found = await self.loop.getaddrinfo(where.host, where.port, type=socket.SOCK_STREAM)
+        first = where.via or where
+        found = await self.loop.getaddrinfo(first.host, first.port, type=socket.SOCK_STREAM)
         sock = await start_connection(found, happy_eyeballs_delay=0.25, interleave=1)
         try:
+            if where.via is not None and where.tls:
+                await self._tunnel(sock, where, where.via)
             _, connection = await self.loop.create_connection(
                 lambda: Connection(self, where.key),
                 sock=sock,
@@ -470,6 +506,45 @@ class Wire:
             sock.close()
             raise
         return connection
+
+    async def _tunnel(self, sock: socket.socket, where: Target, proxy: Proxy) -> None:
+        """Ask ``proxy`` for a tunnel to ``where`` (RFC 9110, CONNECT) on ``sock``; TLS to the
+        server then runs through it. The proxy's answer is read up to its blank line and no
+        further: the server's first bytes only come after the TLS handshake is begun here."""
+        sock.setblocking(False)
+        authority = (
+            f"[{where.host}]:{where.port}" if ":" in where.host else f"{where.host}:{where.port}"
+        )
+        ask = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{proxy.authorization}\r\n"
+        await self.loop.sock_sendall(sock, ask.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            if len(answer) > MAX_PROXY_ANSWER:
+                raise WireError(f"the proxy {proxy.shown} answered CONNECT with no end of head")
+            more = await self.loop.sock_recv(sock, MAX_PROXY_ANSWER)
+            if not more:
+                raise WireError(f"the proxy {proxy.shown} closed the connection, no tunnel made")
+            answer += more
+        head, _, early = answer.partition(b"\r\n\r\n")
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        version, _, rest = line.partition(" ")
+        status = rest[:3]
+        if not version.startswith("HTTP/1.") or not status.isdigit():
+            raise WireError(f"the proxy {proxy.shown} answered CONNECT with no HTTP: {line!r:.100}")
+        if status in ("401", "407"):  # 407 says it; tinyproxy says 401 to wrong ones
+            why = (
+                "refused the credentials in its URL"
+                if proxy.authorization
+                else ("wants credentials: give them in its URL, http://user:password@host:port")
+            )
+            raise WireError(f"the proxy {proxy.shown} {why} (HTTP {status})", rejected=True)
+        if status[0] != "2":
+            raise WireError(
+                f"the proxy {proxy.shown} made no tunnel to {authority}: {line:.200}",
+                rejected=status[0] == "4" and status not in ("408", "429"),
+            )
+        if early:
+            raise WireError(f"the proxy {proxy.shown} sent bytes before TLS began")
 
     def _close_longest_idle(self) -> None:
         oldest = min(
