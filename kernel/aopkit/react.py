@@ -299,14 +299,18 @@ class ReActAgent(ModelAgent):
 
         async def run(index: int, use: ToolUseBlock) -> None:
             started.add(index)
-            if call is not None:
-                found = toolkit.active(use.name)
-                results[index] = await tool_result(kernel, use, found, self._call_tool)
-                return
             given, arguments = checked.get(use.id, NOT_CHECKED)
             if given is not use.input:  # a person edited them since they were checked
                 arguments = None
-            results[index] = await toolkit.call(use, kernel=kernel, arguments=arguments)
+            if call is None:  # not in a durable run: nothing to journal or replay
+                results[index] = await toolkit.call(use, kernel=kernel, arguments=arguments)
+                return
+
+            def run_tool(use: ToolUseBlock) -> Awaitable[ToolResultBlock]:
+                return toolkit.call(use, kernel=kernel, arguments=arguments)
+
+            found = toolkit.active(use.name)
+            results[index] = await tool_result(kernel, use, found, run_tool)
 
         stopped = False  # a durable run that cannot go on leaves the step for its resume
         try:
@@ -333,9 +337,6 @@ class ReActAgent(ModelAgent):
                     )
                 self.memory.add(step)
                 self._step(tools)
-
-    async def _call_tool(self, use: ToolUseBlock) -> ToolResultBlock:
-        return await self.toolkit.call(use, kernel=self.kernel)
 
     async def _approved(
         self, step: Msg, asking: list[ToolUseBlock], results: dict[int, ToolResultBlock]

@@ -7,6 +7,7 @@ import multiprocessing
 import random
 from pathlib import Path
 
+import attrs
 import pytest
 
 import aopkit
@@ -61,6 +62,34 @@ async def test_a_changed_program_is_refused_not_mixed_in(tmp_path, kernel):
         async with aopkit.durable(store, "r"):
             await other("another question")
     assert await store.journal("r") == before
+
+
+async def test_a_durable_tool_call_gets_its_arguments_converted_once(tmp_path, kernel):
+    """In a durable run too, the tool gets what the check of its arguments made, and a replay
+    converts nothing again."""
+    converted = []
+
+    @attrs.frozen
+    class Point:
+        x: int
+
+    def hook(value, _):
+        converted.append(value)
+        return Point(value["x"])
+
+    kernel.codec.converter.register_structure_hook(Point, hook)
+
+    def double(p: Point) -> int:
+        """Double a point's x."""
+        return 2 * p.x
+
+    store = JSONFileStore(tmp_path / "store")
+    for _ in range(2):  # run, then replay from the journal
+        agent = ReActAgent("solo", "scripted:x", tools=[double], kernel=kernel)
+        agent.model.add([ToolUseBlock("c1", "double", {"p": {"x": 21}})], "42")
+        async with aopkit.durable(store, "points"):
+            assert (await agent("double it")).text == "42"
+    assert converted == [{"x": 21}]
 
 
 async def test_one_run_opened_twice_at_once_is_refused(tmp_path):
