@@ -34,6 +34,7 @@ ENABLE_ENV = "AOPKIT_ENABLE_CODE_EXECUTION"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 ISOLATIONS = ("bubblewrap", "unsafe-process")
 _GRACE = 1.0  # seconds to collect the last output once the process is gone
+_OOM_POLL = 0.05  # seconds between looks for a process the kernel killed at the memory limit
 
 # The first step, run by this program's interpreter before the sandbox starts: join the run's
 # control groups, set the limits (soft = hard, so nothing inside can raise them; the CPU hard
@@ -454,6 +455,7 @@ class CodeExecutor:
             asyncio.create_task(out.drain(proc.stdout)),
             asyncio.create_task(err.drain(proc.stderr)),
         ]
+        watch = None if group is None else asyncio.create_task(_end_at_oom(proc.pid, group))
         timed_out = False
         try:
             await asyncio.wait_for(proc.wait(), self.timeout)
@@ -465,6 +467,9 @@ class CodeExecutor:
                 task.cancel()
             await asyncio.shield(proc.wait())  # reap it (SIGKILL: at once)
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
         _kill(proc.pid, group)  # what the program left running goes too
         returncode = await proc.wait()
         _, pending = await asyncio.wait(readers, timeout=_GRACE)
@@ -508,6 +513,16 @@ class _Capture:
 
     def text(self) -> str:
         return self.kept.decode("utf-8", errors="replace")
+
+
+async def _end_at_oom(pgid: int, group: RunCgroup) -> None:
+    """End the whole run once the kernel killed one of its processes at the memory limit.
+    Where the kernel kills the group as one (cgroup v2's ``memory.oom.group``) this finds it
+    gone; where it kills one process only (cgroup v1, or a v2 without that file), the others
+    would go on, and a program split over processes would slip under the limit."""
+    while not group.memory_exceeded():
+        await asyncio.sleep(_OOM_POLL)
+    _kill(pgid, group)
 
 
 def _kill(pgid: int, group: RunCgroup | None) -> None:
