@@ -120,10 +120,10 @@ def target(url: str) -> Target:
     return Target((host, port, tls), host, port, tls, start, basic)
 
 
-@functools.lru_cache(maxsize=256)
 def routed(where: Target, proxy: Proxy) -> Target:
     """``where`` reached through ``proxy``: by a tunnel for TLS (the proxy sees only the host
-    and port), else by asking the proxy for the whole URL (RFC 9112, absolute form)."""
+    and port), else by asking the proxy for the whole URL (RFC 9112, absolute form). Kept by
+    :meth:`~aopkit.proxies.Proxies.route`, once per target."""
     if not where.tls:
         line, rest = where.start.split("\r\n", 1)
         method, path, version = line.split(" ")
