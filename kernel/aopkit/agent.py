@@ -26,7 +26,7 @@ from .kernel import Kernel
 from .memory import Memory
 from .message import Msg, as_input, with_metadata
 from .structured import Target
-from .usage import SCOPE, BudgetExceeded, Scope, checked_budget, new_scope
+from .usage import SCOPE, BudgetExceeded, Scope, Where, checked_budget, new_scope, new_where
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -191,8 +191,11 @@ def first_steps(
     them) from the stretch's start."""
     started = time.perf_counter()
     outer, copy, enter = SCOPE.get(), contextvars.copy_context, SCOPE.set
+    coroutine = types.CoroutineType
     kind: type[Agent] | None = None
     method: Callable[..., Any] | None = None
+    where_kernel: Kernel | None = None  # the replies of one kernel's agents share a Where
+    where: Where = None  # type: ignore[assignment]  # set with where_kernel, before any use
     for i in range(start, stop):
         agent = agents[i]
         if type(agent) is not kind:
@@ -207,11 +210,13 @@ def first_steps(
             else:  # the common case of a simulation, inlined: it runs a million times a round
                 began = started
                 agent.memory.add(given)
-            scope = new_scope(agent.name, kernel.usage, (), outer)
+            if kernel is not where_kernel:
+                where, where_kernel = new_where(kernel.usage, (), outer), kernel
+            scope = new_scope(agent.name, where)
             context = copy()  # as a task would run it: in a copy
             context.run(enter, scope)
             coro = method(agent, given)
-            if type(coro) is not types.CoroutineType:
+            if type(coro) is not coroutine:
                 coro = _awaiting(coro)
             try:
                 pending = context.run(coro.send, None)

@@ -6,7 +6,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import attrs
@@ -21,25 +21,45 @@ ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
 B = TypeVar("B", bound=Block)
 
 
+BLOCK = 256
+"""Ids are made this many at a time: formatting a number costs more than all the rest of
+making a message, so it is done once a block."""
+_TAILS = tuple(f"{i:02x}" for i in range(BLOCK))
+
+
 def _new_prefix() -> str:
     return os.urandom(6).hex()
 
 
 _prefix = _new_prefix()
-_counter = itertools.count()
+_blocks = itertools.count()
+_ids: Iterator[str] = iter(())
 
 
 def _reseed_after_fork() -> None:
-    global _prefix, _counter
-    _prefix, _counter = _new_prefix(), itertools.count()
+    global _prefix, _blocks, _ids
+    _prefix, _blocks, _ids = _new_prefix(), itertools.count(), iter(())
 
 
 os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def new_id() -> str:
-    """A process-unique random prefix and a counter: unique across processes, cheap per call."""
-    return f"{_prefix}{next(_counter):x}"
+    """A process-unique random prefix, a block's number and a place in the block: unique
+    across processes and threads, cheap per call (the next of a block made at once)."""
+    found = next(_ids, None)
+    return _next_block() if found is None else found
+
+
+def _next_block() -> str:
+    """Make the next block of ids and give its first. Threads that find the block used up
+    at once each make one of their own (the counter numbers each anew), and the ids a block
+    that is replaced still holds are never given: no id is given twice."""
+    global _ids
+    head = f"{_prefix}{next(_blocks):x}"
+    ids = iter([head + tail for tail in _TAILS])
+    _ids = ids
+    return next(ids)
 
 
 def _check_role(_: object, __: object, role: str) -> None:

@@ -281,47 +281,63 @@ EMPTY = Usage()
 REPLY = "reply"  # the label of a reply's account: no budget, so no error names it
 
 
+class Where:
+    """Where replies happen: the ledger holding their accounts, the hubs they speak in and
+    the enclosing reply's scope. One is shared by every reply a pool drives at once, so such
+    a reply's scope records little more than its agent's name. Made by :func:`new_where`."""
+
+    __slots__ = ("_names", "hubs", "ledger", "outer")
+
+    ledger: UsageLedger
+    hubs: tuple[MsgHub, ...]
+    outer: Scope | None
+    _names: tuple[str, ...] | None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the hubs, the enclosing replies' first (worked out when first asked)."""
+        names = self._names
+        if names is None:
+            found = list(self.outer.hubs) if self.outer is not None else []
+            found.extend(hub.name for hub in self.hubs if hub.name not in found)
+            names = self._names = tuple(found)
+        return names
+
+
+def new_where(
+    ledger: UsageLedger, hubs: tuple[MsgHub, ...] = (), outer: Scope | None = None
+) -> Where:
+    """Replies charged in ``ledger``, in ``hubs``, inside ``outer`` (the enclosing reply's
+    scope, if any)."""
+    found = _bare(Where)
+    found.ledger, found.hubs, found.outer = ledger, hubs, outer
+    found._names = None if hubs or outer is not None else ()
+    return found
+
+
 class Scope:
     """Who a model call is made for: the agent, the hubs it speaks in (:attr:`hubs`), and the
     :attr:`accounts` the call is charged to besides the kernel's and its model's. Both are
     derived at the reply's first model call, as most replies make none: a reply only records
-    its agent's name, the ledger holding its account, its hubs and the enclosing reply's scope
-    (a million replies that call no model make no account). Made by :func:`new_scope`."""
+    its agent's name and :class:`Where` it happens (a million replies that call no model make
+    no account). Made by :func:`new_scope`."""
 
-    __slots__ = (
-        "_accounts",
-        "_for",
-        "_hubs",
-        "_last",
-        "_ledger",
-        "_names",
-        "_outer",
-        "agent",
-        "reply",
-    )
+    __slots__ = ("_accounts", "_last", "_where", "agent", "reply")
 
     agent: str
     reply: Account | None  # the reply's own account, made at its first call
-    _ledger: UsageLedger
-    _hubs: tuple[MsgHub, ...]
-    _outer: Scope | None
-    _accounts: tuple[Account, ...] | None
-    _for: Account | None  # the kernel's account when they were worked out: cleared since?
+    _where: Where
+    # (the kernel's account they were worked out for: cleared since?, the accounts)
+    _accounts: tuple[Account, tuple[Account, ...]] | None
     _last: tuple[str, Account, Ticket] | None  # the last model called, the total, its ticket
-    _names: tuple[str, ...] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("a Scope is made by aopkit.usage.new_scope(agent, ledger, hubs, outer)")
+        raise TypeError("a Scope is made by aopkit.usage.new_scope(agent, where)")
 
     @property
     def hubs(self) -> tuple[str, ...]:
         """The names of the hubs the reply is in, the enclosing replies' first."""
-        names = self._names
-        if names is None:
-            found = list(self._outer.hubs) if self._outer is not None else []
-            found.extend(hub.name for hub in self._hubs if hub.name not in found)
-            names = self._names = tuple(found)
-        return names
+        return self._where.names
 
     @property
     def accounts(self) -> tuple[Account, ...]:
@@ -329,27 +345,29 @@ class Scope:
         agent's, its hubs' (each once), and the reply's own last. Worked out again once the
         totals are cleared (:meth:`UsageLedger.clear` makes new agent accounts); the reply's
         own account stays."""
-        found, total = self._accounts, self._ledger.total
-        if found is None or self._for is not total:
-            outer = self._outer  # its accounts first, outside the lock: they take it
-            charged = list(outer.accounts) if outer is not None else []
-            own = self._ledger.agent(self.agent)
-            if own not in charged:
-                charged.append(own)
-            for hub in self._hubs:
-                if hub.usage not in charged:
-                    charged.append(hub.usage)
-            reply = self.reply or Account(REPLY)
-            _LOCK.acquire()  # tools in worker threads may share the scope
-            try:
-                if self._accounts is None or self._for is not total:
-                    if self.reply is None:
-                        self.reply = reply
-                    self._accounts, self._for = (*charged, self.reply), total
-                found = self._accounts
-            finally:
-                _LOCK.release()
-        return found
+        found, where = self._accounts, self._where
+        total = where.ledger.total
+        if found is not None and found[0] is total:
+            return found[1]
+        outer = where.outer  # its accounts first, outside the lock: they take it
+        charged = list(outer.accounts) if outer is not None else []
+        own = where.ledger.agent(self.agent)
+        if own not in charged:
+            charged.append(own)
+        for hub in where.hubs:
+            if hub.usage not in charged:
+                charged.append(hub.usage)
+        reply = self.reply or Account(REPLY)
+        _LOCK.acquire()  # tools in worker threads may share the scope
+        try:
+            found = self._accounts
+            if found is None or found[0] is not total:
+                if self.reply is None:
+                    self.reply = reply
+                found = self._accounts = (total, (*charged, self.reply))
+        finally:
+            _LOCK.release()
+        return found[1]
 
     def used(self) -> dict[str, Any] | None:
         """What the reply's model calls used, as data (see :meth:`Account.usage_data`); None
@@ -362,7 +380,7 @@ class Scope:
         the kernel's account, the model's and :attr:`accounts`. Kept for the last model
         called (and made again after the totals are cleared), not made per call; a ticket
         names no scope, so keeping one makes no reference cycle."""
-        ledger = self._ledger
+        ledger = self._where.ledger
         last = self._last
         if last is not None and last[0] == model and last[1] is ledger.total:
             return last[2]
@@ -371,20 +389,17 @@ class Scope:
         return found
 
 
-def new_scope(
-    agent: str, ledger: UsageLedger, hubs: tuple[MsgHub, ...] = (), outer: Scope | None = None
-) -> Scope:
-    """The scope of a reply of ``agent`` in ``hubs``, inside ``outer`` (the enclosing reply's),
-    charged in ``ledger``. A function filling a bare :class:`Scope`, not a class call: on
-    CPython that costs a third less, and every reply makes one."""
-    scope = _bare_scope(Scope)
-    scope.agent, scope._ledger, scope._hubs, scope._outer = agent, ledger, hubs, outer
-    scope.reply = scope._accounts = scope._for = scope._last = None
-    scope._names = None if hubs or outer is not None else ()
+def new_scope(agent: str, where: Where) -> Scope:
+    """The scope of a reply of ``agent`` happening ``where``. A function filling a bare
+    :class:`Scope`, not a class call: on CPython that costs a third less, and every reply
+    makes one."""
+    scope = _bare(Scope)
+    scope.agent, scope._where = agent, where
+    scope.reply = scope._accounts = scope._last = None
     return scope
 
 
-_bare_scope = object.__new__
+_bare = object.__new__
 
 
 SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
@@ -461,7 +476,7 @@ class UsageLedger:
     def enter(self, agent: str, hubs: Sequence[MsgHub]) -> Scope:
         """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
         its calls count towards the enclosing replies too."""
-        return new_scope(agent, self, tuple(hubs) if hubs else (), SCOPE.get())
+        return new_scope(agent, new_where(self, tuple(hubs) if hubs else (), SCOPE.get()))
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(

@@ -1,13 +1,16 @@
+import concurrent.futures
 import copy
 import inspect
 import multiprocessing
 import pickle
+import sys
+import threading
 import time
 
 import attrs
 import pytest
 
-from aopkit import ImageBlock, Msg, TextBlock, ToolUseBlock, URLSource
+from aopkit import ImageBlock, Msg, TextBlock, ToolUseBlock, URLSource, message
 from aopkit.message import new_id
 
 
@@ -97,6 +100,25 @@ def test_messages_and_subclasses_copy_and_pickle_whole(copied):
         Note("a", "x", "robot")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Msg("a", "x")  # type: ignore[call-arg]
+
+
+def test_ids_made_by_many_threads_at_once_are_unique():
+    """Ids come a block at a time: threads that use a block up together must not share one,
+    nor be given the same id twice."""
+    barrier = threading.Barrier(8)
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch inside new_id, not only between calls
+
+    def make() -> list[str]:
+        barrier.wait()
+        return [new_id() for _ in range(20 * message.BLOCK + 7)]
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            made = [i for ids in pool.map(lambda _: make(), range(8)) for i in ids]
+    finally:
+        sys.setswitchinterval(switching)
+    assert len(set(made)) == len(made) == 8 * (20 * message.BLOCK + 7)
 
 
 def test_ids_are_unique_and_differ_in_a_forked_child():

@@ -642,3 +642,28 @@ async def test_a_pool_in_a_durable_run_journals_each_reply_and_replays_it(tmp_pa
             rounds.append(await aopkit.AgentPool(agents).reply_all(question()))
     first, again = rounds
     assert len(first) == 3 and again == first  # ids and times too: replayed from the journal
+
+
+async def test_pooled_replies_inside_a_reply_charge_their_own_and_the_enclosing_accounts(kernel):
+    """A pool's replies share where they happen (the ledger, the enclosing reply), not their
+    accounts: each charges its own agent, its own reply and the enclosing reply's agent, in
+    its own kernel, however the pool mixes kernels."""
+    other = aopkit.Kernel(environ={})
+    kernels = [kernel, kernel, other, kernel]
+    agents = [
+        aopkit.ModelAgent(f"m{i}", k.model("scripted:x", responses=["Hi."] * 2), kernel=k)
+        for i, k in enumerate(kernels)
+    ]
+
+    class Host(Agent):
+        async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+            replies = await aopkit.AgentPool(agents, kernel=kernel).reply_all("hello")
+            assert [r.metadata["usage"]["calls"] for r in replies] == [1, 1, 1, 1]
+            return Msg(self.name, "done", "assistant")
+
+    host = Host("host", kernel=kernel)
+    await host("go")
+    await host("again")
+    assert [a.usage.usage.calls for a in agents] == [2, 2, 2, 2]
+    assert (kernel.usage.total.usage.calls, other.usage.total.usage.calls) == (6, 2)
+    assert host.usage.usage.calls == 8

@@ -613,10 +613,10 @@ def test_usages_add_what_each_knows():
 
 
 def test_a_scope_is_made_by_new_scope_not_by_its_class(kernel):
-    from aopkit.usage import Scope, new_scope
+    from aopkit.usage import Scope, new_scope, new_where
 
     with pytest.raises(TypeError, match="new_scope"):
         Scope("a", kernel.usage)
-    scope = new_scope("a", kernel.usage)
+    scope = new_scope("a", new_where(kernel.usage))
     assert scope.agent == "a" and scope.reply is None and scope.hubs == ()
     assert [a.label for a in scope.accounts] == ["agent 'a'", "reply"]
