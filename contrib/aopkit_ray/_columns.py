@@ -8,6 +8,7 @@ from typing import Any
 
 from aopkit import Msg
 from aopkit.codec import Codec
+from aopkit.message import restored
 
 Columns = tuple[list[str], list[Any], list[str], list[dict[str, Any]], list[str], list[float]]
 
@@ -27,9 +28,9 @@ def pack(replies: list[Msg], codec: Codec) -> Columns:
 
 def unpack(columns: Columns, codec: Codec) -> list[Msg]:
     """The messages :func:`pack` took apart, equal to the originals (ids and timestamps
-    included)."""
+    included); a text message is restored directly, at half the cost of a keyword call."""
     return [
-        Msg(name, content, role, metadata=metadata, id=id, timestamp=timestamp)
+        restored(name, content, role, metadata, id, timestamp)
         if type(content) is str
         else codec.load(
             {

@@ -188,11 +188,27 @@ def with_metadata(msg: Msg, key: str, value: Any) -> Msg:
     metadata = {**msg.metadata, key: value}
     if type(msg) is not Msg:
         return attrs.evolve(msg, metadata=metadata)
-    copy = _Unfrozen()  # as Msg.__new__ makes one, its fields known good
-    copy.name, copy.content, copy.role = msg.name, msg.content, msg.role
-    copy.metadata, copy.id, copy.timestamp = metadata, msg.id, msg.timestamp
-    copy.__class__ = Msg  # type: ignore[assignment]
-    return copy  # type: ignore[return-value]
+    return restored(msg.name, msg.content, msg.role, metadata, msg.id, msg.timestamp)
+
+
+def restored(
+    name: str,
+    content: str | list[Block],
+    role: Role,
+    metadata: dict[str, Any],
+    id: str,
+    timestamp: float,
+) -> Msg:
+    """The plain :class:`Msg` of these fields (a message taken apart to cross processes, or
+    one being derived), as ``Msg(name, content, role, metadata=..., id=..., timestamp=...)``
+    makes it, at half the cost: no keyword arguments, no defaults."""
+    if role not in ROLES:
+        _check_role(None, None, role)
+    msg = _Unfrozen()  # as Msg.__new__ makes one
+    msg.name, msg.content, msg.role = name, content, role
+    msg.metadata, msg.id, msg.timestamp = metadata, id, timestamp
+    msg.__class__ = Msg  # type: ignore[assignment]
+    return msg  # type: ignore[return-value]
 
 
 _COUNTED = _Kept.__dict__["_counted"]  # the slot itself: set past the frozen class's refusal

@@ -132,3 +132,22 @@ def test_ids_are_unique_and_differ_in_a_forked_child():
     child.join()
     parent_id = new_id()
     assert child_id[:12] != parent_id[:12], "a forked child must not reuse the parent's id prefix"
+
+
+def test_a_restored_message_is_the_message_it_was_and_as_frozen():
+    from aopkit.message import restored, with_metadata
+
+    msg = Msg("a", "hi", "assistant", metadata={"k": 1})
+    again = restored(msg.name, msg.content, msg.role, msg.metadata, msg.id, msg.timestamp)
+    assert type(again) is Msg and again == msg and again is not msg
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        again.role = "user"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="role must be one of"):
+        restored("a", "hi", "robot", {}, "id", 0.0)  # type: ignore[arg-type]
+    noted = with_metadata(msg, "usage", {"calls": 1})
+    assert (noted.id, noted.timestamp, noted.metadata) == (
+        msg.id,
+        msg.timestamp,
+        {"k": 1, "usage": {"calls": 1}},
+    )
+    assert msg.metadata == {"k": 1}
