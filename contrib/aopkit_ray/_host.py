@@ -36,7 +36,7 @@ from aopkit import (
 from aopkit.events import Event
 from aopkit.session import Store
 
-from ._columns import Columns, pack
+from ._columns import pack
 
 Recipe = Callable[[Kernel], Agent] | Agent  # a factory, or an agent without its kernel
 
@@ -334,7 +334,7 @@ class AgentHost:
 
     async def reply_all(
         self, seqs: list[int], msg: Any, events: bool, resync: list[int]
-    ) -> tuple[Columns, dict[str, str], list[dict[str, Any]]]:
+    ) -> tuple[bytes, dict[str, str], list[dict[str, Any]]]:
         """Every agent replies to ``msg``: one actor call for a pool (``seqs``: each agent's
         call number, in agent order; ``resync``: the agents whose earlier call may never have
         come, see :meth:`_in_order`). (the replies as columns, in agent order; {agent: error}

@@ -81,7 +81,7 @@ class AgentPool:
         """Every agent replies to ``msg`` (a ``str`` is a user message; every agent gets the
         same object). Replies are not broadcast to hubs: this is the bulk path of simulations.
         Cancelling the call cancels the replies still running. The garbage collector is paused
-        while replies that do not wait run (see ``_collector_paused``)."""
+        while replies that do not wait run (see :func:`collector_paused`)."""
         msg = None if msg is None else as_msg(msg, "pool {!r}: reply_all(msg)", self.name)
         drive = _Drive(self.agents, msg, self.kernel.progress)
         this = asyncio.current_task()
@@ -130,9 +130,9 @@ class _Drive:
     async def from_agent(self, start: int) -> None:
         """Drive the agents from ``start`` on, ``YIELD_EVERY`` at a time between two yields to
         the event loop, until one's reply waits: this task goes on with that reply. The
-        collector stays paused while this task drives (see :func:`_collector_paused`)."""
+        collector stays paused while this task drives (see :func:`collector_paused`)."""
         end, waiting = len(self.agents), None
-        with _collector_paused():
+        with collector_paused():
             while start < end:
                 stop = min(end, (start // YIELD_EVERY + 1) * YIELD_EVERY)
                 start, waiting = self._first_steps(start, stop)
@@ -164,19 +164,20 @@ class _Drive:
         self.progress.advanced(1)
 
 
-_pauses = 0  # drives holding the collector paused now, in every thread
+_pauses = 0  # bulk work holding the collector paused now, in every thread
 _pauses_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused while a task drives replies that do not wait,
-    the drive's yields to the event loop included (other tasks then run with it paused), and
-    resumed when the last drive of any pool stops. Each stretch's replies would otherwise set
-    it off, and the replies a round keeps, walked young, then again middle-aged, would set off
-    a full collection every round: about a fifth of a million-agent round. Reference counting
-    still frees what is not in a cycle; cycles wait for the round's end (or its first reply
-    that waits). A program that paused the collector itself keeps it paused."""
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a round's replies are made in bulk (a
+    local pool driving replies that do not wait, its yields to the event loop included: other
+    tasks then run with it paused; a remote pool rebuilding the replies an actor sent), and
+    resumed when the last such work in any thread stops. The replies would otherwise set it
+    off as they are made, and the replies a round keeps, walked young, then again
+    middle-aged, would set off a full collection every round: about a fifth of a
+    million-agent round. Reference counting still frees what is not in a cycle; cycles wait
+    for the work's end. A program that paused the collector itself keeps it paused."""
     global _pauses
     with _pauses_lock:
         took = _pauses > 0 or gc.isenabled()

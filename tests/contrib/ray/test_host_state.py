@@ -165,3 +165,30 @@ def test_replies_cross_as_columns_and_come_back_equal():
         Msg("b", [TextBlock("hi"), ToolUseBlock("t1", "search", {"q": "x"})], "assistant"),
     ]
     assert unpack(pack(replies, codec), codec) == replies
+
+
+def test_a_round_of_replies_is_rebuilt_with_the_collector_paused():
+    """The driver rebuilds a pool's replies in bulk: no collection runs while it does (each
+    would walk every reply the driver keeps), and the collector runs again afterwards (once,
+    as it resumes: without the pause, 60,000 new objects set it off about 85 times)."""
+    import gc
+
+    from aopkit import Kernel
+    from aopkit_ray._columns import pack
+
+    codec = Kernel(environ={}).codec
+    payload = pack([Msg(f"g{i}", "", "assistant", metadata={"i": i}) for i in range(30_000)], codec)
+    assert isinstance(payload, bytes)  # Ray carries bytes: they are unpickled in unpack
+    started: list[int] = []
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    gc.callbacks.append(watch)
+    try:
+        rebuilt = unpack(payload, codec)
+    finally:
+        gc.callbacks.remove(watch)
+    assert len(started) <= 1 and gc.isenabled()
+    assert [m.metadata["i"] for m in rebuilt] == list(range(30_000))
