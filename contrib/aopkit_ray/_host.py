@@ -17,7 +17,7 @@ import importlib
 import pickle
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -85,6 +85,18 @@ class _Capture:
     @hookimpl
     def event(self, event: Event, kernel: Kernel) -> None:
         self.events.append(kernel.codec.dump_event(event))
+
+
+class Call(NamedTuple):
+    """One call of one agent, as its proxy sends it: one argument, not six, since Ray
+    serialises each argument on its own and that is most of a remote call's own cost."""
+
+    key: str  # the agent's key in the actor
+    seq: int  # its call number (see AgentHost._turn)
+    resync: bool  # an earlier call may never come (see AgentHost._in_order)
+    msg: Any  # the codec's form of the message(s)
+    events: bool  # whether the driver wants the call's events
+    structured: Any = None  # the structured output asked of a reply
 
 
 @attrs.define
@@ -309,11 +321,10 @@ class AgentHost:
                 await self._advance(slot, seq)
 
     # -- what proxies call -------------------------------------------------------------------
-    async def reply(
-        self, key: str, seq: int, resync: bool, msg: Any, structured: Any, events: bool
-    ) -> tuple[Any, Any, list[dict[str, Any]]]:
+    async def reply(self, call: Call) -> tuple[Any, Any, list[dict[str, Any]]]:
         """(dumped reply, structured value, events), or (None, error text, events) if the agent
         failed: the proxy raises it as the local agent would, after re-emitting the events."""
+        key, seq, resync, msg, events, structured = call
         await self._prepare(events)
         try:
             reply, value = await self._reply(key, seq, resync, msg, structured)
@@ -324,9 +335,8 @@ class AgentHost:
         await self._save([key])
         return dumped, value, self._drain()
 
-    async def observe(
-        self, key: str, seq: int, resync: bool, msg: Any, events: bool
-    ) -> list[dict[str, Any]]:
+    async def observe(self, call: Call) -> list[dict[str, Any]]:
+        key, seq, resync, msg, events, _ = call
         await self._prepare(events)
         await self._observe(key, seq, resync, msg)
         await self._save([key])

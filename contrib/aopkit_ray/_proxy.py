@@ -20,7 +20,7 @@ from aopkit.secret import SecretNotPortable
 from aopkit.session import Store
 
 from ._columns import unpack
-from ._host import AgentHost, KernelSpec, Recipe, RemoteAgentError
+from ._host import AgentHost, Call, KernelSpec, Recipe, RemoteAgentError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -309,12 +309,14 @@ class RemoteAgent(Agent):
             msg = await self._run_hooks("pre_reply", msg)
         kernel = self.kernel
         ref = self.pool.actor.reply.remote(
-            self.key,
-            self._next(),
-            self._resyncing(),
-            _dump(kernel, msg),
-            structured,
-            kernel.observed,
+            Call(
+                self.key,
+                self._next(),
+                self._resyncing(),
+                _dump(kernel, msg),
+                kernel.observed,
+                structured,
+            )
         )
         dumped, value, events = await self.pool._wait(ref, "reply", self)
         if dumped is None:
@@ -333,7 +335,7 @@ class RemoteAgent(Agent):
             msg = await self._run_hooks("pre_observe", msg)
         kernel = self.kernel
         ref = self.pool.actor.observe.remote(
-            self.key, self._next(), self._resyncing(), _dump(kernel, msg), kernel.observed
+            Call(self.key, self._next(), self._resyncing(), _dump(kernel, msg), kernel.observed)
         )
         self.pool._emit(await self.pool._wait(ref, "observe", self))
         if self._hooks:

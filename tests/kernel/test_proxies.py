@@ -5,6 +5,7 @@ packages) and against proxies that answer wrongly on purpose."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -183,10 +184,12 @@ async def test_no_proxy_names_what_is_called_directly(raw):
 
 
 class FakeProxy:
-    """A proxy that answers CONNECT with ``reply``, then closes the connection or waits."""
+    """A proxy that answers CONNECT with ``reply``, then closes the connection or waits until
+    the client lets it go (``let_go`` is set then)."""
 
     def __init__(self, reply: bytes, *, close: bool) -> None:
         self.reply, self.close, self.writers = reply, close, []
+        self.let_go = asyncio.Event()
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -199,6 +202,10 @@ class FakeProxy:
         await writer.drain()
         if self.close:
             writer.close()
+            return
+        with contextlib.suppress(OSError):
+            await reader.read()  # until the client closes its end
+        self.let_go.set()
 
     async def __aexit__(self, *exc) -> None:
         self.server.close()
@@ -307,3 +314,15 @@ def test_a_proxy_shows_no_credentials_in_its_repr():
     routed = found.route(wire.target("https://api.example/v1"))
     assert PASSWORD not in repr(found.https) and PASSWORD not in repr(routed)
     assert "proxy.example:3128" in repr(routed)
+
+
+async def test_a_proxy_that_never_answers_connect_fails_within_the_timeout_and_keeps_nothing():
+    """The proxy takes the CONNECT and is silent: the call fails when its time is up, naming
+    the wait, the socket is closed (the proxy sees it go), and no connection stays counted."""
+    proxy = FakeProxy(b"", close=False)
+    async with proxy as url, aopkit.Kernel(environ={"ALL_PROXY": url}) as kernel:
+        request = Request("p:m", kernel.pool, "https://model.example/v1", {"q": 1}, timeout=0.3)
+        with pytest.raises(ModelUnavailable, match=r"no answer within 0\.3 s \(connecting\)"):
+            await request.send()
+        await asyncio.wait_for(proxy.let_go.wait(), 2)
+        assert len(proxy.writers) == 1 and kernel.pool.wire().open_connections == 0
