@@ -48,13 +48,13 @@ class Proxies:
         return found
 
     def secrets(self) -> list[str]:
-        """What the proxies' credentials look like in text: the password and the header."""
-        found = []
-        for proxy in (self.http, self.https):
-            if isinstance(proxy, Proxy) and proxy.password:
-                found.append(proxy.password)
-                found.append(proxy.authorization.split(" ")[-1].strip())
-        return found
+        """What the proxies' credentials look like in text (see :attr:`Proxy.secrets`)."""
+        return [
+            secret
+            for proxy in (self.http, self.https)
+            if isinstance(proxy, Proxy)
+            for secret in proxy.secrets
+        ]
 
 
 def proxies_of(environ: Mapping[str, str]) -> Proxies | None:
@@ -105,11 +105,11 @@ def _proxy(variable: str, url: str) -> Proxy | WireError:
     host = parts.hostname
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if parts.username is None:
-        return Proxy(host, port, shown, "", "")
+        return Proxy(host, port, shown, "", ())
     password = unquote(parts.password or "")
-    pair = f"{unquote(parts.username)}:{password}".encode()
-    header = f"Proxy-Authorization: Basic {base64.b64encode(pair).decode()}\r\n"
-    return Proxy(host, port, shown, header, password)
+    token = base64.b64encode(f"{unquote(parts.username)}:{password}".encode()).decode()
+    secrets = (password, token) if password else ()
+    return Proxy(host, port, shown, f"Proxy-Authorization: Basic {token}\r\n", secrets)
 
 
 class _Bypass:

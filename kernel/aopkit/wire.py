@@ -71,7 +71,7 @@ class Proxy(NamedTuple):
     port: int
     shown: str  # ``host:port``, for errors: never its credentials
     authorization: str  # a Proxy-Authorization header made of its URL's credentials, or ""
-    password: str
+    secrets: tuple[str, ...]  # what they look like in text: the password and the header's token
 
     def __repr__(self) -> str:
         return f"<Proxy {self.shown}>"  # not its credentials
