@@ -189,7 +189,10 @@ class AgentPool:
         """A bulk call's numbers, one per agent, and the indexes of the agents whose earlier
         call may never have reached the actor (the actor does not wait for it)."""
         agents = self.agents
-        return [a._next() for a in agents], [i for i, a in enumerate(agents) if a._resyncing()]
+        resync = [i for i, a in enumerate(agents) if a._resync]  # few, if any: read, not taken
+        for i in resync:
+            agents[i]._resync = False
+        return [next(a._seq) for a in agents], resync
 
     async def _wait(
         self, ref: Any, what: str, agent: RemoteAgent | None = None, *, bulk: bool = False
