@@ -2,15 +2,18 @@
 timestamps) instead of one serialised message per agent: a round of many agents crosses the
 wire as six lists pickled in one go, and the driver rebuilds the very same messages.
 
-The actor pickles the columns itself, so Ray carries bytes: the driver unpickles them in
-:func:`unpack`, with the garbage collector paused while a round's objects are made, not in
-Ray's thread as they arrive (where each pool's replies set off collections that walked every
-reply the driver keeps: about a third of a round on Ray)."""
+The actor pickles the columns itself, with Ray's cloudpickle (metadata may hold whatever Ray
+could carry, such as instances of classes defined in a function), and Ray carries bytes. The
+driver unpickles them in :func:`unpack`, with the garbage collector paused while a round's
+objects are made, not in Ray's thread as they arrive (where each pool's replies set off
+collections that walked every reply the driver keeps: about a third of a round on Ray)."""
 
 from __future__ import annotations
 
 import pickle
 from typing import Any
+
+from ray import cloudpickle
 
 from aopkit import Msg
 from aopkit.codec import Codec
@@ -31,7 +34,8 @@ def pack(replies: list[Msg], codec: Codec) -> bytes:
         [m.id for m in replies],
         [m.timestamp for m in replies],
     )
-    return pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL)
+    payload: bytes = cloudpickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL)
+    return payload
 
 
 def unpack(payload: bytes, codec: Codec) -> list[Msg]:

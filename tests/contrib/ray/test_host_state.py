@@ -192,3 +192,18 @@ def test_a_round_of_replies_is_rebuilt_with_the_collector_paused():
         gc.callbacks.remove(watch)
     assert len(started) <= 1 and gc.isenabled()
     assert [m.metadata["i"] for m in rebuilt] == list(range(30_000))
+
+
+def test_reply_metadata_crosses_as_ray_would_carry_it_classes_defined_in_a_function_too():
+    """The columns are pickled by the actor itself: what Ray's own pickling carried (an
+    instance of a class made in a function, which plain pickle refuses) still crosses."""
+    from aopkit import Kernel
+    from aopkit_ray._columns import pack
+
+    class Found:
+        def __init__(self, value: int) -> None:
+            self.value = value
+
+    codec = Kernel(environ={}).codec
+    [back] = unpack(pack([Msg("a", "x", "assistant", metadata={"found": Found(7)})], codec), codec)
+    assert type(back.metadata["found"]).__name__ == "Found" and back.metadata["found"].value == 7
