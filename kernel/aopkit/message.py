@@ -58,8 +58,9 @@ def _next_block() -> str:
     global _ids
     head = f"{_prefix}{next(_blocks):x}"
     ids = iter([head + tail for tail in _TAILS])
+    first = next(ids)  # before it is shared: other threads could use it up meanwhile
     _ids = ids
-    return next(ids)
+    return first
 
 
 def _check_role(_: object, __: object, role: str) -> None:
