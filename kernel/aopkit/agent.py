@@ -26,7 +26,15 @@ from .kernel import Kernel
 from .memory import Memory
 from .message import Msg, as_input, with_metadata
 from .structured import Target
-from .usage import SCOPE, BudgetExceeded, Scope, Where, checked_budget, new_scope, new_where
+from .usage import (
+    SCOPE,
+    BudgetExceeded,
+    ScopeCell,
+    Where,
+    checked_budget,
+    current_scope,
+    new_where,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -109,9 +117,9 @@ async def _awaiting(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
-def _enter_reply(scope: Scope, call: Call | None) -> None:
+def _enter_reply(cell: ScopeCell, call: Call | None) -> None:
     """What a reply's context holds: its usage scope, its place in a durable run."""
-    SCOPE.set(scope)
+    SCOPE.set(cell)
     enter_call(call)
 
 
@@ -190,8 +198,8 @@ def first_steps(
     A reply begun while its kernel had no observer counts its seconds (should events want
     them) from the stretch's start."""
     started = time.perf_counter()
-    outer, copy, enter = SCOPE.get(), contextvars.copy_context, SCOPE.set
-    coroutine = types.CoroutineType
+    outer, copy, enter = current_scope(), contextvars.copy_context, SCOPE.set
+    coroutine, send = types.CoroutineType, types.CoroutineType.send  # no bound method each
     kind: type[Agent] | None = None
     method: Callable[..., Any] | None = None
     where_kernel: Kernel | None = None  # the replies of one kernel's agents share a Where
@@ -200,9 +208,9 @@ def first_steps(
         agent = agents[i]
         if type(agent) is not kind:
             kind = type(agent)
-            method = _plain_reply(kind)
+            method = None if usual else _plain_reply(kind)
         try:
-            if usual or method is None or agent._hooks or agent._hubs:
+            if method is None or agent._hooks or agent._hubs:
                 return i, agent(given)
             kernel = agent._kernel or agent.kernel
             if kernel.observed or given is None:
@@ -212,29 +220,29 @@ def first_steps(
                 agent.memory.add(given)
             if kernel is not where_kernel:
                 where, where_kernel = new_where(kernel.usage, (), outer), kernel
-            scope = new_scope(agent.name, where)
+            cell = [agent.name, where, None]  # a ScopeCell
             context = copy()  # as a task would run it: in a copy
-            context.run(enter, scope)
+            context.run(enter, cell)
             coro = method(agent, given)
             if type(coro) is not coroutine:
                 coro = _awaiting(coro)
             try:
-                pending = context.run(coro.send, None)
+                pending = context.run(send, coro, None)
             except StopIteration as done:
                 reply = done.value
-                if type(reply) is Msg and scope.reply is None and not kernel.observed:
+                if type(reply) is Msg and cell[2] is None and not kernel.observed:
                     agent.memory.add(reply)  # no model call, no observer
                     replies[i] = reply
                 else:
                     reply = agent._reply_msg(reply, began)
-                    replies[i] = agent._reply_done(reply, scope, began, False)
+                    replies[i] = agent._reply_done(reply, cell, began, False)
                 continue
             except Exception as exc:
                 raise agent._reply_error(exc, began) from exc
         except Exception as exc:
             failed(agent, exc)
             continue
-        return i, agent._reply_rest(_stepped(context, coro, pending), given, scope, began)
+        return i, agent._reply_rest(_stepped(context, coro, pending), given, cell, began)
     return stop, None
 
 
@@ -377,9 +385,9 @@ class Agent:
             for hub in self._hubs:
                 await hub.broadcast(reply, sender=self)
             return reply
-        scope = kernel.usage.enter(self.name, self._hubs)
+        cell = kernel.usage.enter(self.name, self._hubs)
         context = contextvars.copy_context()  # the reply runs in a copy, as a task would
-        context.run(_enter_reply, scope, call)
+        context.run(_enter_reply, cell, call)
         coro: Coroutine[Any, Any, Any]
         if structured is None:
             coro = self.reply(given)
@@ -395,9 +403,9 @@ class Agent:
         reply = self._reply_msg(reply, started)
         if self._hooks:
             reply = await self._run_hooks("post_reply", reply, given)
-        noted: Scope | None = scope
+        noted: ScopeCell | None = cell
         if call is not None:  # journaled before anyone sees it
-            reply = self._with_usage(reply, scope)
+            reply = self._with_usage(reply, cell)
             reply = await call.run.message("reply", call.key, reply, kernel, check=False)
             noted = None
         reply = self._reply_done(reply, noted, started, interrupted)
@@ -407,12 +415,12 @@ class Agent:
         return reply if structured is None or interrupted else value
 
     async def _reply_rest(
-        self, rest: Awaitable[Any], given: Incoming, scope: Scope, started: float
+        self, rest: Awaitable[Any], given: Incoming, cell: ScopeCell, started: float
     ) -> Msg:
         """The rest of a reply that suspended in its first step."""
         task = asyncio.current_task()
         reply, interrupted = await self._reply_outcome(rest, given, started, task)
-        return self._reply_done(self._reply_msg(reply, started), scope, started, interrupted)
+        return self._reply_done(self._reply_msg(reply, started), cell, started, interrupted)
 
     def _reply_begun(self, given: Incoming) -> float:
         """A reply begins: observers are told, the input is remembered."""
@@ -492,20 +500,21 @@ class Agent:
         problem = TypeError(f"reply() must return a Msg or a str, got {reply!r:.80}")
         raise self._reply_error(problem, started)
 
-    def _with_usage(self, reply: Msg, scope: Scope) -> Msg:
+    def _with_usage(self, reply: Msg, cell: ScopeCell) -> Msg:
         """``reply`` with its usage noted on it, if its scope made model calls."""
-        usage = scope.used()
+        scope = cell[2]
+        usage = None if scope is None else scope.used()
         if usage is None:
             return reply
         return with_metadata(reply, "usage", usage)
 
     def _reply_done(
-        self, reply: Msg, scope: Scope | None, started: float, interrupted: bool
+        self, reply: Msg, cell: ScopeCell | None, started: float, interrupted: bool
     ) -> Msg:
-        """A reply ends: its usage is noted on it (unless ``scope`` is None: noted already),
+        """A reply ends: its usage is noted on it (unless ``cell`` is None: noted already),
         it is remembered, observers are told."""
-        if scope is not None:
-            reply = self._with_usage(reply, scope)
+        if cell is not None:
+            reply = self._with_usage(reply, cell)
         self.memory.add(reply)
         kernel = self._kernel or self.kernel
         if kernel.observed:

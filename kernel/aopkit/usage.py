@@ -318,9 +318,9 @@ def new_where(
 class Scope:
     """Who a model call is made for: the agent, the hubs it speaks in (:attr:`hubs`), and the
     :attr:`accounts` the call is charged to besides the kernel's and its model's. Both are
-    derived at the reply's first model call, as most replies make none: a reply only records
-    its agent's name and :class:`Where` it happens (a million replies that call no model make
-    no account). Made by :func:`new_scope`."""
+    derived at the reply's first model call, as most replies make none. A reply's context
+    holds its :data:`ScopeCell`; the Scope is made when first asked for (:func:`scope_of`):
+    a million replies that call no model make none. Made by :func:`new_scope`."""
 
     __slots__ = ("_accounts", "_last", "_where", "agent", "reply")
 
@@ -402,12 +402,31 @@ def new_scope(agent: str, where: Where) -> Scope:
 _bare = object.__new__
 
 
-SCOPE: ContextVar[Scope | None] = ContextVar("aopkit_usage_scope", default=None)
+ScopeCell = list[Any]
+"""What a reply's context holds: ``[agent, where, scope]``, the :class:`Scope` None until
+first asked for (:func:`scope_of`). A list, made by a literal: it costs a quarter of a Scope,
+and every reply makes one. Mutable and shared: the tasks a reply starts copy its context,
+and a Scope made in any of them is the reply's own."""
+
+SCOPE: ContextVar[ScopeCell | None] = ContextVar("aopkit_usage_scope", default=None)
+
+
+def scope_of(cell: ScopeCell) -> Scope:
+    """The scope of the reply whose context holds ``cell``, made at the first ask."""
+    found: Scope | None = cell[2]
+    if found is None:
+        made = new_scope(cell[0], cell[1])
+        with _LOCK:  # tools in worker threads may ask at once: one scope wins
+            found = cell[2]
+            if found is None:
+                found = cell[2] = made
+    return found
 
 
 def current_scope() -> Scope | None:
     """The scope of the reply under way in this task (None outside any agent's reply)."""
-    return SCOPE.get()
+    cell = SCOPE.get()
+    return None if cell is None else cell[2] or scope_of(cell)
 
 
 class Ticket:
@@ -473,10 +492,10 @@ class UsageLedger:
             self.outside = Account(self.outside.label)
 
     # -- the scope of a reply -------------------------------------------------------------------
-    def enter(self, agent: str, hubs: Sequence[MsgHub]) -> Scope:
-        """The scope of a reply of ``agent`` in ``hubs``, inside the scope under way (if any):
-        its calls count towards the enclosing replies too."""
-        return new_scope(agent, new_where(self, tuple(hubs) if hubs else (), SCOPE.get()))
+    def enter(self, agent: str, hubs: Sequence[MsgHub]) -> ScopeCell:
+        """The scope cell of a reply of ``agent`` in ``hubs``, inside the scope under way (if
+        any): its calls count towards the enclosing replies too."""
+        return [agent, new_where(self, tuple(hubs) if hubs else (), current_scope()), None]
 
     # -- around each call -----------------------------------------------------------------------
     def reserve(
@@ -486,7 +505,7 @@ class UsageLedger:
         expected use where a budget applies, or raise :class:`BudgetExceeded` (emitting
         ``budget_reached``) if a budget would be exceeded. Returns the call's ticket and the
         scope it is made in (None outside any agent's reply)."""
-        scope = SCOPE.get()
+        scope = current_scope()
         ticket = scope.ticket(model) if scope is not None else self._outside(model)
         accounts = ticket.accounts
         for account in accounts:  # a loop, not a list of budgets: on every call's path
@@ -592,7 +611,7 @@ class UsageLedger:
     def replayed(self, model: str, reported: Usage | None) -> None:
         """Charge a model answer a durable run replays from its journal: the call was made
         (and paid) before a restart, so it counts where the call would, but nothing refuses it."""
-        scope = SCOPE.get()
+        scope = current_scope()
         ticket = scope.ticket(model) if scope is not None else self._outside(model)
         self.settle(ticket, reported, 0, report=False)
 

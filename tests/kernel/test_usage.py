@@ -11,6 +11,7 @@ import pytest
 
 from aopkit import (
     Agent,
+    AgentPool,
     Budget,
     BudgetExceeded,
     JSONFileStore,
@@ -555,6 +556,36 @@ async def test_a_stream_reserves_when_read_and_is_refused_there(kernel):
         async for _ in never_read:
             pass
     assert kernel.usage.total._held == (0, 0, 0.0)
+
+
+async def test_calls_a_reply_makes_in_tasks_and_threads_of_its_own_are_its_usage(kernel):
+    """A reply's scope is made at its first call, wherever that is: calls in tasks it gathers
+    and scopes asked for in threads it starts are all the one reply's (the pool's path and
+    the usual one)."""
+    from aopkit.usage import current_scope
+
+    model = kernel.model("scripted:m", responses=[answer("x", Usage(3, 1))] * 4)
+    seen: list[object] = []
+
+    class Fanned(Agent):
+        async def reply(self, msg: object) -> Msg:
+            await asyncio.gather(model([HI]), model([HI]))
+            barrier = threading.Barrier(4)
+
+            def ask() -> object:
+                barrier.wait()
+                return current_scope()
+
+            seen.extend(await asyncio.gather(*(asyncio.to_thread(ask) for _ in range(4))))
+            return Msg(self.name, "done", "assistant")
+
+    pooled = (await AgentPool([Fanned("p", kernel=kernel)]).reply_all(HI))[0]
+    usual = await Fanned("u", kernel=kernel)(HI)
+    for reply in (pooled, usual):
+        usage = Usage.of(reply)
+        assert (usage.calls, usage.input_tokens, usage.output_tokens) == (2, 6, 2)
+    assert len({id(s) for s in seen[:4]}) == 1 and len({id(s) for s in seen[4:]}) == 1
+    assert seen[0] is not seen[4] and seen[0].agent == "p" and seen[4].agent == "u"
 
 
 async def test_budget_errors_pass_through_agents_unwrapped(kernel):
