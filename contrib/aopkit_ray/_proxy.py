@@ -311,16 +311,15 @@ class RemoteAgent(Agent):
         if self._hooks:
             msg = await self._run_hooks("pre_reply", msg)
         kernel = self.kernel
-        ref = self.pool.actor.reply.remote(
-            Call(
-                self.key,
-                self._next(),
-                self._resyncing(),
-                _dump(kernel, msg),
-                kernel.observed,
-                structured,
-            )
+        call: Call = (
+            self.key,
+            self._next(),
+            self._resyncing(),
+            _dump(kernel, msg),
+            kernel.observed,
+            structured,
         )
+        ref = self.pool.actor.reply.remote(call)
         dumped, value, events = await self.pool._wait(ref, "reply", self)
         if dumped is None:
             self.pool._emit(events)
@@ -337,9 +336,15 @@ class RemoteAgent(Agent):
         if self._hooks:
             msg = await self._run_hooks("pre_observe", msg)
         kernel = self.kernel
-        ref = self.pool.actor.observe.remote(
-            Call(self.key, self._next(), self._resyncing(), _dump(kernel, msg), kernel.observed)
+        call: Call = (
+            self.key,
+            self._next(),
+            self._resyncing(),
+            _dump(kernel, msg),
+            kernel.observed,
+            None,
         )
+        ref = self.pool.actor.observe.remote(call)
         self.pool._emit(await self.pool._wait(ref, "observe", self))
         if self._hooks:
             await self._run_hooks("post_observe", msg)

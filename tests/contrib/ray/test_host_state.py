@@ -7,7 +7,7 @@ import pytest
 
 from aopkit import JSONFileStore, Msg, StoreError
 from aopkit_ray._columns import unpack
-from aopkit_ray._host import AgentHost, Call, KernelSpec
+from aopkit_ray._host import AgentHost, KernelSpec
 
 from ...kernel.helpers import Echo
 
@@ -59,11 +59,11 @@ async def test_a_new_pool_on_a_saved_session_takes_its_agents_and_numbers_its_ow
     store = JSONFileStore(tmp_path)
     first = host(store)
     codec = first.kernel.codec
-    await first.observe(Call("a", 0, False, codec.dump(Msg("u", "remember me", "user")), False))
-    await first.reply(Call("a", 1, False, codec.dump(Msg("u", "hi", "user")), False))
+    await first.observe(("a", 0, False, codec.dump(Msg("u", "remember me", "user")), False, None))
+    await first.reply(("a", 1, False, codec.dump(Msg("u", "hi", "user")), False, None))
     later = host(store, run="run-2")
     dumped, _, _ = await later.reply(
-        Call("a", 0, False, codec.dump(Msg("u", "again", "user")), False)
+        ("a", 0, False, codec.dump(Msg("u", "again", "user")), False, None)
     )
     assert codec.load(dumped).text == "a: again"
     texts = [m.text for m in later.slots["a"].agent.memory.messages()]
@@ -77,11 +77,11 @@ async def test_a_new_hosts_first_call_waits_for_the_calls_before_it():
     actor = counters(["c0"])
     codec = actor.kernel.codec
     second = asyncio.ensure_future(
-        actor.observe(Call("c0", 1, False, codec.dump(Msg("u", "second", "user")), False))
+        actor.observe(("c0", 1, False, codec.dump(Msg("u", "second", "user")), False, None))
     )
     await asyncio.sleep(0.01)
     assert not second.done()
-    await actor.observe(Call("c0", 0, False, codec.dump(Msg("u", "first", "user")), False))
+    await actor.observe(("c0", 0, False, codec.dump(Msg("u", "first", "user")), False, None))
     await second
     assert [m.text for m in actor.slots["c0"].agent.memory] == ["first", "second"]
 
@@ -118,7 +118,7 @@ async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
         return [m.text for m in unpack(columns, codec)]
 
     assert await bulk([0, 0], "a") == ["c0#1: saw a", "c1#1: saw a"]
-    later = actor.observe(Call("c0", 2, False, codec.dump(Msg("host", "after", "user")), False))
+    later = actor.observe(("c0", 2, False, codec.dump(Msg("host", "after", "user")), False, None))
     waiting = asyncio.ensure_future(later)
     await asyncio.sleep(0)  # call 2 of c0 came first: it waits for call 1, the bulk reply
     assert await bulk([1, 1], "b") == ["c0#3: saw a,c0#1,b", "c1#3: saw a,c1#1,b"]
