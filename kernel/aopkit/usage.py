@@ -505,7 +505,8 @@ class UsageLedger:
         expected use where a budget applies, or raise :class:`BudgetExceeded` (emitting
         ``budget_reached``) if a budget would be exceeded. Returns the call's ticket and the
         scope it is made in (None outside any agent's reply)."""
-        scope = current_scope()
+        cell = SCOPE.get()  # current_scope(), inlined: it is on every call's path
+        scope = None if cell is None else cell[2] or scope_of(cell)
         ticket = scope.ticket(model) if scope is not None else self._outside(model)
         accounts = ticket.accounts
         for account in accounts:  # a loop, not a list of budgets: on every call's path
