@@ -307,11 +307,10 @@ class RemoteAgent(Agent):
         if len(value):
             raise AopkitError(f"{self!r}: its memory lives in its actor; use load_state_dict")
 
-    async def __call__(self, msg: Incoming = None, *, structured: type[T] | None = None) -> Any:
-        if self._hooks:
-            msg = await self._run_hooks("pre_reply", msg)
+    def _call(self, msg: Incoming, structured: Any = None) -> Call:
+        """This agent's next call, as its actor takes it."""
         kernel = self.kernel
-        call: Call = (
+        return (
             self.key,
             self._next(),
             self._resyncing(),
@@ -319,7 +318,12 @@ class RemoteAgent(Agent):
             kernel.observed,
             structured,
         )
-        ref = self.pool.actor.reply.remote(call)
+
+    async def __call__(self, msg: Incoming = None, *, structured: type[T] | None = None) -> Any:
+        if self._hooks:
+            msg = await self._run_hooks("pre_reply", msg)
+        kernel = self.kernel
+        ref = self.pool.actor.reply.remote(self._call(msg, structured))
         dumped, value, events = await self.pool._wait(ref, "reply", self)
         if dumped is None:
             self.pool._emit(events)
@@ -335,16 +339,7 @@ class RemoteAgent(Agent):
     async def observe(self, msg: Incoming) -> None:
         if self._hooks:
             msg = await self._run_hooks("pre_observe", msg)
-        kernel = self.kernel
-        call: Call = (
-            self.key,
-            self._next(),
-            self._resyncing(),
-            _dump(kernel, msg),
-            kernel.observed,
-            None,
-        )
-        ref = self.pool.actor.observe.remote(call)
+        ref = self.pool.actor.observe.remote(self._call(msg))
         self.pool._emit(await self.pool._wait(ref, "observe", self))
         if self._hooks:
             await self._run_hooks("post_observe", msg)
