@@ -416,10 +416,13 @@ def scope_of(cell: ScopeCell) -> Scope:
     found: Scope | None = cell[2]
     if found is None:
         made = new_scope(cell[0], cell[1])
-        with _LOCK:  # tools in worker threads may ask at once: one scope wins
+        _LOCK.acquire()  # tools in worker threads may ask at once: one scope wins
+        try:
             found = cell[2]
             if found is None:
                 found = cell[2] = made
+        finally:
+            _LOCK.release()
     return found
 
 
