@@ -47,8 +47,7 @@ os.register_at_fork(after_in_child=_reseed_after_fork)
 def new_id() -> str:
     """A process-unique random prefix, a block's number and a place in the block: unique
     across processes and threads, cheap per call (the next of a block made at once)."""
-    found = next(_ids, None)
-    return _next_block() if found is None else found
+    return next(_ids, None) or _next_block()
 
 
 def _next_block() -> str:
@@ -119,7 +118,7 @@ class Msg(_Kept):
         msg.content = content
         msg.role = role
         msg.metadata = {} if metadata is _UNSET else metadata
-        msg.id = new_id() if id is _UNSET else id
+        msg.id = (next(_ids, None) or _next_block()) if id is _UNSET else id  # new_id(), inlined
         msg.timestamp = time.time() if timestamp is _UNSET else timestamp
         msg.__class__ = cls  # type: ignore[assignment]
         return msg  # type: ignore[return-value]

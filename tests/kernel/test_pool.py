@@ -315,6 +315,20 @@ async def test_a_round_of_every_kind_across_stretches(kernel, monkeypatch):
     assert not any(a._replies for a in agents) and gc.isenabled()
 
 
+async def test_replies_after_first_steps_that_failed_are_each_agents_own(kernel):
+    """A stretch's first steps share one runner, made anew when a failure ends it: no reply is
+    lost, repeated or given to another agent, whatever failed or waited before it."""
+    kinds = [Guesser, Failing, Guesser, Failing, Failing, Deferred, Odd, Guesser, Waiter, Guesser]
+    agents = [kind(f"a{i}", kernel=kernel) for i, kind in enumerate(kinds)]
+    replies = await aopkit.AgentPool(agents).reply_all(question())
+    answered = [a for a in agents if type(a) in (Guesser, Deferred, Waiter)]
+    assert [r.name for r in replies] == [a.name for a in answered]
+    assert [r.id for r in replies] == [a.memory[-1].id for a in answered]
+    assert len({r.id for r in replies}) == len(replies)
+    assert sorted(replies.failures) == ["a1", "a3", "a4", "a6"]
+    assert [r.text for r in replies if r.name in ("a5", "a8")] == ["a5 deferred", "a8 waited"]
+
+
 @pytest.mark.parametrize("ticks", range(12))
 async def test_a_round_cancelled_at_any_await_leaves_nothing_behind(kernel, monkeypatch, ticks):
     monkeypatch.setattr(aopkit.pool, "YIELD_EVERY", 3)
