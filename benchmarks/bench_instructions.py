@@ -5,8 +5,11 @@ On a shared or virtual machine, timed pairs of runs differ by more than a change
 reply from one run to the next). The instructions a process executes do not depend on the
 machine's load. Each workload runs in a child process under callgrind twice, with ``SMALL``
 and ``SMALL + COUNT`` repetitions, so the startup (interpreter, imports, kernel) cancels out;
-each figure is printed beside a floor counted the same way. Skipped where valgrind is not
-installed. Slow: about a minute per child process, sixteen of them.
+each figure is printed beside a floor counted the same way. The children run with a fixed hash
+seed, and read bytecode compiled once, before the counts, into a cache of the benchmark's own
+(``PYTHONPYCACHEPREFIX``): the counts repeat from run to run, and another process writing
+bytecode beside the sources (a test run) cannot change one count of a pair. Skipped where
+valgrind is not installed. Slow: about a minute per child process, sixteen of them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from _util import report
@@ -105,7 +109,7 @@ for _ in range(int(sys.argv[1])):
 ROUNDS = 3  # the pool round's repetitions (each is 20,000 agents), against SMALL
 
 
-def instructions(code: str, repetitions: int) -> int:
+def instructions(code: str, repetitions: int, env: dict[str, str]) -> int:
     """What callgrind counts for ``python -c code repetitions``."""
     done = subprocess.run(
         [
@@ -120,7 +124,7 @@ def instructions(code: str, repetitions: int) -> int:
         capture_output=True,
         text=True,
         cwd=HERE,
-        env={**os.environ, "PYTHONPATH": str(HERE)},
+        env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
         check=True,
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
@@ -129,9 +133,18 @@ def instructions(code: str, repetitions: int) -> int:
     return int(found.group(1))
 
 
-def per_repetition(code: str, count: int) -> float:
+def per_repetition(code: str, count: int, env: dict[str, str]) -> float:
     """Instructions per repetition of ``code``'s work, its startup subtracted."""
-    return (instructions(code, SMALL + count) - instructions(code, SMALL)) / count
+    return (instructions(code, SMALL + count, env) - instructions(code, SMALL, env)) / count
+
+
+def compiled(codes: list[str], env: dict[str, str]) -> None:
+    """Run each of ``codes`` once, outside callgrind, writing the bytecode of all it imports
+    into ``env``'s cache."""
+    for code in codes:
+        run = [sys.executable, "-c", code, str(SMALL)]
+        writing = {**env, "PYTHONDONTWRITEBYTECODE": ""}  # empty: bytecode is written
+        subprocess.run(run, cwd=HERE, env=writing, check=True, capture_output=True)
 
 
 # (what is counted, its workload, the floor's, the floor's name, repetitions, per how many)
@@ -165,15 +178,23 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         print("instruction counts: skipped (valgrind is not installed)")
         return
-    for name, (code, floor_code, floor_name, count, per) in FIGURES:
-        figure, unit = name.rsplit(", ", 1)
-        report(
-            figure,
-            per_repetition(code, count) / per,
-            unit,
-            floor=per_repetition(floor_code, count) / per,
-            floor_name=floor_name,
-        )
+    with tempfile.TemporaryDirectory() as cache:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(HERE),
+            "PYTHONHASHSEED": "0",
+            "PYTHONPYCACHEPREFIX": cache,
+        }
+        compiled([each for _, (code, floor, *_) in FIGURES for each in (code, floor)], env)
+        for name, (code, floor_code, floor_name, count, per) in FIGURES:
+            figure, unit = name.rsplit(", ", 1)
+            report(
+                figure,
+                per_repetition(code, count, env) / per,
+                unit,
+                floor=per_repetition(floor_code, count, env) / per,
+                floor_name=floor_name,
+            )
 
 
 if __name__ == "__main__":

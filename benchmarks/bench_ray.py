@@ -121,6 +121,7 @@ async def game() -> tuple[float, float]:
             avg = played.aggregates["average"]
             times.append(played.seconds)
             floors.append(floor.seconds)
+            del floor, played  # each round let go before the next, as docs/simulation.md advises
     finally:
         gc.unfreeze()
         for pool in groups:

@@ -123,8 +123,9 @@ def _runner(box: list[Any]) -> Generator[Any, Any, Any]:
     """Runs the first step of each reply coroutine sent to it, in the caller's context. A
     reply that ends is answered ``_DONE``, its value in ``box[0]``: the interpreter hands the
     value over directly, where ``coroutine.send`` would raise it in a StopIteration (about
-    1,400 instructions, a fifteenth of a rule-based pooled reply). A reply that suspends leaves the runner awaiting it: the
-    runner is then the reply's rest, and ends with its value (``box[1]`` set: handed on)."""
+    1,400 instructions, a fifteenth of a rule-based pooled reply). A reply that suspends
+    leaves the runner awaiting it: the runner is then the reply's rest, and ends with its
+    value (``box[1]`` set: handed on)."""
     while True:
         coro = yield _DONE
         reply = yield from coro
