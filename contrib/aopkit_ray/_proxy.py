@@ -141,6 +141,8 @@ class AgentPool:
             names = self._get_now(self.actor.names.remote(), "names")
         self.agents = [RemoteAgent(self, key, n) for key, n in zip(recipes, names, strict=True)]
         self._by_name = {a.name: a for a in self.agents}
+        self._seqs = [a._seq for a in self.agents]  # numbered in one C loop by a bulk call
+        self._unsynced = False  # whether an agent may have a call the actor must not wait for
 
     def __getitem__(self, name: str) -> RemoteAgent:
         return self._by_name[name]
@@ -188,11 +190,13 @@ class AgentPool:
     def _bulk(self) -> tuple[list[int], list[int]]:
         """A bulk call's numbers, one per agent, and the indexes of the agents whose earlier
         call may never have reached the actor (the actor does not wait for it)."""
-        agents = self.agents
-        resync = [i for i, a in enumerate(agents) if a._resync]  # few, if any: read, not taken
-        for i in resync:
-            agents[i]._resync = False
-        return [next(a._seq) for a in agents], resync
+        resync: list[int] = []
+        if self._unsynced:  # only after a call was given up on: no look at each agent otherwise
+            self._unsynced, agents = False, self.agents
+            resync = [i for i, a in enumerate(agents) if a._resync]
+            for i in resync:
+                agents[i]._resync = False
+        return list(map(next, self._seqs)), resync
 
     async def _wait(
         self, ref: Any, what: str, agent: RemoteAgent | None = None, *, bulk: bool = False
@@ -232,7 +236,7 @@ class AgentPool:
         """A call of ``agent`` (of every agent: ``bulk``) may never reach the actor: the next
         call of each tells the actor not to wait for it."""
         for each in self.agents if bulk else (agent,) if agent is not None else ():
-            each._resync = True
+            each._resync = self._unsynced = True
 
     def _emit(self, events: list[dict[str, Any]], reply: Msg | None = None, hubs: Any = ()) -> None:
         """Re-emit the actor's events into the driver's kernel (the Studio and traces see remote

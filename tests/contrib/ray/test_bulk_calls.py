@@ -64,3 +64,25 @@ async def test_cancelling_a_ray_round_stops_it_in_the_actor(kernel, cluster):
         assert not replies.failures
     finally:
         pool.kill()
+
+
+async def test_a_bulk_call_names_exactly_the_agents_whose_last_call_was_given_up(kernel, cluster):
+    """What the driver sends with a bulk call: the next number of every agent, and which agents
+    had a call given up on since (the actor must not wait for it). Only the driver is asked."""
+    agents = [SlowOnce(f"s{i}", 0, kernel=kernel) for i in range(4)]
+    pool = AgentPool(agents, resources=A)
+    try:
+        assert pool._bulk() == ([0, 0, 0, 0], [])
+        pool._lost(pool["s2"], bulk=False)  # one agent's own call given up
+        assert pool._bulk() == ([1, 1, 1, 1], [2])
+        assert pool._bulk() == ([2, 2, 2, 2], [])  # named once
+        pool._lost(pool["s1"], bulk=False)
+        pool._lost(pool["s3"], bulk=False)
+        assert pool["s1"]._resyncing()  # its own next call told the actor already
+        assert pool["s0"]._next() == 3  # an agent's own call takes a number too
+        assert pool._bulk() == ([4, 3, 3, 3], [3])
+        pool._lost(None, bulk=True)  # a bulk call given up: every agent
+        assert pool._bulk() == ([5, 4, 4, 4], [0, 1, 2, 3])
+        assert pool._bulk() == ([6, 5, 5, 5], [])
+    finally:
+        pool.kill()
