@@ -114,7 +114,8 @@ async def play(
     """(best seconds per round, best floor): each round beside a floor round, so drift on a
     shared machine hits both alike. Each round is let go before the next is played, as
     docs/simulation.md advises; with ``hold`` the program keeps the last one meanwhile."""
-    avg, floor_avg, times, floors, held = 50.0, 50.0, [], [], None
+    avg, floor_avg, times, floors = 50.0, 50.0, [], []
+    kept: list[aopkit.Round] = []  # with hold: the last round, alive while the next is played
     for r in range(count):
         msg = Msg("host", f"round {r}: guess 2/3 of the average", "user", metadata={"average": avg})
         played = await rounds.play(msg, aggregate=average)
@@ -124,9 +125,9 @@ async def play(
         floor_avg = floor_round(plain, floor_avg)
         floors.append(time.perf_counter() - start)
         assert not played.failures and abs(avg - floor_avg) < 1e-6 * floor_avg, (avg, floor_avg)
-        held = played if hold else None
+        if hold:
+            kept[:] = [played]
         del played
-    del held
     return min(times), min(floors)
 
 

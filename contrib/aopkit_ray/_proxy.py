@@ -192,10 +192,10 @@ class AgentPool:
         call may never have reached the actor (the actor does not wait for it)."""
         resync: list[int] = []
         if self._unsynced:  # only after a call was given up on: no look at each agent otherwise
-            self._unsynced, agents = False, self.agents
-            resync = [i for i, a in enumerate(agents) if a._resync]
+            self._unsynced = False
+            resync = [i for i, a in enumerate(self.agents) if a._resync]
             for i in resync:
-                agents[i]._resync = False
+                self.agents[i]._resync = False
         return list(map(next, self._seqs)), resync
 
     async def _wait(
