@@ -175,30 +175,32 @@ def cache_key(*configuration: Any) -> object:
     return key
 
 
-_KEY = _Kept.__dict__["_format_key"]  # the slots themselves: set past the frozen class
-_MADE = _Kept.__dict__["_formatted"]
+set_kept = _Kept.__dict__["_formatted"].__set__  # the slot's own setter: past the frozen class
+"""``set_kept(msg, (key, made))`` is :func:`keep` without a call of its own, for a formatter's
+loop over every message of a history it has not seen."""
 
 
 def kept(msg: Msg, key: object) -> Any:
     """What was made of ``msg`` under ``key`` (see :func:`keep`), or None."""
-    return msg._formatted if getattr(msg, "_format_key", None) is key else None
+    found = msg._formatted
+    return found[1] if found is not None and found[0] is key else None
 
 
 def keep(msg: Msg, key: object, made: Any) -> Any:
     """Keep ``made`` on ``msg`` under ``key``, in place of what another key made (a message is
-    almost always formatted by one configuration; one slot costs no allocation per message).
-    It goes when the message goes; copies, pickles, saved sessions and messages derived with
+    almost always formatted by one configuration: one slot, set once). It goes when the
+    message goes; copies, pickles, saved sessions and messages derived with
     :func:`attrs.evolve` start without it. Returns ``made``, which must never be changed:
     every later payload shares it."""
-    _MADE.__set__(msg, made)
-    _KEY.__set__(msg, key)
+    set_kept(msg, (key, made))
     return made
 
 
 def has_media(msg: Msg) -> bool:
     """Whether ``msg`` holds media, in its own blocks or in a tool result's: such a message's
-    formatted form depends on bytes read or fetched when it is formatted, so it is never
-    cached (the file may change; the bytes would stay in memory with the message)."""
+    formatted form depends on bytes read or fetched when it is formatted, so it is not kept
+    (the file may change; the bytes would stay in memory with the message). A formatter that
+    passes every medium of a message by reference (a URL the model fetches) may keep it."""
     content = msg.content
     if content.__class__ is str:
         return False

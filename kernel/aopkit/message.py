@@ -7,7 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, overload
 
 import attrs
 
@@ -70,13 +70,15 @@ def _check_role(_: object, __: object, role: str) -> None:
 class _Kept:
     """What a message works out once and keeps (what formatters made of it, its character
     count): slots outside the attrs fields, so they are in no comparison, copy, pickle or saved
-    form, and a derived message (:func:`attrs.evolve`) starts without them."""
+    form, and a derived message (:func:`attrs.evolve`) starts without them. ``_formatted``
+    (``(key, what a formatter made)``, see :func:`aopkit.formatting.keep`) is None from the
+    start: formatters read it for every message of every call, and an unset slot would raise
+    (and catch) an ``AttributeError`` at each message's first format."""
 
-    __slots__ = ("_counted", "_format_key", "_formatted")
+    __slots__ = ("_counted", "_formatted")
 
     _counted: int
-    _format_key: object
-    _formatted: Any
+    _formatted: tuple[object, Any] | None
 
 
 _UNSET: Any = attrs.NOTHING  # an argument not given, as in the __init__ attrs would write
@@ -120,6 +122,7 @@ class Msg(_Kept):
         msg.metadata = {} if metadata is _UNSET else metadata
         msg.id = (next(_ids, None) or _next_block()) if id is _UNSET else id  # new_id(), inlined
         msg.timestamp = time.time() if timestamp is _UNSET else timestamp
+        msg._formatted = None
         msg.__class__ = cls  # type: ignore[assignment]
         return msg  # type: ignore[return-value]
 
@@ -139,6 +142,11 @@ class Msg(_Kept):
     def __getnewargs__(self) -> tuple[str, str | list[Block], Role]:
         """What copy and pickle pass to :meth:`__new__` before they set the state."""
         return self.name, self.content, self.role
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        """Pickles of every protocol make the message through :meth:`__new__` (protocols 0
+        and 1 would make a bare object, without what :class:`_Kept` starts with)."""
+        return super().__reduce_ex__(max(int(protocol), 2))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass may add slots or a ``__dict__``, so no :class:`_Unfrozen` can become one:
@@ -207,6 +215,7 @@ def restored(
     msg = _Unfrozen()  # as Msg.__new__ makes one
     msg.name, msg.content, msg.role = name, content, role
     msg.metadata, msg.id, msg.timestamp = metadata, id, timestamp
+    msg._formatted = None
     msg.__class__ = Msg  # type: ignore[assignment]
     return msg  # type: ignore[return-value]
 
@@ -235,7 +244,7 @@ def _made_bare(cls: type[Msg], *args: Any, **kwargs: Any) -> Msg:
     given = {name: kwargs[name] for name in Msg.__slots__ if name in kwargs}
     made = Msg(*args[:3], **given)
     msg = object.__new__(cls)
-    for name in Msg.__slots__:
+    for name in (*Msg.__slots__, "_formatted"):
         object.__setattr__(msg, name, getattr(made, name))
     return msg
 

@@ -33,6 +33,7 @@ from aopkit.formatting import (
     is_http,
     keep,
     media_note,
+    set_kept,
     transcript_segments,
     transcript_text,
     unsupported_media_reason,
@@ -79,6 +80,22 @@ def call_arguments(block: ToolUseBlock) -> str:
     if block.raw_input is not None:
         return block.raw_input
     return json.dumps(block.input, ensure_ascii=False)
+
+
+def linked(msg: Msg, capabilities: Capabilities) -> bool:
+    """Whether the media of ``msg`` are all images the model fetches itself (http URLs, to a
+    model that takes them), in a user's text-and-images message: its items then hold nothing
+    read at format time, and are as small as its text, so they are kept like a text message's
+    (see :func:`aopkit.formatting.has_media`)."""
+    return (
+        capabilities.media_urls
+        and msg.role == "user"
+        and all(
+            block.__class__ is TextBlock
+            or (block.__class__ is ImageBlock and is_http(block.source))  # type: ignore[attr-defined]
+            for block in msg.content
+        )
+    )
 
 
 def tool_call(block: ToolUseBlock) -> Item:
@@ -160,20 +177,24 @@ class OpenAIFormatter(Formatter):
         names = not self.strict
         append = out.append
         for msg in messages:
-            made = msg._formatted if getattr(msg, "_format_key", None) is key else None
-            if made is None:
-                content = msg.content
-                if content.__class__ is str:  # the fast path: plain text, one item
-                    role = msg.role
-                    made = {"role": role, "content": content}
-                    if names and role != "system" and (name := wire_name(msg.name)):
-                        made["name"] = name
-                elif has_media(msg):
-                    await converter.message(msg)  # made anew each time: see has_media
-                    continue
-                else:
-                    made = await converter.items(msg)
-                keep(msg, key, made)
+            found = msg._formatted  # (key, made): see aopkit.formatting.keep
+            if found is not None and found[0] is key:
+                made = found[1]
+            elif msg.content.__class__ is str:  # the fast path: plain text, one item
+                role = msg.role
+                made = {"role": role, "content": msg.content}
+                if (
+                    names
+                    and role != "system"
+                    and (name := _names.get(msg.name) or wire_name(msg.name))
+                ):
+                    made["name"] = name
+                set_kept(msg, (key, made))
+            elif has_media(msg) and not linked(msg, capabilities):
+                await converter.message(msg)  # made anew each time: see has_media
+                continue
+            else:
+                made = keep(msg, key, await converter.items(msg))
             if made.__class__ is dict and not pending:
                 append(made)
             elif made.__class__ is dict:

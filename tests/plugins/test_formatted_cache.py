@@ -235,6 +235,53 @@ async def test_past_tool_calls_are_not_serialised_again(
     assert await openai.format(history, capabilities=Capabilities()) == first
 
 
+async def test_images_the_model_fetches_by_url_are_formatted_once(
+    kernel: aopkit.Kernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's text-and-images message whose images go as http URLs holds nothing read at
+    format time: the OpenAI formatter keeps it like text. An image in an assistant's message
+    (shown in the next user message) is formatted at each call, as media read from a file are
+    (see test_media_are_read_again_at_each_call)."""
+    linked = Msg("user", [TextBlock("see"), ImageBlock(URLSource("https://x.test/a.png"))], "user")
+    said = Msg("bot", [ImageBlock(URLSource("https://x.test/b.png"))], "assistant")
+    history = [linked, said, Msg("user", "and?", "user")]
+    openai = kernel.formatters["openai"]
+    caps = Capabilities(media=frozenset({"image"}), media_urls=True)
+    first = await openai.format(history, capabilities=caps)
+    import aopkit_openai.formatter as module
+
+    formatted: list[Msg] = []
+    real = module._Converter.message
+
+    async def counted(self: Any, msg: Msg) -> None:
+        formatted.append(msg)
+        await real(self, msg)
+
+    monkeypatch.setattr(module._Converter, "message", counted)
+    assert await openai.format(history, capabilities=caps) == first
+    assert formatted == [said]
+
+
+def test_a_message_made_any_way_starts_with_nothing_kept(kernel: aopkit.Kernel) -> None:
+    """Every way a message is made (pickles of every protocol, a subclass, the codec)
+    starts with the slot formatters read, so their first look at it raises nothing."""
+
+    @attrs.frozen
+    class Tagged(Msg):
+        tag: str = attrs.field(default="t", kw_only=True)
+
+    msg = Msg("user", "hi", "user")
+    keep(msg, "key", ["formatted"])
+    made = [
+        Tagged("user", "hi", "user", tag="x"),
+        kernel.codec.load(kernel.codec.dump(msg)),
+        *(pickle.loads(pickle.dumps(msg, protocol)) for protocol in range(6)),
+    ]
+    for other in made:
+        assert other._formatted is None and kept(other, "key") is None, type(other)
+        assert other == msg or isinstance(other, Tagged)
+
+
 def a_tool_history() -> list[Msg]:
     thought = ThinkingBlock(
         "hmm", extra={"reasoning_item": {"id": "rs_1", "type": "reasoning", "summary": []}}
