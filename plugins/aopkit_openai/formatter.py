@@ -56,6 +56,7 @@ AUDIO_FORMATS = {
     "audio/mpeg": "mp3",
     "audio/mp3": "mp3",
 }
+_NO_IDS: frozenset[str] = frozenset()
 NAME_LIMIT = 64  # the API takes names matching ^[a-zA-Z0-9_-]+$, of at most 64 characters
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 _names: dict[str, str] = {}  # speaker name -> wire name ("" when none is left): few, reused
@@ -87,15 +88,15 @@ def linked(msg: Msg, capabilities: Capabilities) -> bool:
     model that takes them), in a user's text-and-images message: its items then hold nothing
     read at format time, and are as small as its text, so they are kept like a text message's
     (see :func:`aopkit.formatting.has_media`)."""
-    return (
-        capabilities.media_urls
-        and msg.role == "user"
-        and all(
-            block.__class__ is TextBlock
-            or (block.__class__ is ImageBlock and is_http(block.source))  # type: ignore[attr-defined]
-            for block in msg.content
-        )
-    )
+    if not capabilities.media_urls or msg.role != "user":
+        return False
+    for block in msg.content:
+        if block.__class__ is ImageBlock:
+            if not is_http(block.source):  # type: ignore[attr-defined]
+                return False
+        elif block.__class__ is not TextBlock:
+            return False
+    return True
 
 
 def tool_call(block: ToolUseBlock) -> Item:
@@ -182,14 +183,18 @@ class OpenAIFormatter(Formatter):
                 made = found[1]
             elif msg.content.__class__ is str:  # the fast path: plain text, one item
                 role = msg.role
-                made = {"role": role, "content": msg.content}
                 if (
                     names
                     and role != "system"
                     and (name := _names.get(msg.name) or wire_name(msg.name))
                 ):
-                    made["name"] = name
+                    made = {"role": role, "content": msg.content, "name": name}
+                else:
+                    made = {"role": role, "content": msg.content}
                 set_kept(msg, (key, made))
+                if not pending:
+                    append(made)
+                    continue
             elif has_media(msg) and not linked(msg, capabilities):
                 await converter.message(msg)  # made anew each time: see has_media
                 continue
@@ -301,7 +306,8 @@ class _Converter:
         reasoning: list[str] = []
         held: list[Item] = []  # media of an assistant message, shown in the next user message
         results: list[ToolResultBlock] = []  # whatever the role: a result is a tool message
-        for block in msg.blocks():
+        content = msg.content
+        for block in [TextBlock(content)] if content.__class__ is str else content:
             if isinstance(block, TextBlock):
                 parts.append(text_part(block.text))
             elif isinstance(block, ToolUseBlock):
@@ -322,7 +328,7 @@ class _Converter:
                     parts.append(part)
             else:
                 parts.append(text_part(f"[{block.type} block not shown to the model]"))
-        own = {call["id"] for call in calls}
+        own = {call["id"] for call in calls} if calls and results else _NO_IDS
         for block in results:  # answers to earlier calls come first
             if block.id not in own:
                 await self.tool_result(block)
@@ -350,8 +356,10 @@ class _Converter:
         self.emit(item)
 
     async def tool_result(self, block: ToolResultBlock) -> None:
-        text, held = await tool_output(block, self.media, "text")
-        self.pending += held
+        text = block.output
+        if text.__class__ is not str or block.is_error:  # else the usual text: no coroutine
+            text, held = await tool_output(block, self.media, "text")
+            self.pending += held
         self.emit({"role": "tool", "tool_call_id": block.id, "content": text})
 
     async def transcript(self, segment: list[Msg]) -> None:
