@@ -36,7 +36,7 @@ from aopkit import (
 from aopkit.events import Event
 from aopkit.session import Store
 
-from ._columns import pack
+from ._columns import pack, replied
 
 Recipe = Callable[[Kernel], Agent] | Agent  # a factory, or an agent without its kernel
 
@@ -153,6 +153,8 @@ class AgentHost:
         # the state it saved; without one, its agents start afresh at the next call that comes.
         first = None if _restarted() else 0
         self.slots = {key: _Slot(build_agent(r, self.kernel), first) for key, r in recipes.items()}
+        # The names as the driver has them: as built, before any saved state (see _columns).
+        self.agent_names = self.names()
         self.store, self.session, self.order_timeout = store, session, order_timeout
         self.run = run  # the pool's own id: its calls' numbers mean nothing to another pool
         self.capture = _Capture()
@@ -359,7 +361,9 @@ class AgentHost:
         else:
             replies = await self._reply_in_turn(seqs, msg)
         await self._save(list(self.slots))
-        return pack(replies, self.kernel.codec), replies.failures, self._drain()
+        failures = replies.failures
+        payload = pack(replies, self.kernel.codec, replied(self.agent_names, failures))
+        return payload, failures, self._drain()
 
     async def _reply_in_turn(self, seqs: list[int], msg: Any) -> Replies:
         """The slow path of :meth:`reply_all`: each agent waits for its turn (an earlier call

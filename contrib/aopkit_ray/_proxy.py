@@ -19,7 +19,7 @@ from aopkit.pool import Replies
 from aopkit.secret import SecretNotPortable
 from aopkit.session import Store
 
-from ._columns import unpack
+from ._columns import replied, unpack
 from ._host import AgentHost, Call, KernelSpec, Recipe, RemoteAgentError
 
 if TYPE_CHECKING:
@@ -141,6 +141,7 @@ class AgentPool:
             names = self._get_now(self.actor.names.remote(), "names")
         self.agents = [RemoteAgent(self, key, n) for key, n in zip(recipes, names, strict=True)]
         self._by_name = {a.name: a for a in self.agents}
+        self._names = [a.name for a in self.agents]  # the replies' names, unless they differ
         self._seqs = [a._seq for a in self.agents]  # numbered in one C loop by a bulk call
         self._unsynced = False  # whether an agent may have a call the actor must not wait for
 
@@ -162,7 +163,8 @@ class AgentPool:
             bulk=True,
         )
         self._emit(events)
-        return Replies(unpack(columns, self.kernel.codec), failures)
+        agents = replied(self._names, failures)
+        return Replies(unpack(columns, self.kernel.codec, agents), failures)
 
     async def observe_all(self, msg: Msg | str) -> None:
         """Every agent observes ``msg`` (a ``str`` is a user message) in one actor call."""

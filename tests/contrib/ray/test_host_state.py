@@ -2,11 +2,13 @@
 StoreError, the host's own state restores) and the order of each agent's calls."""
 
 import asyncio
+import pickle
 
+import attrs
 import pytest
 
 from aopkit import JSONFileStore, Msg, StoreError
-from aopkit_ray._columns import unpack
+from aopkit_ray._columns import replied, unpack
 from aopkit_ray._host import AgentHost, KernelSpec
 
 from ...kernel.helpers import Echo
@@ -99,7 +101,8 @@ async def test_a_pool_host_counts_each_failing_agent_and_answers_for_the_others(
     actor = AgentHost(KernelSpec(), recipes, None, "s", 5.0, "run-1")
     question = actor.kernel.codec.dump(Msg("host", "q", "user", metadata={"average": 9.0}))
     columns, failures, events = await actor.reply_all([0, 0, 0], question, False, [])
-    assert [m.name for m in unpack(columns, actor.kernel.codec)] == ["g0", "g1"]
+    agents = replied(["g0", "bad", "g1"], failures)  # as the driver works them out
+    assert [m.name for m in unpack(columns, actor.kernel.codec, agents)] == ["g0", "g1"]
     assert failures == {"bad": "ValueError: no answer today"} and events == []
 
 
@@ -115,7 +118,7 @@ async def test_a_pool_host_keeps_each_agents_call_order_around_its_bulk_calls():
             seqs, codec.dump(Msg("host", text, "user")), False, []
         )
         assert failures == {}
-        return [m.text for m in unpack(columns, codec)]
+        return [m.text for m in unpack(columns, codec, ["c0", "c1"])]
 
     assert await bulk([0, 0], "a") == ["c0#1: saw a", "c1#1: saw a"]
     later = actor.observe(("c0", 2, False, codec.dump(Msg("host", "after", "user")), False, None))
@@ -142,7 +145,8 @@ async def test_a_bulk_call_does_not_wait_for_a_call_the_driver_gave_up_on():
     async def bulk(seqs: list[int], text: str, resync: list[int]) -> tuple[list[str], dict]:
         question = codec.dump(Msg("host", text, "user"))
         columns, failures, _ = await actor.reply_all(seqs, question, False, resync)
-        return [m.text for m in unpack(columns, codec)], failures
+        agents = [name for name in ("c0", "c1") if name not in failures]
+        return [m.text for m in unpack(columns, codec, agents)], failures
 
     assert await bulk([0, 0], "a", []) == (["c0#1: saw a", "c1#1: saw a"], {})
     texts, failures = await bulk([2, 2], "b", [1])  # call 1 of each never came
@@ -155,16 +159,38 @@ async def test_a_bulk_call_does_not_wait_for_a_call_the_driver_gave_up_on():
 
 
 def test_replies_cross_as_columns_and_come_back_equal():
+    """Text and blocks, names their agents' or not: every reply comes back equal. Names that
+    are the agents' do not cross (the driver's own strings are used); others do."""
     from aopkit import Kernel
     from aopkit.blocks import TextBlock, ToolUseBlock
     from aopkit_ray._columns import pack
 
     codec = Kernel(environ={}).codec
-    replies = [
-        Msg("a", "plain", "assistant", metadata={"guess": 1.5, "seen": [1, "x"]}),
+    plain = [Msg(n, "x", "assistant", metadata={"guess": 1.5, "seen": [1, "x"]}) for n in "ab"]
+    mixed = [
+        plain[0],
         Msg("b", [TextBlock("hi"), ToolUseBlock("t1", "search", {"q": "x"})], "assistant"),
     ]
-    assert unpack(pack(replies, codec), codec) == replies
+    agents = ["".join(["a"]), "".join(["b"])]  # equal to the replies' names, other objects
+    for replies in (plain, mixed):
+        payload = pack(replies, codec, agents)
+        assert pickle.loads(payload)[0] is None  # the names stayed behind
+        back = unpack(payload, codec, agents)
+        assert back == replies and all(m.name is a for m, a in zip(back, agents, strict=True))
+        renamed = [attrs.evolve(replies[0], name="narrator"), replies[1]]
+        payload = pack(renamed, codec, agents)
+        assert pickle.loads(payload)[0] == ["narrator", "b"]
+        assert unpack(payload, codec, agents) == renamed
+
+
+def test_columns_for_other_agents_than_the_driver_names_are_refused():
+    from aopkit import AopkitError, Kernel
+    from aopkit_ray._columns import pack
+
+    codec = Kernel(environ={}).codec
+    payload = pack([Msg("a", "x", "assistant"), Msg("b", "y", "assistant")], codec, ["a", "b"])
+    with pytest.raises(AopkitError, match="2 replies came back for the 1 agents named"):
+        unpack(payload, codec, ["a"])
 
 
 def test_a_round_of_replies_is_rebuilt_with_the_collector_paused():
@@ -177,7 +203,12 @@ def test_a_round_of_replies_is_rebuilt_with_the_collector_paused():
     from aopkit_ray._columns import pack
 
     codec = Kernel(environ={}).codec
-    payload = pack([Msg(f"g{i}", "", "assistant", metadata={"i": i}) for i in range(30_000)], codec)
+    agents = [f"g{i}" for i in range(30_000)]
+    payload = pack(
+        [Msg(name, "", "assistant", metadata={"i": i}) for i, name in enumerate(agents)],
+        codec,
+        agents,
+    )
     assert isinstance(payload, bytes)  # Ray carries bytes: they are unpickled in unpack
     started: list[int] = []
 
@@ -187,7 +218,7 @@ def test_a_round_of_replies_is_rebuilt_with_the_collector_paused():
 
     gc.callbacks.append(watch)
     try:
-        rebuilt = unpack(payload, codec)
+        rebuilt = unpack(payload, codec, agents)
     finally:
         gc.callbacks.remove(watch)
     assert len(started) <= 1 and gc.isenabled()
@@ -205,5 +236,6 @@ def test_reply_metadata_crosses_as_ray_would_carry_it_classes_defined_in_a_funct
             self.value = value
 
     codec = Kernel(environ={}).codec
-    [back] = unpack(pack([Msg("a", "x", "assistant", metadata={"found": Found(7)})], codec), codec)
+    payload = pack([Msg("a", "x", "assistant", metadata={"found": Found(7)})], codec, ["a"])
+    [back] = unpack(payload, codec, ["a"])
     assert type(back.metadata["found"]).__name__ == "Found" and back.metadata["found"].value == 7

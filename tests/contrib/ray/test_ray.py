@@ -186,6 +186,34 @@ async def test_pools_across_nodes_reply_and_observe_in_one_call_each(kernel, clu
     assert isinstance(member, RemoteAgent) and len(member.memory) == 2
 
 
+class Narrator(Counter):
+    """Replies in another's name: a reply's name is its own, not always its agent's."""
+
+    async def reply(self, msg: aopkit.agent.Incoming) -> Msg:
+        said = await super().reply(msg)
+        return Msg("narrator", said.text, "assistant")
+
+
+async def test_a_bulk_reply_keeps_each_reply_its_own_name_around_failures(kernel, cluster):
+    """Names equal to the agents' stay behind in a bulk call (the driver has them): after an
+    agent that failed, and beside one that replies in another name, each reply still comes
+    back with its own."""
+    from .agents import Failing
+
+    agents = [Counter("c0", kernel=kernel), Failing("bad", kernel=kernel)]
+    agents += [Narrator("n", kernel=kernel), Counter("c1", kernel=kernel)]
+    pool = AgentPool(agents, resources=A)
+    try:
+        for _ in range(2):
+            replies = await pool.reply_all(Msg("host", "host: go", "user"))
+            assert [r.name for r in replies] == ["c0", "narrator", "c1"]
+            assert [r.text.split("#")[0] for r in replies] == ["c0", "n", "c1"]  # whose reply
+            assert list(replies.failures) == ["bad"]
+            await pool.observe_all(Msg("host", "host: noted", "user"))
+    finally:
+        pool.kill()
+
+
 async def test_a_broadcast_reaches_many_remote_agents_concurrently(kernel, cluster):
     members = []
     for i in range(4):
