@@ -166,12 +166,14 @@ def test_replies_cross_as_columns_and_come_back_equal():
     from aopkit_ray._columns import pack
 
     codec = Kernel(environ={}).codec
-    plain = [Msg(n, "x", "assistant", metadata={"guess": 1.5, "seen": [1, "x"]}) for n in "ab"]
+    names = ("alice", "bob")
+    plain = [Msg(n, "x", "assistant", metadata={"guess": 1.5, "seen": [1, "x"]}) for n in names]
     mixed = [
         plain[0],
-        Msg("b", [TextBlock("hi"), ToolUseBlock("t1", "search", {"q": "x"})], "assistant"),
+        Msg("bob", [TextBlock("hi"), ToolUseBlock("t1", "search", {"q": "x"})], "assistant"),
     ]
-    agents = ["".join(["a"]), "".join(["b"])]  # equal to the replies' names, other objects
+    agents = ["".join(["al", "ice"]), "".join(["b", "ob"])]  # equal to the names, not the same
+    assert not any(a is n for a, n in zip(agents, names, strict=True))
     for replies in (plain, mixed):
         payload = pack(replies, codec, agents)
         assert pickle.loads(payload)[0] is None  # the names stayed behind
@@ -179,7 +181,7 @@ def test_replies_cross_as_columns_and_come_back_equal():
         assert back == replies and all(m.name is a for m, a in zip(back, agents, strict=True))
         renamed = [attrs.evolve(replies[0], name="narrator"), replies[1]]
         payload = pack(renamed, codec, agents)
-        assert pickle.loads(payload)[0] == ["narrator", "b"]
+        assert pickle.loads(payload)[0] == ["narrator", "bob"]
         assert unpack(payload, codec, agents) == renamed
 
 
