@@ -186,7 +186,7 @@ class OpenAIFormatter(Formatter):
                 if (
                     names
                     and role != "system"
-                    and (name := _names.get(msg.name) or wire_name(msg.name))
+                    and (name := _names.get(msg.name) or wire_name(msg.name))  # its cache first
                 ):
                     made = {"role": role, "content": msg.content, "name": name}
                 else:
